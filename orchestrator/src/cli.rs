@@ -1,0 +1,65 @@
+//! Command-line interface (clap derive).
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "vbuild", version, about = "Hermetic, content-addressed builds for JS/TS monorepos")]
+pub struct Cli {
+    /// Run as if started in this directory.
+    #[arg(short = 'C', global = true, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Build targets and everything they depend on.
+    Run(RunArgs),
+    /// Explain whether a target would hit the cache, and if not, why.
+    Why {
+        /// The target, e.g. //app:build or :build.
+        label: String,
+    },
+    /// List targets matching patterns (default //...).
+    Query { patterns: Vec<String> },
+    /// Remove this workspace's entries from the action cache.
+    Clean,
+    /// Inspect the store.
+    Store {
+        #[command(subcommand)]
+        command: StoreCmd,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Labels or patterns: //app:build, :build, //..., //pkg/...
+    #[arg(required = true)]
+    pub patterns: Vec<String>,
+    /// Actions to run at once (default: number of cores).
+    #[arg(short = 'j', long = "jobs")]
+    pub jobs: Option<usize>,
+    /// Keep building what does not depend on a failed action.
+    #[arg(short = 'k', long)]
+    pub keep_going: bool,
+    /// Run every action; neither read nor write the action cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Override the sandbox of every action.
+    #[arg(long, value_enum)]
+    pub sandbox: Option<SandboxArg>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SandboxArg {
+    Namespaces,
+    Scratch,
+    None,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StoreCmd {
+    /// Blob count and bytes, action cache entries.
+    Stats,
+}

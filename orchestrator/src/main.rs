@@ -1,0 +1,162 @@
+//! vbuild: hermetic, content-addressed builds.
+mod action;
+mod cli;
+mod exec;
+mod globs;
+mod graph;
+mod inputs;
+mod key;
+mod materialize;
+mod report;
+mod scheduler;
+mod workspace;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use cli::{Cli, Cmd, SandboxArg, StoreCmd};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use vbuild_schema::{Pattern, SandboxSetting};
+use vbuild_store::Store;
+use workspace::Workspace;
+
+/// Exit codes: 0 success, 1 an action failed, 2 bad input or vbuild error.
+const EXIT_FAILED: u8 = 1;
+const EXIT_ERROR: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            match e.downcast_ref::<workspace::LoadError>() {
+                Some(load) => eprintln!("{load}"),
+                None => eprintln!("error: {e:#}"),
+            }
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+struct Session {
+    ws: Workspace,
+    /// The package the user stands in (for `:target` labels).
+    current: Option<String>,
+}
+
+fn load(dir: &Option<PathBuf>) -> Result<Session> {
+    let cwd = match dir {
+        Some(d) => d.canonicalize().with_context(|| format!("-C {}", d.display()))?,
+        None => std::env::current_dir()?.canonicalize()?,
+    };
+    let Some(root) = workspace::find_root(&cwd) else {
+        bail!(
+            "no {} found in {} or any parent directory; create one with:\n\n  [workspace]\n  name = \"my-project\"",
+            workspace::WORKSPACE_FILE,
+            cwd.display()
+        );
+    };
+    let ws = Workspace::load(&root).map_err(anyhow::Error::new)?;
+    let current = workspace::package_of(&ws.root, &cwd);
+    Ok(Session { ws, current })
+}
+
+fn open_store() -> Result<Store> {
+    let root = vbuild_store::default_root()
+        .context("cannot locate the store: set VBUILD_CACHE_DIR, XDG_CACHE_HOME or HOME")?;
+    Store::open(&root).with_context(|| format!("opening the store at {}", root.display()))
+}
+
+fn parse_patterns(s: &Session, texts: &[String]) -> Result<Vec<Pattern>> {
+    texts
+        .iter()
+        .map(|t| Pattern::parse(t, s.current.as_deref()).map_err(anyhow::Error::new))
+        .collect()
+}
+
+fn real_main(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Cmd::Run(args) => {
+            let session = load(&cli.dir)?;
+            let patterns = parse_patterns(&session, &args.patterns)?;
+            let opts = action::RunOptions {
+                jobs: args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+                keep_going: args.keep_going,
+                no_cache: args.no_cache,
+                dry_run: false,
+                sandbox: args.sandbox.map(|s| match s {
+                    SandboxArg::Namespaces => SandboxSetting::Namespaces,
+                    SandboxArg::Scratch => SandboxSetting::Scratch,
+                    SandboxArg::None => SandboxSetting::None,
+                }),
+            };
+            build(&session, &patterns, opts)
+        }
+        Cmd::Why { label } => {
+            let session = load(&cli.dir)?;
+            let patterns = parse_patterns(&session, std::slice::from_ref(&label))?;
+            if !matches!(patterns[0], Pattern::Target(_)) {
+                bail!("`vbuild why` takes one target label, not a pattern");
+            }
+            let opts = action::RunOptions { jobs: 1, dry_run: true, ..Default::default() };
+            build(&session, &patterns, opts)
+        }
+        Cmd::Query { patterns } => {
+            let session = load(&cli.dir)?;
+            let texts = if patterns.is_empty() { vec!["//...".to_string()] } else { patterns };
+            let patterns = parse_patterns(&session, &texts)?;
+            for t in &session.ws.targets {
+                if patterns.iter().any(|p| p.matches(&t.label)) {
+                    println!("{}", t.label);
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Clean => {
+            let session = load(&cli.dir)?;
+            let store = open_store()?;
+            let removed = store.action_cache.clear_workspace(session.ws.name())?;
+            println!("removed {removed} cache entries of workspace '{}'", session.ws.name());
+            Ok(0)
+        }
+        Cmd::Store { command: StoreCmd::Stats } => {
+            let store = open_store()?;
+            let (blobs, bytes) = store.cas.stats()?;
+            println!("store:   {}", store.root().display());
+            println!("blobs:   {blobs}");
+            println!("bytes:   {bytes}");
+            println!("entries: {}", store.action_cache.entry_count()?);
+            Ok(0)
+        }
+    }
+}
+
+/// Builds (or, with `dry_run`, explains) the closure of `patterns`.
+fn build(session: &Session, patterns: &[Pattern], opts: action::RunOptions) -> Result<u8> {
+    let ws = &session.ws;
+    let order = graph::select(ws, patterns).map_err(anyhow::Error::msg)?;
+    let store = open_store()?;
+    let prefix = format!("{}/", ws.root.display());
+    let stat_cache = store.action_cache.load_stat_cache(&prefix)?;
+    let mut secrets = globset::GlobSetBuilder::new();
+    for pattern in &ws.def.secret_env {
+        secrets.add(globset::Glob::new(pattern).with_context(|| format!("vbuild.toml: secret_env pattern {pattern:?}"))?);
+    }
+    let ctx = action::Ctx {
+        ws,
+        store: &store,
+        stat_cache: &stat_cache,
+        index: inputs::PackageIndex::new(ws),
+        host_env: std::env::vars().collect(),
+        secrets: secrets.build()?,
+        opts,
+    };
+    let mut reporter = report::Reporter::new();
+    let failed = scheduler::run(&ctx, &order, &mut reporter);
+    store.action_cache.save_stat_cache(&stat_cache)?;
+    if !ctx.opts.dry_run {
+        reporter.summary(&failed);
+    }
+    Ok(if failed.is_empty() { 0 } else { EXIT_FAILED })
+}
+

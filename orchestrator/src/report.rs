@@ -1,0 +1,101 @@
+//! What a run prints: one line per action on stderr, the action's own
+//! stdout/stderr replayed byte-exact after it, and a summary.
+use crate::action::{Outcome, State};
+use std::io::Write;
+use std::time::{Duration, Instant};
+use vbuild_schema::Label;
+
+#[derive(Default)]
+struct Counts {
+    hit: usize,
+    miss: usize,
+    uncached: usize,
+    failed: usize,
+    skipped: usize,
+    would_run: usize,
+    not_run: usize,
+}
+
+pub struct Reporter {
+    start: Instant,
+    counts: Counts,
+}
+
+fn ms(d: Duration) -> String {
+    if d.as_millis() < 1000 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.2}s", d.as_secs_f64())
+    }
+}
+
+impl Reporter {
+    pub fn new() -> Reporter {
+        Reporter { start: Instant::now(), counts: Counts::default() }
+    }
+
+    pub fn action(&mut self, label: &Label, outcome: &Outcome) {
+        let c = &mut self.counts;
+        let line = match &outcome.state {
+            State::Hit => {
+                c.hit += 1;
+                format!("hit       {label}")
+            }
+            State::Miss(why) => {
+                c.miss += 1;
+                format!("miss      {label}  ({why})  {}", ms(outcome.duration))
+            }
+            State::Uncached(why) => {
+                c.uncached += 1;
+                format!("uncached  {label}  ({why})  {}", ms(outcome.duration))
+            }
+            State::Failed(why) => {
+                c.failed += 1;
+                format!("failed    {label}  ({why})  {}", ms(outcome.duration))
+            }
+            State::Skipped(why) => {
+                c.skipped += 1;
+                format!("skipped   {label}  ({why})")
+            }
+            State::WouldRun(why) => {
+                c.would_run += 1;
+                format!("would run {label}  ({why})")
+            }
+        };
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "{line}");
+        let _ = err.flush();
+        if !outcome.stdout.is_empty() {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&outcome.stdout);
+            let _ = out.flush();
+        }
+        let _ = err.write_all(&outcome.stderr);
+    }
+
+    pub fn not_run(&mut self, n: usize) {
+        self.counts.not_run += n;
+    }
+
+    pub fn summary(&self, failed: &[String]) {
+        let c = &self.counts;
+        let total = c.hit + c.miss + c.uncached + c.failed + c.skipped + c.would_run + c.not_run;
+        let mut parts = vec![format!("{} hit", c.hit), format!("{} miss", c.miss)];
+        for (n, what) in [
+            (c.uncached, "uncached"),
+            (c.failed, "failed"),
+            (c.skipped, "skipped"),
+            (c.would_run, "would run"),
+            (c.not_run, "not run"),
+        ] {
+            if n > 0 {
+                parts.push(format!("{n} {what}"));
+            }
+        }
+        let plural = if total == 1 { "" } else { "s" };
+        eprintln!("vbuild: {total} action{plural} in {}: {}", ms(self.start.elapsed()), parts.join(", "));
+        if !failed.is_empty() {
+            eprintln!("error: {} failed: {}", failed.len(), failed.join(" "));
+        }
+    }
+}

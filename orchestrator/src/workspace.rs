@@ -1,0 +1,314 @@
+//! Loading a workspace: find `vbuild.toml`, discover every `BUILD.toml`,
+//! parse and validate targets. Every problem becomes a [`Diagnostic`]; when
+//! there is any, nothing runs.
+use crate::globs::{normalize, OutSpec, SrcMatcher};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use vbuild_schema::build_file::parse_duration;
+use vbuild_schema::{
+    parse_build_file, parse_workspace_file, Diagnostic, Label, SandboxSetting, TargetDef,
+    WorkspaceDef,
+};
+
+pub const WORKSPACE_FILE: &str = "vbuild.toml";
+pub const BUILD_FILE: &str = "BUILD.toml";
+
+/// A validated target, ready to become an action.
+#[derive(Debug)]
+pub struct Target {
+    pub label: Label,
+    /// Workspace-relative path of its `BUILD.toml`.
+    pub build_file: PathBuf,
+    pub argv: Vec<String>,
+    /// Normalized `srcs` as written (for the key), `!` kept.
+    pub src_patterns: Vec<String>,
+    pub srcs: SrcMatcher,
+    /// Indexes into [`Workspace::targets`], in declaration order.
+    pub deps: Vec<usize>,
+    pub outs: Vec<OutSpec>,
+    pub env: BTreeMap<String, String>,
+    pub pass_env: Vec<String>,
+    pub cache: bool,
+    pub sandbox: Option<SandboxSetting>,
+    pub network: bool,
+    pub timeout: Option<Duration>,
+}
+
+pub struct Workspace {
+    /// Absolute, canonical.
+    pub root: PathBuf,
+    pub def: WorkspaceDef,
+    /// Sorted by label, so indexes (and so output order) are deterministic.
+    pub targets: Vec<Target>,
+    /// Package paths (workspace-relative, "" for the root).
+    pub packages: Vec<String>,
+}
+
+/// The failure to load: all diagnostics found.
+#[derive(Debug)]
+pub struct LoadError(pub Vec<Diagnostic>);
+
+/// Finds the workspace root at or above `start`.
+pub fn find_root(start: &Path) -> Option<PathBuf> {
+    start.ancestors().find(|dir| dir.join(WORKSPACE_FILE).is_file()).map(Path::to_path_buf)
+}
+
+/// The package containing `dir` (nearest ancestor with a BUILD.toml), workspace-relative.
+pub fn package_of(root: &Path, dir: &Path) -> Option<String> {
+    let rel = dir.strip_prefix(root).ok()?;
+    rel.ancestors()
+        .find(|p| root.join(p).join(BUILD_FILE).is_file())
+        .map(|p| p.to_string_lossy().replace('\\', "/"))
+}
+
+/// Directories never searched for packages or sources.
+pub fn skipped_dir(name: &str) -> bool {
+    name == "node_modules" || name.starts_with('.')
+}
+
+fn rel_display(root: &Path, path: &Path) -> PathBuf {
+    path.strip_prefix(root).unwrap_or(path).to_path_buf()
+}
+
+impl Workspace {
+    pub fn load(root: &Path) -> Result<Workspace, LoadError> {
+        let root = root.canonicalize().map_err(|e| {
+            LoadError(vec![Diagnostic::file(root, format!("cannot open workspace: {e}"))])
+        })?;
+        let ws_file = root.join(WORKSPACE_FILE);
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).map_err(|e| {
+                Diagnostic::file(&rel_display(&root, path), format!("cannot read: {e}"))
+            })
+        };
+        let def = read(&ws_file)
+            .and_then(|src| parse_workspace_file(Path::new(WORKSPACE_FILE), &src))
+            .map_err(|d| LoadError(vec![d]))?;
+
+        let mut diags = Vec::new();
+        let packages = discover_packages(&root);
+        let mut parsed = Vec::new();
+        for pkg in &packages {
+            let rel_file = Path::new(pkg).join(BUILD_FILE);
+            let source = match read(&root.join(&rel_file)) {
+                Ok(s) => s,
+                Err(d) => {
+                    diags.push(d);
+                    continue;
+                }
+            };
+            match parse_build_file(&rel_file, &source) {
+                Ok(targets) => parsed.push((pkg.clone(), rel_file, source, targets)),
+                Err(d) => diags.push(d),
+            }
+        }
+
+        // Labels first, so deps can point at any package.
+        let mut by_label = HashMap::new();
+        let mut defs = Vec::new();
+        for (pkg, file, source, targets) in &parsed {
+            for (name, def) in targets {
+                let label = Label { package: pkg.clone(), name: name.clone() };
+                defs.push((label, file, source, def));
+            }
+        }
+        defs.sort_by(|a, b| a.0.cmp(&b.0));
+        for (i, (label, ..)) in defs.iter().enumerate() {
+            by_label.insert(label.clone(), i);
+        }
+
+        let mut targets = Vec::with_capacity(defs.len());
+        for (label, file, source, def) in &defs {
+            let mut ctx = TargetCtx { file, source, diags: &mut diags, by_label: &by_label };
+            if let Some(t) = ctx.validate(label, def.get_ref()) {
+                targets.push(t);
+            }
+        }
+        if diags.is_empty() {
+            if let Some(cycle) = crate::graph::find_cycle(&targets) {
+                diags.push(cycle_diagnostic(&targets, &cycle, &parsed));
+            }
+        }
+        if !diags.is_empty() {
+            return Err(LoadError(diags));
+        }
+        Ok(Workspace { root, def, targets, packages })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.def.name
+    }
+}
+
+struct TargetCtx<'a> {
+    file: &'a Path,
+    source: &'a str,
+    diags: &'a mut Vec<Diagnostic>,
+    by_label: &'a HashMap<Label, usize>,
+}
+
+impl TargetCtx<'_> {
+    fn error(&mut self, span: std::ops::Range<usize>, msg: String, help: &str) {
+        let d = Diagnostic::at(self.file, self.source, Some(span), msg);
+        self.diags.push(if help.is_empty() { d } else { d.with_help(help) });
+    }
+
+    fn validate(&mut self, label: &Label, def: &TargetDef) -> Option<Target> {
+        let before = self.diags.len();
+        let argv = def.command.get_ref().argv();
+        if argv.is_empty() || argv[0].is_empty() {
+            self.error(def.command.span(), format!("{label}: command is empty"), "give a shell string or a non-empty argv array");
+        }
+        let mut src_patterns = Vec::new();
+        for src in &def.srcs {
+            let text = src.get_ref();
+            let (negated, body) = match text.strip_prefix('!') {
+                Some(rest) => (true, rest),
+                None => (false, text.as_str()),
+            };
+            match normalize(body) {
+                Ok((path, is_dir)) => {
+                    let pattern = if is_dir { format!("{path}/**") } else { path };
+                    src_patterns.push((negated, pattern));
+                }
+                Err(why) => self.error(
+                    src.span(),
+                    format!("{label}: srcs entry {text:?} escapes the package: {why}"),
+                    "srcs are globs relative to the package; depend on another package's target to use its files",
+                ),
+            }
+        }
+        let srcs = match SrcMatcher::new(&src_patterns) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                let span = def.srcs.first().map_or(0..0, |s| s.span());
+                self.error(span, format!("{label}: invalid glob in srcs: {e}"), "");
+                None
+            }
+        };
+        let mut outs = Vec::new();
+        for out in &def.outs {
+            match OutSpec::parse(out.get_ref()) {
+                Ok(spec) => {
+                    if let OutSpec::Glob(g) = &spec {
+                        if let Err(e) = crate::globs::out_glob(g) {
+                            self.error(out.span(), format!("{label}: invalid glob in outs: {e}"), "");
+                        }
+                    }
+                    outs.push(spec)
+                }
+                Err(why) => self.error(
+                    out.span(),
+                    format!("{label}: output {:?} is outside the package: {why}", out.get_ref()),
+                    "a target may only write inside its own package",
+                ),
+            }
+        }
+        let mut deps = Vec::new();
+        for dep in &def.deps {
+            match Label::parse(dep.get_ref(), Some(&label.package)) {
+                Ok(dep_label) => match self.by_label.get(&dep_label) {
+                    Some(&i) if !deps.contains(&i) => deps.push(i),
+                    Some(_) => {}
+                    None => self.error(
+                        dep.span(),
+                        format!("{label}: unknown label {dep_label} in deps"),
+                        &format!(
+                            "no BUILD.toml target named {:?} in package {:?}; `vbuild query //...` lists the targets",
+                            dep_label.name, dep_label.package
+                        ),
+                    ),
+                },
+                Err(e) => self.error(dep.span(), format!("{label}: {e}"), ""),
+            }
+        }
+        let timeout = def.timeout.as_ref().and_then(|t| {
+            let parsed = parse_duration(t.get_ref());
+            if parsed.is_none() {
+                self.error(t.span(), format!("{label}: invalid timeout {:?}", t.get_ref()), "write a number with a unit: 500ms, 90s, 10m, 1h");
+            }
+            parsed
+        });
+        let mut pass_env: Vec<String> = def.pass_env.iter().map(|s| s.get_ref().clone()).collect();
+        pass_env.sort();
+        pass_env.dedup();
+        if self.diags.len() > before {
+            return None;
+        }
+        Some(Target {
+            label: label.clone(),
+            build_file: self.file.to_path_buf(),
+            argv,
+            src_patterns: src_patterns
+                .iter()
+                .map(|(neg, p)| if *neg { format!("!{p}") } else { p.clone() })
+                .collect(),
+            srcs: srcs?,
+            deps,
+            outs,
+            env: def.env.clone(),
+            pass_env,
+            cache: def.cache,
+            sandbox: def.sandbox.as_ref().map(|s| *s.get_ref()),
+            network: def.network,
+            timeout,
+        })
+    }
+}
+
+fn cycle_diagnostic(
+    targets: &[Target],
+    cycle: &[usize],
+    parsed: &[(String, PathBuf, String, BTreeMap<String, vbuild_schema::Spanned<TargetDef>>)],
+) -> Diagnostic {
+    let path: Vec<String> = cycle.iter().map(|&i| targets[i].label.to_string()).collect();
+    let first = &targets[cycle[0]];
+    let next = &targets[cycle[1 % cycle.len()]].label;
+    // Point at the dep entry that closes the first edge of the cycle.
+    let (_, file, source, defs) = parsed
+        .iter()
+        .find(|(pkg, ..)| *pkg == first.label.package)
+        .expect("target came from a parsed file");
+    let span = defs[&first.label.name]
+        .get_ref()
+        .deps
+        .iter()
+        .find(|d| Label::parse(d.get_ref(), Some(&first.label.package)).ok().as_ref() == Some(next))
+        .map(|d| d.span());
+    Diagnostic::at(file, source, span, format!("dependency cycle: {} -> {}", path.join(" -> "), path[0]))
+        .with_help("remove one of these deps; a target cannot depend on itself, even indirectly")
+}
+
+/// Every package (directory holding BUILD.toml), workspace-relative, sorted.
+fn discover_packages(root: &Path) -> Vec<String> {
+    let mut packages = Vec::new();
+    let walker = walkdir::WalkDir::new(root).follow_links(false).into_iter().filter_entry(|e| {
+        e.depth() == 0 || !(e.file_type().is_dir() && skipped_dir(&e.file_name().to_string_lossy()))
+    });
+    for entry in walker.flatten() {
+        if entry.file_type().is_file() && entry.file_name() == BUILD_FILE {
+            let dir = entry.path().parent().unwrap_or(root);
+            let rel = rel_display(root, dir).to_string_lossy().replace('\\', "/");
+            packages.push(rel);
+        }
+    }
+    packages.sort();
+    packages
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for d in &self.0 {
+            writeln!(f, "error: {d}")?;
+        }
+        write!(
+            f,
+            "error: the workspace did not load ({} error{}); nothing was run",
+            self.0.len(),
+            if self.0.len() == 1 { "" } else { "s" }
+        )
+    }
+}
+
+impl std::error::Error for LoadError {}

@@ -1,0 +1,188 @@
+//! `BUILD.toml` and `vbuild.toml`: the serde model, with spans kept for
+//! every value a later check may need to point at.
+use crate::diagnostic::Diagnostic;
+use crate::label::valid_target_name;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use toml::Spanned;
+
+/// `command = "…"` runs with `/bin/sh -c`; `command = [..]` is an argv.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Command {
+    Shell(String),
+    Argv(Vec<String>),
+}
+
+impl Command {
+    /// The argv actually executed.
+    pub fn argv(&self) -> Vec<String> {
+        match self {
+            Command::Shell(script) => vec!["/bin/sh".into(), "-c".into(), script.clone()],
+            Command::Argv(argv) => argv.clone(),
+        }
+    }
+}
+
+/// Where an action runs (see docs/sandbox.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxSetting {
+    /// Linux namespaces: fixed workspace path, read-only inputs, no network.
+    Namespaces,
+    /// A plain scratch directory holding only the declared inputs.
+    Scratch,
+    /// In the workspace itself; never cached.
+    None,
+}
+
+/// One `[target.NAME]` table.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetDef {
+    pub command: Spanned<Command>,
+    #[serde(default)]
+    pub srcs: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub deps: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub outs: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub pass_env: Vec<Spanned<String>>,
+    #[serde(default = "yes")]
+    pub cache: bool,
+    pub sandbox: Option<Spanned<SandboxSetting>>,
+    /// Opens the network inside the namespace sandbox (part of the key).
+    #[serde(default)]
+    pub network: bool,
+    /// e.g. "90s", "10m", "1h".
+    pub timeout: Option<Spanned<String>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BuildFileDef {
+    #[serde(default)]
+    target: BTreeMap<String, Spanned<TargetDef>>,
+}
+
+/// `vbuild.toml`'s `[workspace]` table.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceDef {
+    /// Names the workspace in the shared cache (for `vbuild clean`, `why`).
+    pub name: String,
+    #[serde(default)]
+    pub sandbox: Option<SandboxSetting>,
+    /// Variables passed to every action from the caller (values tracked).
+    #[serde(default)]
+    pub pass_env: Vec<String>,
+    /// Globs of env names whose tracked values are keyed by hash and never printed.
+    #[serde(default)]
+    pub secret_env: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkspaceFileDef {
+    workspace: WorkspaceDef,
+}
+
+fn toml_error(file: &Path, source: &str, err: toml::de::Error) -> Diagnostic {
+    let message = err.message().trim_end().to_string();
+    let mut diag = Diagnostic::at(file, source, err.span(), message.clone());
+    if message.starts_with("unknown field") {
+        diag = diag.with_help("check the spelling; the fields are listed in docs/guide.md");
+    } else if message.contains("duplicate key") {
+        diag = diag.with_help("each target name may appear once per BUILD.toml");
+    }
+    diag
+}
+
+/// Parses a `BUILD.toml`. Target names are checked here; labels, globs and
+/// outputs are checked by the loader, which knows the package.
+pub fn parse_build_file(
+    file: &Path,
+    source: &str,
+) -> Result<BTreeMap<String, Spanned<TargetDef>>, Diagnostic> {
+    let def: BuildFileDef = toml::from_str(source).map_err(|e| toml_error(file, source, e))?;
+    for (name, target) in &def.target {
+        if !valid_target_name(name) {
+            return Err(Diagnostic::at(
+                file,
+                source,
+                Some(target.span()),
+                format!("invalid target name {name:?}"),
+            )
+            .with_help("target names use letters, digits and _ - . + only"));
+        }
+    }
+    Ok(def.target)
+}
+
+/// Parses `vbuild.toml`.
+pub fn parse_workspace_file(file: &Path, source: &str) -> Result<WorkspaceDef, Diagnostic> {
+    let def: WorkspaceFileDef = toml::from_str(source).map_err(|e| toml_error(file, source, e))?;
+    Ok(def.workspace)
+}
+
+/// Parses a duration like `"500ms"`, `"90s"`, `"10m"`, `"1h"`.
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (num, unit) = text.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n.checked_mul(1000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_target() {
+        let src = r#"
+[target.build]
+command = "make"
+srcs = ["src/**", "!src/**/*.test.ts"]
+deps = ["//lib:build"]
+outs = ["dist/"]
+env = { NODE_ENV = "production" }
+pass_env = ["CI"]
+"#;
+        let targets = parse_build_file(Path::new("BUILD.toml"), src).unwrap();
+        let t = targets["build"].get_ref();
+        assert_eq!(t.command.get_ref().argv(), ["/bin/sh", "-c", "make"]);
+        assert_eq!(t.srcs.len(), 2);
+        assert!(t.cache);
+    }
+
+    #[test]
+    fn unknown_field_names_line() {
+        let src = "[target.build]\ncommand = \"x\"\ncomand = \"y\"\n";
+        let err = parse_build_file(Path::new("p/BUILD.toml"), src).unwrap_err();
+        assert_eq!(err.line, 3);
+        assert!(err.message.contains("unknown field"), "{}", err.message);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10m"), Some(std::time::Duration::from_secs(600)));
+        assert_eq!(parse_duration("250ms"), Some(std::time::Duration::from_millis(250)));
+        assert_eq!(parse_duration("ten"), None);
+    }
+}

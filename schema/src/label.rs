@@ -1,0 +1,160 @@
+//! Labels (`//pkg/path:target`) and patterns (`//...`, `//pkg/...`).
+//!
+//! A package path is workspace-relative, '/'-separated, without leading or
+//! trailing '/'; the root package is the empty string (`//:target`).
+use std::fmt;
+
+/// One target: package path plus target name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Label {
+    pub package: String,
+    pub name: String,
+}
+
+impl fmt::Display for Label {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "//{}:{}", self.package, self.name)
+    }
+}
+
+/// What a command line or a `deps` entry may name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pattern {
+    /// Exactly one target.
+    Target(Label),
+    /// `//pkg:all` or `//pkg:*`: every target of one package.
+    Package(String),
+    /// `//pkg/...`: every target at or below a package path (`//...` = all).
+    Recursive(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LabelError {
+    #[error("invalid label {label:?}: {why}")]
+    Invalid { label: String, why: &'static str },
+}
+
+fn invalid(label: &str, why: &'static str) -> LabelError {
+    LabelError::Invalid { label: label.to_string(), why }
+}
+
+/// Target names: letters, digits and `_ - . +`; no '/' so labels stay unambiguous.
+pub fn valid_target_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.+".contains(c))
+}
+
+fn valid_package_path(path: &str) -> bool {
+    path.is_empty()
+        || path.split('/').all(|seg| {
+            !seg.is_empty() && seg != "." && seg != ".." && !seg.contains(':') && !seg.contains('\\')
+        })
+}
+
+impl Label {
+    /// Parses a label; `current` is the package of the file or directory the
+    /// label is written in (for `:target` and `target` forms).
+    pub fn parse(text: &str, current: Option<&str>) -> Result<Label, LabelError> {
+        match Pattern::parse(text, current)? {
+            Pattern::Target(label) => Ok(label),
+            _ => Err(invalid(text, "a pattern is not allowed here; name one target")),
+        }
+    }
+}
+
+impl Pattern {
+    pub fn parse(text: &str, current: Option<&str>) -> Result<Pattern, LabelError> {
+        let (package, target) = if let Some(rest) = text.strip_prefix("//") {
+            match rest.split_once(':') {
+                Some((pkg, target)) => (pkg.to_string(), Some(target)),
+                None => (rest.to_string(), None),
+            }
+        } else if let Some(target) = text.strip_prefix(':') {
+            let pkg = current.ok_or_else(|| {
+                invalid(text, "a relative label needs a package: run it from inside a package or write //pkg:target")
+            })?;
+            (pkg.to_string(), Some(target))
+        } else {
+            return Err(invalid(text, "labels start with // (absolute) or : (relative)"));
+        };
+        if let Some(prefix) = package.strip_suffix("...") {
+            if target.is_some() {
+                return Err(invalid(text, "`...` cannot be combined with a target name"));
+            }
+            let prefix = prefix.strip_suffix('/').unwrap_or(prefix);
+            if !valid_package_path(prefix) {
+                return Err(invalid(text, "the package path has an empty, '.' or '..' segment"));
+            }
+            return Ok(Pattern::Recursive(prefix.to_string()));
+        }
+        if !valid_package_path(&package) {
+            return Err(invalid(text, "the package path has an empty, '.' or '..' segment"));
+        }
+        let name = match target {
+            Some("all") | Some("*") => return Ok(Pattern::Package(package)),
+            Some(name) => name.to_string(),
+            // `//pkg/path` means `//pkg/path:path`.
+            None => match package.rsplit('/').next() {
+                Some(last) if !last.is_empty() => last.to_string(),
+                _ => return Err(invalid(text, "`//` alone names no target; use //... or //:target")),
+            },
+        };
+        if !valid_target_name(&name) {
+            return Err(invalid(text, "target names use letters, digits and _ - . + only"));
+        }
+        Ok(Pattern::Target(Label { package, name }))
+    }
+
+    /// Whether `label` is selected by this pattern.
+    pub fn matches(&self, label: &Label) -> bool {
+        match self {
+            Pattern::Target(l) => l == label,
+            Pattern::Package(p) => &label.package == p,
+            Pattern::Recursive(prefix) => {
+                prefix.is_empty()
+                    || label.package == *prefix
+                    || label
+                        .package
+                        .strip_prefix(prefix.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn label(p: &str, n: &str) -> Label {
+        Label { package: p.into(), name: n.into() }
+    }
+
+    #[test]
+    fn parses_forms() {
+        assert_eq!(Label::parse("//app:build", None).unwrap(), label("app", "build"));
+        assert_eq!(Label::parse("//a/b/c", None).unwrap(), label("a/b/c", "c"));
+        assert_eq!(Label::parse(":t", Some("x/y")).unwrap(), label("x/y", "t"));
+        assert_eq!(Label::parse("//:root", None).unwrap(), label("", "root"));
+        assert_eq!(Pattern::parse("//...", None).unwrap(), Pattern::Recursive(String::new()));
+        assert_eq!(Pattern::parse("//pkg/...", None).unwrap(), Pattern::Recursive("pkg".into()));
+        assert_eq!(Pattern::parse("//pkg:all", None).unwrap(), Pattern::Package("pkg".into()));
+    }
+
+    #[test]
+    fn rejects_bad_labels() {
+        for bad in ["app:build", "//../x:y", "//a//b:c", "//a:b/c", "//", ":x", "//a/...:b"] {
+            assert!(Pattern::parse(bad, None).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn recursive_matches_by_segment() {
+        let p = Pattern::parse("//pkg/...", None).unwrap();
+        assert!(p.matches(&label("pkg", "a")));
+        assert!(p.matches(&label("pkg/sub", "a")));
+        assert!(!p.matches(&label("pkg2", "a")));
+    }
+}
