@@ -158,12 +158,18 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
         }
     } else {
         let mut unusable = None;
-        for text in ctx.store.action_cache.records(&weak)? {
+        for (nth, text) in ctx.store.action_cache.records(&weak)?.into_iter().enumerate() {
             let record: Record = serde_json::from_str(&text).context("reading a narrowing record")?;
             let strong = key::strong_key(&weak, &record, &inputs, &env_of);
             let Some(result) = ctx.store.action_cache.get(&strong)? else { continue };
             match restore(ctx, target, &result) {
-                Ok(outcome) => return Ok(Outcome { duration: start.elapsed(), ..outcome }),
+                Ok(outcome) => {
+                    // Most recently used first; the first record needs no write.
+                    if nth > 0 {
+                        ctx.store.action_cache.touch_record(&weak, &text)?;
+                    }
+                    return Ok(Outcome { duration: start.elapsed(), ..outcome });
+                }
                 Err(e) => {
                     // Never trust an entry whose blobs are gone or corrupt.
                     ctx.store.action_cache.remove(&strong)?;

@@ -211,14 +211,10 @@ impl TargetCtx<'_> {
                 Ok(dep_label) => match self.by_label.get(&dep_label) {
                     Some(&i) if !deps.contains(&i) => deps.push(i),
                     Some(_) => {}
-                    None => self.error(
-                        dep.span(),
-                        format!("{label}: unknown label {dep_label} in deps"),
-                        &format!(
-                            "no BUILD.toml target named {:?} in package {:?}; `vbuild query //...` lists the targets",
-                            dep_label.name, dep_label.package
-                        ),
-                    ),
+                    None => {
+                        let help = known_targets_help(self.by_label, &dep_label);
+                        self.error(dep.span(), format!("{label}: unknown label {dep_label} in deps"), &help)
+                    }
                 },
                 Err(e) => self.error(dep.span(), format!("{label}: {e}"), ""),
             }
@@ -254,6 +250,18 @@ impl TargetCtx<'_> {
             network: def.network,
             timeout,
         })
+    }
+}
+
+/// What to suggest for a label that names no target.
+fn known_targets_help(by_label: &HashMap<Label, usize>, missing: &Label) -> String {
+    let mut names: Vec<&str> =
+        by_label.keys().filter(|l| l.package == missing.package).map(|l| l.name.as_str()).collect();
+    names.sort();
+    if names.is_empty() {
+        format!("there is no package //{} (no {}/BUILD.toml); `vbuild query` lists the targets", missing.package, missing.package)
+    } else {
+        format!("//{} has: {}", missing.package, names.join(", "))
     }
 }
 

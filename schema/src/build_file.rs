@@ -96,14 +96,22 @@ struct WorkspaceFileDef {
 }
 
 fn toml_error(file: &Path, source: &str, err: toml::de::Error) -> Diagnostic {
-    let message = err.message().trim_end().to_string();
-    let mut diag = Diagnostic::at(file, source, err.span(), message.clone());
-    if message.starts_with("unknown field") {
-        diag = diag.with_help("check the spelling; the fields are listed in docs/guide.md");
+    let mut message = err.message().trim_end().to_string();
+    let span = err.span();
+    let help = if message.starts_with("unknown field") {
+        Some("check the spelling; the fields are listed in docs/guide.md")
     } else if message.contains("duplicate key") {
-        diag = diag.with_help("each target name may appear once per BUILD.toml");
+        let key = span.clone().and_then(|s| source.get(s)).unwrap_or("").trim_matches('"');
+        message = format!("duplicate target `{key}`: it is already defined above");
+        Some("each target name may appear once per BUILD.toml; rename or merge one of them")
+    } else {
+        None
+    };
+    let diag = Diagnostic::at(file, source, span, message);
+    match help {
+        Some(help) => diag.with_help(help),
+        None => diag,
     }
-    diag
 }
 
 /// Parses a `BUILD.toml`. Target names are checked here; labels, globs and

@@ -1,0 +1,138 @@
+//! Test harness: temporary workspaces and a private store, driven through
+//! the real `vbuild` binary.
+#![allow(dead_code)]
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct Ws {
+    pub dir: tempfile::TempDir,
+    pub cache: PathBuf,
+    _cache_dir: tempfile::TempDir,
+}
+
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    /// Exit code, stdout and stderr with durations and temp paths redacted.
+    pub fn snapshot(&self) -> String {
+        format!("exit: {}\n--- stdout\n{}--- stderr\n{}", self.code, redact(&self.stdout), redact(&self.stderr))
+    }
+    pub fn assert_ok(&self) -> &Self {
+        assert_eq!(self.code, 0, "vbuild failed:\n{}", self.snapshot());
+        self
+    }
+    /// The state word of each action line, e.g. ["hit //a:b", "miss //c:d"].
+    pub fn states(&self) -> Vec<String> {
+        self.stderr
+            .lines()
+            .filter_map(|l| {
+                let mut words = l.split_whitespace();
+                let state = words.next()?;
+                let label = words.next()?;
+                ["hit", "miss", "uncached", "failed", "skipped"]
+                    .contains(&state)
+                    .then(|| format!("{state} {label}"))
+            })
+            .collect()
+    }
+}
+
+pub fn redact(text: &str) -> String {
+    let time = regex::Regex::new(r"\b\d+(\.\d+)?(ms|s)\b").unwrap();
+    let tmp = regex::Regex::new(r"/tmp/[^\s/'\x22]+").unwrap();
+    let text = time.replace_all(text, "[time]");
+    tmp.replace_all(&text, "[tmp]").into_owned()
+}
+
+impl Ws {
+    /// A workspace named "test" holding `files` (path, contents).
+    pub fn new(files: &[(&str, &str)]) -> Ws {
+        let dir = tempfile::tempdir().unwrap();
+        let cache_dir = tempfile::tempdir().unwrap();
+        let ws = Ws { cache: cache_dir.path().to_path_buf(), dir, _cache_dir: cache_dir };
+        ws.write("vbuild.toml", "[workspace]\nname = \"test\"\nsandbox = \"scratch\"\n");
+        for (path, contents) in files {
+            ws.write(path, contents);
+        }
+        ws
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, contents: &str) {
+        let path = self.path(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    }
+
+    /// Runs vbuild in the workspace root with one job (deterministic order).
+    pub fn run(&self, args: &[&str]) -> Out {
+        self.run_in(self.root(), args)
+    }
+
+    pub fn run_in(&self, dir: &Path, args: &[&str]) -> Out {
+        run_with(dir, &self.cache, args, &[])
+    }
+
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
+        run_with(self.root(), &self.cache, args, env)
+    }
+}
+
+pub fn run_with(dir: &Path, cache: &Path, args: &[&str], env: &[(&str, &str)]) -> Out {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vbuild"));
+    cmd.current_dir(dir).args(args).env("VBUILD_CACHE_DIR", cache);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("vbuild runs");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// lib → app, plus an independent package; outputs cover a directory, an
+/// executable file and a symlink.
+pub fn three_packages() -> Ws {
+    Ws::new(&[
+        ("lib/src/msg.txt", "hello\n"),
+        (
+            "lib/BUILD.toml",
+            r#"[target.build]
+command = "mkdir -p out && tr a-z A-Z < src/msg.txt > out/msg.txt && echo lib-stdout && echo lib-stderr >&2"
+srcs = ["src/**"]
+outs = ["out/"]
+"#,
+        ),
+        (
+            "app/BUILD.toml",
+            r#"[target.build]
+command = """
+cat ../lib/out/msg.txt > result.txt
+printf '#!/bin/sh\necho hi\n' > run.sh && chmod +x run.sh
+ln -s result.txt link.txt
+echo app-stdout
+"""
+deps = ["//lib:build"]
+outs = ["result.txt", "run.sh", "link.txt"]
+"#,
+        ),
+        ("other/BUILD.toml", "[target.build]\ncommand = \"echo other > o.txt\"\nouts = [\"o.txt\"]\n"),
+    ])
+}

@@ -1,0 +1,84 @@
+//! Bad input: each error names file, line and what to do, exits 2, and
+//! nothing runs.
+mod common;
+use common::*;
+
+/// Runs `//...` on a workspace with `files`; asserts exit 2 and that no
+/// action ran (no marker file, no cache entry).
+fn load_error(files: &[(&str, &str)]) -> String {
+    let mut all = vec![("ok/BUILD.toml", "[target.build]\ncommand = \"touch ran\"\nouts = [\"ran\"]\n")];
+    all.extend_from_slice(files);
+    let ws = Ws::new(&all);
+    let out = ws.run(&["run", "//...", "-j1"]);
+    assert_eq!(out.code, 2, "{}", out.snapshot());
+    assert!(!ws.path("ok/ran").exists(), "nothing may run when the workspace does not load");
+    out.snapshot()
+}
+
+#[test]
+fn unknown_field() {
+    insta::assert_snapshot!(load_error(&[("a/BUILD.toml", "[target.build]\ncommand = \"true\"\nsrc = [\"x\"]\n")]));
+}
+
+#[test]
+fn unknown_label() {
+    insta::assert_snapshot!(load_error(&[(
+        "a/BUILD.toml",
+        "[target.build]\ncommand = \"true\"\ndeps = [\"//ok:buld\"]\n"
+    )]));
+}
+
+#[test]
+fn dependency_cycle() {
+    insta::assert_snapshot!(load_error(&[
+        ("a/BUILD.toml", "[target.build]\ncommand = \"true\"\ndeps = [\"//b:build\"]\n"),
+        ("b/BUILD.toml", "[target.build]\ncommand = \"true\"\ndeps = [\"//c:build\"]\n"),
+        ("c/BUILD.toml", "[target.build]\ncommand = \"true\"\ndeps = [\"//a:build\"]\n"),
+    ]));
+}
+
+#[test]
+fn glob_escaping_the_package() {
+    insta::assert_snapshot!(load_error(&[(
+        "a/BUILD.toml",
+        "[target.build]\ncommand = \"true\"\nsrcs = [\"src/**\", \"../ok/**\"]\n"
+    )]));
+}
+
+#[test]
+fn output_outside_the_package() {
+    insta::assert_snapshot!(load_error(&[(
+        "a/BUILD.toml",
+        "[target.build]\ncommand = \"true\"\nouts = [\"/etc/passwd\"]\n"
+    )]));
+}
+
+#[test]
+fn duplicate_target() {
+    insta::assert_snapshot!(load_error(&[(
+        "a/BUILD.toml",
+        "[target.build]\ncommand = \"true\"\n\n[target.build]\ncommand = \"false\"\n"
+    )]));
+}
+
+#[test]
+fn invalid_toml_syntax() {
+    insta::assert_snapshot!(load_error(&[("a/BUILD.toml", "[target.build]\ncommand = \"true\nsrcs = []\n")]));
+}
+
+#[test]
+fn unknown_target_on_the_command_line() {
+    let ws = three_packages();
+    let out = ws.run(&["run", "//lib:nope"]);
+    assert_eq!(out.code, 2);
+    insta::assert_snapshot!(out.snapshot());
+}
+
+#[test]
+fn no_workspace() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let out = run_with(dir.path(), cache.path(), &["run", "//..."], &[]);
+    assert_eq!(out.code, 2);
+    insta::assert_snapshot!(out.snapshot());
+}

@@ -1,0 +1,234 @@
+//! End-to-end: building, hitting, restoring, invalidating.
+mod common;
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+
+#[test]
+fn first_run_then_all_hits() {
+    let ws = three_packages();
+    let first = ws.run(&["run", "//...", "-j1"]);
+    insta::assert_snapshot!("first_run", first.snapshot());
+    assert_eq!(ws.read("app/result.txt"), "HELLO\n");
+    let second = ws.run(&["run", "//...", "-j1"]);
+    insta::assert_snapshot!("all_hits", second.snapshot());
+    // Logs are replayed byte-exact.
+    assert_eq!(first.stdout, second.stdout);
+}
+
+#[test]
+fn deleted_outputs_are_restored_byte_exact() {
+    let ws = three_packages();
+    ws.run(&["run", "//...", "-j1"]).assert_ok();
+    let before = std::fs::read(ws.path("lib/out/msg.txt")).unwrap();
+    std::fs::remove_dir_all(ws.path("lib/out")).unwrap();
+    for f in ["app/result.txt", "app/run.sh", "app/link.txt"] {
+        std::fs::remove_file(ws.path(f)).unwrap();
+    }
+    // A stale file inside a declared output directory is removed on restore.
+    ws.write("lib/out/stale.txt", "stale");
+    let out = ws.run(&["run", "//...", "-j1"]);
+    out.assert_ok();
+    assert!(out.states().iter().all(|s| s.starts_with("hit ")), "{:?}", out.states());
+    assert_eq!(std::fs::read(ws.path("lib/out/msg.txt")).unwrap(), before);
+    assert!(!ws.path("lib/out/stale.txt").exists());
+    let mode = std::fs::metadata(ws.path("app/run.sh")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o111, 0o111, "executable bit restored");
+    assert_eq!(std::fs::read_link(ws.path("app/link.txt")).unwrap().to_str(), Some("result.txt"));
+}
+
+#[test]
+fn edited_output_is_repaired_and_store_untouched() {
+    let ws = three_packages();
+    ws.run(&["run", "//lib:build"]).assert_ok();
+    ws.write("lib/out/msg.txt", "edited by hand\n");
+    ws.run(&["run", "//lib:build"]).assert_ok();
+    assert_eq!(ws.read("lib/out/msg.txt"), "HELLO\n");
+}
+
+#[test]
+fn change_one_file_then_revert() {
+    let ws = three_packages();
+    ws.run(&["run", "//...", "-j1"]).assert_ok();
+    ws.write("lib/src/msg.txt", "changed\n");
+    let changed = ws.run(&["run", "//...", "-j1"]);
+    insta::assert_snapshot!("one_file_changed", changed.snapshot());
+    assert_eq!(ws.read("app/result.txt"), "CHANGED\n");
+    ws.write("lib/src/msg.txt", "hello\n");
+    let reverted = ws.run(&["run", "//...", "-j1"]);
+    assert!(reverted.states().iter().all(|s| s.starts_with("hit ")), "{}", reverted.snapshot());
+    assert_eq!(ws.read("app/result.txt"), "HELLO\n");
+}
+
+#[test]
+fn added_and_removed_sources_are_named() {
+    let ws = three_packages();
+    ws.run(&["run", "//lib:build"]).assert_ok();
+    ws.write("lib/src/new.txt", "x");
+    let out = ws.run(&["run", "//lib:build"]);
+    assert!(out.stderr.contains("'lib/src/new.txt' added"), "{}", out.stderr);
+    std::fs::remove_file(ws.path("lib/src/new.txt")).unwrap();
+    std::fs::remove_file(ws.path("lib/src/msg.txt")).unwrap();
+    ws.write("lib/BUILD.toml", &ws.read("lib/BUILD.toml").replace("tr a-z A-Z < src/msg.txt", "echo none"));
+    let out = ws.run(&["run", "//lib:build"]);
+    assert!(out.stderr.contains("command changed"), "{}", out.stderr);
+}
+
+#[test]
+fn why_explains_without_running() {
+    let ws = three_packages();
+    ws.run(&["run", "//...", "-j1"]).assert_ok();
+    ws.write("lib/src/msg.txt", "why\n");
+    let why = ws.run(&["why", "//app:build"]);
+    insta::assert_snapshot!("why", why.snapshot());
+    assert_eq!(ws.read("app/result.txt"), "HELLO\n", "why must not build");
+}
+
+#[test]
+fn relative_label_from_inside_a_package() {
+    let ws = three_packages();
+    let out = ws.run_in(&ws.path("lib/src"), &["run", ":build"]);
+    out.assert_ok();
+    assert_eq!(out.states(), ["miss //lib:build"]);
+}
+
+#[test]
+fn workspace_copied_elsewhere_hits_the_same_entries() {
+    let ws = three_packages();
+    ws.run(&["run", "//...", "-j1"]).assert_ok();
+    let copy = tempfile::tempdir().unwrap();
+    for entry in walkdir::WalkDir::new(ws.root()) {
+        let entry = entry.unwrap();
+        let rel = entry.path().strip_prefix(ws.root()).unwrap();
+        let dest = copy.path().join(rel);
+        let ft = entry.file_type();
+        if ft.is_dir() {
+            std::fs::create_dir_all(&dest).unwrap();
+        } else if ft.is_symlink() {
+            continue; // outputs; restored from the store
+        } else if !rel.starts_with("lib/out") && !rel.starts_with("app") || rel.ends_with("BUILD.toml") {
+            std::fs::copy(entry.path(), &dest).unwrap();
+        }
+    }
+    let out = ws.run_in(copy.path(), &["run", "//...", "-j1"]);
+    out.assert_ok();
+    assert!(out.states().iter().all(|s| s.starts_with("hit ")), "{}", out.snapshot());
+    assert_eq!(std::fs::read_to_string(copy.path().join("app/result.txt")).unwrap(), "HELLO\n");
+}
+
+#[test]
+fn failing_action_fails_the_run_and_caches_nothing() {
+    let ws = Ws::new(&[
+        ("bad/BUILD.toml", "[target.build]\ncommand = \"echo partial > out.txt; echo boom >&2; exit 3\"\nouts = [\"out.txt\"]\n"),
+        ("after/BUILD.toml", "[target.build]\ncommand = \"true\"\ndeps = [\"//bad:build\"]\n"),
+        ("ok/BUILD.toml", "[target.build]\ncommand = \"echo ok\"\n"),
+    ]);
+    let out = ws.run(&["run", "//...", "-j1", "--keep-going"]);
+    insta::assert_snapshot!("failing_action", out.snapshot());
+    assert!(!ws.path("bad/out.txt").exists(), "a failed action writes nothing to the workspace");
+    let again = ws.run(&["run", "//bad:build"]);
+    assert_eq!(again.states(), ["failed //bad:build"]);
+}
+
+#[test]
+fn failure_stops_scheduling_without_keep_going() {
+    let ws = Ws::new(&[
+        ("a/BUILD.toml", "[target.build]\ncommand = \"exit 1\"\n"),
+        ("b/BUILD.toml", "[target.build]\ncommand = \"true\"\n"),
+    ]);
+    let out = ws.run(&["run", "//...", "-j1"]);
+    assert_eq!(out.code, 1);
+    assert_eq!(out.states(), ["failed //a:build"]);
+    assert!(out.stderr.contains("1 not run"), "{}", out.stderr);
+}
+
+#[test]
+fn missing_declared_output_is_an_error_naming_it() {
+    let ws = Ws::new(&[("p/BUILD.toml", "[target.build]\ncommand = \"touch a\"\nouts = [\"a\", \"dist/\"]\n")]);
+    let out = ws.run(&["run", "//p:build"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("declared output 'dist/' was not created by //p:build"), "{}", out.stderr);
+}
+
+#[test]
+fn undeclared_file_cannot_be_read() {
+    let ws = Ws::new(&[
+        ("p/declared.txt", "yes"),
+        ("p/secret.txt", "no"),
+        ("p/BUILD.toml", "[target.build]\ncommand = \"cat declared.txt secret.txt > out.txt\"\nsrcs = [\"declared.txt\"]\nouts = [\"out.txt\"]\n"),
+    ]);
+    let out = ws.run(&["run", "//p:build"]);
+    assert_eq!(out.code, 1, "{}", out.snapshot());
+    assert!(out.stderr.contains("secret.txt: No such file or directory"), "{}", out.stderr);
+}
+
+#[test]
+fn environment_is_scrubbed_and_pass_env_is_tracked() {
+    let ws = Ws::new(&[(
+        "p/BUILD.toml",
+        r#"[target.build]
+command = "env | sort | grep -v -e '^HOME=' -e '^TMPDIR=' -e '^PWD=' -e '^SHLVL=' -e '^_=' > env.txt"
+outs = ["env.txt"]
+env = { FIXED = "1" }
+pass_env = ["MODE"]
+"#,
+    )]);
+    ws.run_env(&["run", "//p:build"], &[("MODE", "a"), ("LEAK", "x")]).assert_ok();
+    insta::assert_snapshot!("action_env", ws.read("p/env.txt"));
+    let again = ws.run_env(&["run", "//p:build"], &[("MODE", "b")]);
+    assert!(again.stderr.contains("env 'MODE' changed"), "{}", again.stderr);
+    let back = ws.run_env(&["run", "//p:build"], &[("MODE", "a")]);
+    assert_eq!(back.states(), ["hit //p:build"]);
+}
+
+#[test]
+fn uncached_targets_always_run() {
+    let ws = Ws::new(&[("p/BUILD.toml", "[target.stamp]\ncommand = \"echo run\"\ncache = false\n")]);
+    ws.run(&["run", "//p:stamp"]).assert_ok();
+    let out = ws.run(&["run", "//p:stamp"]);
+    assert!(out.stderr.starts_with("uncached  //p:stamp  (cache = false)"), "{}", out.stderr);
+    let out = ws.run(&["run", "//...", "--no-cache"]);
+    assert!(out.stderr.contains("uncached"), "{}", out.stderr);
+}
+
+#[test]
+fn corrupt_blob_is_detected_and_repaired() {
+    let ws = three_packages();
+    ws.run(&["run", "//lib:build"]).assert_ok();
+    // Corrupt the blob holding lib/out/msg.txt ("HELLO\n").
+    let digest = blake3::hash(b"HELLO\n").to_hex().to_string();
+    let blob = ws.cache.join("cas").join(&digest[..2]).join(&digest[2..]);
+    std::fs::set_permissions(&blob, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&blob, b"EVIL!\n").unwrap();
+    std::fs::remove_dir_all(ws.path("lib/out")).unwrap();
+    let out = ws.run(&["run", "//lib:build"]);
+    out.assert_ok();
+    assert!(out.stderr.contains("corrupt"), "{}", out.stderr);
+    assert_eq!(ws.read("lib/out/msg.txt"), "HELLO\n");
+    let fixed = ws.run(&["run", "//lib:build"]);
+    assert_eq!(fixed.states(), ["hit //lib:build"]);
+    assert_eq!(std::fs::read(&blob).unwrap(), b"HELLO\n", "blob repaired");
+}
+
+#[test]
+fn clean_and_store_stats() {
+    let ws = three_packages();
+    ws.run(&["run", "//...", "-j1"]).assert_ok();
+    let stats = ws.run(&["store", "stats"]);
+    assert!(stats.stdout.contains("entries: 3"), "{}", stats.stdout);
+    let clean = ws.run(&["clean"]);
+    insta::assert_snapshot!("clean", clean.snapshot());
+    let after = ws.run(&["run", "//lib:build"]);
+    assert!(after.stderr.contains("(no previous entry)"), "{}", after.stderr);
+}
+
+#[test]
+fn parallel_build_respects_dependencies() {
+    let ws = three_packages();
+    let out = ws.run(&["run", "//...", "-j4"]);
+    out.assert_ok();
+    assert_eq!(ws.read("app/result.txt"), "HELLO\n");
+    let states = out.states();
+    let lib = states.iter().position(|s| s == "miss //lib:build").unwrap();
+    let app = states.iter().position(|s| s == "miss //app:build").unwrap();
+    assert!(lib < app);
+}

@@ -1,0 +1,399 @@
+//! `ActionCache`: SQLite (WAL) mapping action keys to results, with the
+//! narrowing records of the two-level lookup (weak key → records; strong key → result).
+//!
+//! Concurrency: several processes may open the same database. WAL lets
+//! readers proceed while one writer writes; every multi-statement write runs
+//! in a `BEGIN IMMEDIATE` transaction so a writer waits (busy_timeout) for
+//! the write lock up front instead of failing when upgrading a read lock.
+//!
+//! Crash safety: a transaction is all or nothing, and the orchestrator writes
+//! an entry only after its blobs are in the CAS, so `kill -9` leaves no entry
+//! pointing at a missing blob. With `synchronous=NORMAL` a power loss may drop
+//! the last commits (never corrupt the file); a blob torn by power loss is
+//! caught by the CAS's verify-on-read and the entry can then be `remove`d.
+use crate::schema::{self, Conn};
+use crate::stat_cache::{Entry as StatEntry, FileStat};
+use crate::{Digest, Result, StatCache, StoreError};
+use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+/// Records kept per weak key (most recently used win). Each lookup tries
+/// every record under the weak key, so the list must stay short; a record
+/// evicted here only costs a miss.
+pub const MAX_RECORDS_PER_WEAK_KEY: i64 = 32;
+
+/// What a successful action produced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionResult {
+    /// Digest of the output `Tree` blob (paths workspace-relative).
+    pub output_tree: Digest,
+    pub stdout: Digest,
+    pub stderr: Digest,
+    pub exit_code: i32,
+    /// The tool's declarations (IPC), opaque JSON to the store.
+    pub declarations: serde_json::Value,
+    pub duration_ms: u64,
+}
+
+/// One row written after a successful cacheable action.
+#[derive(Clone, Debug)]
+pub struct CacheEntry {
+    pub weak_key: Digest,
+    pub strong_key: Digest,
+    /// Narrowing record (opaque JSON text owned by the orchestrator). Stored
+    /// once per (weak_key, record) pair.
+    pub record: String,
+    /// Workspace name and label: for `vbuild clean`, `vbuild why`.
+    pub workspace: String,
+    pub label: String,
+    /// Blob (in CAS) describing the key's inputs, used to explain a later miss.
+    pub explain: Digest,
+    pub result: ActionResult,
+}
+
+/// The most recent entry written for (workspace, label).
+#[derive(Clone, Debug)]
+pub struct LastRun {
+    pub weak_key: Digest,
+    pub strong_key: Digest,
+    pub explain: Digest,
+    pub result: ActionResult,
+}
+
+pub struct ActionCache {
+    conn: Mutex<Conn>,
+    path: PathBuf,
+}
+
+impl ActionCache {
+    /// Opens/creates the DB: WAL, busy_timeout (several processes at once),
+    /// `schema_version` in a meta table, migrations; refuses a newer version.
+    pub fn open(path: &Path) -> Result<ActionCache> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        let conn = schema::open(path)?;
+        Ok(ActionCache {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// All records stored under a weak key, most recently used first.
+    pub fn records(&self, weak_key: &Digest) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT record FROM records WHERE weak_key = ?1 ORDER BY last_used DESC",
+        )?;
+        let rows = stmt.query_map([&weak_key.0[..]], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn get(&self, strong_key: &Digest) -> Result<Option<ActionResult>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT result FROM entries WHERE strong_key = ?1")?;
+        let json: Option<String> = stmt
+            .query_row([&strong_key.0[..]], |r| r.get(0))
+            .optional()?;
+        json.map(|j| parse_result(&j)).transpose()
+    }
+
+    /// Inserts record (if new), the entry (replacing an existing strong key),
+    /// and updates the (workspace, label) → last pointer: one transaction.
+    pub fn put(&self, entry: &CacheEntry) -> Result<()> {
+        let result_json = serde_json::to_string(&entry.result)
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode action result: {e}")))?;
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        bump_record(&tx, &entry.weak_key, &entry.record)?;
+        // Upsert rather than INSERT OR REPLACE: REPLACE deletes the old row,
+        // which would cascade to last_run pointers of other labels.
+        tx.prepare_cached(
+            "INSERT INTO entries (strong_key, weak_key, workspace, label, explain, result, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (strong_key) DO UPDATE SET
+               weak_key = excluded.weak_key, workspace = excluded.workspace,
+               label = excluded.label, explain = excluded.explain,
+               result = excluded.result, created_at = excluded.created_at",
+        )?
+        .execute(params![
+            &entry.strong_key.0[..],
+            &entry.weak_key.0[..],
+            entry.workspace,
+            entry.label,
+            &entry.explain.0[..],
+            result_json,
+            now_ms(),
+        ])?;
+        tx.prepare_cached(
+            "INSERT INTO last_run (workspace, label, strong_key) VALUES (?1, ?2, ?3)
+             ON CONFLICT (workspace, label) DO UPDATE SET strong_key = excluded.strong_key",
+        )?
+        .execute(params![
+            entry.workspace,
+            entry.label,
+            &entry.strong_key.0[..]
+        ])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Marks a record as just used (call on a cache hit found through it), so
+    /// `records` tries it first next time and eviction keeps it.
+    pub fn touch_record(&self, weak_key: &Digest, record: &str) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        bump_record(&tx, weak_key, record)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn last_run(&self, workspace: &str, label: &str) -> Result<Option<LastRun>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT e.weak_key, e.strong_key, e.explain, e.result
+             FROM last_run l JOIN entries e ON e.strong_key = l.strong_key
+             WHERE l.workspace = ?1 AND l.label = ?2",
+        )?;
+        let row = stmt
+            .query_row(params![workspace, label], |r| {
+                Ok((
+                    blob(r, 0)?,
+                    blob(r, 1)?,
+                    blob(r, 2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })
+            .optional()?;
+        let Some((weak, strong, explain, json)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(LastRun {
+            weak_key: to_digest(&weak)?,
+            strong_key: to_digest(&strong)?,
+            explain: to_digest(&explain)?,
+            result: parse_result(&json)?,
+        }))
+    }
+
+    /// Removes a strong-key entry (e.g. its blobs were found corrupt).
+    /// Last-run pointers to it go too (foreign key cascade); the records
+    /// under its weak key stay, as they still describe what the tool reads.
+    pub fn remove(&self, strong_key: &Digest) -> Result<()> {
+        let conn = self.conn();
+        conn.prepare_cached("DELETE FROM entries WHERE strong_key = ?1")?
+            .execute([&strong_key.0[..]])?;
+        Ok(())
+    }
+
+    /// Deletes every entry, record and last pointer of a workspace; returns entries removed.
+    /// Records are shared per weak key, so only those left with no entry at
+    /// all (from any workspace) are deleted.
+    pub fn clear_workspace(&self, workspace: &str) -> Result<u64> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.prepare_cached("DELETE FROM last_run WHERE workspace = ?1")?
+            .execute([workspace])?;
+        tx.prepare_cached(
+            "DELETE FROM records
+             WHERE weak_key IN (SELECT weak_key FROM entries WHERE workspace = ?1)
+               AND NOT EXISTS (SELECT 1 FROM entries e
+                               WHERE e.weak_key = records.weak_key AND e.workspace <> ?1)",
+        )?
+        .execute([workspace])?;
+        let removed = tx
+            .prepare_cached("DELETE FROM entries WHERE workspace = ?1")?
+            .execute([workspace])?;
+        tx.commit()?;
+        Ok(removed as u64)
+    }
+
+    /// Number of entries.
+    pub fn entry_count(&self) -> Result<u64> {
+        let conn = self.conn();
+        let n: i64 = conn
+            .prepare_cached("SELECT COUNT(*) FROM entries")?
+            .query_row([], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
+    /// Loads the stat cache rows whose path starts with `prefix`.
+    pub fn load_stat_cache(&self, prefix: &str) -> Result<crate::StatCache> {
+        let cache = StatCache::empty();
+        let conn = self.conn();
+        // A range over the primary key (not LIKE/substr) so SQLite seeks
+        // straight to the prefix instead of scanning every workspace's rows.
+        let lower = prefix.as_bytes();
+        let upper = prefix_successor(lower);
+        let mut stmt = match upper {
+            Some(_) => {
+                conn.prepare_cached(&format!("{STAT_SELECT} WHERE path >= ?1 AND path < ?2"))?
+            }
+            None => conn.prepare_cached(&format!("{STAT_SELECT} WHERE path >= ?1"))?,
+        };
+        let mut rows = match &upper {
+            Some(upper) => stmt.query(params![lower, upper])?,
+            None => stmt.query([lower])?,
+        };
+        while let Some(row) = rows.next()? {
+            // A malformed row is skipped, not fatal: it is only a cache, and
+            // the file's next hash overwrites it.
+            if let Some((path, entry)) = stat_row(row)? {
+                cache.insert_loaded(path, entry);
+            }
+        }
+        Ok(cache)
+    }
+
+    /// Writes the stat cache's new/changed rows in one transaction.
+    pub fn save_stat_cache(&self, cache: &crate::StatCache) -> Result<()> {
+        let dirty = cache.dirty_entries();
+        if dirty.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO stat_cache
+                 (path, dev, ino, size, mtime_ns, ctime_ns, executable, digest, recorded_ns)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            for (path, e) in &dirty {
+                // u64 fields are stored bit-for-bit as SQLite's signed i64.
+                stmt.execute(params![
+                    path_bytes(path),
+                    e.stat.dev as i64,
+                    e.stat.ino as i64,
+                    e.stat.size as i64,
+                    e.stat.mtime_ns,
+                    e.stat.ctime_ns,
+                    e.stat.executable,
+                    &e.digest.0[..],
+                    e.recorded_ns,
+                ])?;
+            }
+        }
+        tx.commit()?;
+        cache.mark_saved(&dirty);
+        Ok(())
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Conn> {
+        // A panic mid-transaction rolls the transaction back as it unwinds
+        // (Transaction's Drop), so the connection is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+const STAT_SELECT: &str =
+    "SELECT path, dev, ino, size, mtime_ns, ctime_ns, executable, digest, recorded_ns FROM stat_cache";
+
+/// Inserts the record or bumps its `last_used`, then evicts the oldest
+/// records beyond [`MAX_RECORDS_PER_WEAK_KEY`].
+fn bump_record(tx: &rusqlite::Transaction<'_>, weak_key: &Digest, record: &str) -> Result<()> {
+    // Strictly above the newest record of this weak key, so order follows
+    // use even when two uses share a clock reading.
+    tx.prepare_cached(
+        "INSERT INTO records (weak_key, record, last_used)
+         VALUES (?1, ?2, max(?3, coalesce((SELECT max(last_used) + 1 FROM records WHERE weak_key = ?1), 0)))
+         ON CONFLICT (weak_key, record) DO UPDATE SET last_used = excluded.last_used",
+    )?
+    .execute(params![&weak_key.0[..], record, crate::stat_cache::now_ns()])?;
+    tx.prepare_cached(
+        "DELETE FROM records WHERE weak_key = ?1 AND record NOT IN
+           (SELECT record FROM records WHERE weak_key = ?1 ORDER BY last_used DESC LIMIT ?2)",
+    )?
+    .execute(params![&weak_key.0[..], MAX_RECORDS_PER_WEAK_KEY])?;
+    Ok(())
+}
+
+fn parse_result(json: &str) -> Result<ActionResult> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("action result: {e}")))
+}
+
+fn blob(row: &Row<'_>, idx: usize) -> rusqlite::Result<Vec<u8>> {
+    row.get(idx)
+}
+
+fn to_digest(bytes: &[u8]) -> Result<Digest> {
+    Digest::from_slice(bytes).ok_or_else(|| {
+        StoreError::Corrupt(format!("digest column has {} bytes, not 32", bytes.len()))
+    })
+}
+
+fn now_ms() -> i64 {
+    crate::stat_cache::now_ns() / 1_000_000
+}
+
+/// One stat_cache row, or `None` if malformed.
+fn stat_row(row: &Row<'_>) -> Result<Option<(PathBuf, StatEntry)>> {
+    let path: Vec<u8> = row.get(0)?;
+    let digest: Vec<u8> = row.get(7)?;
+    let Some(digest) = Digest::from_slice(&digest) else {
+        return Ok(None);
+    };
+    let stat = FileStat {
+        dev: row.get::<_, i64>(1)? as u64,
+        ino: row.get::<_, i64>(2)? as u64,
+        size: row.get::<_, i64>(3)? as u64,
+        mtime_ns: row.get(4)?,
+        ctime_ns: row.get(5)?,
+        executable: row.get(6)?,
+    };
+    let entry = StatEntry {
+        stat,
+        digest,
+        recorded_ns: row.get(8)?,
+        dirty: false,
+    };
+    Ok(Some((path_from_bytes(path), entry)))
+}
+
+/// Smallest byte string greater than every string starting with `prefix`,
+/// or `None` when there is none (empty prefix or all 0xff).
+fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut upper = prefix.to_vec();
+    while let Some(last) = upper.pop() {
+        if last < 0xff {
+            upper.push(last + 1);
+            return Some(upper);
+        }
+    }
+    None
+}
+
+#[cfg(unix)]
+fn path_bytes(path: &Path) -> &[u8] {
+    use std::os::unix::ffi::OsStrExt;
+    path.as_os_str().as_bytes()
+}
+
+#[cfg(not(unix))]
+fn path_bytes(path: &Path) -> Vec<u8> {
+    path.to_string_lossy().into_owned().into_bytes()
+}
+
+#[cfg(unix)]
+fn path_from_bytes(bytes: Vec<u8>) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    PathBuf::from(std::ffi::OsString::from_vec(bytes))
+}
+
+#[cfg(not(unix))]
+fn path_from_bytes(bytes: Vec<u8>) -> PathBuf {
+    PathBuf::from(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,403 @@
+use super::*;
+use std::path::Path;
+
+fn d(s: &str) -> Digest {
+    Digest::of_bytes(s.as_bytes())
+}
+
+fn result(tag: &str) -> ActionResult {
+    ActionResult {
+        output_tree: d(&format!("{tag}-tree")),
+        stdout: d(&format!("{tag}-out")),
+        stderr: d(&format!("{tag}-err")),
+        exit_code: 0,
+        declarations: serde_json::json!({ "ignoredInputs": [tag] }),
+        duration_ms: 42,
+    }
+}
+
+fn entry(ws: &str, label: &str, weak: &str, strong: &str, record: &str) -> CacheEntry {
+    CacheEntry {
+        weak_key: d(weak),
+        strong_key: d(strong),
+        record: record.into(),
+        workspace: ws.into(),
+        label: label.into(),
+        explain: d(&format!("{strong}-explain")),
+        result: result(strong),
+    }
+}
+
+fn open_in(dir: &Path) -> ActionCache {
+    ActionCache::open(&dir.join("cache.db")).unwrap()
+}
+
+#[test]
+fn open_sets_wal_and_schema_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open_in(dir.path());
+    let conn = cache.conn();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let fk: bool = conn
+        .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+        .unwrap();
+    assert!(fk);
+    let v: i64 = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(v, crate::SCHEMA_VERSION);
+    drop(conn);
+    drop(cache);
+    // Reopening an up-to-date database is fine and keeps the data.
+    let cache = open_in(dir.path());
+    assert_eq!(cache.entry_count().unwrap(), 0);
+}
+
+#[test]
+fn put_get_records_last_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open_in(dir.path());
+    assert_eq!(cache.get(&d("s1")).unwrap(), None);
+    assert!(cache.records(&d("w")).unwrap().is_empty());
+    assert!(cache.last_run("ws", "//a:b").unwrap().is_none());
+
+    cache.put(&entry("ws", "//a:b", "w", "s1", "rec1")).unwrap();
+    assert_eq!(cache.get(&d("s1")).unwrap(), Some(result("s1")));
+    assert_eq!(cache.records(&d("w")).unwrap(), ["rec1"]);
+    let last = cache.last_run("ws", "//a:b").unwrap().unwrap();
+    assert_eq!(
+        (last.weak_key, last.strong_key, last.explain),
+        (d("w"), d("s1"), d("s1-explain"))
+    );
+    assert_eq!(last.result, result("s1"));
+
+    // A second record under the same weak key; most recently used first.
+    cache.put(&entry("ws", "//a:b", "w", "s2", "rec2")).unwrap();
+    assert_eq!(cache.records(&d("w")).unwrap(), ["rec2", "rec1"]);
+    assert_eq!(
+        cache.last_run("ws", "//a:b").unwrap().unwrap().strong_key,
+        d("s2")
+    );
+    // Re-putting rec1 bumps it back to the front, without duplicating it.
+    cache.put(&entry("ws", "//a:b", "w", "s1", "rec1")).unwrap();
+    assert_eq!(cache.records(&d("w")).unwrap(), ["rec1", "rec2"]);
+    cache.touch_record(&d("w"), "rec2").unwrap();
+    assert_eq!(cache.records(&d("w")).unwrap(), ["rec2", "rec1"]);
+    assert_eq!(cache.entry_count().unwrap(), 2);
+
+    // Replacing an existing strong key updates its result in place.
+    let mut e = entry("ws", "//a:b", "w", "s1", "rec1");
+    e.result.exit_code = 0;
+    e.result.duration_ms = 7;
+    cache.put(&e).unwrap();
+    assert_eq!(cache.get(&d("s1")).unwrap().unwrap().duration_ms, 7);
+    assert_eq!(cache.entry_count().unwrap(), 2);
+}
+
+#[test]
+fn remove_drops_entry_and_last_pointer() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open_in(dir.path());
+    cache.put(&entry("ws", "//a", "w", "s1", "r")).unwrap();
+    cache.put(&entry("ws", "//b", "w2", "s2", "r")).unwrap();
+    cache.remove(&d("s1")).unwrap();
+    assert_eq!(cache.get(&d("s1")).unwrap(), None);
+    assert!(cache.last_run("ws", "//a").unwrap().is_none());
+    assert!(cache.last_run("ws", "//b").unwrap().is_some());
+    assert_eq!(cache.entry_count().unwrap(), 1);
+    // Records survive: they still say what the tool reads.
+    assert_eq!(cache.records(&d("w")).unwrap(), ["r"]);
+    cache.remove(&d("never-stored")).unwrap();
+}
+
+#[test]
+fn clear_workspace_keeps_shared_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open_in(dir.path());
+    cache
+        .put(&entry("one", "//a", "w-shared", "s1", "r1"))
+        .unwrap();
+    cache
+        .put(&entry("one", "//b", "w-one", "s2", "r2"))
+        .unwrap();
+    cache
+        .put(&entry("two", "//a", "w-shared", "s3", "r3"))
+        .unwrap();
+    cache
+        .put(&entry("two", "//c", "w-two", "s4", "r4"))
+        .unwrap();
+
+    assert_eq!(cache.clear_workspace("one").unwrap(), 2);
+    assert_eq!(cache.entry_count().unwrap(), 2);
+    assert_eq!(cache.get(&d("s1")).unwrap(), None);
+    assert_eq!(cache.get(&d("s2")).unwrap(), None);
+    assert!(cache.last_run("one", "//a").unwrap().is_none());
+    assert!(cache.last_run("one", "//b").unwrap().is_none());
+    // w-one has no entry left: its records go. w-shared still has one in "two".
+    assert!(cache.records(&d("w-one")).unwrap().is_empty());
+    assert_eq!(cache.records(&d("w-shared")).unwrap(), ["r3", "r1"]);
+    assert!(cache.last_run("two", "//a").unwrap().is_some());
+
+    assert_eq!(cache.clear_workspace("two").unwrap(), 2);
+    assert_eq!(cache.entry_count().unwrap(), 0);
+    assert!(cache.records(&d("w-shared")).unwrap().is_empty());
+    assert_eq!(cache.clear_workspace("nobody").unwrap(), 0);
+}
+
+#[test]
+fn records_are_capped_per_weak_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open_in(dir.path());
+    let n = MAX_RECORDS_PER_WEAK_KEY + 5;
+    for i in 0..n {
+        cache
+            .put(&entry("ws", "//a", "w", &format!("s{i}"), &format!("r{i}")))
+            .unwrap();
+    }
+    let recs = cache.records(&d("w")).unwrap();
+    assert_eq!(recs.len() as i64, MAX_RECORDS_PER_WEAK_KEY);
+    assert_eq!(recs[0], format!("r{}", n - 1));
+    assert!(!recs.contains(&"r0".to_string()));
+}
+
+#[test]
+fn refuses_newer_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache.db");
+    drop(ActionCache::open(&path).unwrap());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+        [crate::SCHEMA_VERSION + 1],
+    )
+    .unwrap();
+    drop(conn);
+    match ActionCache::open(&path) {
+        Err(StoreError::SchemaTooNew {
+            found,
+            supported,
+            path: p,
+        }) => {
+            assert_eq!(found, crate::SCHEMA_VERSION + 1);
+            assert_eq!(supported, crate::SCHEMA_VERSION);
+            assert_eq!(p, path);
+        }
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("opened a newer schema"),
+    }
+}
+
+#[test]
+fn corrupt_result_json_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open_in(dir.path());
+    cache.put(&entry("ws", "//a", "w", "s", "r")).unwrap();
+    cache
+        .conn()
+        .execute("UPDATE entries SET result = '{not json'", [])
+        .unwrap();
+    assert!(matches!(cache.get(&d("s")), Err(StoreError::Corrupt(_))));
+    assert!(matches!(
+        cache.last_run("ws", "//a"),
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+#[test]
+fn concurrent_writers_on_two_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache.db");
+    const PER_THREAD: usize = 150;
+    // Both open a fresh database at once (racing on WAL setup and migration),
+    // then write and read interleaved.
+    std::thread::scope(|s| {
+        for t in 0..2 {
+            let path = &path;
+            s.spawn(move || {
+                let cache = ActionCache::open(path).unwrap();
+                for i in 0..PER_THREAD {
+                    let e = entry(
+                        &format!("ws{t}"),
+                        &format!("//l{i}"),
+                        "w",
+                        &format!("{t}-{i}"),
+                        &format!("r{t}-{i}"),
+                    );
+                    cache.put(&e).unwrap();
+                    assert!(cache.get(&e.strong_key).unwrap().is_some());
+                    let stats = StatCache::empty();
+                    let stat = FileStat {
+                        dev: 1,
+                        ino: i as u64,
+                        size: 1,
+                        mtime_ns: 0,
+                        ctime_ns: 0,
+                        executable: false,
+                    };
+                    stats.record(Path::new(&format!("/ws{t}/f{i}")), &stat, d("x"));
+                    cache.save_stat_cache(&stats).unwrap();
+                }
+            });
+        }
+    });
+    let cache = ActionCache::open(&path).unwrap();
+    assert_eq!(cache.entry_count().unwrap(), 2 * PER_THREAD as u64);
+    assert_eq!(
+        cache.records(&d("w")).unwrap().len() as i64,
+        MAX_RECORDS_PER_WEAK_KEY
+    );
+    assert_eq!(cache.load_stat_cache("/ws0/").unwrap().len(), PER_THREAD);
+    assert_eq!(cache.load_stat_cache("/").unwrap().len(), 2 * PER_THREAD);
+}
+
+#[test]
+fn stat_cache_save_load_round_trip_with_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open_in(dir.path());
+    let stats = StatCache::empty();
+    let st = |ino: u64| FileStat {
+        dev: u64::MAX, // survives the i64 column bit-for-bit
+        ino,
+        size: 10,
+        mtime_ns: 1_000_000_000,
+        ctime_ns: 1_500_000_000,
+        executable: ino % 2 == 1,
+    };
+    let recorded = 1_000_000_000 + 5 * crate::RACY_MARGIN_NS;
+    let paths = [
+        "/w/a/x",
+        "/w/a/y/z",
+        "/w/ab",
+        "/w/a",
+        "/w/b/x",
+        "/w/a\u{e9}",
+    ];
+    for (i, p) in paths.iter().enumerate() {
+        stats.record_at(Path::new(p), &st(i as u64), d(p), recorded);
+    }
+    cache.save_stat_cache(&stats).unwrap();
+    assert!(stats.dirty_entries().is_empty(), "saved entries are clean");
+
+    let loaded = cache.load_stat_cache("/w/a/").unwrap();
+    assert_eq!(loaded.len(), 2);
+    assert_eq!(
+        loaded.lookup(Path::new("/w/a/x"), &st(0)),
+        Some(d("/w/a/x"))
+    );
+    assert_eq!(
+        loaded.lookup(Path::new("/w/a/y/z"), &st(1)),
+        Some(d("/w/a/y/z"))
+    );
+    assert_eq!(loaded.lookup(Path::new("/w/ab"), &st(2)), None);
+    assert!(
+        loaded.dirty_entries().is_empty(),
+        "loaded entries are not dirty"
+    );
+    assert_eq!(cache.load_stat_cache("/w/").unwrap().len(), paths.len());
+    assert_eq!(cache.load_stat_cache("").unwrap().len(), paths.len());
+    assert_eq!(cache.load_stat_cache("/elsewhere/").unwrap().len(), 0);
+
+    // Only changed rows are written on the next save; others keep their row.
+    let again = cache.load_stat_cache("/w/").unwrap();
+    again.record_at(Path::new("/w/a/x"), &st(9), d("new"), recorded);
+    assert_eq!(again.dirty_entries().len(), 1);
+    cache.save_stat_cache(&again).unwrap();
+    let reloaded = cache.load_stat_cache("/w/a/").unwrap();
+    assert_eq!(reloaded.lookup(Path::new("/w/a/x"), &st(9)), Some(d("new")));
+    assert_eq!(reloaded.lookup(Path::new("/w/a/x"), &st(0)), None);
+    assert_eq!(
+        reloaded.lookup(Path::new("/w/a/y/z"), &st(1)),
+        Some(d("/w/a/y/z"))
+    );
+}
+
+#[test]
+fn prefix_successor_bounds() {
+    assert_eq!(prefix_successor(b"/w/"), Some(b"/w0".to_vec()));
+    assert_eq!(prefix_successor(b"a\xff\xff"), Some(b"b".to_vec()));
+    assert_eq!(prefix_successor(b"\xff"), None);
+    assert_eq!(prefix_successor(b""), None);
+}
+
+#[test]
+fn open_race_on_fresh_database() {
+    for round in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.db");
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let path = &path;
+                s.spawn(move || {
+                    let cache =
+                        ActionCache::open(path).unwrap_or_else(|e| panic!("round {round}: {e}"));
+                    cache
+                        .put(&entry("ws", &format!("//{t}"), "w", &format!("s{t}"), "r"))
+                        .unwrap();
+                });
+            }
+        });
+        assert_eq!(ActionCache::open(&path).unwrap().entry_count().unwrap(), 4);
+    }
+}
+
+/// Set in the environment of the child processes `concurrent_processes` spawns.
+const CHILD_DB_VAR: &str = "VBUILD_STORE_TEST_CHILD_DB";
+
+/// A child process's body; does nothing when run as a normal test.
+#[test]
+fn child_writer() {
+    let (Some(db), Ok(tag)) = (
+        std::env::var_os(CHILD_DB_VAR),
+        std::env::var("VBUILD_STORE_TEST_CHILD_TAG"),
+    ) else {
+        return;
+    };
+    let cache = ActionCache::open(Path::new(&db)).unwrap();
+    for i in 0..100 {
+        cache
+            .put(&entry(
+                &tag,
+                &format!("//l{i}"),
+                &format!("w{i}"),
+                &format!("{tag}-{i}"),
+                &tag,
+            ))
+            .unwrap();
+        assert!(cache.last_run(&tag, &format!("//l{i}")).unwrap().is_some());
+    }
+}
+
+#[test]
+fn concurrent_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("cache.db");
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..3)
+        .map(|t| {
+            std::process::Command::new(&exe)
+                .args([
+                    "--exact",
+                    "action_cache::tests::child_writer",
+                    "--test-threads=1",
+                ])
+                .env(CHILD_DB_VAR, &db)
+                .env("VBUILD_STORE_TEST_CHILD_TAG", format!("p{t}"))
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success(), "a child writer failed");
+    }
+    let cache = ActionCache::open(&db).unwrap();
+    assert_eq!(cache.entry_count().unwrap(), 300);
+    assert_eq!(cache.records(&d("w7")).unwrap().len(), 3);
+}

@@ -1,0 +1,287 @@
+//! `Cas`: immutable blobs under `cas/`, written to `tmp/` and renamed.
+//!
+//! Durability: blobs are *not* fsynced one by one. A `kill -9` cannot tear a
+//! blob (it becomes visible only through an atomic rename of a complete temp
+//! file); a power loss might leave a renamed blob with missing bytes, but every
+//! read verifies the BLAKE3 of what it reads, so such a blob is detected,
+//! deleted and rebuilt by the next build instead of being served. That trade
+//! keeps a cold build from paying one fsync per output file.
+use crate::{Digest, Result, StoreError};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use tempfile::NamedTempFile;
+
+/// Streaming chunk size: large enough that syscalls don't dominate hashing.
+const CHUNK: usize = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CasError {
+    #[error("blob {0} is missing from the store")]
+    Missing(Digest),
+    /// The blob's bytes did not hash to its name. The blob has been deleted
+    /// (so the next build repairs it) before this is returned.
+    #[error("blob {0} is corrupt (its bytes do not match its digest); removed it from the store")]
+    Corrupt(Digest),
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<CasError> for StoreError {
+    fn from(e: CasError) -> StoreError {
+        match e {
+            CasError::Io { path, source } => StoreError::Io { path, source },
+            other => StoreError::Corrupt(other.to_string()),
+        }
+    }
+}
+
+/// Wraps an `io::Error` with the path it happened on.
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CasError + '_ {
+    move |source| CasError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+pub struct Cas {
+    /// `<root>/cas`: blobs at `cas/<2 hex>/<62 hex>`.
+    cas_dir: PathBuf,
+    /// `<root>/tmp`: same filesystem as `cas/`, so the final rename is atomic.
+    tmp_dir: PathBuf,
+}
+
+impl Cas {
+    /// Creates `cas/` and `tmp/` under the store root.
+    pub fn open(store_root: &Path) -> Result<Cas> {
+        let cas_dir = store_root.join("cas");
+        let tmp_dir = store_root.join("tmp");
+        for dir in [&cas_dir, &tmp_dir] {
+            fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        Ok(Cas { cas_dir, tmp_dir })
+    }
+
+    /// Stores bytes; returns their digest. No-op if already present.
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest, CasError> {
+        let digest = Digest::of_bytes(bytes);
+        if self.contains(&digest) {
+            return Ok(digest);
+        }
+        let mut tmp = self.new_temp()?;
+        tmp.write_all(bytes).map_err(io_err(tmp.path()))?;
+        self.commit(tmp, &digest)?;
+        Ok(digest)
+    }
+
+    /// Streams a file into the store while hashing it (one read of the file).
+    /// Returns (digest, size). Does not follow a symlink at `path` specially:
+    /// callers pass regular files only.
+    pub fn put_file(&self, path: &Path) -> Result<(Digest, u64), CasError> {
+        let mut src = File::open(path).map_err(io_err(path))?;
+        let mut tmp = self.new_temp()?;
+        // The digest is only known once the whole file has been read, so the
+        // bytes go to a temp file while hashing; if the blob turns out to
+        // exist already, the temp file is simply dropped (deleted).
+        let (digest, size) = copy_hashing(&mut src, path, &mut tmp)?;
+        if !self.contains(&digest) {
+            self.commit(tmp, &digest)?;
+        }
+        Ok((digest, size))
+    }
+
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.to_hex();
+        self.cas_dir.join(&hex[..2]).join(&hex[2..])
+    }
+
+    /// Reads a blob and verifies its hash. Corrupt → deleted + `CasError::Corrupt`.
+    pub fn read_verified(&self, digest: &Digest) -> Result<Vec<u8>, CasError> {
+        let path = self.blob_path(digest);
+        let bytes = fs::read(&path).map_err(|e| self.open_err(digest, &path, e))?;
+        if Digest::of_bytes(&bytes) != *digest {
+            return Err(self.quarantine(digest));
+        }
+        Ok(bytes)
+    }
+
+    /// Copies a blob to `dest` (a temp file next to `dest`, then rename over
+    /// it), hashing while copying; sets mode 0755 if `executable` else 0644.
+    /// On a hash mismatch the temp file and the blob are removed and
+    /// `CasError::Corrupt` is returned; `dest` is left untouched.
+    pub fn copy_out(&self, digest: &Digest, dest: &Path, executable: bool) -> Result<(), CasError> {
+        let blob = self.blob_path(digest);
+        let mut src = File::open(&blob).map_err(|e| self.open_err(digest, &blob, e))?;
+        // Renaming a file over a directory fails anyway, but only after the
+        // copy; checking first gives a clear error and saves the work.
+        if fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()) {
+            return Err(CasError::Io {
+                path: dest.to_path_buf(),
+                source: io::Error::new(io::ErrorKind::IsADirectory, "destination is a directory"),
+            });
+        }
+        let parent = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        fs::create_dir_all(parent).map_err(io_err(parent))?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".vbuild-tmp-")
+            .tempfile_in(parent)
+            .map_err(io_err(parent))?;
+        let (actual, _) = copy_hashing(&mut src, &blob, &mut tmp)?;
+        if actual != *digest {
+            drop(tmp); // deletes the temp file; `dest` was never touched
+            return Err(self.quarantine(digest));
+        }
+        set_mode(tmp.as_file(), if executable { 0o755 } else { 0o644 })
+            .map_err(io_err(tmp.path()))?;
+        // rename(2) atomically replaces a file or a symlink at `dest` (the
+        // symlink itself, not its target).
+        tmp.persist(dest).map_err(|e| CasError::Io {
+            path: dest.to_path_buf(),
+            source: e.error,
+        })?;
+        Ok(())
+    }
+
+    /// (number of blobs, total bytes).
+    pub fn stats(&self) -> Result<(u64, u64), CasError> {
+        let (mut count, mut bytes) = (0u64, 0u64);
+        for shard in read_dir_tolerant(&self.cas_dir)? {
+            let shard = shard.map_err(io_err(&self.cas_dir))?;
+            if !shard.file_type().map_err(io_err(&shard.path()))?.is_dir() {
+                continue;
+            }
+            let shard_path = shard.path();
+            for blob in read_dir_tolerant(&shard_path)? {
+                let blob = blob.map_err(io_err(&shard_path))?;
+                // A blob may vanish under us (corrupt-blob removal, another
+                // process's GC): skip it rather than fail the whole walk.
+                match blob.metadata() {
+                    Ok(m) if m.is_file() => {
+                        count += 1;
+                        bytes += m.len();
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err(&blob.path())(e)),
+                }
+            }
+        }
+        Ok((count, bytes))
+    }
+
+    fn new_temp(&self) -> Result<NamedTempFile, CasError> {
+        NamedTempFile::new_in(&self.tmp_dir).map_err(io_err(&self.tmp_dir))
+    }
+
+    /// Makes a complete temp file the blob `digest`: read-only, then renamed
+    /// into place without replacing an existing blob (blobs are immutable).
+    fn commit(&self, tmp: NamedTempFile, digest: &Digest) -> Result<(), CasError> {
+        set_mode(tmp.as_file(), 0o444).map_err(io_err(tmp.path()))?;
+        let dest = self.blob_path(digest);
+        let tmp = match tmp.persist_noclobber(&dest) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.error.kind() == io::ErrorKind::NotFound => {
+                // First blob in this shard: create `cas/<2 hex>/` and retry.
+                if let Some(shard) = dest.parent() {
+                    fs::create_dir_all(shard).map_err(io_err(shard))?;
+                }
+                e.file
+            }
+            // Another writer (thread or process) won the race with the same
+            // bytes: keep theirs, drop ours.
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+            Err(e) => return Err(io_err(&dest)(e.error)),
+        };
+        match tmp.persist_noclobber(&dest) {
+            Ok(_) => Ok(()),
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(io_err(&dest)(e.error)),
+        }
+    }
+
+    /// Maps an error opening a blob: not found means missing.
+    fn open_err(&self, digest: &Digest, path: &Path, e: io::Error) -> CasError {
+        if e.kind() == io::ErrorKind::NotFound {
+            CasError::Missing(*digest)
+        } else {
+            io_err(path)(e)
+        }
+    }
+
+    /// Deletes a blob whose bytes do not match its name, so that it reads as
+    /// missing and the next build writes it again.
+    fn quarantine(&self, digest: &Digest) -> CasError {
+        let path = self.blob_path(digest);
+        if let Err(e) = fs::remove_file(&path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                return io_err(&path)(e);
+            }
+        }
+        CasError::Corrupt(*digest)
+    }
+}
+
+/// Copies `src` to `dst` in large chunks, hashing on the way; (digest, size).
+fn copy_hashing(
+    src: &mut File,
+    src_path: &Path,
+    dst: &mut NamedTempFile,
+) -> Result<(Digest, u64), CasError> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut size = 0u64;
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err(src_path)(e)),
+        };
+        hasher.update(&buf[..n]);
+        dst.write_all(&buf[..n])
+            .map_err(|e| io_err(dst.path())(e))?;
+        size += n as u64;
+    }
+    Ok((hasher.finalize().into(), size))
+}
+
+/// `read_dir` that treats a missing directory as empty.
+fn read_dir_tolerant(
+    dir: &Path,
+) -> Result<Box<dyn Iterator<Item = io::Result<fs::DirEntry>>>, CasError> {
+    match fs::read_dir(dir) {
+        Ok(rd) => Ok(Box::new(rd)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Box::new(std::iter::empty())),
+        Err(e) => Err(io_err(dir)(e)),
+    }
+}
+
+#[cfg(unix)]
+fn set_mode(file: &File, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(fs::Permissions::from_mode(mode))
+}
+
+#[cfg(not(unix))]
+fn set_mode(file: &File, mode: u32) -> io::Result<()> {
+    let mut perms = file.metadata()?.permissions();
+    perms.set_readonly(mode & 0o200 == 0);
+    file.set_permissions(perms)
+}
+
+#[cfg(test)]
+mod tests;

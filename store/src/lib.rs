@@ -1,0 +1,142 @@
+//! vbuild-store: the content-addressed blob store (BLAKE3), canonical trees,
+//! the SQLite action cache and the stat cache.
+//!
+//! Layout of a store root (`$VBUILD_CACHE_DIR`, else `$XDG_CACHE_HOME/vbuild`,
+//! else `~/.cache/vbuild`):
+//! ```text
+//! cas/ab/cdef…      immutable blobs named by the BLAKE3 hex of their bytes
+//! tmp/              temp files, renamed into cas/ when complete
+//! scratch/          per-action scratch directories (owned by the orchestrator)
+//! cache.db          SQLite (WAL): action cache + stat cache
+//! ```
+
+mod action_cache;
+mod cas;
+mod digest;
+mod schema;
+mod stat_cache;
+mod tree;
+
+pub use action_cache::{ActionCache, ActionResult, CacheEntry, LastRun, MAX_RECORDS_PER_WEAK_KEY};
+pub use cas::{Cas, CasError};
+pub use digest::{Digest, ParseDigestError};
+pub use schema::SCHEMA_VERSION;
+pub use stat_cache::{FileStat, StatCache, RACY_MARGIN_NS};
+pub use tree::{EntryKind, Tree, TreeEntry, TreeError, TREE_FORMAT_VERSION};
+
+use std::path::{Path, PathBuf};
+
+/// Errors from opening or using the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store I/O error at {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("action cache database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("action cache at {path} has schema version {found}, newer than this vbuild understands ({supported}); upgrade vbuild or use another VBUILD_CACHE_DIR")]
+    SchemaTooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("corrupt record in action cache: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Where the store lives: `$VBUILD_CACHE_DIR`, else `$XDG_CACHE_HOME/vbuild`,
+/// else `$HOME/.cache/vbuild`. `None` only when none of those is set.
+pub fn default_root() -> Option<PathBuf> {
+    let from = |var: &str| {
+        std::env::var_os(var)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    from("VBUILD_CACHE_DIR")
+        .or_else(|| from("XDG_CACHE_HOME").map(|p| p.join("vbuild")))
+        .or_else(|| from("HOME").map(|p| p.join(".cache").join("vbuild")))
+}
+
+/// The whole store: CAS plus the SQLite database.
+pub struct Store {
+    root: PathBuf,
+    pub cas: Cas,
+    pub action_cache: ActionCache,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`.
+    pub fn open(root: &Path) -> Result<Store> {
+        std::fs::create_dir_all(root).map_err(|source| StoreError::Io {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        let cas = Cas::open(root)?;
+        let action_cache = ActionCache::open(&root.join("cache.db"))?;
+        Ok(Store {
+            root: root.to_path_buf(),
+            cas,
+            action_cache,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Directory under which the orchestrator creates per-action scratch dirs.
+    pub fn scratch_dir(&self) -> PathBuf {
+        self.root.join("scratch")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn shared_across_threads() {
+        assert_send_sync::<Store>();
+        assert_send_sync::<Cas>();
+        assert_send_sync::<ActionCache>();
+        assert_send_sync::<StatCache>();
+    }
+
+    #[test]
+    fn store_open_creates_layout_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("nested/store");
+        let store = Store::open(&root).unwrap();
+        assert_eq!(store.root(), root);
+        assert!(root.join("cas").is_dir());
+        assert!(root.join("tmp").is_dir());
+        assert!(root.join("cache.db").is_file());
+        assert_eq!(store.scratch_dir(), root.join("scratch"));
+
+        let out = store.cas.put_bytes(b"out").unwrap();
+        let tree = Tree::new(vec![TreeEntry {
+            path: "dist/out.txt".into(),
+            kind: EntryKind::File {
+                digest: out,
+                size: 3,
+                executable: false,
+            },
+        }])
+        .unwrap();
+        let tree_digest = store.cas.put_bytes(&tree.to_canonical_bytes()).unwrap();
+        assert_eq!(tree_digest, tree.digest());
+        let back = Tree::from_bytes(&store.cas.read_verified(&tree_digest).unwrap()).unwrap();
+        assert_eq!(back, tree);
+        drop(store);
+        // Reopening finds the same blobs.
+        let store = Store::open(&root).unwrap();
+        assert!(store.cas.contains(&tree_digest));
+    }
+}

@@ -1,0 +1,174 @@
+//! The action cache's SQLite schema: connection settings and migrations.
+//!
+//! Migration policy: `meta.schema_version` names the schema a database has.
+//! `MIGRATIONS[n]` takes version n to n+1; opening applies the missing steps,
+//! each in its own `BEGIN IMMEDIATE` transaction together with the version
+//! bump, so a crash mid-migration leaves the previous version intact and two
+//! processes opening at once cannot both migrate. A database newer than
+//! `MIGRATIONS.len()` is refused, never downgraded.
+use crate::{Result, StoreError};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+pub(crate) type Conn = Connection;
+
+/// How long a writer waits for another process's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Migration = fn(&Transaction<'_>) -> rusqlite::Result<()>;
+
+/// Step n takes the schema from version n to n+1.
+const MIGRATIONS: &[Migration] = &[v0_to_v1];
+
+/// The schema version this build reads and writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+pub(crate) fn open(path: &Path) -> Result<Conn> {
+    let mut conn = Connection::open(path)?;
+    // The busy timeout first: the pragmas below may need a lock.
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    enable_wal(&conn)?;
+    // NORMAL in WAL mode is durable against crashes of the process and
+    // consistent after power loss (may lose the last commits).
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    // Room for every statement the cache prepares, so none is re-parsed.
+    conn.set_prepared_statement_cache_capacity(64);
+    migrate(&mut conn, path)?;
+    Ok(conn)
+}
+
+/// WAL: readers never block the writer or each other across processes. The
+/// mode is persistent in the file, so this is a no-op after the first open.
+///
+/// Switching a fresh database to WAL needs an exclusive lock, and SQLite
+/// reports SQLITE_BUSY for it without calling the busy handler when another
+/// connection is switching at the same moment (seen when two processes
+/// create the store at once), so retry here for up to the busy timeout.
+fn enable_wal(conn: &Conn) -> Result<()> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0)) {
+            Ok(_) => return Ok(()),
+            Err(e) if is_busy(&e) && start.elapsed() < BUSY_TIMEOUT => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+fn migrate(conn: &mut Conn, path: &Path) -> Result<()> {
+    // Fast path without a write lock: the usual open finds the current schema.
+    if check_version(read_version(conn)?, path)? == SCHEMA_VERSION {
+        return Ok(());
+    }
+    loop {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Re-read under the lock: another process may have migrated meanwhile.
+        let version = check_version(read_version(&tx)?, path)?;
+        if version == SCHEMA_VERSION {
+            return Ok(());
+        }
+        MIGRATIONS[version as usize](&tx)?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [version + 1],
+        )?;
+        tx.commit()?;
+    }
+}
+
+fn check_version(found: i64, path: &Path) -> Result<i64> {
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            path: path.to_path_buf(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if found < 0 {
+        return Err(StoreError::Corrupt(format!(
+            "schema_version {found} is negative"
+        )));
+    }
+    Ok(found)
+}
+
+/// 0 for a new, empty database.
+fn read_version(conn: &Connection) -> Result<i64> {
+    let has_meta: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_meta {
+        return Ok(0);
+    }
+    let v: Option<i64> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(v.unwrap_or(0))
+}
+
+fn v0_to_v1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE meta (
+            key   TEXT PRIMARY KEY,
+            value INTEGER NOT NULL
+        );
+        -- Narrowing records: what the tool declared under one weak key.
+        CREATE TABLE records (
+            weak_key  BLOB NOT NULL,
+            record    TEXT NOT NULL,
+            last_used INTEGER NOT NULL,   -- ns since epoch
+            PRIMARY KEY (weak_key, record)
+        ) WITHOUT ROWID;
+        CREATE TABLE entries (
+            strong_key BLOB PRIMARY KEY,
+            weak_key   BLOB NOT NULL,
+            workspace  TEXT NOT NULL,
+            label      TEXT NOT NULL,
+            explain    BLOB NOT NULL,
+            result     TEXT NOT NULL,     -- ActionResult as JSON
+            created_at INTEGER NOT NULL   -- ms since epoch
+        );
+        CREATE INDEX entries_by_workspace ON entries (workspace);
+        CREATE INDEX entries_by_weak_key ON entries (weak_key);
+        -- Removing an entry removes the pointers to it: never a dangling last run.
+        CREATE TABLE last_run (
+            workspace  TEXT NOT NULL,
+            label      TEXT NOT NULL,
+            strong_key BLOB NOT NULL REFERENCES entries (strong_key) ON DELETE CASCADE,
+            PRIMARY KEY (workspace, label)
+        );
+        CREATE INDEX last_run_by_strong_key ON last_run (strong_key);
+        -- Paths are absolute, as raw OS bytes; u64 fields stored as i64 bits.
+        CREATE TABLE stat_cache (
+            path        BLOB PRIMARY KEY,
+            dev         INTEGER NOT NULL,
+            ino         INTEGER NOT NULL,
+            size        INTEGER NOT NULL,
+            mtime_ns    INTEGER NOT NULL,
+            ctime_ns    INTEGER NOT NULL,
+            executable  INTEGER NOT NULL,
+            digest      BLOB NOT NULL,
+            recorded_ns INTEGER NOT NULL
+        );",
+    )
+}
