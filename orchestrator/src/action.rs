@@ -59,7 +59,13 @@ pub struct Outcome {
 
 impl Outcome {
     fn failed(why: String, start: Instant) -> Outcome {
-        Outcome { state: State::Failed(why), stdout: vec![], stderr: vec![], outputs: None, duration: start.elapsed() }
+        Outcome {
+            state: State::Failed(why),
+            stdout: vec![],
+            stderr: vec![],
+            outputs: None,
+            duration: start.elapsed(),
+        }
     }
 }
 
@@ -78,13 +84,20 @@ impl Ctx<'_> {
     pub fn env_value(&self, name: &str) -> EnvValue {
         match self.host_env.get(name) {
             None => EnvValue::Absent,
-            Some(v) if self.secrets.is_match(name) => EnvValue::Hashed(blake3::hash(v.as_bytes()).to_hex().to_string()),
+            Some(v) if self.secrets.is_match(name) => {
+                EnvValue::Hashed(blake3::hash(v.as_bytes()).to_hex().to_string())
+            }
             Some(v) => EnvValue::Value(v.clone()),
         }
     }
 
     fn pass_env_names(&self, target: &Target) -> Vec<String> {
-        let mut names: Vec<String> = target.pass_env.iter().chain(&self.ws.def.pass_env).cloned().collect();
+        let mut names: Vec<String> = target
+            .pass_env
+            .iter()
+            .chain(&self.ws.def.pass_env)
+            .cloned()
+            .collect();
         names.sort();
         names.dedup();
         names
@@ -100,7 +113,11 @@ impl Ctx<'_> {
             pass_env: self.pass_env_names(target),
             srcs: target.src_patterns.clone(),
             outs: target.outs.iter().map(|o| o.text()).collect(),
-            deps: target.deps.iter().map(|&d| self.ws.targets[d].label.to_string()).collect(),
+            deps: target
+                .deps
+                .iter()
+                .map(|&d| self.ws.targets[d].label.to_string())
+                .collect(),
             sandbox: format!("{sandbox:?}").to_lowercase(),
             network: target.network,
         }
@@ -117,7 +134,10 @@ impl Ctx<'_> {
             ("LANG".to_string(), "C.UTF-8".to_string()),
             ("LC_ALL".to_string(), "C.UTF-8".to_string()),
             ("TZ".to_string(), "UTC".to_string()),
-            ("SOURCE_DATE_EPOCH".to_string(), exec::SOURCE_DATE_EPOCH.to_string()),
+            (
+                "SOURCE_DATE_EPOCH".to_string(),
+                exec::SOURCE_DATE_EPOCH.to_string(),
+            ),
         ]);
         for name in self.pass_env_names(target) {
             if let Some(v) = self.host_env.get(&name) {
@@ -142,7 +162,14 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
     let target = &ctx.ws.targets[idx];
     let label = target.label.to_string();
     let sandbox = ctx.sandbox_of(target);
-    let inputs = inputs::resolve(ctx.ws, &ctx.index, ctx.store, ctx.stat_cache, idx, dep_outputs)?;
+    let inputs = inputs::resolve(
+        ctx.ws,
+        &ctx.index,
+        ctx.store,
+        ctx.stat_cache,
+        idx,
+        dep_outputs,
+    )?;
     let fixed = ctx.static_key(target, sandbox);
     let weak = key::weak_key(&fixed);
     let env_of = |name: &str| ctx.env_value(name);
@@ -158,17 +185,29 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
         }
     } else {
         let mut unusable = None;
-        for (nth, text) in ctx.store.action_cache.records(&weak)?.into_iter().enumerate() {
-            let record: Record = serde_json::from_str(&text).context("reading a narrowing record")?;
+        for (nth, text) in ctx
+            .store
+            .action_cache
+            .records(&weak)?
+            .into_iter()
+            .enumerate()
+        {
+            let record: Record =
+                serde_json::from_str(&text).context("reading a narrowing record")?;
             let strong = key::strong_key(&weak, &record, &inputs, &env_of);
-            let Some(result) = ctx.store.action_cache.get(&strong)? else { continue };
+            let Some(result) = ctx.store.action_cache.get(&strong)? else {
+                continue;
+            };
             match restore(ctx, target, &result) {
                 Ok(outcome) => {
                     // Most recently used first; the first record needs no write.
                     if nth > 0 {
                         ctx.store.action_cache.touch_record(&weak, &text)?;
                     }
-                    return Ok(Outcome { duration: start.elapsed(), ..outcome });
+                    return Ok(Outcome {
+                        duration: start.elapsed(),
+                        ..outcome
+                    });
                 }
                 Err(e) => {
                     // Never trust an entry whose blobs are gone or corrupt.
@@ -183,13 +222,28 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
         }
     };
     if ctx.opts.dry_run {
-        return Ok(Outcome { state: State::WouldRun(reason), stdout: vec![], stderr: vec![], outputs: None, duration: start.elapsed() });
+        return Ok(Outcome {
+            state: State::WouldRun(reason),
+            stdout: vec![],
+            stderr: vec![],
+            outputs: None,
+            duration: start.elapsed(),
+        });
     }
 
-    let record = Record { ignored_inputs: vec![], tracked_env: ctx.pass_env_names(target) };
+    let record = Record {
+        ignored_inputs: vec![],
+        tracked_env: ctx.pass_env_names(target),
+    };
     let (exit, stdout, stderr, tree) = execute(ctx, target, sandbox, &inputs)?;
     if !exit.success() {
-        return Ok(Outcome { state: State::Failed(exit.describe()), stdout, stderr, outputs: None, duration: start.elapsed() });
+        return Ok(Outcome {
+            state: State::Failed(exit.describe()),
+            stdout,
+            stderr,
+            outputs: None,
+            duration: start.elapsed(),
+        });
     }
     let tree = tree.expect("captured on success");
     let duration = start.elapsed();
@@ -202,9 +256,18 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
             declarations: serde_json::Value::Null,
             duration_ms: duration.as_millis() as u64,
         };
-        let env_values = record.tracked_env.iter().map(|n| (n.clone(), env_of(n))).collect();
+        let env_values = record
+            .tracked_env
+            .iter()
+            .map(|n| (n.clone(), env_of(n)))
+            .collect();
         let strong = key::strong_key(&weak, &record, &inputs, &env_of);
-        let explain = KeyInputs { fixed, inputs, env_values, record: record.clone() };
+        let explain = KeyInputs {
+            fixed,
+            inputs,
+            env_values,
+            record: record.clone(),
+        };
         ctx.store.action_cache.put(&CacheEntry {
             weak_key: weak,
             strong_key: strong,
@@ -221,7 +284,13 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
     if sandbox != SandboxSetting::None {
         materialize::materialize(ctx.store, ctx.stat_cache, &ctx.ws.root, target, &tree)?;
     }
-    Ok(Outcome { state, stdout, stderr, outputs: Some(Arc::new(tree)), duration })
+    Ok(Outcome {
+        state,
+        stdout,
+        stderr,
+        outputs: Some(Arc::new(tree)),
+        duration,
+    })
 }
 
 /// A hit: load the output tree and logs (verifying every blob), then make
@@ -230,26 +299,49 @@ fn restore(ctx: &Ctx, target: &Target, result: &ActionResult) -> Result<Outcome>
     let cas = &ctx.store.cas;
     let tree = Tree::from_bytes(&cas.read_verified(&result.output_tree)?)?;
     if ctx.opts.dry_run {
-        return Ok(Outcome { state: State::Hit, stdout: vec![], stderr: vec![], outputs: Some(Arc::new(tree)), duration: Duration::ZERO });
+        return Ok(Outcome {
+            state: State::Hit,
+            stdout: vec![],
+            stderr: vec![],
+            outputs: Some(Arc::new(tree)),
+            duration: Duration::ZERO,
+        });
     }
     let stdout = cas.read_verified(&result.stdout)?;
     let stderr = cas.read_verified(&result.stderr)?;
     materialize::materialize(ctx.store, ctx.stat_cache, &ctx.ws.root, target, &tree)?;
-    Ok(Outcome { state: State::Hit, stdout, stderr, outputs: Some(Arc::new(tree)), duration: Duration::ZERO })
+    Ok(Outcome {
+        state: State::Hit,
+        stdout,
+        stderr,
+        outputs: Some(Arc::new(tree)),
+        duration: Duration::ZERO,
+    })
 }
 
-fn explain_miss(ctx: &Ctx, label: &str, fixed: &StaticKey, inputs: &BTreeMap<String, EntryKind>) -> Result<String> {
+fn explain_miss(
+    ctx: &Ctx,
+    label: &str,
+    fixed: &StaticKey,
+    inputs: &BTreeMap<String, EntryKind>,
+) -> Result<String> {
     let Some(last) = ctx.store.action_cache.last_run(ctx.ws.name(), label)? else {
         return Ok("no previous entry".into());
     };
     let Ok(bytes) = ctx.store.cas.read_verified(&last.explain) else {
         return Ok("no previous entry".into());
     };
-    let before: KeyInputs = serde_json::from_slice(&bytes).context("reading a cached explanation")?;
+    let before: KeyInputs =
+        serde_json::from_slice(&bytes).context("reading a cached explanation")?;
     let now = KeyInputs {
         fixed: fixed.clone(),
         inputs: inputs.clone(),
-        env_values: before.record.tracked_env.iter().map(|n| (n.clone(), ctx.env_value(n))).collect(),
+        env_values: before
+            .record
+            .tracked_env
+            .iter()
+            .map(|n| (n.clone(), ctx.env_value(n)))
+            .collect(),
         record: before.record.clone(),
     };
     Ok(key::explain(&before, &now))
@@ -259,9 +351,18 @@ type Executed = (Exit, Vec<u8>, Vec<u8>, Option<Tree>);
 
 /// Stages the inputs into a fresh scratch directory, runs the command and
 /// captures its outputs into the store.
-fn execute(ctx: &Ctx, target: &Target, sandbox: SandboxSetting, inputs: &BTreeMap<String, EntryKind>) -> Result<Executed> {
+fn execute(
+    ctx: &Ctx,
+    target: &Target,
+    sandbox: SandboxSetting,
+    inputs: &BTreeMap<String, EntryKind>,
+) -> Result<Executed> {
     let scratch = Scratch::create(&ctx.store.scratch_dir())?;
-    let ws_root = if sandbox == SandboxSetting::None { ctx.ws.root.clone() } else { scratch.ws() };
+    let ws_root = if sandbox == SandboxSetting::None {
+        ctx.ws.root.clone()
+    } else {
+        scratch.ws()
+    };
     if sandbox != SandboxSetting::None {
         stage(ctx, &ws_root, inputs)?;
     }
@@ -296,13 +397,18 @@ fn stage(ctx: &Ctx, ws_root: &std::path::Path, inputs: &BTreeMap<String, EntryKi
             std::fs::create_dir_all(parent)?;
         }
         match entry {
-            EntryKind::File { digest, executable, .. } => {
+            EntryKind::File {
+                digest, executable, ..
+            } => {
                 let copied = ctx.store.cas.copy_out(digest, &dest, *executable);
                 if copied.is_err() {
                     // The stat cache vouched for a blob that is gone or was
                     // corrupt: store the workspace file again, if unchanged.
                     let (again, _) = ctx.store.cas.put_file(&ctx.ws.root.join(path))?;
-                    anyhow::ensure!(again == *digest, "input '{path}' changed while the build ran; run again");
+                    anyhow::ensure!(
+                        again == *digest,
+                        "input '{path}' changed while the build ran; run again"
+                    );
                     ctx.store.cas.copy_out(digest, &dest, *executable)?;
                 }
                 let mode = if *executable { 0o555 } else { 0o444 };

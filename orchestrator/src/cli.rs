@@ -3,7 +3,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "vbuild", version, about = "Hermetic, content-addressed builds for JS/TS monorepos")]
+#[command(
+    name = "vbuild",
+    version,
+    about = "Hermetic, content-addressed builds for JS/TS monorepos"
+)]
 pub struct Cli {
     /// Run as if started in this directory.
     #[arg(short = 'C', global = true, value_name = "DIR")]

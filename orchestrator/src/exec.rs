@@ -61,7 +61,10 @@ pub fn run(spec: &RunSpec) -> Result<Exit> {
         Ok(c) => c,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             // Report like a shell would, as the action's own failure.
-            std::fs::write(spec.stderr, format!("vbuild: {program}: command not found\n"))?;
+            std::fs::write(
+                spec.stderr,
+                format!("vbuild: {program}: command not found\n"),
+            )?;
             return Ok(Exit::Code(127));
         }
         Err(e) => return Err(e).with_context(|| format!("starting {program}")),
@@ -110,7 +113,9 @@ pub struct Scratch {
 impl Scratch {
     pub fn create(parent: &Path) -> Result<Scratch> {
         std::fs::create_dir_all(parent)?;
-        let dir = tempfile::Builder::new().prefix("action-").tempdir_in(parent)?;
+        let dir = tempfile::Builder::new()
+            .prefix("action-")
+            .tempdir_in(parent)?;
         for sub in ["ws", "home", "tmp"] {
             std::fs::create_dir(dir.path().join(sub))?;
         }
@@ -128,10 +133,15 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         // Staged inputs are read-only; make directories writable so the
         // TempDir removal can delete their contents.
-        for entry in walkdir::WalkDir::new(self.dir.path()).follow_links(false).into_iter().flatten() {
+        for entry in walkdir::WalkDir::new(self.dir.path())
+            .follow_links(false)
+            .into_iter()
+            .flatten()
+        {
             if entry.file_type().is_dir() {
                 use std::os::unix::fs::PermissionsExt;
-                let _ = std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o755));
+                let _ =
+                    std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o755));
             }
         }
     }

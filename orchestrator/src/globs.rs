@@ -27,7 +27,9 @@ impl OutSpec {
     /// Whether a package-relative file path falls under this declaration.
     pub fn covers(&self, path: &str, glob: Option<&globset::GlobMatcher>) -> bool {
         match self {
-            OutSpec::Dir(dir) => path.strip_prefix(dir.as_str()).is_some_and(|r| r.starts_with('/')),
+            OutSpec::Dir(dir) => path
+                .strip_prefix(dir.as_str())
+                .is_some_and(|r| r.starts_with('/')),
             OutSpec::File(file) => path == file,
             OutSpec::Glob(_) => glob.is_some_and(|g| g.is_match(path)),
         }
@@ -94,7 +96,11 @@ impl SrcMatcher {
                 include.add(glob);
             }
         }
-        Ok(SrcMatcher { include: include.build()?, exclude: exclude.build()?, literals })
+        Ok(SrcMatcher {
+            include: include.build()?,
+            exclude: exclude.build()?,
+            literals,
+        })
     }
 
     pub fn matches(&self, path: &str) -> bool {
@@ -104,7 +110,10 @@ impl SrcMatcher {
 
 /// Compiles an output glob so `literal_separator` keeps `*` within one segment.
 pub fn out_glob(pattern: &str) -> Result<globset::GlobMatcher, globset::Error> {
-    Ok(globset::GlobBuilder::new(pattern).literal_separator(true).build()?.compile_matcher())
+    Ok(globset::GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()?
+        .compile_matcher())
 }
 
 #[cfg(test)]
@@ -113,16 +122,26 @@ mod tests {
 
     #[test]
     fn out_specs() {
-        assert_eq!(OutSpec::parse("dist/").unwrap(), OutSpec::Dir("dist".into()));
-        assert_eq!(OutSpec::parse("./a/b.txt").unwrap(), OutSpec::File("a/b.txt".into()));
-        assert_eq!(OutSpec::parse("*.js").unwrap(), OutSpec::Glob("*.js".into()));
+        assert_eq!(
+            OutSpec::parse("dist/").unwrap(),
+            OutSpec::Dir("dist".into())
+        );
+        assert_eq!(
+            OutSpec::parse("./a/b.txt").unwrap(),
+            OutSpec::File("a/b.txt".into())
+        );
+        assert_eq!(
+            OutSpec::parse("*.js").unwrap(),
+            OutSpec::Glob("*.js".into())
+        );
         assert!(OutSpec::parse("../x").is_err());
         assert!(OutSpec::parse("/etc/passwd").is_err());
     }
 
     #[test]
     fn src_excludes() {
-        let m = SrcMatcher::new(&[(false, "src/**".into()), (true, "src/**/*.test.ts".into())]).unwrap();
+        let m = SrcMatcher::new(&[(false, "src/**".into()), (true, "src/**/*.test.ts".into())])
+            .unwrap();
         assert!(m.matches("src/a.ts"));
         assert!(!m.matches("src/x/a.test.ts"));
         assert!(!m.matches("other.ts"));

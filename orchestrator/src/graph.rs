@@ -56,7 +56,9 @@ pub fn select(ws: &Workspace, patterns: &[Pattern]) -> Result<Vec<usize>, String
         }
         if !any {
             return Err(match pattern {
-                Pattern::Target(l) => format!("no target {l} in the workspace; `vbuild query //...` lists them"),
+                Pattern::Target(l) => {
+                    format!("no target {l} in the workspace; `vbuild query //...` lists them")
+                }
                 Pattern::Package(p) => format!("package //{p} has no targets"),
                 Pattern::Recursive(p) => format!("no targets under //{p}"),
             });
@@ -82,8 +84,9 @@ fn topo_order(ws: &Workspace, wanted: &[bool]) -> Vec<usize> {
             dependents[d].push(i);
         }
     }
-    let mut ready: std::collections::BTreeSet<usize> =
-        (0..wanted.len()).filter(|&i| wanted[i] && pending[i] == 0).collect();
+    let mut ready: std::collections::BTreeSet<usize> = (0..wanted.len())
+        .filter(|&i| wanted[i] && pending[i] == 0)
+        .collect();
     let mut order = Vec::new();
     while let Some(i) = ready.pop_first() {
         order.push(i);

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
-use vbuild_store::{EntryKind, FileStat, Store, StatCache, Tree};
+use vbuild_store::{EntryKind, FileStat, StatCache, Store, Tree};
 
 /// Package-relative paths of the files and symlinks of one package, not
 /// descending into sub-packages, node_modules or hidden directories, and
@@ -23,15 +23,23 @@ pub struct PackageIndex {
 
 impl PackageIndex {
     pub fn new(ws: &Workspace) -> PackageIndex {
-        let lists = ws.packages.iter().map(|p| (p.clone(), OnceLock::new())).collect();
+        let lists = ws
+            .packages
+            .iter()
+            .map(|p| (p.clone(), OnceLock::new()))
+            .collect();
         PackageIndex { lists }
     }
 
     pub fn files(&self, ws: &Workspace, package: &str) -> Result<Arc<PackageFiles>> {
         let cell = self.lists.get(package).context("unknown package")?;
-        cell.get_or_init(|| list_package(ws, package).map(Arc::new).map_err(|e| format!("{e:#}")))
-            .clone()
-            .map_err(anyhow::Error::msg)
+        cell.get_or_init(|| {
+            list_package(ws, package)
+                .map(Arc::new)
+                .map_err(|e| format!("{e:#}"))
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
     }
 }
 
@@ -46,7 +54,10 @@ fn list_package(ws: &Workspace, package: &str) -> Result<PackageFiles> {
         .filter(|o| !matches!(o, OutSpec::Glob(_)))
         .collect();
     let mut paths = Vec::new();
-    let walker = walkdir::WalkDir::new(&dir).follow_links(false).sort_by_file_name().into_iter();
+    let walker = walkdir::WalkDir::new(&dir)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter();
     let walker = walker.filter_entry(|e| {
         if e.depth() == 0 || !e.file_type().is_dir() {
             return true;
@@ -59,7 +70,10 @@ fn list_package(ws: &Workspace, package: &str) -> Result<PackageFiles> {
         if entry.file_type().is_dir() {
             continue;
         }
-        let rel = entry.path().strip_prefix(&dir).expect("walk stays in the package");
+        let rel = entry
+            .path()
+            .strip_prefix(&dir)
+            .expect("walk stays in the package");
         let Some(rel) = rel.to_str() else {
             bail!("{}: file names must be UTF-8", entry.path().display());
         };
@@ -83,10 +97,14 @@ fn join(package: &str, rel: &str) -> String {
 /// Digests one workspace file (or reads a symlink), storing its bytes in the
 /// CAS the first time it is seen.
 pub fn entry_for(store: &Store, stat_cache: &StatCache, abs: &Path) -> Result<EntryKind> {
-    let meta = std::fs::symlink_metadata(abs).with_context(|| format!("reading {}", abs.display()))?;
+    let meta =
+        std::fs::symlink_metadata(abs).with_context(|| format!("reading {}", abs.display()))?;
     if meta.file_type().is_symlink() {
         let target = std::fs::read_link(abs)?;
-        let target = target.to_str().context("symlink targets must be UTF-8")?.to_string();
+        let target = target
+            .to_str()
+            .context("symlink targets must be UTF-8")?
+            .to_string();
         return Ok(EntryKind::Symlink { target });
     }
     let stat = FileStat::from_metadata(&meta);
@@ -98,7 +116,11 @@ pub fn entry_for(store: &Store, stat_cache: &StatCache, abs: &Path) -> Result<En
             digest
         }
     };
-    Ok(EntryKind::File { digest, size: stat.size, executable: stat.executable })
+    Ok(EntryKind::File {
+        digest,
+        size: stat.size,
+        executable: stat.executable,
+    })
 }
 
 /// The full input set of a target: its matched srcs plus its deps' outputs,

@@ -48,7 +48,10 @@ pub struct Record {
 impl Record {
     pub fn counts(&self, path: &str) -> bool {
         !self.ignored_inputs.iter().any(|p| {
-            path == p || path.strip_prefix(p.as_str()).is_some_and(|r| r.starts_with('/'))
+            path == p
+                || path
+                    .strip_prefix(p.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
         })
     }
 }
@@ -90,12 +93,18 @@ pub fn strong_key(
     let mut h = blake3::Hasher::new();
     h.update(b"vbuild-strong\0");
     h.update(weak.as_bytes());
-    h.update(serde_json::to_string(record).expect("record serializes").as_bytes());
+    h.update(
+        serde_json::to_string(record)
+            .expect("record serializes")
+            .as_bytes(),
+    );
     for (path, entry) in inputs.iter().filter(|(p, _)| record.counts(p)) {
         h.update(&(path.len() as u64).to_le_bytes());
         h.update(path.as_bytes());
         match entry {
-            EntryKind::File { digest, executable, .. } => {
+            EntryKind::File {
+                digest, executable, ..
+            } => {
                 h.update(if *executable { b"x" } else { b"f" });
                 h.update(digest.as_bytes());
             }
@@ -109,7 +118,11 @@ pub fn strong_key(
     for name in &record.tracked_env {
         h.update(b"\0env\0");
         h.update(name.as_bytes());
-        h.update(serde_json::to_string(&env(name)).expect("env serializes").as_bytes());
+        h.update(
+            serde_json::to_string(&env(name))
+                .expect("env serializes")
+                .as_bytes(),
+        );
     }
     h.finalize().into()
 }
@@ -144,14 +157,21 @@ pub fn explain(before: &KeyInputs, now: &KeyInputs) -> String {
         return format!("target config changed ({what})");
     }
     for (name, old) in &before.env_values {
-        let new = now.env_values.get(name).cloned().unwrap_or(EnvValue::Absent);
+        let new = now
+            .env_values
+            .get(name)
+            .cloned()
+            .unwrap_or(EnvValue::Absent);
         if *old != new {
             return format!("env '{name}' changed");
         }
     }
     let mut changes = Vec::new();
     let counted = |map: &BTreeMap<String, EntryKind>| -> BTreeMap<String, EntryKind> {
-        map.iter().filter(|(p, _)| before.record.counts(p)).map(|(p, e)| (p.clone(), e.clone())).collect()
+        map.iter()
+            .filter(|(p, _)| before.record.counts(p))
+            .map(|(p, e)| (p.clone(), e.clone()))
+            .collect()
     };
     let (old, new) = (counted(&before.inputs), counted(&now.inputs));
     for (path, entry) in &new {
@@ -180,7 +200,11 @@ mod tests {
     use super::*;
 
     fn file(byte: u8) -> EntryKind {
-        EntryKind::File { digest: Digest([byte; 32]), size: 1, executable: false }
+        EntryKind::File {
+            digest: Digest([byte; 32]),
+            size: 1,
+            executable: false,
+        }
     }
 
     fn sample() -> KeyInputs {
@@ -198,7 +222,10 @@ mod tests {
                 sandbox: "scratch".into(),
                 network: false,
             },
-            inputs: BTreeMap::from([("pkg/a".to_string(), file(1)), ("pkg/b".to_string(), file(2))]),
+            inputs: BTreeMap::from([
+                ("pkg/a".to_string(), file(1)),
+                ("pkg/b".to_string(), file(2)),
+            ]),
             env_values: BTreeMap::new(),
             record: Record::default(),
         }
@@ -208,11 +235,17 @@ mod tests {
     fn ignored_inputs_do_not_change_strong_key() {
         let k = sample();
         let weak = weak_key(&k.fixed);
-        let record = Record { ignored_inputs: vec!["pkg/b".into()], tracked_env: vec![] };
+        let record = Record {
+            ignored_inputs: vec!["pkg/b".into()],
+            tracked_env: vec![],
+        };
         let mut changed = k.inputs.clone();
         changed.insert("pkg/b".into(), file(9));
         let env = |_: &str| EnvValue::Absent;
-        assert_eq!(strong_key(&weak, &record, &k.inputs, &env), strong_key(&weak, &record, &changed, &env));
+        assert_eq!(
+            strong_key(&weak, &record, &k.inputs, &env),
+            strong_key(&weak, &record, &changed, &env)
+        );
         assert_ne!(
             strong_key(&weak, &Record::default(), &k.inputs, &env),
             strong_key(&weak, &Record::default(), &changed, &env)
@@ -226,7 +259,10 @@ mod tests {
         now.inputs.insert("pkg/a".into(), file(7));
         now.inputs.insert("pkg/c".into(), file(3));
         now.inputs.remove("pkg/b");
-        assert_eq!(explain(&before, &now), "'pkg/a' modified, 'pkg/c' added, 'pkg/b' removed");
+        assert_eq!(
+            explain(&before, &now),
+            "'pkg/a' modified, 'pkg/c' added, 'pkg/b' removed"
+        );
         now.fixed.argv = vec!["false".into()];
         assert_eq!(explain(&before, &now), "command changed");
     }

@@ -46,7 +46,9 @@ struct Session {
 
 fn load(dir: &Option<PathBuf>) -> Result<Session> {
     let cwd = match dir {
-        Some(d) => d.canonicalize().with_context(|| format!("-C {}", d.display()))?,
+        Some(d) => d
+            .canonicalize()
+            .with_context(|| format!("-C {}", d.display()))?,
         None => std::env::current_dir()?.canonicalize()?,
     };
     let Some(root) = workspace::find_root(&cwd) else {
@@ -80,7 +82,9 @@ fn real_main(cli: Cli) -> Result<u8> {
             let session = load(&cli.dir)?;
             let patterns = parse_patterns(&session, &args.patterns)?;
             let opts = action::RunOptions {
-                jobs: args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+                jobs: args
+                    .jobs
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
                 keep_going: args.keep_going,
                 no_cache: args.no_cache,
                 dry_run: false,
@@ -98,12 +102,20 @@ fn real_main(cli: Cli) -> Result<u8> {
             if !matches!(patterns[0], Pattern::Target(_)) {
                 bail!("`vbuild why` takes one target label, not a pattern");
             }
-            let opts = action::RunOptions { jobs: 1, dry_run: true, ..Default::default() };
+            let opts = action::RunOptions {
+                jobs: 1,
+                dry_run: true,
+                ..Default::default()
+            };
             build(&session, &patterns, opts)
         }
         Cmd::Query { patterns } => {
             let session = load(&cli.dir)?;
-            let texts = if patterns.is_empty() { vec!["//...".to_string()] } else { patterns };
+            let texts = if patterns.is_empty() {
+                vec!["//...".to_string()]
+            } else {
+                patterns
+            };
             let patterns = parse_patterns(&session, &texts)?;
             for t in &session.ws.targets {
                 if patterns.iter().any(|p| p.matches(&t.label)) {
@@ -116,10 +128,15 @@ fn real_main(cli: Cli) -> Result<u8> {
             let session = load(&cli.dir)?;
             let store = open_store()?;
             let removed = store.action_cache.clear_workspace(session.ws.name())?;
-            println!("removed {removed} cache entries of workspace '{}'", session.ws.name());
+            println!(
+                "removed {removed} cache entries of workspace '{}'",
+                session.ws.name()
+            );
             Ok(0)
         }
-        Cmd::Store { command: StoreCmd::Stats } => {
+        Cmd::Store {
+            command: StoreCmd::Stats,
+        } => {
             let store = open_store()?;
             let (blobs, bytes) = store.cas.stats()?;
             println!("store:   {}", store.root().display());
@@ -140,7 +157,10 @@ fn build(session: &Session, patterns: &[Pattern], opts: action::RunOptions) -> R
     let stat_cache = store.action_cache.load_stat_cache(&prefix)?;
     let mut secrets = globset::GlobSetBuilder::new();
     for pattern in &ws.def.secret_env {
-        secrets.add(globset::Glob::new(pattern).with_context(|| format!("vbuild.toml: secret_env pattern {pattern:?}"))?);
+        secrets.add(
+            globset::Glob::new(pattern)
+                .with_context(|| format!("vbuild.toml: secret_env pattern {pattern:?}"))?,
+        );
     }
     let ctx = action::Ctx {
         ws,
@@ -159,4 +179,3 @@ fn build(session: &Session, patterns: &[Pattern], opts: action::RunOptions) -> R
     }
     Ok(if failed.is_empty() { 0 } else { EXIT_FAILED })
 }
-

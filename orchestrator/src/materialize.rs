@@ -21,10 +21,19 @@ fn capture_entry(store: &Store, abs: &Path, path: String) -> Result<TreeEntry> {
     let meta = std::fs::symlink_metadata(abs)?;
     let kind = if meta.file_type().is_symlink() {
         let target = std::fs::read_link(abs)?;
-        EntryKind::Symlink { target: target.to_str().context("symlink targets must be UTF-8")?.to_string() }
+        EntryKind::Symlink {
+            target: target
+                .to_str()
+                .context("symlink targets must be UTF-8")?
+                .to_string(),
+        }
     } else {
         let (digest, size) = store.cas.put_file(abs)?;
-        EntryKind::File { digest, size, executable: FileStat::from_metadata(&meta).executable }
+        EntryKind::File {
+            digest,
+            size,
+            executable: FileStat::from_metadata(&meta).executable,
+        }
     };
     Ok(TreeEntry { path, kind })
 }
@@ -38,7 +47,10 @@ fn walk_files(dir: &Path, base: &Path) -> Result<Vec<(PathBuf, String)>> {
             continue;
         }
         let rel = entry.path().strip_prefix(base).expect("inside base");
-        let rel = rel.to_str().context("output file names must be UTF-8")?.to_string();
+        let rel = rel
+            .to_str()
+            .context("output file names must be UTF-8")?
+            .to_string();
         out.push((entry.path().to_path_buf(), rel));
     }
     Ok(out)
@@ -56,14 +68,22 @@ pub fn capture(
 ) -> Result<Tree> {
     let package = &target.label.package;
     let pkg_dir = ws_root.join(package);
-    let is_ignored = |p: &str| ignored.iter().any(|i| p == i || p.starts_with(&format!("{i}/")));
+    let is_ignored = |p: &str| {
+        ignored
+            .iter()
+            .any(|i| p == i || p.starts_with(&format!("{i}/")))
+    };
     let mut entries = Vec::new();
     for spec in &target.outs {
         match spec {
             OutSpec::Dir(dir) => {
                 let abs = pkg_dir.join(dir);
                 if !abs.is_dir() {
-                    bail!("declared output '{}' was not created by {}", spec.text(), target.label);
+                    bail!(
+                        "declared output '{}' was not created by {}",
+                        spec.text(),
+                        target.label
+                    );
                 }
                 for (file, rel) in walk_files(&abs, &pkg_dir)? {
                     let path = join(package, &rel);
@@ -75,7 +95,10 @@ pub fn capture(
             OutSpec::File(rel) => {
                 let abs = pkg_dir.join(rel);
                 if std::fs::symlink_metadata(&abs).is_err() {
-                    bail!("declared output '{rel}' was not created by {}", target.label);
+                    bail!(
+                        "declared output '{rel}' was not created by {}",
+                        target.label
+                    );
                 }
                 entries.push(capture_entry(store, &abs, join(package, rel))?);
             }
@@ -84,13 +107,17 @@ pub fn capture(
                 let mut any = false;
                 for (file, rel) in walk_files(&pkg_dir, &pkg_dir)? {
                     let path = join(package, &rel);
-                    if glob.is_match(&rel) && !inputs.contains(path.as_str()) && !is_ignored(&path) {
+                    if glob.is_match(&rel) && !inputs.contains(path.as_str()) && !is_ignored(&path)
+                    {
                         any = true;
                         entries.push(capture_entry(store, &file, path)?);
                     }
                 }
                 if !any {
-                    bail!("declared output '{pattern}' matched no file written by {}", target.label);
+                    bail!(
+                        "declared output '{pattern}' matched no file written by {}",
+                        target.label
+                    );
                 }
             }
         }
@@ -125,13 +152,19 @@ fn check_no_symlink_parents(root: &Path, rel: &str) -> Result<()> {
 
 /// Whether the workspace already holds exactly `kind` at `abs`.
 fn up_to_date(stat_cache: &StatCache, abs: &Path, kind: &EntryKind) -> bool {
-    let Ok(meta) = std::fs::symlink_metadata(abs) else { return false };
+    let Ok(meta) = std::fs::symlink_metadata(abs) else {
+        return false;
+    };
     match kind {
         EntryKind::Symlink { target } => {
             meta.file_type().is_symlink()
                 && std::fs::read_link(abs).is_ok_and(|t| t.to_str() == Some(target.as_str()))
         }
-        EntryKind::File { digest, size, executable } => {
+        EntryKind::File {
+            digest,
+            size,
+            executable,
+        } => {
             if !meta.is_file() || meta.len() != *size {
                 return false;
             }
@@ -166,7 +199,9 @@ fn place(store: &Store, stat_cache: &StatCache, root: &Path, entry: &TreeEntry) 
         }
     }
     match &entry.kind {
-        EntryKind::File { digest, executable, .. } => {
+        EntryKind::File {
+            digest, executable, ..
+        } => {
             store.cas.copy_out(digest, &abs, *executable)?;
             if let Ok(meta) = std::fs::symlink_metadata(&abs) {
                 stat_cache.record(&abs, &FileStat::from_metadata(&meta), *digest);
@@ -182,7 +217,13 @@ fn place(store: &Store, stat_cache: &StatCache, root: &Path, entry: &TreeEntry) 
 
 /// Makes the workspace's declared outputs of `target` equal to `tree`.
 /// Returns how many paths were written or removed.
-pub fn materialize(store: &Store, stat_cache: &StatCache, root: &Path, target: &Target, tree: &Tree) -> Result<usize> {
+pub fn materialize(
+    store: &Store,
+    stat_cache: &StatCache,
+    root: &Path,
+    target: &Target,
+    tree: &Tree,
+) -> Result<usize> {
     let package = &target.label.package;
     let mut changed = 0;
     let wanted: BTreeSet<&str> = tree.entries().iter().map(|e| e.path.as_str()).collect();
@@ -220,7 +261,9 @@ pub fn materialize(store: &Store, stat_cache: &StatCache, root: &Path, target: &
         }
     }
     for entry in tree.entries() {
-        if place(store, stat_cache, root, entry).with_context(|| format!("restoring {}", entry.path))? {
+        if place(store, stat_cache, root, entry)
+            .with_context(|| format!("restoring {}", entry.path))?
+        {
             changed += 1;
         }
     }

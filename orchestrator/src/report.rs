@@ -31,7 +31,10 @@ fn ms(d: Duration) -> String {
 
 impl Reporter {
     pub fn new() -> Reporter {
-        Reporter { start: Instant::now(), counts: Counts::default() }
+        Reporter {
+            start: Instant::now(),
+            counts: Counts::default(),
+        }
     }
 
     pub fn action(&mut self, label: &Label, outcome: &Outcome) {
@@ -93,7 +96,11 @@ impl Reporter {
             }
         }
         let plural = if total == 1 { "" } else { "s" };
-        eprintln!("vbuild: {total} action{plural} in {}: {}", ms(self.start.elapsed()), parts.join(", "));
+        eprintln!(
+            "vbuild: {total} action{plural} in {}: {}",
+            ms(self.start.elapsed()),
+            parts.join(", ")
+        );
         if !failed.is_empty() {
             eprintln!("error: {} failed: {}", failed.len(), failed.join(" "));
         }

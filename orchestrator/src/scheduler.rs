@@ -17,8 +17,12 @@ struct Job {
 /// that failed.
 pub fn run(ctx: &Ctx, order: &[usize], reporter: &mut Reporter) -> Vec<String> {
     let n = order.len();
-    let pos_of: std::collections::HashMap<usize, usize> = order.iter().enumerate().map(|(p, &i)| (i, p)).collect();
-    let deps: Vec<Vec<usize>> = order.iter().map(|&i| ctx.ws.targets[i].deps.iter().map(|d| pos_of[d]).collect()).collect();
+    let pos_of: std::collections::HashMap<usize, usize> =
+        order.iter().enumerate().map(|(p, &i)| (i, p)).collect();
+    let deps: Vec<Vec<usize>> = order
+        .iter()
+        .map(|&i| ctx.ws.targets[i].deps.iter().map(|d| pos_of[d]).collect())
+        .collect();
     let mut dependents = vec![Vec::new(); n];
     for (p, ds) in deps.iter().enumerate() {
         for &d in ds {
@@ -57,27 +61,64 @@ pub fn run(ctx: &Ctx, order: &[usize], reporter: &mut Reporter) -> Vec<String> {
                 let Some(pos) = ready.pop_first() else { break };
                 if let Some(why) = blocked[pos].take() {
                     // A dependency did not produce outputs: settle without running.
-                    let state = if ctx.opts.dry_run { State::WouldRun(why) } else { State::Skipped(why) };
-                    let outcome = Outcome { state, stdout: vec![], stderr: vec![], outputs: None, duration: Default::default() };
+                    let state = if ctx.opts.dry_run {
+                        State::WouldRun(why)
+                    } else {
+                        State::Skipped(why)
+                    };
+                    let outcome = Outcome {
+                        state,
+                        stdout: vec![],
+                        stderr: vec![],
+                        outputs: None,
+                        duration: Default::default(),
+                    };
                     settled += 1;
-                    settle(ctx, order, pos, outcome, &dependents, &mut pending, &mut ready, &mut outputs, &mut blocked, reporter);
+                    settle(
+                        ctx,
+                        order,
+                        pos,
+                        outcome,
+                        &dependents,
+                        &mut pending,
+                        &mut ready,
+                        &mut outputs,
+                        &mut blocked,
+                        reporter,
+                    );
                     continue;
                 }
-                let deps = deps[pos].iter().map(|&d| outputs[d].clone().expect("dep settled with outputs")).collect();
+                let deps = deps[pos]
+                    .iter()
+                    .map(|&d| outputs[d].clone().expect("dep settled with outputs"))
+                    .collect();
                 job_tx.send(Job { pos, deps }).expect("workers alive");
                 in_flight += 1;
             }
             if in_flight == 0 {
                 break; // stopped after a failure, or nothing left that can run
             }
-            let Ok((pos, outcome)) = done_rx.recv() else { break };
+            let Ok((pos, outcome)) = done_rx.recv() else {
+                break;
+            };
             in_flight -= 1;
             settled += 1;
             if matches!(outcome.state, State::Failed(_)) {
                 failed.push(ctx.ws.targets[order[pos]].label.to_string());
                 stop = !ctx.opts.keep_going;
             }
-            settle(ctx, order, pos, outcome, &dependents, &mut pending, &mut ready, &mut outputs, &mut blocked, reporter);
+            settle(
+                ctx,
+                order,
+                pos,
+                outcome,
+                &dependents,
+                &mut pending,
+                &mut ready,
+                &mut outputs,
+                &mut blocked,
+                reporter,
+            );
         }
         drop(job_tx);
         reporter.not_run(n - settled);

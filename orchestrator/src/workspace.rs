@@ -51,7 +51,10 @@ pub struct LoadError(pub Vec<Diagnostic>);
 
 /// Finds the workspace root at or above `start`.
 pub fn find_root(start: &Path) -> Option<PathBuf> {
-    start.ancestors().find(|dir| dir.join(WORKSPACE_FILE).is_file()).map(Path::to_path_buf)
+    start
+        .ancestors()
+        .find(|dir| dir.join(WORKSPACE_FILE).is_file())
+        .map(Path::to_path_buf)
 }
 
 /// The package containing `dir` (nearest ancestor with a BUILD.toml), workspace-relative.
@@ -74,7 +77,10 @@ fn rel_display(root: &Path, path: &Path) -> PathBuf {
 impl Workspace {
     pub fn load(root: &Path) -> Result<Workspace, LoadError> {
         let root = root.canonicalize().map_err(|e| {
-            LoadError(vec![Diagnostic::file(root, format!("cannot open workspace: {e}"))])
+            LoadError(vec![Diagnostic::file(
+                root,
+                format!("cannot open workspace: {e}"),
+            )])
         })?;
         let ws_file = root.join(WORKSPACE_FILE);
         let read = |path: &Path| {
@@ -109,7 +115,10 @@ impl Workspace {
         let mut defs = Vec::new();
         for (pkg, file, source, targets) in &parsed {
             for (name, def) in targets {
-                let label = Label { package: pkg.clone(), name: name.clone() };
+                let label = Label {
+                    package: pkg.clone(),
+                    name: name.clone(),
+                };
                 defs.push((label, file, source, def));
             }
         }
@@ -120,7 +129,12 @@ impl Workspace {
 
         let mut targets = Vec::with_capacity(defs.len());
         for (label, file, source, def) in &defs {
-            let mut ctx = TargetCtx { file, source, diags: &mut diags, by_label: &by_label };
+            let mut ctx = TargetCtx {
+                file,
+                source,
+                diags: &mut diags,
+                by_label: &by_label,
+            };
             if let Some(t) = ctx.validate(label, def.get_ref()) {
                 targets.push(t);
             }
@@ -133,7 +147,12 @@ impl Workspace {
         if !diags.is_empty() {
             return Err(LoadError(diags));
         }
-        Ok(Workspace { root, def, targets, packages })
+        Ok(Workspace {
+            root,
+            def,
+            targets,
+            packages,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -151,14 +170,22 @@ struct TargetCtx<'a> {
 impl TargetCtx<'_> {
     fn error(&mut self, span: std::ops::Range<usize>, msg: String, help: &str) {
         let d = Diagnostic::at(self.file, self.source, Some(span), msg);
-        self.diags.push(if help.is_empty() { d } else { d.with_help(help) });
+        self.diags.push(if help.is_empty() {
+            d
+        } else {
+            d.with_help(help)
+        });
     }
 
     fn validate(&mut self, label: &Label, def: &TargetDef) -> Option<Target> {
         let before = self.diags.len();
         let argv = def.command.get_ref().argv();
         if argv.is_empty() || argv[0].is_empty() {
-            self.error(def.command.span(), format!("{label}: command is empty"), "give a shell string or a non-empty argv array");
+            self.error(
+                def.command.span(),
+                format!("{label}: command is empty"),
+                "give a shell string or a non-empty argv array",
+            );
         }
         let mut src_patterns = Vec::new();
         for src in &def.srcs {
@@ -193,14 +220,21 @@ impl TargetCtx<'_> {
                 Ok(spec) => {
                     if let OutSpec::Glob(g) = &spec {
                         if let Err(e) = crate::globs::out_glob(g) {
-                            self.error(out.span(), format!("{label}: invalid glob in outs: {e}"), "");
+                            self.error(
+                                out.span(),
+                                format!("{label}: invalid glob in outs: {e}"),
+                                "",
+                            );
                         }
                     }
                     outs.push(spec)
                 }
                 Err(why) => self.error(
                     out.span(),
-                    format!("{label}: output {:?} is outside the package: {why}", out.get_ref()),
+                    format!(
+                        "{label}: output {:?} is outside the package: {why}",
+                        out.get_ref()
+                    ),
                     "a target may only write inside its own package",
                 ),
             }
@@ -213,7 +247,11 @@ impl TargetCtx<'_> {
                     Some(_) => {}
                     None => {
                         let help = known_targets_help(self.by_label, &dep_label);
-                        self.error(dep.span(), format!("{label}: unknown label {dep_label} in deps"), &help)
+                        self.error(
+                            dep.span(),
+                            format!("{label}: unknown label {dep_label} in deps"),
+                            &help,
+                        )
                     }
                 },
                 Err(e) => self.error(dep.span(), format!("{label}: {e}"), ""),
@@ -222,7 +260,11 @@ impl TargetCtx<'_> {
         let timeout = def.timeout.as_ref().and_then(|t| {
             let parsed = parse_duration(t.get_ref());
             if parsed.is_none() {
-                self.error(t.span(), format!("{label}: invalid timeout {:?}", t.get_ref()), "write a number with a unit: 500ms, 90s, 10m, 1h");
+                self.error(
+                    t.span(),
+                    format!("{label}: invalid timeout {:?}", t.get_ref()),
+                    "write a number with a unit: 500ms, 90s, 10m, 1h",
+                );
             }
             parsed
         });
@@ -253,24 +295,37 @@ impl TargetCtx<'_> {
     }
 }
 
+/// One parsed BUILD.toml: package, file, source text, targets.
+type ParsedFile = (
+    String,
+    PathBuf,
+    String,
+    BTreeMap<String, vbuild_schema::Spanned<TargetDef>>,
+);
+
 /// What to suggest for a label that names no target.
 fn known_targets_help(by_label: &HashMap<Label, usize>, missing: &Label) -> String {
-    let mut names: Vec<&str> =
-        by_label.keys().filter(|l| l.package == missing.package).map(|l| l.name.as_str()).collect();
+    let mut names: Vec<&str> = by_label
+        .keys()
+        .filter(|l| l.package == missing.package)
+        .map(|l| l.name.as_str())
+        .collect();
     names.sort();
     if names.is_empty() {
-        format!("there is no package //{} (no {}/BUILD.toml); `vbuild query` lists the targets", missing.package, missing.package)
+        format!(
+            "there is no package //{} (no {}/BUILD.toml); `vbuild query` lists the targets",
+            missing.package, missing.package
+        )
     } else {
         format!("//{} has: {}", missing.package, names.join(", "))
     }
 }
 
-fn cycle_diagnostic(
-    targets: &[Target],
-    cycle: &[usize],
-    parsed: &[(String, PathBuf, String, BTreeMap<String, vbuild_schema::Spanned<TargetDef>>)],
-) -> Diagnostic {
-    let path: Vec<String> = cycle.iter().map(|&i| targets[i].label.to_string()).collect();
+fn cycle_diagnostic(targets: &[Target], cycle: &[usize], parsed: &[ParsedFile]) -> Diagnostic {
+    let path: Vec<String> = cycle
+        .iter()
+        .map(|&i| targets[i].label.to_string())
+        .collect();
     let first = &targets[cycle[0]];
     let next = &targets[cycle[1 % cycle.len()]].label;
     // Point at the dep entry that closes the first edge of the cycle.
@@ -282,18 +337,32 @@ fn cycle_diagnostic(
         .get_ref()
         .deps
         .iter()
-        .find(|d| Label::parse(d.get_ref(), Some(&first.label.package)).ok().as_ref() == Some(next))
+        .find(|d| {
+            Label::parse(d.get_ref(), Some(&first.label.package))
+                .ok()
+                .as_ref()
+                == Some(next)
+        })
         .map(|d| d.span());
-    Diagnostic::at(file, source, span, format!("dependency cycle: {} -> {}", path.join(" -> "), path[0]))
-        .with_help("remove one of these deps; a target cannot depend on itself, even indirectly")
+    Diagnostic::at(
+        file,
+        source,
+        span,
+        format!("dependency cycle: {} -> {}", path.join(" -> "), path[0]),
+    )
+    .with_help("remove one of these deps; a target cannot depend on itself, even indirectly")
 }
 
 /// Every package (directory holding BUILD.toml), workspace-relative, sorted.
 fn discover_packages(root: &Path) -> Vec<String> {
     let mut packages = Vec::new();
-    let walker = walkdir::WalkDir::new(root).follow_links(false).into_iter().filter_entry(|e| {
-        e.depth() == 0 || !(e.file_type().is_dir() && skipped_dir(&e.file_name().to_string_lossy()))
-    });
+    let walker = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .into_iter()
+        .filter_entry(|e| {
+            e.depth() == 0
+                || !(e.file_type().is_dir() && skipped_dir(&e.file_name().to_string_lossy()))
+        });
     for entry in walker.flatten() {
         if entry.file_type().is_file() && entry.file_name() == BUILD_FILE {
             let dir = entry.path().parent().unwrap_or(root);

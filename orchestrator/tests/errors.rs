@@ -6,18 +6,27 @@ use common::*;
 /// Runs `//...` on a workspace with `files`; asserts exit 2 and that no
 /// action ran (no marker file, no cache entry).
 fn load_error(files: &[(&str, &str)]) -> String {
-    let mut all = vec![("ok/BUILD.toml", "[target.build]\ncommand = \"touch ran\"\nouts = [\"ran\"]\n")];
+    let mut all = vec![(
+        "ok/BUILD.toml",
+        "[target.build]\ncommand = \"touch ran\"\nouts = [\"ran\"]\n",
+    )];
     all.extend_from_slice(files);
     let ws = Ws::new(&all);
     let out = ws.run(&["run", "//...", "-j1"]);
     assert_eq!(out.code, 2, "{}", out.snapshot());
-    assert!(!ws.path("ok/ran").exists(), "nothing may run when the workspace does not load");
+    assert!(
+        !ws.path("ok/ran").exists(),
+        "nothing may run when the workspace does not load"
+    );
     out.snapshot()
 }
 
 #[test]
 fn unknown_field() {
-    insta::assert_snapshot!(load_error(&[("a/BUILD.toml", "[target.build]\ncommand = \"true\"\nsrc = [\"x\"]\n")]));
+    insta::assert_snapshot!(load_error(&[(
+        "a/BUILD.toml",
+        "[target.build]\ncommand = \"true\"\nsrc = [\"x\"]\n"
+    )]));
 }
 
 #[test]
@@ -31,9 +40,18 @@ fn unknown_label() {
 #[test]
 fn dependency_cycle() {
     insta::assert_snapshot!(load_error(&[
-        ("a/BUILD.toml", "[target.build]\ncommand = \"true\"\ndeps = [\"//b:build\"]\n"),
-        ("b/BUILD.toml", "[target.build]\ncommand = \"true\"\ndeps = [\"//c:build\"]\n"),
-        ("c/BUILD.toml", "[target.build]\ncommand = \"true\"\ndeps = [\"//a:build\"]\n"),
+        (
+            "a/BUILD.toml",
+            "[target.build]\ncommand = \"true\"\ndeps = [\"//b:build\"]\n"
+        ),
+        (
+            "b/BUILD.toml",
+            "[target.build]\ncommand = \"true\"\ndeps = [\"//c:build\"]\n"
+        ),
+        (
+            "c/BUILD.toml",
+            "[target.build]\ncommand = \"true\"\ndeps = [\"//a:build\"]\n"
+        ),
     ]));
 }
 
@@ -63,7 +81,10 @@ fn duplicate_target() {
 
 #[test]
 fn invalid_toml_syntax() {
-    insta::assert_snapshot!(load_error(&[("a/BUILD.toml", "[target.build]\ncommand = \"true\nsrcs = []\n")]));
+    insta::assert_snapshot!(load_error(&[(
+        "a/BUILD.toml",
+        "[target.build]\ncommand = \"true\nsrcs = []\n"
+    )]));
 }
 
 #[test]

@@ -28,12 +28,24 @@ fn deleted_outputs_are_restored_byte_exact() {
     ws.write("lib/out/stale.txt", "stale");
     let out = ws.run(&["run", "//...", "-j1"]);
     out.assert_ok();
-    assert!(out.states().iter().all(|s| s.starts_with("hit ")), "{:?}", out.states());
+    assert!(
+        out.states().iter().all(|s| s.starts_with("hit ")),
+        "{:?}",
+        out.states()
+    );
     assert_eq!(std::fs::read(ws.path("lib/out/msg.txt")).unwrap(), before);
     assert!(!ws.path("lib/out/stale.txt").exists());
-    let mode = std::fs::metadata(ws.path("app/run.sh")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(ws.path("app/run.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o111, 0o111, "executable bit restored");
-    assert_eq!(std::fs::read_link(ws.path("app/link.txt")).unwrap().to_str(), Some("result.txt"));
+    assert_eq!(
+        std::fs::read_link(ws.path("app/link.txt"))
+            .unwrap()
+            .to_str(),
+        Some("result.txt")
+    );
 }
 
 #[test]
@@ -55,7 +67,11 @@ fn change_one_file_then_revert() {
     assert_eq!(ws.read("app/result.txt"), "CHANGED\n");
     ws.write("lib/src/msg.txt", "hello\n");
     let reverted = ws.run(&["run", "//...", "-j1"]);
-    assert!(reverted.states().iter().all(|s| s.starts_with("hit ")), "{}", reverted.snapshot());
+    assert!(
+        reverted.states().iter().all(|s| s.starts_with("hit ")),
+        "{}",
+        reverted.snapshot()
+    );
     assert_eq!(ws.read("app/result.txt"), "HELLO\n");
 }
 
@@ -65,10 +81,18 @@ fn added_and_removed_sources_are_named() {
     ws.run(&["run", "//lib:build"]).assert_ok();
     ws.write("lib/src/new.txt", "x");
     let out = ws.run(&["run", "//lib:build"]);
-    assert!(out.stderr.contains("'lib/src/new.txt' added"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("'lib/src/new.txt' added"),
+        "{}",
+        out.stderr
+    );
     std::fs::remove_file(ws.path("lib/src/new.txt")).unwrap();
     std::fs::remove_file(ws.path("lib/src/msg.txt")).unwrap();
-    ws.write("lib/BUILD.toml", &ws.read("lib/BUILD.toml").replace("tr a-z A-Z < src/msg.txt", "echo none"));
+    ws.write(
+        "lib/BUILD.toml",
+        &ws.read("lib/BUILD.toml")
+            .replace("tr a-z A-Z < src/msg.txt", "echo none"),
+    );
     let out = ws.run(&["run", "//lib:build"]);
     assert!(out.stderr.contains("command changed"), "{}", out.stderr);
 }
@@ -105,14 +129,23 @@ fn workspace_copied_elsewhere_hits_the_same_entries() {
             std::fs::create_dir_all(&dest).unwrap();
         } else if ft.is_symlink() {
             continue; // outputs; restored from the store
-        } else if !rel.starts_with("lib/out") && !rel.starts_with("app") || rel.ends_with("BUILD.toml") {
+        } else if !rel.starts_with("lib/out") && !rel.starts_with("app")
+            || rel.ends_with("BUILD.toml")
+        {
             std::fs::copy(entry.path(), &dest).unwrap();
         }
     }
     let out = ws.run_in(copy.path(), &["run", "//...", "-j1"]);
     out.assert_ok();
-    assert!(out.states().iter().all(|s| s.starts_with("hit ")), "{}", out.snapshot());
-    assert_eq!(std::fs::read_to_string(copy.path().join("app/result.txt")).unwrap(), "HELLO\n");
+    assert!(
+        out.states().iter().all(|s| s.starts_with("hit ")),
+        "{}",
+        out.snapshot()
+    );
+    assert_eq!(
+        std::fs::read_to_string(copy.path().join("app/result.txt")).unwrap(),
+        "HELLO\n"
+    );
 }
 
 #[test]
@@ -124,7 +157,10 @@ fn failing_action_fails_the_run_and_caches_nothing() {
     ]);
     let out = ws.run(&["run", "//...", "-j1", "--keep-going"]);
     insta::assert_snapshot!("failing_action", out.snapshot());
-    assert!(!ws.path("bad/out.txt").exists(), "a failed action writes nothing to the workspace");
+    assert!(
+        !ws.path("bad/out.txt").exists(),
+        "a failed action writes nothing to the workspace"
+    );
     let again = ws.run(&["run", "//bad:build"]);
     assert_eq!(again.states(), ["failed //bad:build"]);
 }
@@ -143,10 +179,18 @@ fn failure_stops_scheduling_without_keep_going() {
 
 #[test]
 fn missing_declared_output_is_an_error_naming_it() {
-    let ws = Ws::new(&[("p/BUILD.toml", "[target.build]\ncommand = \"touch a\"\nouts = [\"a\", \"dist/\"]\n")]);
+    let ws = Ws::new(&[(
+        "p/BUILD.toml",
+        "[target.build]\ncommand = \"touch a\"\nouts = [\"a\", \"dist/\"]\n",
+    )]);
     let out = ws.run(&["run", "//p:build"]);
     assert_eq!(out.code, 1);
-    assert!(out.stderr.contains("declared output 'dist/' was not created by //p:build"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("declared output 'dist/' was not created by //p:build"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -158,7 +202,11 @@ fn undeclared_file_cannot_be_read() {
     ]);
     let out = ws.run(&["run", "//p:build"]);
     assert_eq!(out.code, 1, "{}", out.snapshot());
-    assert!(out.stderr.contains("secret.txt: No such file or directory"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("secret.txt: No such file or directory"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -172,20 +220,33 @@ env = { FIXED = "1" }
 pass_env = ["MODE"]
 "#,
     )]);
-    ws.run_env(&["run", "//p:build"], &[("MODE", "a"), ("LEAK", "x")]).assert_ok();
+    ws.run_env(&["run", "//p:build"], &[("MODE", "a"), ("LEAK", "x")])
+        .assert_ok();
     insta::assert_snapshot!("action_env", ws.read("p/env.txt"));
     let again = ws.run_env(&["run", "//p:build"], &[("MODE", "b")]);
-    assert!(again.stderr.contains("env 'MODE' changed"), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("env 'MODE' changed"),
+        "{}",
+        again.stderr
+    );
     let back = ws.run_env(&["run", "//p:build"], &[("MODE", "a")]);
     assert_eq!(back.states(), ["hit //p:build"]);
 }
 
 #[test]
 fn uncached_targets_always_run() {
-    let ws = Ws::new(&[("p/BUILD.toml", "[target.stamp]\ncommand = \"echo run\"\ncache = false\n")]);
+    let ws = Ws::new(&[(
+        "p/BUILD.toml",
+        "[target.stamp]\ncommand = \"echo run\"\ncache = false\n",
+    )]);
     ws.run(&["run", "//p:stamp"]).assert_ok();
     let out = ws.run(&["run", "//p:stamp"]);
-    assert!(out.stderr.starts_with("uncached  //p:stamp  (cache = false)"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .starts_with("uncached  //p:stamp  (cache = false)"),
+        "{}",
+        out.stderr
+    );
     let out = ws.run(&["run", "//...", "--no-cache"]);
     assert!(out.stderr.contains("uncached"), "{}", out.stderr);
 }
@@ -218,7 +279,11 @@ fn clean_and_store_stats() {
     let clean = ws.run(&["clean"]);
     insta::assert_snapshot!("clean", clean.snapshot());
     let after = ws.run(&["run", "//lib:build"]);
-    assert!(after.stderr.contains("(no previous entry)"), "{}", after.stderr);
+    assert!(
+        after.stderr.contains("(no previous entry)"),
+        "{}",
+        after.stderr
+    );
 }
 
 #[test]

@@ -101,7 +101,11 @@ fn toml_error(file: &Path, source: &str, err: toml::de::Error) -> Diagnostic {
     let help = if message.starts_with("unknown field") {
         Some("check the spelling; the fields are listed in docs/guide.md")
     } else if message.contains("duplicate key") {
-        let key = span.clone().and_then(|s| source.get(s)).unwrap_or("").trim_matches('"');
+        let key = span
+            .clone()
+            .and_then(|s| source.get(s))
+            .unwrap_or("")
+            .trim_matches('"');
         message = format!("duplicate target `{key}`: it is already defined above");
         Some("each target name may appear once per BUILD.toml; rename or merge one of them")
     } else {
@@ -189,8 +193,14 @@ pass_env = ["CI"]
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("10m"), Some(std::time::Duration::from_secs(600)));
-        assert_eq!(parse_duration("250ms"), Some(std::time::Duration::from_millis(250)));
+        assert_eq!(
+            parse_duration("10m"),
+            Some(std::time::Duration::from_secs(600))
+        );
+        assert_eq!(
+            parse_duration("250ms"),
+            Some(std::time::Duration::from_millis(250))
+        );
         assert_eq!(parse_duration("ten"), None);
     }
 }

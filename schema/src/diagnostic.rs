@@ -21,7 +21,12 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     /// An error for `span` (byte offsets) in `source`.
-    pub fn at(file: &Path, source: &str, span: Option<Range<usize>>, message: impl Into<String>) -> Self {
+    pub fn at(
+        file: &Path,
+        source: &str,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+    ) -> Self {
         let mut diag = Diagnostic {
             file: file.to_path_buf(),
             line: 0,
@@ -34,7 +39,9 @@ impl Diagnostic {
         if let Some(span) = span {
             let start = span.start.min(source.len());
             let line_start = source[..start].rfind('\n').map_or(0, |i| i + 1);
-            let line_end = source[start..].find('\n').map_or(source.len(), |i| start + i);
+            let line_end = source[start..]
+                .find('\n')
+                .map_or(source.len(), |i| start + i);
             let line_text = &source[line_start..line_end];
             diag.line = source[..start].matches('\n').count() + 1;
             diag.column = source[line_start..start].chars().count() + 1;
@@ -59,7 +66,14 @@ impl Diagnostic {
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.line > 0 {
-            write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)?;
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                self.line,
+                self.column,
+                self.message
+            )?;
         } else {
             write!(f, "{}: {}", self.file.display(), self.message)?;
         }
@@ -90,7 +104,12 @@ mod tests {
     #[test]
     fn points_at_line_and_column() {
         let src = "a = 1\nbad = \"x\"\n";
-        let d = Diagnostic::at(Path::new("BUILD.toml"), src, Some(6..9), "unknown field `bad`");
+        let d = Diagnostic::at(
+            Path::new("BUILD.toml"),
+            src,
+            Some(6..9),
+            "unknown field `bad`",
+        );
         assert_eq!((d.line, d.column, d.underline), (2, 1, 3));
         assert_eq!(
             d.to_string(),

@@ -35,7 +35,10 @@ pub enum LabelError {
 }
 
 fn invalid(label: &str, why: &'static str) -> LabelError {
-    LabelError::Invalid { label: label.to_string(), why }
+    LabelError::Invalid {
+        label: label.to_string(),
+        why,
+    }
 }
 
 /// Target names: letters, digits and `_ - . +`; no '/' so labels stay unambiguous.
@@ -43,13 +46,19 @@ pub fn valid_target_name(name: &str) -> bool {
     !name.is_empty()
         && name != "."
         && name != ".."
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.+".contains(c))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.+".contains(c))
 }
 
 fn valid_package_path(path: &str) -> bool {
     path.is_empty()
         || path.split('/').all(|seg| {
-            !seg.is_empty() && seg != "." && seg != ".." && !seg.contains(':') && !seg.contains('\\')
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && !seg.contains(':')
+                && !seg.contains('\\')
         })
 }
 
@@ -59,7 +68,10 @@ impl Label {
     pub fn parse(text: &str, current: Option<&str>) -> Result<Label, LabelError> {
         match Pattern::parse(text, current)? {
             Pattern::Target(label) => Ok(label),
-            _ => Err(invalid(text, "a pattern is not allowed here; name one target")),
+            _ => Err(invalid(
+                text,
+                "a pattern is not allowed here; name one target",
+            )),
         }
     }
 }
@@ -77,7 +89,10 @@ impl Pattern {
             })?;
             (pkg.to_string(), Some(target))
         } else {
-            return Err(invalid(text, "labels start with // (absolute) or : (relative)"));
+            return Err(invalid(
+                text,
+                "labels start with // (absolute) or : (relative)",
+            ));
         };
         if let Some(prefix) = package.strip_suffix("...") {
             if target.is_some() {
@@ -85,12 +100,18 @@ impl Pattern {
             }
             let prefix = prefix.strip_suffix('/').unwrap_or(prefix);
             if !valid_package_path(prefix) {
-                return Err(invalid(text, "the package path has an empty, '.' or '..' segment"));
+                return Err(invalid(
+                    text,
+                    "the package path has an empty, '.' or '..' segment",
+                ));
             }
             return Ok(Pattern::Recursive(prefix.to_string()));
         }
         if !valid_package_path(&package) {
-            return Err(invalid(text, "the package path has an empty, '.' or '..' segment"));
+            return Err(invalid(
+                text,
+                "the package path has an empty, '.' or '..' segment",
+            ));
         }
         let name = match target {
             Some("all") | Some("*") => return Ok(Pattern::Package(package)),
@@ -98,11 +119,19 @@ impl Pattern {
             // `//pkg/path` means `//pkg/path:path`.
             None => match package.rsplit('/').next() {
                 Some(last) if !last.is_empty() => last.to_string(),
-                _ => return Err(invalid(text, "`//` alone names no target; use //... or //:target")),
+                _ => {
+                    return Err(invalid(
+                        text,
+                        "`//` alone names no target; use //... or //:target",
+                    ))
+                }
             },
         };
         if !valid_target_name(&name) {
-            return Err(invalid(text, "target names use letters, digits and _ - . + only"));
+            return Err(invalid(
+                text,
+                "target names use letters, digits and _ - . + only",
+            ));
         }
         Ok(Pattern::Target(Label { package, name }))
     }
@@ -129,24 +158,50 @@ mod tests {
     use super::*;
 
     fn label(p: &str, n: &str) -> Label {
-        Label { package: p.into(), name: n.into() }
+        Label {
+            package: p.into(),
+            name: n.into(),
+        }
     }
 
     #[test]
     fn parses_forms() {
-        assert_eq!(Label::parse("//app:build", None).unwrap(), label("app", "build"));
+        assert_eq!(
+            Label::parse("//app:build", None).unwrap(),
+            label("app", "build")
+        );
         assert_eq!(Label::parse("//a/b/c", None).unwrap(), label("a/b/c", "c"));
         assert_eq!(Label::parse(":t", Some("x/y")).unwrap(), label("x/y", "t"));
         assert_eq!(Label::parse("//:root", None).unwrap(), label("", "root"));
-        assert_eq!(Pattern::parse("//...", None).unwrap(), Pattern::Recursive(String::new()));
-        assert_eq!(Pattern::parse("//pkg/...", None).unwrap(), Pattern::Recursive("pkg".into()));
-        assert_eq!(Pattern::parse("//pkg:all", None).unwrap(), Pattern::Package("pkg".into()));
+        assert_eq!(
+            Pattern::parse("//...", None).unwrap(),
+            Pattern::Recursive(String::new())
+        );
+        assert_eq!(
+            Pattern::parse("//pkg/...", None).unwrap(),
+            Pattern::Recursive("pkg".into())
+        );
+        assert_eq!(
+            Pattern::parse("//pkg:all", None).unwrap(),
+            Pattern::Package("pkg".into())
+        );
     }
 
     #[test]
     fn rejects_bad_labels() {
-        for bad in ["app:build", "//../x:y", "//a//b:c", "//a:b/c", "//", ":x", "//a/...:b"] {
-            assert!(Pattern::parse(bad, None).is_err(), "{bad} should be rejected");
+        for bad in [
+            "app:build",
+            "//../x:y",
+            "//a//b:c",
+            "//a:b/c",
+            "//",
+            ":x",
+            "//a/...:b",
+        ] {
+            assert!(
+                Pattern::parse(bad, None).is_err(),
+                "{bad} should be rejected"
+            );
         }
     }
 

@@ -12,9 +12,9 @@ pub mod build_file;
 pub mod diagnostic;
 pub mod label;
 
-pub use toml::Spanned;
 pub use build_file::{
     parse_build_file, parse_workspace_file, Command, SandboxSetting, TargetDef, WorkspaceDef,
 };
 pub use diagnostic::Diagnostic;
 pub use label::{Label, LabelError, Pattern};
+pub use toml::Spanned;

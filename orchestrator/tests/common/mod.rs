@@ -19,7 +19,12 @@ pub struct Out {
 impl Out {
     /// Exit code, stdout and stderr with durations and temp paths redacted.
     pub fn snapshot(&self) -> String {
-        format!("exit: {}\n--- stdout\n{}--- stderr\n{}", self.code, redact(&self.stdout), redact(&self.stderr))
+        format!(
+            "exit: {}\n--- stdout\n{}--- stderr\n{}",
+            self.code,
+            redact(&self.stdout),
+            redact(&self.stderr)
+        )
     }
     pub fn assert_ok(&self) -> &Self {
         assert_eq!(self.code, 0, "vbuild failed:\n{}", self.snapshot());
@@ -53,8 +58,15 @@ impl Ws {
     pub fn new(files: &[(&str, &str)]) -> Ws {
         let dir = tempfile::tempdir().unwrap();
         let cache_dir = tempfile::tempdir().unwrap();
-        let ws = Ws { cache: cache_dir.path().to_path_buf(), dir, _cache_dir: cache_dir };
-        ws.write("vbuild.toml", "[workspace]\nname = \"test\"\nsandbox = \"scratch\"\n");
+        let ws = Ws {
+            cache: cache_dir.path().to_path_buf(),
+            dir,
+            _cache_dir: cache_dir,
+        };
+        ws.write(
+            "vbuild.toml",
+            "[workspace]\nname = \"test\"\nsandbox = \"scratch\"\n",
+        );
         for (path, contents) in files {
             ws.write(path, contents);
         }
@@ -95,7 +107,9 @@ impl Ws {
 
 pub fn run_with(dir: &Path, cache: &Path, args: &[&str], env: &[(&str, &str)]) -> Out {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vbuild"));
-    cmd.current_dir(dir).args(args).env("VBUILD_CACHE_DIR", cache);
+    cmd.current_dir(dir)
+        .args(args)
+        .env("VBUILD_CACHE_DIR", cache);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -133,6 +147,9 @@ deps = ["//lib:build"]
 outs = ["result.txt", "run.sh", "link.txt"]
 "#,
         ),
-        ("other/BUILD.toml", "[target.build]\ncommand = \"echo other > o.txt\"\nouts = [\"o.txt\"]\n"),
+        (
+            "other/BUILD.toml",
+            "[target.build]\ncommand = \"echo other > o.txt\"\nouts = [\"o.txt\"]\n",
+        ),
     ])
 }
