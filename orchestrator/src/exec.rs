@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The fixed PATH actions see (part of the key through `StaticKey::env`).
+/// The fixed PATH actions see; a change to it must bump `KEY_VERSION`.
 pub const ACTION_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// Epoch for `SOURCE_DATE_EPOCH`: 1980-01-01, the earliest zip can store.

@@ -74,8 +74,6 @@ pub fn normalize(text: &str) -> Result<(String, bool), &'static str> {
 pub struct SrcMatcher {
     include: GlobSet,
     exclude: GlobSet,
-    /// Literal (non-glob) entries: each must name an existing file.
-    pub literals: Vec<String>,
 }
 
 impl SrcMatcher {
@@ -84,22 +82,17 @@ impl SrcMatcher {
     pub fn new(patterns: &[(bool, String)]) -> Result<SrcMatcher, globset::Error> {
         let mut include = GlobSetBuilder::new();
         let mut exclude = GlobSetBuilder::new();
-        let mut literals = Vec::new();
         for (negated, pattern) in patterns {
-            let glob = Glob::new(pattern)?;
+            let glob = glob(pattern)?;
             if *negated {
                 exclude.add(glob);
             } else {
-                if !is_glob(pattern) {
-                    literals.push(pattern.clone());
-                }
                 include.add(glob);
             }
         }
         Ok(SrcMatcher {
             include: include.build()?,
             exclude: exclude.build()?,
-            literals,
         })
     }
 
@@ -108,12 +101,16 @@ impl SrcMatcher {
     }
 }
 
-/// Compiles an output glob so `literal_separator` keeps `*` within one segment.
-pub fn out_glob(pattern: &str) -> Result<globset::GlobMatcher, globset::Error> {
-    Ok(globset::GlobBuilder::new(pattern)
+/// One glob as srcs and outs use it: `*` stays within a path segment (as
+/// in a shell), `**` crosses directories.
+pub fn glob(pattern: &str) -> Result<Glob, globset::Error> {
+    globset::GlobBuilder::new(pattern)
         .literal_separator(true)
-        .build()?
-        .compile_matcher())
+        .build()
+}
+
+pub fn out_glob(pattern: &str) -> Result<globset::GlobMatcher, globset::Error> {
+    Ok(glob(pattern)?.compile_matcher())
 }
 
 #[cfg(test)]
@@ -145,5 +142,7 @@ mod tests {
         assert!(m.matches("src/a.ts"));
         assert!(!m.matches("src/x/a.test.ts"));
         assert!(!m.matches("other.ts"));
+        let shallow = SrcMatcher::new(&[(false, "*.ts".into())]).unwrap();
+        assert!(shallow.matches("a.ts") && !shallow.matches("src/a.ts"));
     }
 }

@@ -46,12 +46,15 @@ impl PackageIndex {
 fn list_package(ws: &Workspace, package: &str) -> Result<PackageFiles> {
     let dir = ws.root.join(package);
     // Outputs of this package's targets are generated, never sources.
-    let outs: Vec<&OutSpec> = ws
+    let outs: Vec<(&OutSpec, Option<globset::GlobMatcher>)> = ws
         .targets
         .iter()
         .filter(|t| t.label.package == package)
         .flat_map(|t| t.outs.iter())
-        .filter(|o| !matches!(o, OutSpec::Glob(_)))
+        .map(|o| match o {
+            OutSpec::Glob(g) => (o, crate::globs::out_glob(g).ok()),
+            _ => (o, None),
+        })
         .collect();
     let mut paths = Vec::new();
     let walker = walkdir::WalkDir::new(&dir)
@@ -77,7 +80,7 @@ fn list_package(ws: &Workspace, package: &str) -> Result<PackageFiles> {
         let Some(rel) = rel.to_str() else {
             bail!("{}: file names must be UTF-8", entry.path().display());
         };
-        if !outs.iter().any(|o| o.covers(rel, None)) {
+        if !outs.iter().any(|(o, g)| o.covers(rel, g.as_ref())) {
             paths.push(rel.to_string());
         }
     }
@@ -137,15 +140,6 @@ pub fn resolve(
     let package = &target.label.package;
     let files = index.files(ws, package)?;
     let mut inputs = BTreeMap::new();
-    for literal in &target.srcs.literals {
-        if files.paths.binary_search(literal).is_err() {
-            bail!(
-                "{}: {}: srcs entry '{literal}' matches no file in //{package}; create it or remove it from srcs",
-                target.build_file.display(),
-                target.label
-            );
-        }
-    }
     for rel in files.paths.iter().filter(|p| target.srcs.matches(p)) {
         let path = join(package, rel);
         let entry = entry_for(store, stat_cache, &ws.root.join(&path))?;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use vbuild_schema::build_file::parse_duration;
 use vbuild_schema::{
-    parse_build_file, parse_workspace_file, Diagnostic, Label, SandboxSetting, TargetDef,
+    parse_build_file, parse_workspace_file, Command, Diagnostic, Label, SandboxSetting, TargetDef,
     WorkspaceDef,
 };
 
@@ -18,8 +18,6 @@ pub const BUILD_FILE: &str = "BUILD.toml";
 #[derive(Debug)]
 pub struct Target {
     pub label: Label,
-    /// Workspace-relative path of its `BUILD.toml`.
-    pub build_file: PathBuf,
     pub argv: Vec<String>,
     /// Normalized `srcs` as written (for the key), `!` kept.
     pub src_patterns: Vec<String>,
@@ -134,6 +132,7 @@ impl Workspace {
                 source,
                 diags: &mut diags,
                 by_label: &by_label,
+                root: &root,
             };
             if let Some(t) = ctx.validate(label, def.get_ref()) {
                 targets.push(t);
@@ -165,6 +164,7 @@ struct TargetCtx<'a> {
     source: &'a str,
     diags: &'a mut Vec<Diagnostic>,
     by_label: &'a HashMap<Label, usize>,
+    root: &'a Path,
 }
 
 impl TargetCtx<'_> {
@@ -180,7 +180,11 @@ impl TargetCtx<'_> {
     fn validate(&mut self, label: &Label, def: &TargetDef) -> Option<Target> {
         let before = self.diags.len();
         let argv = def.command.get_ref().argv();
-        if argv.is_empty() || argv[0].is_empty() {
+        let empty = match def.command.get_ref() {
+            Command::Shell(script) => script.trim().is_empty(),
+            Command::Argv(argv) => argv.first().is_none_or(|a| a.is_empty()),
+        };
+        if empty {
             self.error(
                 def.command.span(),
                 format!("{label}: command is empty"),
@@ -197,6 +201,18 @@ impl TargetCtx<'_> {
             match normalize(body) {
                 Ok((path, is_dir)) => {
                     let pattern = if is_dir { format!("{path}/**") } else { path };
+                    if let Err(e) = crate::globs::glob(&pattern) {
+                        self.error(src.span(), format!("{label}: invalid glob {text:?} in srcs: {}", e.kind()), "");
+                    } else if !negated && !crate::globs::is_glob(&pattern) {
+                        let file = self.root.join(&label.package).join(&pattern);
+                        if std::fs::symlink_metadata(&file).is_err() {
+                            self.error(
+                                src.span(),
+                                format!("{label}: srcs entry {text:?} matches no file"),
+                                "create the file, fix the path (srcs are relative to the package), or remove the entry",
+                            );
+                        }
+                    }
                     src_patterns.push((negated, pattern));
                 }
                 Err(why) => self.error(
@@ -206,14 +222,8 @@ impl TargetCtx<'_> {
                 ),
             }
         }
-        let srcs = match SrcMatcher::new(&src_patterns) {
-            Ok(m) => Some(m),
-            Err(e) => {
-                let span = def.srcs.first().map_or(0..0, |s| s.span());
-                self.error(span, format!("{label}: invalid glob in srcs: {e}"), "");
-                None
-            }
-        };
+        // Each pattern was checked above, so this only fails after an error.
+        let srcs = SrcMatcher::new(&src_patterns).ok();
         let mut outs = Vec::new();
         for out in &def.outs {
             match OutSpec::parse(out.get_ref()) {
@@ -276,7 +286,6 @@ impl TargetCtx<'_> {
         }
         Some(Target {
             label: label.clone(),
-            build_file: self.file.to_path_buf(),
             argv,
             src_patterns: src_patterns
                 .iter()

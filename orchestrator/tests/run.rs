@@ -297,3 +297,37 @@ fn parallel_build_respects_dependencies() {
     let app = states.iter().position(|s| s == "miss //app:build").unwrap();
     assert!(lib < app);
 }
+
+#[test]
+fn killed_build_leaves_no_entry_and_reruns() {
+    let ws = Ws::new(&[(
+        "p/BUILD.toml",
+        "[target.build]\ncommand = \"echo started > $TMPDIR/../../started-marker; sleep 5; echo done > out.txt\"\nouts = [\"out.txt\"]\n",
+    )]);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vbuild"))
+        .current_dir(ws.root())
+        .args(["run", "//p:build"])
+        .env("VBUILD_CACHE_DIR", &ws.cache)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the action is running, then kill vbuild outright.
+    let marker = ws.cache.join("scratch/started-marker");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !marker.exists() {
+        assert!(std::time::Instant::now() < deadline, "action never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!ws.path("p/out.txt").exists());
+    let stats = ws.run(&["store", "stats"]);
+    assert!(stats.stdout.contains("entries: 0"), "{}", stats.stdout);
+    let out = ws.run(&["why", "//p:build"]);
+    assert!(
+        out.stderr
+            .contains("would run //p:build  (no previous entry)"),
+        "{}",
+        out.stderr
+    );
+}
