@@ -1,17 +1,26 @@
 //! One action from start to end: resolve inputs, look the key up, and on a
-//! hit restore; on a miss run it in a scratch directory, store its outputs
-//! and record the result.
+//! hit restore; on a miss run it in a scratch directory with its IPC
+//! server, narrow the key by what the tool declared, store its outputs and
+//! record the result.
 use crate::exec::{self, Exit, Scratch};
 use crate::inputs::{self, PackageIndex};
-use crate::key::{self, EnvValue, KeyInputs, Record, StaticKey};
+use crate::key::{self, EnvSource, EnvValue, KeyInputs, Record, StaticKey};
 use crate::materialize;
 use crate::workspace::{Target, Workspace};
 use anyhow::{Context, Result};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vbuild_ipc::{
+    ActionServer, Declarations, EnvQuery, EnvQueryMatcher, SecretMatcher, ServerConfig,
+};
 use vbuild_schema::SandboxSetting;
 use vbuild_store::{ActionResult, CacheEntry, EntryKind, StatCache, Store, Tree};
+
+/// How long the runner waits for tool connections to finish after the
+/// action's processes exit; anything already sent is applied regardless.
+const IPC_DRAIN: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
@@ -29,9 +38,17 @@ pub struct Ctx<'a> {
     pub store: &'a Store,
     pub stat_cache: &'a StatCache,
     pub index: PackageIndex,
-    pub host_env: HashMap<String, String>,
-    pub secrets: globset::GlobSet,
+    /// vbuild's own environment: pass_env and tool `getEnv` read from it.
+    pub host_env: Arc<HashMap<String, String>>,
+    pub secrets: SecretMatcher,
+    pub secret_patterns: Vec<String>,
     pub opts: RunOptions,
+    /// Runs the per-action IPC servers.
+    pub rt: tokio::runtime::Handle,
+    /// Short directory for IPC sockets (a socket path must fit 107 bytes).
+    pub ipc_parent: PathBuf,
+    /// This vbuild binary, put on every action's PATH for `vbuild tool`.
+    pub exe: PathBuf,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,17 +72,38 @@ pub struct Outcome {
     /// The output tree, for dependents.
     pub outputs: Option<Arc<Tree>>,
     pub duration: Duration,
+    /// vbuild's own warnings about this action (e.g. refused tool requests).
+    pub warnings: Vec<String>,
 }
 
 impl Outcome {
-    fn failed(why: String, start: Instant) -> Outcome {
+    pub fn new(state: State, duration: Duration) -> Outcome {
         Outcome {
-            state: State::Failed(why),
+            state,
             stdout: vec![],
             stderr: vec![],
             outputs: None,
-            duration: start.elapsed(),
+            duration,
+            warnings: vec![],
         }
+    }
+}
+
+impl EnvSource for Ctx<'_> {
+    fn value(&self, name: &str) -> EnvValue {
+        self.secrets
+            .record(name, self.host_env.get(name).map(String::as_str))
+    }
+
+    fn matching(&self, query: &EnvQuery) -> BTreeMap<String, EnvValue> {
+        let Ok(matcher) = EnvQueryMatcher::new(query) else {
+            return BTreeMap::new();
+        };
+        let found = matcher.select(&self.host_env);
+        found
+            .keys()
+            .map(|name| (name.clone(), self.value(name)))
+            .collect()
     }
 }
 
@@ -76,18 +114,6 @@ impl Ctx<'_> {
         match chosen.unwrap_or(SandboxSetting::Scratch) {
             SandboxSetting::Namespaces => SandboxSetting::Scratch,
             other => other,
-        }
-    }
-
-    /// A tracked variable's value from vbuild's own environment; secrets
-    /// enter the key only as a hash.
-    pub fn env_value(&self, name: &str) -> EnvValue {
-        match self.host_env.get(name) {
-            None => EnvValue::Absent,
-            Some(v) if self.secrets.is_match(name) => {
-                EnvValue::Hashed(blake3::hash(v.as_bytes()).to_hex().to_string())
-            }
-            Some(v) => EnvValue::Value(v.clone()),
         }
     }
 
@@ -124,13 +150,22 @@ impl Ctx<'_> {
     }
 
     /// The environment an action runs with: fixed, scrubbed, declared.
-    fn action_env(&self, target: &Target, scratch: &Scratch) -> BTreeMap<String, String> {
-        let home = scratch.root().join("home").to_string_lossy().into_owned();
-        let tmp = scratch.root().join("tmp").to_string_lossy().into_owned();
+    /// `bin` holds `vbuild` itself; `ipc` is the tool channel's env.
+    fn action_env(
+        &self,
+        target: &Target,
+        scratch: &Scratch,
+        bin: &Path,
+        ipc: Vec<(String, String)>,
+    ) -> BTreeMap<String, String> {
+        let path_of = |p: PathBuf| p.to_string_lossy().into_owned();
         let mut env = BTreeMap::from([
-            ("PATH".to_string(), exec::ACTION_PATH.to_string()),
-            ("HOME".to_string(), home),
-            ("TMPDIR".to_string(), tmp),
+            (
+                "PATH".to_string(),
+                format!("{}:{}", bin.display(), exec::ACTION_PATH),
+            ),
+            ("HOME".to_string(), path_of(scratch.root().join("home"))),
+            ("TMPDIR".to_string(), path_of(scratch.root().join("tmp"))),
             ("LANG".to_string(), "C.UTF-8".to_string()),
             ("LC_ALL".to_string(), "C.UTF-8".to_string()),
             ("TZ".to_string(), "UTC".to_string()),
@@ -139,6 +174,7 @@ impl Ctx<'_> {
                 exec::SOURCE_DATE_EPOCH.to_string(),
             ),
         ]);
+        env.extend(ipc);
         for name in self.pass_env_names(target) {
             if let Some(v) = self.host_env.get(&name) {
                 env.insert(name, v.clone());
@@ -154,7 +190,7 @@ pub fn run(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>]) -> Outcome {
     let start = Instant::now();
     match run_inner(ctx, idx, dep_outputs, start) {
         Ok(outcome) => outcome,
-        Err(e) => Outcome::failed(format!("{e:#}"), start),
+        Err(e) => Outcome::new(State::Failed(format!("{e:#}")), start.elapsed()),
     }
 }
 
@@ -172,7 +208,6 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
     )?;
     let fixed = ctx.static_key(target, sandbox);
     let weak = key::weak_key(&fixed);
-    let env_of = |name: &str| ctx.env_value(name);
     let cacheable = target.cache && !ctx.opts.no_cache && sandbox != SandboxSetting::None;
 
     let reason = if !cacheable {
@@ -194,7 +229,7 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
         {
             let record: Record =
                 serde_json::from_str(&text).context("reading a narrowing record")?;
-            let strong = key::strong_key(&weak, &record, &inputs, &env_of);
+            let strong = key::strong_key(&weak, &record, &inputs, ctx);
             let Some(result) = ctx.store.action_cache.get(&strong)? else {
                 continue;
             };
@@ -222,46 +257,44 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
         }
     };
     if ctx.opts.dry_run {
-        return Ok(Outcome {
-            state: State::WouldRun(reason),
-            stdout: vec![],
-            stderr: vec![],
-            outputs: None,
-            duration: start.elapsed(),
-        });
+        return Ok(Outcome::new(State::WouldRun(reason), start.elapsed()));
     }
 
-    let record = Record {
-        ignored_inputs: vec![],
-        tracked_env: ctx.pass_env_names(target),
-    };
-    let (exit, stdout, stderr, tree) = execute(ctx, target, sandbox, &inputs)?;
-    if !exit.success() {
+    let run = execute(ctx, target, sandbox, &inputs)?;
+    let warnings = run
+        .decl
+        .refusals
+        .iter()
+        .map(|r| format!("refused a tool request: {r}"))
+        .collect();
+    if !run.exit.success() {
         return Ok(Outcome {
-            state: State::Failed(exit.describe()),
-            stdout,
-            stderr,
+            state: State::Failed(run.exit.describe()),
+            stdout: run.stdout,
+            stderr: run.stderr,
             outputs: None,
             duration: start.elapsed(),
+            warnings,
         });
     }
-    let tree = tree.expect("captured on success");
+    let tree = run.tree.expect("captured on success");
     let duration = start.elapsed();
-    let state = if cacheable {
+    let state = if run.decl.cache_disabled {
+        State::Uncached("requested by tool".into())
+    } else if cacheable {
+        let record = narrowed_record(ctx, target, &run.decl);
+        let mut declarations = run.decl.clone();
+        declarations.refusals.clear();
         let result = ActionResult {
             output_tree: ctx.store.cas.put_bytes(&tree.to_canonical_bytes())?,
-            stdout: ctx.store.cas.put_bytes(&stdout)?,
-            stderr: ctx.store.cas.put_bytes(&stderr)?,
+            stdout: ctx.store.cas.put_bytes(&run.stdout)?,
+            stderr: ctx.store.cas.put_bytes(&run.stderr)?,
             exit_code: 0,
-            declarations: serde_json::Value::Null,
+            declarations: serde_json::to_value(&declarations)?,
             duration_ms: duration.as_millis() as u64,
         };
-        let env_values = record
-            .tracked_env
-            .iter()
-            .map(|n| (n.clone(), env_of(n)))
-            .collect();
-        let strong = key::strong_key(&weak, &record, &inputs, &env_of);
+        let strong = key::strong_key(&weak, &record, &inputs, ctx);
+        let env_values = key::env_values(&record, ctx);
         let explain = KeyInputs {
             fixed,
             inputs,
@@ -286,37 +319,42 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
     }
     Ok(Outcome {
         state,
-        stdout,
-        stderr,
+        stdout: run.stdout,
+        stderr: run.stderr,
         outputs: Some(Arc::new(tree)),
         duration,
+        warnings,
     })
+}
+
+/// The record to store: the target's pass_env plus what the tool declared.
+fn narrowed_record(ctx: &Ctx, target: &Target, decl: &Declarations) -> Record {
+    let mut tracked: BTreeSet<String> = ctx.pass_env_names(target).into_iter().collect();
+    tracked.extend(decl.tracked_env.keys().cloned());
+    Record {
+        ignored_inputs: decl.ignored_inputs.iter().cloned().collect(),
+        tracked_env: tracked.into_iter().collect(),
+        env_patterns: decl.env_patterns.iter().map(|p| p.query.clone()).collect(),
+        used_inputs: decl
+            .used_inputs
+            .as_ref()
+            .map(|u| u.iter().cloned().collect()),
+    }
 }
 
 /// A hit: load the output tree and logs (verifying every blob), then make
 /// the workspace match. Any missing or corrupt blob fails the restore.
 fn restore(ctx: &Ctx, target: &Target, result: &ActionResult) -> Result<Outcome> {
     let cas = &ctx.store.cas;
-    let tree = Tree::from_bytes(&cas.read_verified(&result.output_tree)?)?;
-    if ctx.opts.dry_run {
-        return Ok(Outcome {
-            state: State::Hit,
-            stdout: vec![],
-            stderr: vec![],
-            outputs: Some(Arc::new(tree)),
-            duration: Duration::ZERO,
-        });
+    let tree = Arc::new(Tree::from_bytes(&cas.read_verified(&result.output_tree)?)?);
+    let mut outcome = Outcome::new(State::Hit, Duration::ZERO);
+    if !ctx.opts.dry_run {
+        outcome.stdout = cas.read_verified(&result.stdout)?;
+        outcome.stderr = cas.read_verified(&result.stderr)?;
+        materialize::materialize(ctx.store, ctx.stat_cache, &ctx.ws.root, target, &tree)?;
     }
-    let stdout = cas.read_verified(&result.stdout)?;
-    let stderr = cas.read_verified(&result.stderr)?;
-    materialize::materialize(ctx.store, ctx.stat_cache, &ctx.ws.root, target, &tree)?;
-    Ok(Outcome {
-        state: State::Hit,
-        stdout,
-        stderr,
-        outputs: Some(Arc::new(tree)),
-        duration: Duration::ZERO,
-    })
+    outcome.outputs = Some(tree);
+    Ok(outcome)
 }
 
 fn explain_miss(
@@ -336,21 +374,23 @@ fn explain_miss(
     let now = KeyInputs {
         fixed: fixed.clone(),
         inputs: inputs.clone(),
-        env_values: before
-            .record
-            .tracked_env
-            .iter()
-            .map(|n| (n.clone(), ctx.env_value(n)))
-            .collect(),
+        env_values: key::env_values(&before.record, ctx),
         record: before.record.clone(),
     };
     Ok(key::explain(&before, &now))
 }
 
-type Executed = (Exit, Vec<u8>, Vec<u8>, Option<Tree>);
+struct Executed {
+    exit: Exit,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    /// Captured outputs, on success.
+    tree: Option<Tree>,
+    decl: Declarations,
+}
 
-/// Stages the inputs into a fresh scratch directory, runs the command and
-/// captures its outputs into the store.
+/// Stages the inputs into a fresh scratch directory, runs the command with
+/// its IPC server, and captures its outputs into the store.
 fn execute(
     ctx: &Ctx,
     target: &Target,
@@ -368,7 +408,18 @@ fn execute(
     }
     let cwd = ws_root.join(&target.label.package);
     std::fs::create_dir_all(&cwd)?;
-    let env = ctx.action_env(target, &scratch);
+    let bin = scratch.root().join("bin");
+    std::fs::create_dir_all(&bin)?;
+    std::os::unix::fs::symlink(&ctx.exe, bin.join("vbuild"))?;
+    let config = ServerConfig {
+        ws_root_inside: ws_root.clone(),
+        host_env: ctx.host_env.clone(),
+        secret_patterns: ctx.secret_patterns.clone(),
+    };
+    let server =
+        ActionServer::start(&ctx.rt, &ctx.ipc_parent, config).context("starting the IPC server")?;
+    let ipc_env = ActionServer::action_env(server.socket_dir(), server.node_client_path());
+    let env = ctx.action_env(target, &scratch, &bin, ipc_env);
     let (out_path, err_path) = (scratch.root().join("stdout"), scratch.root().join("stderr"));
     let exit = exec::run(&exec::RunSpec {
         argv: &target.argv,
@@ -377,19 +428,36 @@ fn execute(
         stdout: &out_path,
         stderr: &err_path,
         timeout: target.timeout,
-    })?;
+    });
+    // Drain the channel before anything else: fire-and-forget calls made
+    // just before exit must still count.
+    let decl = server.finish(IPC_DRAIN);
+    let exit = exit?;
     let stdout = std::fs::read(&out_path)?;
     let stderr = std::fs::read(&err_path)?;
     if !exit.success() {
-        return Ok((exit, stdout, stderr, None));
+        return Ok(Executed {
+            exit,
+            stdout,
+            stderr,
+            tree: None,
+            decl,
+        });
     }
     let input_paths: BTreeSet<&str> = inputs.keys().map(String::as_str).collect();
-    let tree = materialize::capture(ctx.store, target, &ws_root, &input_paths, &[])?;
-    Ok((exit, stdout, stderr, Some(tree)))
+    let ignored: Vec<String> = decl.ignored_outputs.iter().cloned().collect();
+    let tree = materialize::capture(ctx.store, target, &ws_root, &input_paths, &ignored)?;
+    Ok(Executed {
+        exit,
+        stdout,
+        stderr,
+        tree: Some(tree),
+        decl,
+    })
 }
 
 /// Copies every input from the store into the scratch workspace, read-only.
-fn stage(ctx: &Ctx, ws_root: &std::path::Path, inputs: &BTreeMap<String, EntryKind>) -> Result<()> {
+fn stage(ctx: &Ctx, ws_root: &Path, inputs: &BTreeMap<String, EntryKind>) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     for (path, entry) in inputs {
         let dest = ws_root.join(path);

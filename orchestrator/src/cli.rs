@@ -29,6 +29,11 @@ pub enum Cmd {
     Query { patterns: Vec<String> },
     /// Remove this workspace's entries from the action cache.
     Clean,
+    /// Talk to the runner from inside an action (no-ops outside vbuild).
+    Tool {
+        #[command(subcommand)]
+        command: ToolCmd,
+    },
     /// Inspect the store.
     Store {
         #[command(subcommand)]
@@ -66,4 +71,32 @@ pub enum SandboxArg {
 pub enum StoreCmd {
     /// Blob count and bytes, action cache entries.
     Stats,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ToolCmd {
+    /// This input (file or directory, relative to the working directory) does not affect the result.
+    IgnoreInput { path: PathBuf },
+    /// Files written under this path are not outputs (e.g. a tool cache).
+    IgnoreOutput { path: PathBuf },
+    /// Do not cache this run.
+    DisableCache,
+    /// Print a variable of vbuild's environment (nothing when unset); its value enters the key.
+    GetEnv {
+        name: String,
+        /// Read it without making the key depend on it.
+        #[arg(long)]
+        untracked: bool,
+    },
+    /// Print NAME=VALUE for every variable matching a glob or prefix.
+    GetEnvs {
+        #[arg(long, conflicts_with = "prefix", required_unless_present = "prefix")]
+        glob: Option<String>,
+        #[arg(long)]
+        prefix: Option<String>,
+        #[arg(long)]
+        untracked: bool,
+    },
+    /// Report the exact files the tool read: only their contents count.
+    ReportUsedInputs { paths: Vec<PathBuf> },
 }

@@ -26,34 +26,66 @@ pub struct StaticKey {
     pub network: bool,
 }
 
-/// A tracked environment value as it enters the key.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EnvValue {
-    Absent,
-    Value(String),
-    /// BLAKE3 of the value of a secret: keyed, never shown.
-    Hashed(String),
-}
+use vbuild_ipc::EnvQuery;
+/// A tracked environment value as it enters the key (secrets as a hash).
+pub use vbuild_ipc::EnvValue;
 
-/// What a run declared counts (the narrowing record stored under a weak key).
+/// What a run declared counts (the narrowing record stored under a weak
+/// key): the static target config plus what the tool told the runner.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
-    /// Input path prefixes (workspace-relative) that do not count.
+    /// Input path prefixes (workspace-relative; "." is everything) that do not count.
     pub ignored_inputs: Vec<String>,
     /// Env names whose values count.
     pub tracked_env: Vec<String>,
+    /// `getEnvs` queries: the set of matching names and their values count,
+    /// so a new matching variable is a change too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_patterns: Vec<EnvQuery>,
+    /// The tool's exact set of files read: only their contents count; the
+    /// names of all other staged inputs still count, so an added or removed
+    /// file is a change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_inputs: Option<Vec<String>>,
 }
 
 impl Record {
     pub fn counts(&self, path: &str) -> bool {
         !self.ignored_inputs.iter().any(|p| {
-            path == p
+            p == "."
+                || path == p
                 || path
                     .strip_prefix(p.as_str())
                     .is_some_and(|r| r.starts_with('/'))
         })
     }
+
+    /// Whether the contents (not just the name) of a counted path count.
+    fn content_counts(&self, path: &str) -> bool {
+        self.used_inputs
+            .as_ref()
+            .is_none_or(|used| used.binary_search_by(|u| u.as_str().cmp(path)).is_ok())
+    }
+}
+
+/// Where tracked environment values come from (vbuild's own environment).
+pub trait EnvSource {
+    fn value(&self, name: &str) -> EnvValue;
+    /// Every variable matching `query`, with its keyed value.
+    fn matching(&self, query: &EnvQuery) -> BTreeMap<String, EnvValue>;
+}
+
+/// The values a record tracks, by name (pattern matches included).
+pub fn env_values(record: &Record, env: &dyn EnvSource) -> BTreeMap<String, EnvValue> {
+    let mut values: BTreeMap<String, EnvValue> = record
+        .tracked_env
+        .iter()
+        .map(|n| (n.clone(), env.value(n)))
+        .collect();
+    for query in &record.env_patterns {
+        values.extend(env.matching(query));
+    }
+    values
 }
 
 /// Everything needed to compute keys and to explain a later miss; stored as
@@ -88,7 +120,7 @@ pub fn strong_key(
     weak: &Digest,
     record: &Record,
     inputs: &BTreeMap<String, EntryKind>,
-    env: &dyn Fn(&str) -> EnvValue,
+    env: &dyn EnvSource,
 ) -> Digest {
     let mut h = blake3::Hasher::new();
     h.update(b"vbuild-strong\0");
@@ -101,6 +133,10 @@ pub fn strong_key(
     for (path, entry) in inputs.iter().filter(|(p, _)| record.counts(p)) {
         h.update(&(path.len() as u64).to_le_bytes());
         h.update(path.as_bytes());
+        if !record.content_counts(path) {
+            h.update(b"n");
+            continue;
+        }
         match entry {
             EntryKind::File {
                 digest, executable, ..
@@ -115,15 +151,12 @@ pub fn strong_key(
             }
         }
     }
-    for name in &record.tracked_env {
-        h.update(b"\0env\0");
-        h.update(name.as_bytes());
-        h.update(
-            serde_json::to_string(&env(name))
-                .expect("env serializes")
-                .as_bytes(),
-        );
-    }
+    h.update(b"\0env\0");
+    h.update(
+        serde_json::to_string(&env_values(record, env))
+            .expect("env serializes")
+            .as_bytes(),
+    );
     h.finalize().into()
 }
 
@@ -156,13 +189,15 @@ pub fn explain(before: &KeyInputs, now: &KeyInputs) -> String {
     if let Some((what, _)) = config.iter().find(|(_, changed)| *changed) {
         return format!("target config changed ({what})");
     }
-    for (name, old) in &before.env_values {
-        let new = now
-            .env_values
-            .get(name)
-            .cloned()
-            .unwrap_or(EnvValue::Absent);
-        if *old != new {
+    let names: BTreeSet<&String> = before
+        .env_values
+        .keys()
+        .chain(now.env_values.keys())
+        .collect();
+    for name in names {
+        let old = before.env_values.get(name).unwrap_or(&EnvValue::Absent);
+        let new = now.env_values.get(name).unwrap_or(&EnvValue::Absent);
+        if old != new {
             return format!("env '{name}' changed");
         }
     }
@@ -231,24 +266,55 @@ mod tests {
         }
     }
 
+    struct NoEnv;
+    impl EnvSource for NoEnv {
+        fn value(&self, _: &str) -> EnvValue {
+            EnvValue::Absent
+        }
+        fn matching(&self, _: &EnvQuery) -> BTreeMap<String, EnvValue> {
+            BTreeMap::new()
+        }
+    }
+
+    #[test]
+    fn used_inputs_count_names_of_the_rest() {
+        let k = sample();
+        let weak = weak_key(&k.fixed);
+        let record = Record {
+            used_inputs: Some(vec!["pkg/a".into()]),
+            ..Default::default()
+        };
+        let mut changed = k.inputs.clone();
+        changed.insert("pkg/b".into(), file(9));
+        assert_eq!(
+            strong_key(&weak, &record, &k.inputs, &NoEnv),
+            strong_key(&weak, &record, &changed, &NoEnv)
+        );
+        changed.insert("pkg/new".into(), file(9));
+        assert_ne!(
+            strong_key(&weak, &record, &k.inputs, &NoEnv),
+            strong_key(&weak, &record, &changed, &NoEnv)
+        );
+    }
+
     #[test]
     fn ignored_inputs_do_not_change_strong_key() {
         let k = sample();
         let weak = weak_key(&k.fixed);
         let record = Record {
             ignored_inputs: vec!["pkg/b".into()],
-            tracked_env: vec![],
+            ..Default::default()
         };
         let mut changed = k.inputs.clone();
         changed.insert("pkg/b".into(), file(9));
-        let env = |_: &str| EnvValue::Absent;
         assert_eq!(
-            strong_key(&weak, &record, &k.inputs, &env),
-            strong_key(&weak, &record, &changed, &env)
+            strong_key(&weak, &record, &k.inputs, &NoEnv),
+            strong_key(&weak, &record, &changed, &NoEnv)
         );
+        let all = Record::default();
         assert_ne!(
-            strong_key(&weak, &Record::default(), &k.inputs, &env),
-            strong_key(&weak, &Record::default(), &changed, &env)
+            strong_key(&weak, &all, &k.inputs, &NoEnv),
+            strong_key(&weak, &all, &changed, &NoEnv)
         );
     }
 

@@ -13,9 +13,10 @@ mod workspace;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use cli::{Cli, Cmd, SandboxArg, StoreCmd};
+use cli::{Cli, Cmd, SandboxArg, StoreCmd, ToolCmd};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use vbuild_schema::{Pattern, SandboxSetting};
 use vbuild_store::Store;
 use workspace::Workspace;
@@ -134,6 +135,7 @@ fn real_main(cli: Cli) -> Result<u8> {
             );
             Ok(0)
         }
+        Cmd::Tool { command } => tool(command),
         Cmd::Store {
             command: StoreCmd::Stats,
         } => {
@@ -148,6 +150,92 @@ fn real_main(cli: Cli) -> Result<u8> {
     }
 }
 
+/// Env names whose tracked values enter keys only as a hash and are never
+/// printed (`secret_env` in vbuild.toml adds more).
+const DEFAULT_SECRETS: &[&str] = &["*TOKEN*", "*SECRET*", "*PASSWORD*", "*_KEY", "*CREDENTIAL*"];
+
+/// A short, private directory for IPC sockets: socket paths are limited to
+/// 107 bytes, so the store (which may live deep) is no place for them.
+fn ipc_parent() -> Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let uid = unsafe { libc::getuid() };
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir());
+    let dir = base
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("vbuild-{uid}"));
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+    }
+    let meta = std::fs::symlink_metadata(&dir)?;
+    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
+        bail!(
+            "{} must be a directory owned by you with mode 0700; remove it and run again",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+/// `vbuild tool …`: a thin shell front end to the IPC client.
+fn tool(command: ToolCmd) -> Result<u8> {
+    let Some(client) = vbuild_ipc::client::Client::from_env() else {
+        // Outside vbuild: declarations mean nothing; reads come from our env.
+        match command {
+            ToolCmd::GetEnv { name, .. } => {
+                if let Ok(v) = std::env::var(&name) {
+                    println!("{v}");
+                }
+            }
+            ToolCmd::GetEnvs { glob, prefix, .. } => {
+                let query = match (glob, prefix) {
+                    (Some(g), _) => vbuild_ipc::EnvQuery::Glob(g),
+                    (_, p) => vbuild_ipc::EnvQuery::Prefix(p.unwrap_or_default()),
+                };
+                let matcher =
+                    vbuild_ipc::EnvQueryMatcher::new(&query).map_err(anyhow::Error::msg)?;
+                for (k, v) in matcher.select(&std::env::vars().collect()) {
+                    println!("{k}={v}");
+                }
+            }
+            _ => {}
+        }
+        return Ok(0);
+    };
+    match command {
+        ToolCmd::IgnoreInput { path } => {
+            client.ignore_input(&path)?;
+        }
+        ToolCmd::IgnoreOutput { path } => {
+            client.ignore_output(&path)?;
+        }
+        ToolCmd::DisableCache => client.disable_cache()?,
+        ToolCmd::GetEnv { name, untracked } => {
+            if let Some(v) = client.get_env(&name, !untracked)? {
+                println!("{v}");
+            }
+        }
+        ToolCmd::GetEnvs {
+            glob,
+            prefix,
+            untracked,
+        } => {
+            let query = match (glob, prefix) {
+                (Some(g), _) => vbuild_ipc::EnvQuery::Glob(g),
+                (_, p) => vbuild_ipc::EnvQuery::Prefix(p.unwrap_or_default()),
+            };
+            for (k, v) in client.get_envs(query, !untracked)? {
+                println!("{k}={v}");
+            }
+        }
+        ToolCmd::ReportUsedInputs { paths } => client.report_used_inputs(&paths)?,
+    }
+    Ok(0)
+}
+
 /// Builds (or, with `dry_run`, explains) the closure of `patterns`.
 fn build(session: &Session, patterns: &[Pattern], opts: action::RunOptions) -> Result<u8> {
     let ws = &session.ws;
@@ -155,21 +243,30 @@ fn build(session: &Session, patterns: &[Pattern], opts: action::RunOptions) -> R
     let store = open_store()?;
     let prefix = format!("{}/", ws.root.display());
     let stat_cache = store.action_cache.load_stat_cache(&prefix)?;
-    let mut secrets = globset::GlobSetBuilder::new();
-    for pattern in &ws.def.secret_env {
-        secrets.add(
-            globset::Glob::new(pattern)
-                .with_context(|| format!("vbuild.toml: secret_env pattern {pattern:?}"))?,
-        );
-    }
+    let secret_patterns: Vec<String> = DEFAULT_SECRETS
+        .iter()
+        .map(|s| s.to_string())
+        .chain(ws.def.secret_env.iter().cloned())
+        .collect();
+    let secrets =
+        vbuild_ipc::SecretMatcher::new(&secret_patterns).context("vbuild.toml: secret_env")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the IPC runtime")?;
     let ctx = action::Ctx {
         ws,
         store: &store,
         stat_cache: &stat_cache,
         index: inputs::PackageIndex::new(ws),
-        host_env: std::env::vars().collect(),
-        secrets: secrets.build()?,
+        host_env: Arc::new(std::env::vars().collect()),
+        secrets,
+        secret_patterns,
         opts,
+        rt: rt.handle().clone(),
+        ipc_parent: ipc_parent()?,
+        exe: std::env::current_exe().context("locating the vbuild binary")?,
     };
     let mut reporter = report::Reporter::new();
     let failed = scheduler::run(&ctx, &order, &mut reporter);

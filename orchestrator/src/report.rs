@@ -67,6 +67,9 @@ impl Reporter {
         };
         let mut err = std::io::stderr().lock();
         let _ = writeln!(err, "{line}");
+        for warning in &outcome.warnings {
+            let _ = writeln!(err, "warning: {label}: {warning}");
+        }
         let _ = err.flush();
         if !outcome.stdout.is_empty() {
             let mut out = std::io::stdout().lock();

@@ -66,13 +66,7 @@ pub fn run(ctx: &Ctx, order: &[usize], reporter: &mut Reporter) -> Vec<String> {
                     } else {
                         State::Skipped(why)
                     };
-                    let outcome = Outcome {
-                        state,
-                        stdout: vec![],
-                        stderr: vec![],
-                        outputs: None,
-                        duration: Default::default(),
-                    };
+                    let outcome = Outcome::new(state, Default::default());
                     settled += 1;
                     settle(
                         ctx,

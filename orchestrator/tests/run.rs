@@ -222,7 +222,7 @@ pass_env = ["MODE"]
     )]);
     ws.run_env(&["run", "//p:build"], &[("MODE", "a"), ("LEAK", "x")])
         .assert_ok();
-    insta::assert_snapshot!("action_env", ws.read("p/env.txt"));
+    insta::assert_snapshot!("action_env", redact(&ws.read("p/env.txt")));
     let again = ws.run_env(&["run", "//p:build"], &[("MODE", "b")]);
     assert!(
         again.stderr.contains("env 'MODE' changed"),

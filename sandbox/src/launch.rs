@@ -1,0 +1,225 @@
+//! Parent side: open the action's stdio, clone the supervisor, wait, and
+//! turn its records into an [`Outcome`] or a [`SandboxError`].
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+
+use crate::child::{self, ChildFds};
+use crate::plan::ChildPlan;
+use crate::probe;
+use crate::{ExitKind, Outcome, RunSpec, SandboxError};
+
+/// Supervisors currently running, for [`cancel_all`].
+static RUNNING: Mutex<Vec<libc::pid_t>> = Mutex::new(Vec::new());
+
+/// Asks every running action of this process to stop (e.g. on Ctrl-C): each
+/// supervisor kills its action's whole tree and the runs return
+/// `ExitKind::Signaled(SIGKILL)`.
+pub fn cancel_all() {
+    let running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    for &pid in running.iter() {
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+}
+
+fn clone_flags(plan: &ChildPlan) -> libc::c_ulong {
+    let mut flags = libc::SIGCHLD;
+    if let Some(ns) = &plan.ns {
+        flags |= libc::CLONE_NEWUSER
+            | libc::CLONE_NEWNS
+            | libc::CLONE_NEWPID
+            | libc::CLONE_NEWUTS
+            | libc::CLONE_NEWIPC
+            | libc::CLONE_NEWCGROUP;
+        if !ns.network {
+            flags |= libc::CLONE_NEWNET;
+        }
+    }
+    flags as libc::c_ulong
+}
+
+/// Runs `plan` to completion.
+pub(crate) fn run(plan: ChildPlan, spec: &RunSpec) -> Result<Outcome, SandboxError> {
+    let stdin = File::open("/dev/null")?;
+    let stdout = File::create(&spec.stdout)?;
+    let stderr = if spec.stderr == spec.stdout {
+        stdout.try_clone()?
+    } else {
+        File::create(&spec.stderr)?
+    };
+    let (status_rd, status_wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+    let fds = ChildFds {
+        stdin: stdin.as_raw_fd(),
+        stdout: stdout.as_raw_fd(),
+        stderr: stderr.as_raw_fd(),
+        status: status_wr.as_raw_fd(),
+    };
+    let parent = unsafe { libc::getpid() };
+    let flags = clone_flags(&plan);
+    let start = Instant::now();
+    // Safety: the child only runs `supervisor_main`, which sticks to
+    // syscalls on data prepared above and never returns.
+    let pid = unsafe { child::raw_clone(flags) };
+    if pid == 0 {
+        child::supervisor_main(&plan, &fds, parent);
+    }
+    if pid < 0 {
+        let err = Errno::last();
+        return Err(match &plan.ns {
+            Some(_) => probe::unavailable_from_clone(err),
+            None => SandboxError::Spawn(io::Error::new(
+                io::Error::from(err).kind(),
+                format!("cannot start `{}`: clone failed: {err}", plan.exec.program),
+            )),
+        });
+    }
+    // Only the child may hold the write end, so EOF means it is gone.
+    drop(status_wr);
+    drop((stdin, stdout, stderr));
+    let wait_status = wait_registered(pid)?;
+    let duration = start.elapsed();
+    let records = read_records(File::from(status_rd))?;
+    decode(&plan, &records, wait_status).map(|status| Outcome { status, duration })
+}
+
+/// Reads what the (exited) supervisor wrote. Non-blocking: a process
+/// another thread forked at the wrong instant may still hold a copy of the
+/// write end for a moment, but everything written is already buffered.
+fn read_records(mut pipe: File) -> Result<Vec<u8>, SandboxError> {
+    unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    let mut records = Vec::new();
+    match pipe.read_to_end(&mut records) {
+        Ok(_) => Ok(records),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(records),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Waits for the supervisor while it is listed for `cancel_all`. The entry
+/// is removed before the zombie is reaped, so a recycled pid is never
+/// signalled.
+fn wait_registered(pid: libc::pid_t) -> Result<libc::c_int, SandboxError> {
+    RUNNING.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+    let waited = loop {
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if r == 0 || Errno::last() != Errno::EINTR {
+            break r;
+        }
+    };
+    RUNNING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|&p| p != pid);
+    if waited != 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+    let mut status = 0;
+    loop {
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return Ok(status);
+        }
+        if r < 0 && Errno::last() != Errno::EINTR {
+            return Err(io::Error::last_os_error().into());
+        }
+    }
+}
+
+fn exit_kind(status: libc::c_int) -> ExitKind {
+    if libc::WIFSIGNALED(status) {
+        ExitKind::Signaled(libc::WTERMSIG(status))
+    } else {
+        ExitKind::Exited(libc::WEXITSTATUS(status))
+    }
+}
+
+fn decode(
+    plan: &ChildPlan,
+    records: &[u8],
+    supervisor: libc::c_int,
+) -> Result<ExitKind, SandboxError> {
+    let mut end = None;
+    for rec in records.chunks_exact(child::RECORD_LEN) {
+        let field = |i: usize| {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(&rec[i * 4..i * 4 + 4]);
+            i32::from_ne_bytes(b)
+        };
+        let (tag, a, b) = (field(0), field(1), field(2));
+        let err = io::Error::from_raw_os_error(b);
+        match tag {
+            child::REC_SETUP => return Err(setup_error(plan, a, b)),
+            child::REC_EXEC => {
+                let what = match a {
+                    child::EXEC_CHDIR => format!(
+                        "cannot enter working directory {}",
+                        plan.exec.cwd.to_string_lossy()
+                    ),
+                    child::EXEC_FORK => "cannot fork the action".to_string(),
+                    _ => format!("cannot run `{}`", plan.exec.program),
+                };
+                return Err(SandboxError::Spawn(io::Error::new(
+                    err.kind(),
+                    format!("{what}: {err}"),
+                )));
+            }
+            child::REC_STATUS => end = Some(exit_kind(a)),
+            child::REC_TIMEOUT => end = Some(ExitKind::TimedOut),
+            child::REC_CANCEL => end = Some(ExitKind::Signaled(libc::SIGKILL)),
+            child::REC_PROBE_OK => end = Some(ExitKind::Exited(0)),
+            _ => {}
+        }
+    }
+    match end {
+        Some(k) => Ok(k),
+        // The supervisor died without reporting: killed from outside.
+        None if libc::WIFSIGNALED(supervisor) => Ok(ExitKind::Signaled(libc::WTERMSIG(supervisor))),
+        None => Err(SandboxError::Setup {
+            step: "starting the sandbox supervisor".into(),
+            source: io::Error::other(format!(
+                "supervisor exited with status {} before reporting",
+                libc::WEXITSTATUS(supervisor)
+            )),
+        }),
+    }
+}
+
+fn setup_error(plan: &ChildPlan, step: i32, errno: i32) -> SandboxError {
+    let source = io::Error::from_raw_os_error(errno);
+    let Some(ns) = &plan.ns else {
+        return SandboxError::Setup {
+            step: "becoming a child subreaper".into(),
+            source,
+        };
+    };
+    let idx = usize::try_from(step).unwrap_or(usize::MAX);
+    let name = ns
+        .steps
+        .get(idx)
+        .cloned()
+        .unwrap_or_else(|| format!("step {step}"));
+    let gate = ns.gates.get(idx).copied().unwrap_or(false);
+    if gate
+        && matches!(
+            Errno::from_raw(errno),
+            Errno::EPERM | Errno::EACCES | Errno::EINVAL
+        )
+    {
+        return probe::unavailable_from_setup(&name, Errno::from_raw(errno));
+    }
+    SandboxError::Setup { step: name, source }
+}

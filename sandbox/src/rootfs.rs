@@ -1,0 +1,438 @@
+//! The namespace sandbox's filesystem, as a list of [`Op`]s.
+//!
+//! The root is a fresh tmpfs (made read-only once built) holding only:
+//! - the system toolchain, bound read-only: /usr and the /bin, /sbin, /lib*
+//!   directories (recreated as symlinks where the host has symlinks);
+//! - an allowlist of /etc entries tools need (dynamic loader config, Debian
+//!   alternatives, name service config, TLS roots) plus a synthesized
+//!   passwd/group/hosts/hostname naming the sandbox user. Host-specific
+//!   settings (/etc/localtime, gitconfig, npmrc, pip.conf, ld.so.preload...)
+//!   are left out on purpose: they would make outputs depend on the machine;
+//! - a minimal /dev (null, zero, full, random, urandom, tty, a private
+//!   /dev/shm) and a /proc of the sandbox's own PID namespace;
+//! - /vbuild/ws (staged inputs, read-only; declared outputs read-write),
+//!   /vbuild/home and /vbuild/tmp (read-write, /tmp points there).
+
+use std::ffi::{CStr, CString};
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+
+use nix::mount::MsFlags;
+use nix::sys::statvfs::{statvfs, FsFlags};
+
+use crate::outputs::WsMounts;
+use crate::plan::{cpath, NsPlan, Op};
+use crate::{
+    SandboxError, FIXED_HOME, FIXED_TMP, FIXED_WS, SANDBOX_GID, SANDBOX_HOSTNAME, SANDBOX_UID,
+};
+
+/// Top-level host directories holding the toolchain.
+const SYSTEM_DIRS: &[&str] = &["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+
+/// /etc entries bound from the host when present.
+const ETC_ALLOW: &[&str] = &[
+    "alternatives",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "nsswitch.conf",
+    "host.conf",
+    "protocols",
+    "services",
+    "mime.types",
+    "ssl",
+    "ca-certificates",
+    "os-release",
+    "mtab",
+];
+
+/// Only with `network = true`: resolver configuration.
+const ETC_NETWORK: &[&str] = &["resolv.conf", "gai.conf"];
+
+const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Host-side inputs of [`build`].
+pub(crate) struct RootSpec<'a> {
+    /// Empty host directory the tmpfs root is mounted on.
+    pub new_root: &'a Path,
+    pub ws: &'a Path,
+    pub home: &'a Path,
+    pub tmp: &'a Path,
+    pub ws_mounts: &'a WsMounts,
+    pub network: bool,
+    pub extra_ro: &'a [(PathBuf, PathBuf)],
+    pub extra_rw: &'a [(PathBuf, PathBuf)],
+}
+
+/// Flags for the read-only remount of a bind of `src`. Inside a user
+/// namespace the kernel refuses a remount that would clear flags the host
+/// mount has (nosuid, nodev, noexec, atime), so they are carried over.
+fn ro_flags(src: &Path) -> MsFlags {
+    let mut f = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | MsFlags::MS_RDONLY
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV;
+    if let Ok(st) = statvfs(src) {
+        let h = st.flags();
+        if h.contains(FsFlags::ST_NOEXEC) {
+            f |= MsFlags::MS_NOEXEC;
+        }
+        if h.contains(FsFlags::ST_NOATIME) {
+            f |= MsFlags::MS_NOATIME;
+        }
+        if h.contains(FsFlags::ST_NODIRATIME) {
+            f |= MsFlags::MS_NODIRATIME;
+        }
+        if h.contains(FsFlags::ST_RELATIME) {
+            f |= MsFlags::MS_RELATIME;
+        }
+    }
+    f
+}
+
+/// `inside` (absolute, as the action sees it) under the new root on the host.
+fn under(root: &Path, inside: &Path) -> Result<PathBuf, SandboxError> {
+    let mut out = root.to_path_buf();
+    for c in inside.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(n) => out.push(n),
+            _ => {
+                return Err(SandboxError::InvalidSpec(format!(
+                    "sandbox path {} must be absolute without `..`",
+                    inside.display()
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+struct Builder<'a> {
+    plan: NsPlan,
+    root: &'a Path,
+}
+
+impl Builder<'_> {
+    fn at(&self, inside: &str) -> Result<CString, SandboxError> {
+        cpath(&under(self.root, Path::new(inside))?)
+    }
+
+    fn mkdir(&mut self, inside: &str) -> Result<(), SandboxError> {
+        let p = self.at(inside)?;
+        self.plan.push(Op::Mkdir(p), format!("mkdir {inside}"));
+        Ok(())
+    }
+
+    /// mkdir -p of `inside`'s ancestors and, when `leaf_dir`, of itself.
+    fn mkdir_p(&mut self, inside: &Path, leaf_dir: bool) -> Result<(), SandboxError> {
+        let full = under(Path::new("/"), inside)?;
+        let mut cur = PathBuf::from("/");
+        let comps: Vec<_> = full.components().skip(1).collect();
+        for (i, c) in comps.iter().enumerate() {
+            cur.push(c);
+            if i + 1 < comps.len() || leaf_dir {
+                let host = cpath(&under(self.root, &cur)?)?;
+                self.plan
+                    .push(Op::Mkdir(host), format!("mkdir {}", cur.display()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Binds host `src` at `inside`, creating the mountpoint.
+    fn bind(&mut self, src: &Path, inside: &Path, ro: bool) -> Result<(), SandboxError> {
+        let meta = fs::metadata(src).map_err(|e| SandboxError::Setup {
+            step: format!("bind {}", src.display()),
+            source: e,
+        })?;
+        self.mkdir_p(inside, meta.is_dir())?;
+        let dst = cpath(&under(self.root, inside)?)?;
+        if !meta.is_dir() {
+            self.plan.push(
+                Op::Touch(dst.clone()),
+                format!("mountpoint {}", inside.display()),
+            );
+        }
+        let remount = ro.then(|| ro_flags(src));
+        let what = if ro { "read-only" } else { "read-write" };
+        self.plan.push(
+            Op::Bind {
+                src: cpath(src)?,
+                dst,
+                remount,
+            },
+            format!("bind {} at {} {what}", src.display(), inside.display()),
+        );
+        Ok(())
+    }
+
+    /// Binds where the mountpoint already exists (inside the ws bind, or
+    /// created earlier): no mkdir/touch syscalls.
+    fn bind_existing(&mut self, src: &Path, inside: &Path, ro: bool) -> Result<(), SandboxError> {
+        let dst = cpath(&under(self.root, inside)?)?;
+        let remount = ro.then(|| ro_flags(src));
+        let what = if ro { "read-only" } else { "read-write" };
+        self.plan.push(
+            Op::Bind {
+                src: cpath(src)?,
+                dst,
+                remount,
+            },
+            format!("bind {} at {} {what}", src.display(), inside.display()),
+        );
+        Ok(())
+    }
+
+    /// Recreates a host symlink (cheaper than a mount, and keeps e.g.
+    /// `/bin -> usr/bin` exactly as tools expect).
+    fn copy_symlink(&mut self, host: &Path, inside: &str) -> Result<bool, SandboxError> {
+        match fs::read_link(host) {
+            Ok(target) => {
+                let link = self.at(inside)?;
+                self.plan.push(
+                    Op::Symlink {
+                        target: cpath(&target)?,
+                        link,
+                    },
+                    format!("symlink {inside}"),
+                );
+                Ok(true)
+            }
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// A host path as-is: symlink recreated, directory or file bound
+    /// read-only, absent skipped.
+    fn mirror(&mut self, host: &str) -> Result<(), SandboxError> {
+        let hp = Path::new(host);
+        match fs::symlink_metadata(hp) {
+            Ok(m) if m.file_type().is_symlink() => {
+                self.copy_symlink(hp, host)?;
+            }
+            Ok(_) => self.bind(hp, hp, true)?,
+            Err(_) => {}
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, inside: &str, data: String) -> Result<(), SandboxError> {
+        let path = self.at(inside)?;
+        self.plan.push(
+            Op::WriteFile {
+                path,
+                data: data.into_bytes(),
+            },
+            format!("write {inside}"),
+        );
+        Ok(())
+    }
+
+    fn mount(
+        &mut self,
+        fstype: &'static CStr,
+        inside: &str,
+        flags: MsFlags,
+        data: &str,
+    ) -> Result<(), SandboxError> {
+        let dst = self.at(inside)?;
+        let data = crate::plan::cstr(data.as_bytes())?;
+        self.plan.push(
+            Op::Mount {
+                fstype,
+                dst,
+                flags,
+                data,
+            },
+            format!("mount {} on {inside}", fstype.to_string_lossy()),
+        );
+        Ok(())
+    }
+}
+
+/// The id maps: the caller's ids become [`SANDBOX_UID`]/[`SANDBOX_GID`] so
+/// `id -u` (and files' owners as tools see them) is the same on every
+/// machine. Not uid 0: the action then loses all capabilities on `execve`
+/// and cannot undo the read-only mounts.
+fn id_maps(plan: &mut NsPlan) {
+    let uid = nix::unistd::geteuid().as_raw();
+    let gid = nix::unistd::getegid().as_raw();
+    plan.push_gate(
+        Op::WriteProc {
+            path: c"/proc/self/setgroups",
+            data: b"deny".to_vec(),
+        },
+        "write /proc/self/setgroups (deny)",
+    );
+    plan.push_gate(
+        Op::WriteProc {
+            path: c"/proc/self/uid_map",
+            data: format!("{SANDBOX_UID} {uid} 1\n").into_bytes(),
+        },
+        "write /proc/self/uid_map",
+    );
+    plan.push_gate(
+        Op::WriteProc {
+            path: c"/proc/self/gid_map",
+            data: format!("{SANDBOX_GID} {gid} 1\n").into_bytes(),
+        },
+        "write /proc/self/gid_map",
+    );
+}
+
+fn etc(b: &mut Builder, network: bool) -> Result<(), SandboxError> {
+    b.mkdir("/etc")?;
+    for name in ETC_ALLOW {
+        b.mirror(&format!("/etc/{name}"))?;
+    }
+    if network {
+        for name in ETC_NETWORK {
+            // Bound through symlinks: resolv.conf often points into /run,
+            // which the sandbox does not have.
+            let host = PathBuf::from(format!("/etc/{name}"));
+            if host.exists() {
+                b.bind(&host, &host, true)?;
+            }
+        }
+    }
+    b.write(
+        "/etc/passwd",
+        format!(
+            "vbuild:x:{SANDBOX_UID}:{SANDBOX_GID}:vbuild:{FIXED_HOME}:/bin/sh\n\
+             nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+        ),
+    )?;
+    b.write(
+        "/etc/group",
+        format!("vbuild:x:{SANDBOX_GID}:\nnogroup:x:65534:\n"),
+    )?;
+    b.write(
+        "/etc/hosts",
+        format!(
+            "127.0.0.1 localhost {SANDBOX_HOSTNAME}\n::1 localhost ip6-localhost ip6-loopback\n"
+        ),
+    )?;
+    b.write("/etc/hostname", format!("{SANDBOX_HOSTNAME}\n"))?;
+    Ok(())
+}
+
+fn dev(b: &mut Builder) -> Result<(), SandboxError> {
+    b.mkdir("/dev")?;
+    for node in DEV_NODES {
+        let host = PathBuf::from(format!("/dev/{node}"));
+        if host.exists() {
+            // Bound read-write and without nodev: they are devices.
+            b.bind(&host, &host, false)?;
+        }
+    }
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        let link = b.at(&format!("/dev/{name}"))?;
+        b.plan.push(
+            Op::Symlink {
+                target: crate::plan::cstr(target.as_bytes())?,
+                link,
+            },
+            format!("symlink /dev/{name}"),
+        );
+    }
+    b.mkdir("/dev/shm")?;
+    b.mount(
+        c"tmpfs",
+        "/dev/shm",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        "mode=1777,size=256m",
+    )
+}
+
+fn workspace(b: &mut Builder, r: &RootSpec) -> Result<(), SandboxError> {
+    b.mkdir("/vbuild")?;
+    for d in [FIXED_WS, FIXED_HOME, FIXED_TMP] {
+        b.mkdir(d)?;
+    }
+    let ws_inside = Path::new(FIXED_WS);
+    b.bind_existing(r.ws, ws_inside, !r.ws_mounts.root_rw)?;
+    for (rel, rw) in &r.ws_mounts.binds {
+        b.bind_existing(&r.ws.join(rel), &ws_inside.join(rel), !rw)?;
+    }
+    b.bind_existing(r.home, Path::new(FIXED_HOME), false)?;
+    b.bind_existing(r.tmp, Path::new(FIXED_TMP), false)?;
+    // Tools that ignore TMPDIR still write to the action's own tmp.
+    b.mkdir("/var")?;
+    for (link, target) in [("/tmp", "vbuild/tmp"), ("/var/tmp", "../vbuild/tmp")] {
+        let at = b.at(link)?;
+        b.plan.push(
+            Op::Symlink {
+                target: crate::plan::cstr(target.as_bytes())?,
+                link: at,
+            },
+            format!("symlink {link}"),
+        );
+    }
+    Ok(())
+}
+
+/// The whole plan for one namespace sandbox.
+pub(crate) fn build(r: &RootSpec) -> Result<NsPlan, SandboxError> {
+    let mut b = Builder {
+        plan: NsPlan {
+            network: r.network,
+            ..NsPlan::default()
+        },
+        root: r.new_root,
+    };
+    id_maps(&mut b.plan);
+    let root_c = cpath(r.new_root)?;
+    b.plan.push_gate(
+        Op::Mount {
+            fstype: c"tmpfs",
+            dst: root_c.clone(),
+            flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            data: crate::plan::cstr(b"mode=0755,size=4m,nr_inodes=4096")?,
+        },
+        "mount tmpfs as the sandbox root",
+    );
+    for d in SYSTEM_DIRS {
+        b.mirror(&format!("/{d}"))?;
+    }
+    etc(&mut b, r.network)?;
+    dev(&mut b)?;
+    b.mkdir("/proc")?;
+    workspace(&mut b, r)?;
+    for (list, ro) in [(r.extra_ro, true), (r.extra_rw, false)] {
+        for (host, inside) in list {
+            if !inside.is_absolute() {
+                return Err(SandboxError::InvalidSpec(format!(
+                    "bind target {} must be absolute",
+                    inside.display()
+                )));
+            }
+            b.bind(host, inside, ro)?;
+        }
+    }
+    // A fresh /proc shows only the sandbox's own processes. The kernel
+    // refuses it where the host /proc is partly masked (some containers).
+    b.plan.push_gate(
+        Op::Mount {
+            fstype: c"proc",
+            dst: b.at("/proc")?,
+            flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            data: crate::plan::cstr(b"")?,
+        },
+        "mount proc on /proc",
+    );
+    b.plan.push(Op::Hostname(SANDBOX_HOSTNAME), "sethostname");
+    if !r.network {
+        b.plan.push(Op::LoopbackUp, "bring up loopback (lo)");
+    }
+    b.plan.push_gate(Op::PivotRoot(root_c), "pivot_root");
+    b.plan
+        .push(Op::RemountRootRo, "remount the sandbox root read-only");
+    Ok(b.plan)
+}

@@ -1,0 +1,344 @@
+//! Behaviour both sandboxed modes share (scratch and namespaces), plus the
+//! unsandboxed `run_direct`.
+
+mod common;
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use common::{fixture, modes, pid_alive};
+use vbuild_sandbox::{run_direct, ExitKind, SandboxError, SandboxMode};
+
+#[test]
+fn exit_codes_signals_and_output_streams() {
+    for mode in modes("exit_codes_signals_and_output_streams") {
+        let f = fixture();
+        let r = f.run_sh(mode, "echo out; echo err >&2; exit 3");
+        assert_eq!(r.outcome.status, ExitKind::Exited(3), "{mode:?}");
+        assert_eq!(r.stdout, "out\n");
+        assert_eq!(r.stderr, "err\n");
+        let r = f.run_sh(mode, "kill -9 $$");
+        assert_eq!(r.outcome.status, ExitKind::Signaled(9), "{mode:?}");
+    }
+}
+
+#[test]
+fn merged_stdout_and_stderr() {
+    for mode in modes("merged_stdout_and_stderr") {
+        let f = fixture();
+        let mut spec = f.sh(mode, "echo a; echo b >&2; echo c");
+        spec.stderr = spec.stdout.clone();
+        let r = f.run(mode, &spec).expect("run");
+        assert_eq!(r.stdout, "a\nb\nc\n", "{mode:?}");
+    }
+}
+
+#[test]
+fn command_not_found_is_a_spawn_error() {
+    for mode in modes("command_not_found_is_a_spawn_error") {
+        let f = fixture();
+        let spec = f.spec(mode, &["no-such-tool-vbuild"]);
+        match f.run(mode, &spec) {
+            Err(SandboxError::Spawn(e)) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{mode:?}: {e}");
+                assert!(e.to_string().contains("no-such-tool-vbuild"), "{e}");
+            }
+            other => panic!("{mode:?}: expected a spawn error, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn environment_is_exactly_the_given_one() {
+    for mode in modes("environment_is_exactly_the_given_one") {
+        let f = fixture();
+        let mut spec = f.spec(mode, &["env"]);
+        spec.env = vec![
+            ("PATH".into(), "/usr/bin:/bin".into()),
+            ("ONLY".into(), "this".into()),
+        ];
+        let r = f.run(mode, &spec).expect("run");
+        assert_eq!(r.stdout, "PATH=/usr/bin:/bin\nONLY=this\n", "{mode:?}");
+    }
+}
+
+#[test]
+fn signals_start_with_default_dispositions() {
+    // Rust ignores SIGPIPE in the parent; an ignored disposition would leak
+    // through execve into every action.
+    for mode in modes("signals_start_with_default_dispositions") {
+        let f = fixture();
+        let r = f.run_sh(mode, "grep -E '^Sig(Ign|Blk)' /proc/self/status");
+        assert_eq!(
+            r.stdout, "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n",
+            "{mode:?}"
+        );
+    }
+}
+
+#[test]
+fn cwd_is_relative_to_the_workspace() {
+    for mode in modes("cwd_is_relative_to_the_workspace") {
+        let f = fixture();
+        f.stage("packages/ui/build.js", "x");
+        let mut spec = f.sh(mode, "ls; pwd");
+        spec.cwd = "packages/ui".into();
+        let r = f.run(mode, &spec).expect("run");
+        let ws = f.scratch.layout(mode).ws;
+        assert_eq!(
+            r.stdout,
+            format!("build.js\n{}\n", ws.join("packages/ui").display())
+        );
+    }
+}
+
+#[test]
+fn undeclared_workspace_file_is_not_found() {
+    for mode in modes("undeclared_workspace_file_is_not_found") {
+        // A fake "real workspace" with two files; only one is staged.
+        let real = tempfile::tempdir().expect("tempdir");
+        fs::write(real.path().join("declared.txt"), "declared").expect("write");
+        fs::write(real.path().join("secret.txt"), "secret").expect("write");
+        let f = fixture();
+        fs::copy(
+            real.path().join("declared.txt"),
+            f.scratch.host_ws().join("declared.txt"),
+        )
+        .expect("stage");
+        let r = f.run_sh(mode, "cat declared.txt; cat secret.txt");
+        assert_eq!(r.outcome.status, ExitKind::Exited(1), "{mode:?}");
+        assert_eq!(r.stdout, "declared");
+        assert!(r.stderr.contains("No such file"), "{mode:?}: {}", r.stderr);
+    }
+}
+
+#[test]
+fn output_locations_are_created_and_writable() {
+    for mode in modes("output_locations_are_created_and_writable") {
+        let f = fixture();
+        let mut spec = f.sh(
+            mode,
+            "echo d > dist/sub.txt && echo f > lib/out.txt && echo h > $HOME/h && echo t > $TMPDIR/t",
+        );
+        spec.writable = vec!["dist/".into(), "lib/out.txt".into()];
+        let r = f.run(mode, &spec).expect("run");
+        assert!(r.ok(), "{mode:?}: {r:?}");
+        assert_eq!(f.ws_file("dist/sub.txt").as_deref(), Some("d\n"));
+        assert_eq!(f.ws_file("lib/out.txt").as_deref(), Some("f\n"));
+        assert!(f.scratch.host_home().join("h").exists());
+        assert!(f.scratch.host_tmp().join("t").exists());
+    }
+}
+
+#[test]
+fn output_paths_must_stay_inside_the_workspace() {
+    let f = fixture();
+    for bad in ["../escape/", "/abs/out"] {
+        let mut spec = f.sh(SandboxMode::Scratch, "true");
+        spec.writable = vec![bad.into()];
+        match f.run(SandboxMode::Scratch, &spec) {
+            Err(SandboxError::InvalidSpec(_)) => {}
+            other => panic!("{bad}: expected InvalidSpec, got {other:?}"),
+        }
+    }
+    // An output behind a staged symlink could expose a host directory.
+    std::os::unix::fs::symlink("/etc", f.scratch.host_ws().join("link")).expect("symlink");
+    let mut spec = f.sh(SandboxMode::Scratch, "true");
+    spec.writable = vec!["link/out/".into()];
+    assert!(matches!(
+        f.run(SandboxMode::Scratch, &spec),
+        Err(SandboxError::InvalidSpec(_))
+    ));
+}
+
+#[test]
+fn background_process_is_killed_and_result_unaffected() {
+    for mode in modes("background_process_is_killed_and_result_unaffected") {
+        let f = fixture();
+        let t = Instant::now();
+        let r = f.run_sh(
+            mode,
+            "(sleep 0.4; echo leaked > dist/leak) & sleep 30 & echo $! > dist/pid; echo started",
+        );
+        assert!(r.ok(), "{mode:?}: {r:?}");
+        assert_eq!(r.stdout, "started\n");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{mode:?}: waited for the background job"
+        );
+        if mode == SandboxMode::Scratch {
+            // Host pids are visible in scratch mode: the sleep must be gone.
+            let pid: i32 = f
+                .ws_file("dist/pid")
+                .expect("pid")
+                .trim()
+                .parse()
+                .expect("pid");
+            assert!(!pid_alive(pid), "scratch: background sleep {pid} survived");
+        }
+        std::thread::sleep(Duration::from_millis(800));
+        assert_eq!(
+            f.ws_file("dist/leak"),
+            None,
+            "{mode:?}: a leftover process wrote after the end"
+        );
+    }
+}
+
+#[test]
+fn daemon_that_calls_setsid_is_killed_too() {
+    for mode in modes("daemon_that_calls_setsid_is_killed_too") {
+        let f = fixture();
+        let r = f.run_sh(
+            mode,
+            "setsid sh -c 'echo $$ > dist/pid; sleep 0.4; echo leaked > dist/leak' & \
+             while [ ! -s dist/pid ]; do sleep 0.01; done; echo started",
+        );
+        assert!(r.ok(), "{mode:?}: {r:?}");
+        if mode == SandboxMode::Scratch {
+            let pid: i32 = f
+                .ws_file("dist/pid")
+                .expect("pid")
+                .trim()
+                .parse()
+                .expect("pid");
+            assert!(!pid_alive(pid), "scratch: setsid daemon {pid} survived");
+        }
+        std::thread::sleep(Duration::from_millis(800));
+        assert_eq!(f.ws_file("dist/leak"), None, "{mode:?}: daemon survived");
+    }
+}
+
+#[test]
+fn timeout_kills_the_whole_tree() {
+    for mode in modes("timeout_kills_the_whole_tree") {
+        let f = fixture();
+        let mut spec = f.sh(
+            mode,
+            "sh -c 'echo $$ > dist/child; sleep 30' & (sleep 0.8; echo leaked > dist/leak) & sleep 30",
+        );
+        spec.timeout = Some(Duration::from_millis(300));
+        let t = Instant::now();
+        let r = f.run(mode, &spec).expect("run");
+        assert_eq!(r.outcome.status, ExitKind::TimedOut, "{mode:?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{mode:?}: {:?}",
+            t.elapsed()
+        );
+        if mode == SandboxMode::Scratch {
+            if let Some(pid) = f.ws_file("dist/child").and_then(|s| s.trim().parse().ok()) {
+                assert!(!pid_alive(pid), "scratch: child {pid} survived the timeout");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1000));
+        assert_eq!(f.ws_file("dist/leak"), None, "{mode:?}");
+    }
+}
+
+#[test]
+fn cancel_all_stops_running_actions() {
+    for mode in modes("cancel_all_stops_running_actions") {
+        let f = fixture();
+        let spec = f.sh(mode, "sleep 30 & sleep 30");
+        let t = Instant::now();
+        let r = std::thread::scope(|s| {
+            let h = s.spawn(|| f.run(mode, &spec));
+            std::thread::sleep(Duration::from_millis(300));
+            vbuild_sandbox::cancel_all();
+            h.join().expect("join")
+        })
+        .expect("run");
+        assert_eq!(
+            r.outcome.status,
+            ExitKind::Signaled(libc::SIGKILL),
+            "{mode:?}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+}
+
+#[test]
+fn scratch_is_removed_even_when_made_read_only() {
+    for mode in modes("scratch_is_removed_even_when_made_read_only") {
+        let f = fixture();
+        let root = f.scratch.host_root().to_path_buf();
+        let r = f.run_sh(
+            mode,
+            "mkdir -p dist/a/b && echo x > dist/a/b/f && ln -s / dist/a/root && chmod 500 dist/a/b dist/a dist",
+        );
+        assert!(r.ok(), "{mode:?}: {r:?}");
+        drop(f.scratch);
+        assert!(!root.exists(), "{mode:?}: scratch dir left behind");
+    }
+    // The symlink to / was not followed.
+    assert!(std::path::Path::new("/usr/bin").exists());
+}
+
+#[test]
+fn direct_mode_runs_in_the_given_root() {
+    let root = tempfile::tempdir().expect("tempdir");
+    fs::create_dir_all(root.path().join("pkg")).expect("mkdir");
+    let logs = tempfile::tempdir().expect("tempdir");
+    let spec = vbuild_sandbox::RunSpec {
+        argv: vec![
+            "sh".into(),
+            "-c".into(),
+            "pwd; echo built > dist/out; sleep 30 &".into(),
+        ],
+        env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+        cwd: "pkg".into(),
+        writable: vec!["pkg/dist/".into()],
+        stdout: logs.path().join("out"),
+        stderr: logs.path().join("err"),
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let o = run_direct(root.path(), &spec).expect("run");
+    assert!(o.success());
+    assert!(t.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        fs::read_to_string(logs.path().join("out")).expect("out"),
+        format!("{}\n", root.path().join("pkg").display())
+    );
+    assert_eq!(
+        fs::read_to_string(root.path().join("pkg/dist/out")).expect("out"),
+        "built\n"
+    );
+}
+
+#[test]
+fn resolve_mode_scratch_is_scratch() {
+    let (m, msg) = vbuild_sandbox::resolve_mode(SandboxMode::Scratch, true).expect("scratch");
+    assert_eq!(m, SandboxMode::Scratch);
+    assert!(msg.is_none());
+}
+
+#[test]
+fn only_stdio_descriptors_are_inherited() {
+    for mode in modes("only_stdio_descriptors_are_inherited") {
+        let f = fixture();
+        // Open a descriptor in the test process that must not leak.
+        let _held = fs::File::open("/dev/null").expect("open");
+        let r = f.run_sh(mode, "ls /proc/$$/fd");
+        assert_eq!(r.stdout, "0\n1\n2\n", "{mode:?}");
+    }
+}
+
+#[test]
+fn concurrent_actions_from_many_threads() {
+    for mode in modes("concurrent_actions_from_many_threads") {
+        let fixtures: Vec<_> = (0..8).map(|_| fixture()).collect();
+        std::thread::scope(|s| {
+            for (i, f) in fixtures.iter().enumerate() {
+                s.spawn(move || {
+                    for j in 0..5 {
+                        let r = f.run_sh(mode, &format!("echo {i}-{j} > dist/o; cat dist/o"));
+                        assert!(r.ok(), "{mode:?}: {r:?}");
+                        assert_eq!(r.stdout, format!("{i}-{j}\n"));
+                    }
+                });
+            }
+        });
+    }
+}

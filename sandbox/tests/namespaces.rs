@@ -1,0 +1,276 @@
+//! Guarantees only the namespace sandbox gives. Each test skips (with a
+//! printed reason) when `probe_namespaces` fails; as root on a normal Linux
+//! host they all run.
+
+mod common;
+
+use std::fs;
+use std::io::Read;
+use std::net::TcpListener;
+use std::time::Duration;
+
+use common::{fixture, namespaces_or_skip};
+use vbuild_sandbox::{ExitKind, SandboxMode, Scratch, FIXED_WS};
+
+const NS: SandboxMode = SandboxMode::Namespaces;
+
+macro_rules! require_namespaces {
+    () => {
+        if !namespaces_or_skip(module_path!()) {
+            return;
+        }
+    };
+}
+
+#[test]
+fn workspace_is_at_the_fixed_path_as_a_fixed_user() {
+    require_namespaces!();
+    let f = fixture();
+    let r = f.run_sh(
+        NS,
+        "pwd; echo $HOME $TMPDIR; id -u; id -g; id -un; hostname; readlink /tmp",
+    );
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(
+        r.stdout,
+        format!("{FIXED_WS}\n/vbuild/home /vbuild/tmp\n1000\n1000\nvbuild\nvbuild\nvbuild/tmp\n")
+    );
+}
+
+#[test]
+fn same_workspace_at_two_paths_gives_identical_bytes() {
+    require_namespaces!();
+    let script =
+        "mkdir -p dist && { pwd; echo $PWD; realpath build.js; ls -l; hostname; } > dist/pwd.txt";
+    let mut outputs = Vec::new();
+    for prefix in ["a", "deeper/and/longer/b"] {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let scratch = Scratch::create(&parent.path().join(prefix)).expect("scratch");
+        fs::write(scratch.host_ws().join("build.js"), "x").expect("stage");
+        let f = common::Fixture { scratch, parent };
+        let r = f.run_sh(NS, script);
+        assert!(r.ok(), "{r:?}");
+        outputs.push(fs::read(f.scratch.host_ws().join("dist/pwd.txt")).expect("out"));
+    }
+    assert_eq!(outputs[0], outputs[1]);
+    assert!(String::from_utf8_lossy(&outputs[0])
+        .starts_with("/vbuild/ws\n/vbuild/ws\n/vbuild/ws/build.js\n"));
+}
+
+#[test]
+fn inputs_are_read_only_and_host_copy_unchanged() {
+    require_namespaces!();
+    let f = fixture();
+    f.stage("src/a.ts", "original");
+    let r = f.run_sh(
+        NS,
+        "for cmd in 'echo changed > src/a.ts' 'rm -f src/a.ts' 'chmod 777 src/a.ts' 'touch new.txt' \
+           'mkdir newdir' 'mv src/a.ts src/b.ts'; do sh -c \"$cmd\" && echo allowed || echo denied; done",
+    );
+    assert_eq!(r.stdout, "denied\n".repeat(6), "{r:?}");
+    assert!(r.stderr.contains("Read-only file system"), "{}", r.stderr);
+    assert_eq!(f.ws_file("src/a.ts").as_deref(), Some("original"));
+    assert!(f.ws_file("new.txt").is_none());
+}
+
+#[test]
+fn nothing_outside_is_writable_or_visible() {
+    require_namespaces!();
+    let f = fixture();
+    let host_ws = f.scratch.host_ws().display().to_string();
+    let r = f.run_sh(
+        NS,
+        &format!(
+            "for p in /usr/x /etc/x /x /vbuild/x /dev/x /proc/x; do touch $p 2>/dev/null && echo wrote $p; done; \
+             for p in {host_ws} /root /home /etc/shadow /etc/gitconfig /etc/localtime /sys/kernel /var/lib /var/cache /opt /work; do \
+               ls -d $p 2>/dev/null && echo visible $p; done; \
+             ls /; ls /proc | grep -c '^[0-9]'"
+        ),
+    );
+    assert!(r.ok(), "{r:?}");
+    // Only the sandbox's own processes (init, sh, ls/grep) are in /proc.
+    let mut lines: Vec<&str> = r.stdout.lines().collect();
+    let procs: usize = lines.pop().expect("count").parse().expect("count");
+    assert!(procs <= 5, "{procs} processes visible");
+    assert_eq!(
+        lines,
+        ["bin", "dev", "etc", "lib", "lib64", "proc", "sbin", "tmp", "usr", "var", "vbuild",]
+            .into_iter()
+            .filter(|d| std::path::Path::new("/").join(d).exists() || d.starts_with('v'))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn file_outputs_make_their_directory_writable_but_not_its_inputs() {
+    require_namespaces!();
+    let f = fixture();
+    f.stage("pkg/build.js", "input");
+    f.stage("pkg/src/index.ts", "input");
+    let mut spec = f.sh(
+        NS,
+        "echo tmp > out.tmp && mv out.tmp out.txt && cat out.txt; \
+         for cmd in 'echo x > build.js' 'rm -f build.js' 'echo x > src/index.ts' 'touch src/new' \
+           'mv src src2'; do sh -c \"$cmd\" && echo allowed || echo denied; done",
+    );
+    spec.cwd = "pkg".into();
+    spec.writable = vec!["pkg/out.txt".into()];
+    let r = f.run(NS, &spec).expect("run");
+    assert_eq!(r.stdout, format!("tmp\n{}", "denied\n".repeat(5)), "{r:?}");
+    assert_eq!(f.ws_file("pkg/out.txt").as_deref(), Some("tmp\n"));
+    assert_eq!(f.ws_file("pkg/build.js").as_deref(), Some("input"));
+    assert_eq!(f.ws_file("pkg/src/index.ts").as_deref(), Some("input"));
+}
+
+#[test]
+fn no_network_but_loopback() {
+    require_namespaces!();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("addr").port();
+    let f = fixture();
+    let connect = format!("timeout 5 bash -c 'echo hi > /dev/tcp/127.0.0.1/{port}'");
+    let r = f.run_sh(NS, &format!("{connect} && echo connected || echo refused"));
+    assert_eq!(r.stdout, "refused\n", "{r:?}");
+    assert!(
+        listener.accept().is_err(),
+        "the host listener got a connection"
+    );
+    // Loopback inside the sandbox works (its own, not the host's).
+    let r = f.run_sh(
+        NS,
+        "python3 -c \"import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); \
+         c=socket.create_connection(s.getsockname(), timeout=5); a,_=s.accept(); c.send(b'ok'); \
+         print(a.recv(2).decode())\"",
+    );
+    assert_eq!(r.stdout, "ok\n", "{r:?}");
+    let r = f.run_sh(
+        NS,
+        "cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '",
+    );
+    assert_eq!(r.stdout, "lo\n", "{r:?}");
+}
+
+#[test]
+fn network_true_keeps_the_host_network() {
+    require_namespaces!();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+    let f = fixture();
+    let mut spec = f.sh(
+        NS,
+        &format!("echo hi > /dev/tcp/127.0.0.1/{port} && echo connected"),
+    );
+    spec.argv[0] = "bash".into();
+    spec.network = true;
+    let r = f.run(NS, &spec).expect("run");
+    assert_eq!(r.stdout, "connected\n", "{r:?}");
+    let (mut conn, _) = listener.accept().expect("accept");
+    let mut got = String::new();
+    conn.read_to_string(&mut got).expect("read");
+    assert_eq!(got, "hi\n");
+}
+
+#[test]
+fn action_runs_in_its_own_pid_namespace() {
+    require_namespaces!();
+    let f = fixture();
+    let r = f.run_sh(NS, "echo $$; cat /proc/1/cmdline | tr '\\0' ' '");
+    assert!(r.ok(), "{r:?}");
+    assert!(r.stdout.starts_with("2\n"), "{r:?}");
+}
+
+#[test]
+fn node_and_python_work_inside() {
+    require_namespaces!();
+    let f = fixture();
+    f.stage(
+        "build.js",
+        "require('fs').writeFileSync('dist/out.js', process.cwd() + ' ' + require('os').homedir())",
+    );
+    if std::path::Path::new("/usr/bin/node").exists() {
+        let r = f.run_sh(NS, "node build.js");
+        assert!(r.ok(), "{r:?}");
+        assert_eq!(
+            f.ws_file("dist/out.js").as_deref(),
+            Some("/vbuild/ws /vbuild/home")
+        );
+    }
+    let r = f.run_sh(
+        NS,
+        "python3 -c 'import os, pwd; print(pwd.getpwuid(os.getuid()).pw_name)'",
+    );
+    assert_eq!(r.stdout, "vbuild\n", "{r:?}");
+}
+
+#[test]
+fn extra_binds_are_visible_read_only_or_writable() {
+    require_namespaces!();
+    let tools = tempfile::tempdir().expect("tempdir");
+    fs::write(tools.path().join("tool.sh"), "#!/bin/sh\necho from-tool\n").expect("write");
+    let sock = tempfile::tempdir().expect("tempdir");
+    let f = fixture();
+    let mut spec = f.sh(
+        NS,
+        "sh /opt/vbuild/tool.sh; touch /opt/vbuild/x; echo $?; echo ipc > /run/vbuild-ipc/msg; echo $?",
+    );
+    spec.extra_ro_binds = vec![(tools.path().to_path_buf(), "/opt/vbuild".into())];
+    spec.extra_rw_binds = vec![(sock.path().to_path_buf(), "/run/vbuild-ipc".into())];
+    let r = f.run(NS, &spec).expect("run");
+    assert_eq!(r.stdout, "from-tool\n1\n0\n", "{r:?}");
+    assert_eq!(
+        fs::read_to_string(sock.path().join("msg")).expect("msg"),
+        "ipc\n"
+    );
+    assert!(!tools.path().join("x").exists());
+}
+
+#[test]
+fn unix_socket_in_rw_bind_is_reachable() {
+    // The IPC channel: a socket the orchestrator listens on, bound in.
+    require_namespaces!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ipc.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+    let f = fixture();
+    let mut spec = f.sh(
+        NS,
+        "python3 -c \"import socket; s=socket.socket(socket.AF_UNIX); s.connect('/run/ipc/ipc.sock'); s.send(b'hello')\"",
+    );
+    spec.extra_rw_binds = vec![(dir.path().to_path_buf(), "/run/ipc".into())];
+    let h = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().expect("accept");
+        let mut s = String::new();
+        c.read_to_string(&mut s).expect("read");
+        s
+    });
+    let r = f.run(NS, &spec).expect("run");
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(h.join().expect("join"), "hello");
+}
+
+#[test]
+fn timeout_reports_timed_out_quickly() {
+    require_namespaces!();
+    let f = fixture();
+    let mut spec = f.sh(NS, "trap '' TERM; sleep 30");
+    spec.timeout = Some(Duration::from_millis(200));
+    let r = f.run(NS, &spec).expect("run");
+    assert_eq!(r.outcome.status, ExitKind::TimedOut);
+    assert!(
+        r.outcome.duration < Duration::from_secs(3),
+        "{:?}",
+        r.outcome.duration
+    );
+}
+
+#[test]
+fn probe_is_cached_and_resolve_mode_keeps_namespaces() {
+    require_namespaces!();
+    let (m, msg) = vbuild_sandbox::resolve_mode(NS, true).expect("resolve");
+    assert_eq!(m, NS);
+    assert!(msg.is_none());
+    let t = std::time::Instant::now();
+    vbuild_sandbox::probe_namespaces().expect("probe");
+    assert!(t.elapsed() < Duration::from_millis(5));
+}
