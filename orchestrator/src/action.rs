@@ -2,7 +2,6 @@
 //! hit restore; on a miss run it in a scratch directory with its IPC
 //! server, narrow the key by what the tool declared, store its outputs and
 //! record the result.
-use crate::exec::{self, Exit, Scratch};
 use crate::inputs::{self, PackageIndex};
 use crate::key::{self, EnvSource, EnvValue, KeyInputs, Record, StaticKey};
 use crate::materialize;
@@ -15,8 +14,20 @@ use std::time::{Duration, Instant};
 use vbuild_ipc::{
     ActionServer, Declarations, EnvQuery, EnvQueryMatcher, SecretMatcher, ServerConfig,
 };
+use vbuild_sandbox::{ExitKind, SandboxMode, Scratch};
 use vbuild_schema::SandboxSetting;
 use vbuild_store::{ActionResult, CacheEntry, EntryKind, StatCache, Store, Tree};
+
+/// The fixed PATH actions see after vbuild's own bin directory; a change
+/// to it must bump `KEY_VERSION`.
+pub const ACTION_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Epoch for `SOURCE_DATE_EPOCH`: 1980-01-01, the earliest zip can store.
+pub const SOURCE_DATE_EPOCH: &str = "315532800";
+
+/// Where the socket directory and vbuild itself appear in the namespace sandbox.
+const IPC_INSIDE: &str = "/vbuild/ipc";
+const BIN_INSIDE: &str = "/vbuild/bin";
 
 /// How long the runner waits for tool connections to finish after the
 /// action's processes exit; anything already sent is applied regardless.
@@ -30,6 +41,8 @@ pub struct RunOptions {
     /// Compute keys and explain, but run and restore nothing (`vbuild why`).
     pub dry_run: bool,
     pub sandbox: Option<SandboxSetting>,
+    /// Refuse to run rather than fall back from namespaces to scratch.
+    pub strict: bool,
 }
 
 /// Everything an action needs, shared by all workers of a run.
@@ -49,6 +62,9 @@ pub struct Ctx<'a> {
     pub ipc_parent: PathBuf,
     /// This vbuild binary, put on every action's PATH for `vbuild tool`.
     pub exe: PathBuf,
+    /// Whether the namespace sandbox is usable in this run (probed once;
+    /// when not, `namespaces` targets fall back to `scratch`, announced).
+    pub namespaces: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,11 +124,10 @@ impl EnvSource for Ctx<'_> {
 }
 
 impl Ctx<'_> {
+    /// The sandbox an action really runs in (and is keyed by).
     fn sandbox_of(&self, target: &Target) -> SandboxSetting {
-        let chosen = self.opts.sandbox.or(target.sandbox).or(self.ws.def.sandbox);
-        // Until the namespace sandbox lands, `namespaces` runs as `scratch`.
-        match chosen.unwrap_or(SandboxSetting::Scratch) {
-            SandboxSetting::Namespaces => SandboxSetting::Scratch,
+        match requested_sandbox(self.opts.sandbox, target, self.ws) {
+            SandboxSetting::Namespaces if !self.namespaces => SandboxSetting::Scratch,
             other => other,
         }
     }
@@ -154,24 +169,24 @@ impl Ctx<'_> {
     fn action_env(
         &self,
         target: &Target,
-        scratch: &Scratch,
+        layout: &vbuild_sandbox::Layout,
         bin: &Path,
         ipc: Vec<(String, String)>,
     ) -> BTreeMap<String, String> {
-        let path_of = |p: PathBuf| p.to_string_lossy().into_owned();
+        let path_of = |p: &Path| p.to_string_lossy().into_owned();
         let mut env = BTreeMap::from([
             (
                 "PATH".to_string(),
-                format!("{}:{}", bin.display(), exec::ACTION_PATH),
+                format!("{}:{ACTION_PATH}", bin.display()),
             ),
-            ("HOME".to_string(), path_of(scratch.root().join("home"))),
-            ("TMPDIR".to_string(), path_of(scratch.root().join("tmp"))),
+            ("HOME".to_string(), path_of(&layout.home)),
+            ("TMPDIR".to_string(), path_of(&layout.tmp)),
             ("LANG".to_string(), "C.UTF-8".to_string()),
             ("LC_ALL".to_string(), "C.UTF-8".to_string()),
             ("TZ".to_string(), "UTC".to_string()),
             (
                 "SOURCE_DATE_EPOCH".to_string(),
-                exec::SOURCE_DATE_EPOCH.to_string(),
+                SOURCE_DATE_EPOCH.to_string(),
             ),
         ]);
         env.extend(ipc);
@@ -183,6 +198,21 @@ impl Ctx<'_> {
         env.extend(target.env.clone());
         env
     }
+}
+
+/// The sandbox a target asks for: `--sandbox`, else the target's, else the
+/// workspace's, else `namespaces` on Linux.
+pub fn requested_sandbox(
+    cli: Option<SandboxSetting>,
+    target: &Target,
+    ws: &Workspace,
+) -> SandboxSetting {
+    let default = if cfg!(target_os = "linux") {
+        SandboxSetting::Namespaces
+    } else {
+        SandboxSetting::Scratch
+    };
+    cli.or(target.sandbox).or(ws.def.sandbox).unwrap_or(default)
 }
 
 /// Runs (or restores, or explains) the action of `ws.targets[idx]`.
@@ -267,9 +297,9 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
         .iter()
         .map(|r| format!("refused a tool request: {r}"))
         .collect();
-    if !run.exit.success() {
+    if run.exit != ExitKind::Exited(0) {
         return Ok(Outcome {
-            state: State::Failed(run.exit.describe()),
+            state: State::Failed(describe(run.exit, target)),
             stdout: run.stdout,
             stderr: run.stderr,
             outputs: None,
@@ -380,8 +410,19 @@ fn explain_miss(
     Ok(key::explain(&before, &now))
 }
 
+fn describe(exit: ExitKind, target: &Target) -> String {
+    match exit {
+        ExitKind::Exited(code) => format!("exit code {code}"),
+        ExitKind::Signaled(sig) => format!("killed by signal {sig}"),
+        ExitKind::TimedOut => match target.timeout {
+            Some(t) => format!("timed out after {t:?}"),
+            None => "timed out".into(),
+        },
+    }
+}
+
 struct Executed {
-    exit: Exit,
+    exit: ExitKind,
     stdout: Vec<u8>,
     stderr: Vec<u8>,
     /// Captured outputs, on success.
@@ -389,8 +430,29 @@ struct Executed {
     decl: Declarations,
 }
 
-/// Stages the inputs into a fresh scratch directory, runs the command with
-/// its IPC server, and captures its outputs into the store.
+/// The paths (workspace-relative) an action may write: its declared
+/// outputs; for a glob, the directory before its first wildcard.
+fn writable_paths(target: &Target) -> Vec<PathBuf> {
+    let pkg = Path::new(&target.label.package);
+    target
+        .outs
+        .iter()
+        .map(|out| match out {
+            crate::globs::OutSpec::Dir(d) => PathBuf::from(format!("{}/", pkg.join(d).display())),
+            crate::globs::OutSpec::File(f) => pkg.join(f),
+            crate::globs::OutSpec::Glob(g) => {
+                let fixed: Vec<&str> = g
+                    .split('/')
+                    .take_while(|s| !crate::globs::is_glob(s))
+                    .collect();
+                PathBuf::from(format!("{}/", pkg.join(fixed.join("/")).display()))
+            }
+        })
+        .collect()
+}
+
+/// Stages the inputs into a fresh scratch directory, runs the command in
+/// its sandbox with its IPC server, and captures its outputs into the store.
 fn execute(
     ctx: &Ctx,
     target: &Target,
@@ -398,46 +460,94 @@ fn execute(
     inputs: &BTreeMap<String, EntryKind>,
 ) -> Result<Executed> {
     let scratch = Scratch::create(&ctx.store.scratch_dir())?;
-    let ws_root = if sandbox == SandboxSetting::None {
-        ctx.ws.root.clone()
-    } else {
-        scratch.ws()
+    let mode = match sandbox {
+        SandboxSetting::Namespaces => Some(SandboxMode::Namespaces),
+        SandboxSetting::Scratch => Some(SandboxMode::Scratch),
+        SandboxSetting::None => None,
     };
-    if sandbox != SandboxSetting::None {
+    let ws_root = match mode {
+        Some(_) => scratch.host_ws().to_path_buf(),
+        None => ctx.ws.root.clone(),
+    };
+    if mode.is_some() {
         stage(ctx, &ws_root, inputs)?;
     }
-    let cwd = ws_root.join(&target.label.package);
-    std::fs::create_dir_all(&cwd)?;
-    let bin = scratch.root().join("bin");
-    std::fs::create_dir_all(&bin)?;
-    std::os::unix::fs::symlink(&ctx.exe, bin.join("vbuild"))?;
+    let layout = match mode {
+        Some(mode) => scratch.layout(mode),
+        None => vbuild_sandbox::Layout {
+            ws: ctx.ws.root.clone(),
+            home: scratch.host_home().to_path_buf(),
+            tmp: scratch.host_tmp().to_path_buf(),
+        },
+    };
+    let namespaced = mode == Some(SandboxMode::Namespaces);
+    // vbuild itself, for `vbuild tool`: bound into the namespace sandbox,
+    // a symlink in a private bin directory otherwise.
+    let host_bin = scratch.host_out().join("bin");
+    std::fs::create_dir_all(&host_bin)?;
+    std::os::unix::fs::symlink(&ctx.exe, host_bin.join("vbuild"))?;
+    let bin = if namespaced {
+        PathBuf::from(BIN_INSIDE)
+    } else {
+        host_bin
+    };
     let config = ServerConfig {
-        ws_root_inside: ws_root.clone(),
+        ws_root_inside: layout.ws.clone(),
         host_env: ctx.host_env.clone(),
         secret_patterns: ctx.secret_patterns.clone(),
     };
     let server =
         ActionServer::start(&ctx.rt, &ctx.ipc_parent, config).context("starting the IPC server")?;
-    let ipc_env = ActionServer::action_env(server.socket_dir(), server.node_client_path());
-    let env = ctx.action_env(target, &scratch, &bin, ipc_env);
-    let (out_path, err_path) = (scratch.root().join("stdout"), scratch.root().join("stderr"));
-    let exit = exec::run(&exec::RunSpec {
-        argv: &target.argv,
-        env: &env,
-        cwd: &cwd,
-        stdout: &out_path,
-        stderr: &err_path,
+    let ipc_env = if namespaced {
+        let inside = Path::new(IPC_INSIDE);
+        ActionServer::action_env(inside, &inside.join(vbuild_ipc::NODE_CLIENT_FILE_NAME))
+    } else {
+        ActionServer::action_env(server.socket_dir(), server.node_client_path())
+    };
+    let env = ctx.action_env(target, &layout, &bin, ipc_env);
+    let (out_path, err_path) = (
+        scratch.host_out().join("stdout"),
+        scratch.host_out().join("stderr"),
+    );
+    let spec = vbuild_sandbox::RunSpec {
+        argv: target.argv.iter().map(Into::into).collect(),
+        env: env.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+        cwd: PathBuf::from(&target.label.package),
+        writable: writable_paths(target),
+        network: target.network,
         timeout: target.timeout,
-    });
+        stdout: out_path.clone(),
+        stderr: err_path.clone(),
+        extra_ro_binds: vec![(ctx.exe.clone(), Path::new(BIN_INSIDE).join("vbuild"))],
+        extra_rw_binds: vec![(server.socket_dir().to_path_buf(), PathBuf::from(IPC_INSIDE))],
+    };
+    let outcome = match mode {
+        Some(mode) => scratch.run(mode, &spec),
+        None => vbuild_sandbox::run_direct(&ctx.ws.root, &spec),
+    };
     // Drain the channel before anything else: fire-and-forget calls made
     // just before exit must still count.
     let decl = server.finish(IPC_DRAIN);
-    let exit = exit?;
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(vbuild_sandbox::SandboxError::Spawn(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Report like a shell would, as the action's own failure.
+            let msg = format!("vbuild: {}: command not found\n", target.argv[0]);
+            return Ok(Executed {
+                exit: ExitKind::Exited(127),
+                stdout: vec![],
+                stderr: msg.into_bytes(),
+                tree: None,
+                decl,
+            });
+        }
+        Err(e) => return Err(e).context("running the action"),
+    };
     let stdout = std::fs::read(&out_path)?;
     let stderr = std::fs::read(&err_path)?;
-    if !exit.success() {
+    if !outcome.success() {
         return Ok(Executed {
-            exit,
+            exit: outcome.status,
             stdout,
             stderr,
             tree: None,
@@ -448,7 +558,7 @@ fn execute(
     let ignored: Vec<String> = decl.ignored_outputs.iter().cloned().collect();
     let tree = materialize::capture(ctx.store, target, &ws_root, &input_paths, &ignored)?;
     Ok(Executed {
-        exit,
+        exit: outcome.status,
         stdout,
         stderr,
         tree: Some(tree),

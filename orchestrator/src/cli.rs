@@ -55,13 +55,15 @@ pub struct RunArgs {
     /// Run every action; neither read nor write the action cache.
     #[arg(long)]
     pub no_cache: bool,
-    /// Override the sandbox of every action.
+    /// Override the sandbox of every action; `strict` is `namespaces` that
+    /// refuses to fall back to `scratch` when namespaces are unavailable.
     #[arg(long, value_enum)]
     pub sandbox: Option<SandboxArg>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SandboxArg {
+    Strict,
     Namespaces,
     Scratch,
     None,

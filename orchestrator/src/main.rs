@@ -1,7 +1,6 @@
 //! vbuild: hermetic, content-addressed builds.
 mod action;
 mod cli;
-mod exec;
 mod globs;
 mod graph;
 mod inputs;
@@ -89,8 +88,9 @@ fn real_main(cli: Cli) -> Result<u8> {
                 keep_going: args.keep_going,
                 no_cache: args.no_cache,
                 dry_run: false,
+                strict: args.sandbox == Some(SandboxArg::Strict),
                 sandbox: args.sandbox.map(|s| match s {
-                    SandboxArg::Namespaces => SandboxSetting::Namespaces,
+                    SandboxArg::Strict | SandboxArg::Namespaces => SandboxSetting::Namespaces,
                     SandboxArg::Scratch => SandboxSetting::Scratch,
                     SandboxArg::None => SandboxSetting::None,
                 }),
@@ -148,6 +148,29 @@ fn real_main(cli: Cli) -> Result<u8> {
             Ok(0)
         }
     }
+}
+
+/// Probes the namespace sandbox once, if any selected action asks for it.
+/// Unavailable: announce the fallback to scratch once, or refuse (strict).
+fn namespaces_usable(
+    ws: &Workspace,
+    order: &[usize],
+    cli: &Option<SandboxSetting>,
+    strict: bool,
+) -> Result<bool> {
+    let wanted = order.iter().any(|&i| {
+        action::requested_sandbox(*cli, &ws.targets[i], ws) == SandboxSetting::Namespaces
+    });
+    if !wanted {
+        return Ok(false);
+    }
+    let (mode, warning) =
+        vbuild_sandbox::resolve_mode(vbuild_sandbox::SandboxMode::Namespaces, strict)
+            .map_err(|e| anyhow::anyhow!("--sandbox=strict: {e}"))?;
+    if let Some(warning) = warning {
+        eprintln!("{warning}");
+    }
+    Ok(mode == vbuild_sandbox::SandboxMode::Namespaces)
 }
 
 /// Env names whose tracked values enter keys only as a hash and are never
@@ -243,6 +266,7 @@ fn build(session: &Session, patterns: &[Pattern], opts: action::RunOptions) -> R
     let store = open_store()?;
     let prefix = format!("{}/", ws.root.display());
     let stat_cache = store.action_cache.load_stat_cache(&prefix)?;
+    let (opts_sandbox, strict) = (opts.sandbox, opts.strict);
     let secret_patterns: Vec<String> = DEFAULT_SECRETS
         .iter()
         .map(|s| s.to_string())
@@ -267,7 +291,14 @@ fn build(session: &Session, patterns: &[Pattern], opts: action::RunOptions) -> R
         rt: rt.handle().clone(),
         ipc_parent: ipc_parent()?,
         exe: std::env::current_exe().context("locating the vbuild binary")?,
+        namespaces: namespaces_usable(ws, &order, &opts_sandbox, strict)?,
     };
+    // Ctrl-C: kill every running action's process tree; each then fails.
+    rt.spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            vbuild_sandbox::cancel_all();
+        }
+    });
     let mut reporter = report::Reporter::new();
     let failed = scheduler::run(&ctx, &order, &mut reporter);
     store.action_cache.save_stat_cache(&stat_cache)?;

@@ -78,14 +78,21 @@ pub fn capture(
         match spec {
             OutSpec::Dir(dir) => {
                 let abs = pkg_dir.join(dir);
-                if !abs.is_dir() {
+                let files = if abs.is_dir() {
+                    walk_files(&abs, &pkg_dir)?
+                } else {
+                    vec![]
+                };
+                // The sandbox creates declared directories up front, so an
+                // empty one means the action wrote nothing there.
+                if files.is_empty() {
                     bail!(
-                        "declared output '{}' was not created by {}",
+                        "declared output '{}' was not created by {} (or holds no files)",
                         spec.text(),
                         target.label
                     );
                 }
-                for (file, rel) in walk_files(&abs, &pkg_dir)? {
+                for (file, rel) in files {
                     let path = join(package, &rel);
                     if !is_ignored(&path) {
                         entries.push(capture_entry(store, &file, path)?);

@@ -291,3 +291,25 @@ fn node_disable_cache_from_a_child_process() {
         out.stderr
     );
 }
+
+#[test]
+fn shell_client_works_inside_the_namespace_sandbox() {
+    if vbuild_sandbox::probe_namespaces().is_err() {
+        eprintln!("skipped: namespaces unavailable");
+        return;
+    }
+    let ws = one_target(
+        "vbuild tool ignore-input cache.txt\necho \"$(vbuild tool get-env MODE)\" > out.txt\ncat data.txt >> out.txt",
+        "outs = [\"out.txt\"]\nsandbox = \"namespaces\"",
+    );
+    ws.run_env(&["run", "//p:build"], &[("MODE", "a")])
+        .assert_ok();
+    assert_eq!(ws.read("p/out.txt"), "a\ndata");
+    ws.write("p/cache.txt", "changed");
+    assert_eq!(
+        states(&ws.run_env(&["run", "//p:build"], &[("MODE", "a")])),
+        ["hit //p:build"]
+    );
+    let out = ws.run_env(&["run", "//p:build"], &[("MODE", "b")]);
+    assert!(out.stderr.contains("env 'MODE' changed"), "{}", out.stderr);
+}

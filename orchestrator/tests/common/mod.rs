@@ -49,7 +49,7 @@ impl Out {
 pub fn redact(text: &str) -> String {
     let time = regex::Regex::new(r"\b\d+(\.\d+)?(ms|s)\b").unwrap();
     let tmp = regex::Regex::new(r"/tmp/[^\s/'\x22]+").unwrap();
-    let ids = regex::Regex::new(r"(action|vbipc)-[A-Za-z0-9-]+").unwrap();
+    let ids = regex::Regex::new(r"(action|act|vbipc)-[A-Za-z0-9-]+").unwrap();
     let uid = regex::Regex::new(r"/vbuild-\d+/").unwrap();
     let text = time.replace_all(text, "[time]");
     let text = ids.replace_all(&text, "$1-[id]");
