@@ -9,7 +9,7 @@ use crate::workspace::{Target, Workspace};
 use anyhow::{Context, Result};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use vbuild_ipc::{
     ActionServer, Declarations, EnvQuery, EnvQueryMatcher, SecretMatcher, ServerConfig,
@@ -56,15 +56,88 @@ pub struct Ctx<'a> {
     pub secrets: SecretMatcher,
     pub secret_patterns: Vec<String>,
     pub opts: RunOptions,
+    /// What only an action that executes needs (runtime, IPC directory,
+    /// the sandbox probe): built on first use, so a run where everything
+    /// hits never pays for it.
+    pub exec_env: ExecEnv,
+}
+
+/// Lazily built run-wide state for executing actions.
+#[derive(Default)]
+pub struct ExecEnv {
     /// Runs the per-action IPC servers.
-    pub rt: tokio::runtime::Handle,
+    rt: OnceLock<Result<tokio::runtime::Runtime, String>>,
     /// Short directory for IPC sockets (a socket path must fit 107 bytes).
-    pub ipc_parent: PathBuf,
+    ipc_parent: OnceLock<Result<PathBuf, String>>,
     /// This vbuild binary, put on every action's PATH for `vbuild tool`.
-    pub exe: PathBuf,
-    /// Whether the namespace sandbox is usable in this run (probed once;
-    /// when not, `namespaces` targets fall back to `scratch`, announced).
-    pub namespaces: bool,
+    exe: OnceLock<Result<PathBuf, String>>,
+    /// Whether the namespace sandbox is usable in this run (probed once, the
+    /// first time an action must execute, unless `--sandbox=strict` probed
+    /// up front; when not, `namespaces` targets fall back to `scratch`,
+    /// announced once).
+    namespaces: OnceLock<bool>,
+}
+
+impl ExecEnv {
+    /// `namespaces`: the probe's answer when already known (strict mode).
+    pub fn new(namespaces: Option<bool>) -> ExecEnv {
+        let env = ExecEnv::default();
+        if let Some(ok) = namespaces {
+            let _ = env.namespaces.set(ok);
+        }
+        env
+    }
+
+    fn rt(&self) -> Result<tokio::runtime::Handle> {
+        let rt = self.rt.get_or_init(|| {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .map_err(|e| format!("starting the IPC runtime: {e}"))?;
+            // Ctrl-C: kill every running action's process tree; each then fails.
+            rt.spawn(async {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    vbuild_sandbox::cancel_all();
+                }
+            });
+            Ok(rt)
+        });
+        rt.as_ref()
+            .map(|rt| rt.handle().clone())
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    fn ipc_parent(&self) -> Result<&Path> {
+        self.ipc_parent
+            .get_or_init(|| crate::ipc_parent().map_err(|e| format!("{e:#}")))
+            .as_deref()
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    fn exe(&self) -> Result<&Path> {
+        self.exe
+            .get_or_init(|| {
+                std::env::current_exe().map_err(|e| format!("locating the vbuild binary: {e}"))
+            })
+            .as_deref()
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// Probes the namespace sandbox once (announcing a fallback once).
+    fn namespaces(&self) -> bool {
+        *self.namespaces.get_or_init(|| {
+            match vbuild_sandbox::resolve_mode(vbuild_sandbox::SandboxMode::Namespaces, false) {
+                Ok((mode, warning)) => {
+                    if let Some(warning) = warning {
+                        eprintln!("{warning}");
+                    }
+                    mode == vbuild_sandbox::SandboxMode::Namespaces
+                }
+                Err(_) => false,
+            }
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,10 +197,11 @@ impl EnvSource for Ctx<'_> {
 }
 
 impl Ctx<'_> {
-    /// The sandbox an action really runs in (and is keyed by).
+    /// The sandbox an action really runs in (and is keyed by). Probes the
+    /// namespace sandbox the first time it is asked about one.
     fn sandbox_of(&self, target: &Target) -> SandboxSetting {
         match requested_sandbox(self.opts.sandbox, target, self.ws) {
-            SandboxSetting::Namespaces if !self.namespaces => SandboxSetting::Scratch,
+            SandboxSetting::Namespaces if !self.exec_env.namespaces() => SandboxSetting::Scratch,
             other => other,
         }
     }
@@ -227,7 +301,6 @@ pub fn run(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>]) -> Outcome {
 fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -> Result<Outcome> {
     let target = &ctx.ws.targets[idx];
     let label = target.label.to_string();
-    let sandbox = ctx.sandbox_of(target);
     let inputs = inputs::resolve(
         ctx.ws,
         &ctx.index,
@@ -236,8 +309,14 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
         idx,
         dep_outputs,
     )?;
-    let fixed = ctx.static_key(target, sandbox);
-    let weak = key::weak_key(&fixed);
+    // Keyed optimistically by the sandbox asked for: a result produced in
+    // the namespace sandbox is valid wherever it is found, so a hit needs
+    // no probe. Only a miss asks whether namespaces work here; if they do
+    // not, the action is keyed (and looked up again) as `scratch`.
+    let requested = requested_sandbox(ctx.opts.sandbox, target, ctx.ws);
+    let mut sandbox = requested;
+    let mut fixed = ctx.static_key(target, sandbox);
+    let mut weak = key::weak_key(&fixed);
     let cacheable = target.cache && !ctx.opts.no_cache && sandbox != SandboxSetting::None;
 
     let reason = if !cacheable {
@@ -250,41 +329,34 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
         }
     } else {
         let mut unusable = None;
-        for (nth, text) in ctx
-            .store
-            .action_cache
-            .records(&weak)?
-            .into_iter()
-            .enumerate()
-        {
-            let record: Record =
-                serde_json::from_str(&text).context("reading a narrowing record")?;
-            let strong = key::strong_key(&weak, &record, &inputs, ctx);
-            let Some(result) = ctx.store.action_cache.get(&strong)? else {
-                continue;
-            };
-            match restore(ctx, target, &result) {
-                Ok(outcome) => {
-                    // Most recently used first; the first record needs no write.
-                    if nth > 0 {
-                        ctx.store.action_cache.touch_record(&weak, &text)?;
-                    }
-                    return Ok(Outcome {
-                        duration: start.elapsed(),
-                        ..outcome
-                    });
-                }
-                Err(e) => {
-                    // Never trust an entry whose blobs are gone or corrupt.
-                    ctx.store.action_cache.remove(&strong)?;
-                    unusable = Some(format!("cached entry unusable ({e:#})"));
-                }
+        if let Some(outcome) = lookup(ctx, target, &weak, &inputs, &mut unusable)? {
+            return Ok(Outcome {
+                duration: start.elapsed(),
+                ..outcome
+            });
+        }
+        let effective = ctx.sandbox_of(target);
+        if effective != sandbox {
+            sandbox = effective;
+            fixed = ctx.static_key(target, sandbox);
+            weak = key::weak_key(&fixed);
+            if let Some(outcome) = lookup(ctx, target, &weak, &inputs, &mut unusable)? {
+                return Ok(Outcome {
+                    duration: start.elapsed(),
+                    ..outcome
+                });
             }
         }
         match unusable {
             Some(why) => why,
             None => explain_miss(ctx, &label, &fixed, &inputs)?,
         }
+    };
+    // Uncacheable actions skipped the lookup: resolve the sandbox now.
+    let sandbox = if cacheable {
+        sandbox
+    } else {
+        ctx.sandbox_of(target)
     };
     if ctx.opts.dry_run {
         return Ok(Outcome::new(State::WouldRun(reason), start.elapsed()));
@@ -370,6 +442,45 @@ fn narrowed_record(ctx: &Ctx, target: &Target, decl: &Declarations) -> Record {
             .as_ref()
             .map(|u| u.iter().cloned().collect()),
     }
+}
+
+/// Tries every record under `weak`; restores and returns the first hit.
+/// An entry whose blobs are unusable is removed and noted in `unusable`.
+fn lookup(
+    ctx: &Ctx,
+    target: &Target,
+    weak: &vbuild_store::Digest,
+    inputs: &BTreeMap<String, EntryKind>,
+    unusable: &mut Option<String>,
+) -> Result<Option<Outcome>> {
+    for (nth, text) in ctx
+        .store
+        .action_cache
+        .records(weak)?
+        .into_iter()
+        .enumerate()
+    {
+        let record: Record = serde_json::from_str(&text).context("reading a narrowing record")?;
+        let strong = key::strong_key(weak, &record, inputs, ctx);
+        let Some(result) = ctx.store.action_cache.get(&strong)? else {
+            continue;
+        };
+        match restore(ctx, target, &result) {
+            Ok(outcome) => {
+                // Most recently used first; the first record needs no write.
+                if nth > 0 {
+                    ctx.store.action_cache.touch_record(weak, &text)?;
+                }
+                return Ok(Some(outcome));
+            }
+            Err(e) => {
+                // Never trust an entry whose blobs are gone or corrupt.
+                ctx.store.action_cache.remove(&strong)?;
+                *unusable = Some(format!("cached entry unusable ({e:#})"));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// A hit: load the output tree and logs (verifying every blob), then make
@@ -485,7 +596,8 @@ fn execute(
     // a symlink in a private bin directory otherwise.
     let host_bin = scratch.host_out().join("bin");
     std::fs::create_dir_all(&host_bin)?;
-    std::os::unix::fs::symlink(&ctx.exe, host_bin.join("vbuild"))?;
+    let exe = ctx.exec_env.exe()?;
+    std::os::unix::fs::symlink(exe, host_bin.join("vbuild"))?;
     let bin = if namespaced {
         PathBuf::from(BIN_INSIDE)
     } else {
@@ -496,8 +608,8 @@ fn execute(
         host_env: ctx.host_env.clone(),
         secret_patterns: ctx.secret_patterns.clone(),
     };
-    let server =
-        ActionServer::start(&ctx.rt, &ctx.ipc_parent, config).context("starting the IPC server")?;
+    let server = ActionServer::start(&ctx.exec_env.rt()?, ctx.exec_env.ipc_parent()?, config)
+        .context("starting the IPC server")?;
     let ipc_env = if namespaced {
         let inside = Path::new(IPC_INSIDE);
         ActionServer::action_env(inside, &inside.join(vbuild_ipc::NODE_CLIENT_FILE_NAME))
@@ -518,7 +630,7 @@ fn execute(
         timeout: target.timeout,
         stdout: out_path.clone(),
         stderr: err_path.clone(),
-        extra_ro_binds: vec![(ctx.exe.clone(), Path::new(BIN_INSIDE).join("vbuild"))],
+        extra_ro_binds: vec![(exe.to_path_buf(), Path::new(BIN_INSIDE).join("vbuild"))],
         extra_rw_binds: vec![(server.socket_dir().to_path_buf(), PathBuf::from(IPC_INSIDE))],
     };
     let outcome = match mode {

@@ -69,11 +69,12 @@ pub fn normalize(text: &str) -> Result<(String, bool), &'static str> {
     Ok((parts.join("/"), is_dir))
 }
 
-/// A target's `srcs`, compiled.
+/// A target's `srcs`, compiled. Cheap to clone (shared): targets with the
+/// same patterns share one compiled matcher (see `workspace::load`), since
+/// compiling a `GlobSet` costs far more than matching with it.
 #[derive(Clone, Debug)]
 pub struct SrcMatcher {
-    include: GlobSet,
-    exclude: GlobSet,
+    sets: std::sync::Arc<(GlobSet, GlobSet)>,
 }
 
 impl SrcMatcher {
@@ -91,13 +92,13 @@ impl SrcMatcher {
             }
         }
         Ok(SrcMatcher {
-            include: include.build()?,
-            exclude: exclude.build()?,
+            sets: std::sync::Arc::new((include.build()?, exclude.build()?)),
         })
     }
 
     pub fn matches(&self, path: &str) -> bool {
-        self.include.is_match(path) && !self.exclude.is_match(path)
+        let (include, exclude) = &*self.sets;
+        include.is_match(path) && !exclude.is_match(path)
     }
 }
 

@@ -2,7 +2,7 @@
 //! srcs globs, and digest each file through the stat cache (a no-op run
 //! reads no file it has hashed before).
 use crate::globs::OutSpec;
-use crate::workspace::{skipped_dir, Workspace, BUILD_FILE};
+use crate::workspace::{skipped_dir, Workspace};
 use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -57,36 +57,54 @@ fn list_package(ws: &Workspace, package: &str) -> Result<PackageFiles> {
         })
         .collect();
     let mut paths = Vec::new();
-    let walker = walkdir::WalkDir::new(&dir)
-        .follow_links(false)
-        .sort_by_file_name()
-        .into_iter();
-    let walker = walker.filter_entry(|e| {
-        if e.depth() == 0 || !e.file_type().is_dir() {
-            return true;
-        }
-        let name = e.file_name().to_string_lossy();
-        !skipped_dir(&name) && !e.path().join(BUILD_FILE).is_file()
-    });
-    for entry in walker {
-        let entry = entry.with_context(|| format!("listing package //{package}"))?;
-        if entry.file_type().is_dir() {
-            continue;
-        }
-        let rel = entry
-            .path()
-            .strip_prefix(&dir)
-            .expect("walk stays in the package");
-        let Some(rel) = rel.to_str() else {
-            bail!("{}: file names must be UTF-8", entry.path().display());
-        };
-        if !outs.iter().any(|(o, g)| o.covers(rel, g.as_ref())) {
-            paths.push(rel.to_string());
-        }
-    }
+    walk_package(ws, package, &dir, "", &outs, &mut paths)
+        .with_context(|| format!("listing package //{package}"))?;
     // Bytewise order, so literal srcs can be found by binary search.
     paths.sort();
     Ok(PackageFiles { paths })
+}
+
+/// Appends the files under `dir` (package-relative prefix `rel_dir`) to
+/// `paths`. `read_dir` gives each entry's type without a `stat`, and a
+/// sub-package is recognized from the workspace's package list, so listing
+/// costs one `getdents` per directory.
+fn walk_package(
+    ws: &Workspace,
+    package: &str,
+    dir: &Path,
+    rel_dir: &str,
+    outs: &[(&OutSpec, Option<globset::GlobMatcher>)],
+    paths: &mut Vec<String>,
+) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            bail!("{}: file names must be UTF-8", entry.path().display());
+        };
+        let rel = if rel_dir.is_empty() {
+            name.to_string()
+        } else {
+            format!("{rel_dir}/{name}")
+        };
+        let file_type = entry.file_type()?;
+        if file_type.is_dir() {
+            if skipped_dir(name) || is_package(ws, &join(package, &rel)) {
+                continue;
+            }
+            walk_package(ws, package, &entry.path(), &rel, outs, paths)?;
+        } else if !outs.iter().any(|(o, g)| o.covers(&rel, g.as_ref())) {
+            paths.push(rel);
+        }
+    }
+    Ok(())
+}
+
+/// Whether `path` (workspace-relative) holds a BUILD.toml of this workspace.
+fn is_package(ws: &Workspace, path: &str) -> bool {
+    ws.packages
+        .binary_search_by(|p| p.as_str().cmp(path))
+        .is_ok()
 }
 
 fn join(package: &str, rel: &str) -> String {

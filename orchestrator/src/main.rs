@@ -274,11 +274,13 @@ fn build(session: &Session, patterns: &[Pattern], opts: action::RunOptions) -> R
         .collect();
     let secrets =
         vbuild_ipc::SecretMatcher::new(&secret_patterns).context("vbuild.toml: secret_env")?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .context("starting the IPC runtime")?;
+    // The probe runs up front only for --sandbox=strict (which must refuse
+    // before anything runs); otherwise on the first action that executes.
+    let namespaces = if strict {
+        Some(namespaces_usable(ws, &order, &opts_sandbox, strict)?)
+    } else {
+        None
+    };
     let ctx = action::Ctx {
         ws,
         store: &store,
@@ -288,17 +290,8 @@ fn build(session: &Session, patterns: &[Pattern], opts: action::RunOptions) -> R
         secrets,
         secret_patterns,
         opts,
-        rt: rt.handle().clone(),
-        ipc_parent: ipc_parent()?,
-        exe: std::env::current_exe().context("locating the vbuild binary")?,
-        namespaces: namespaces_usable(ws, &order, &opts_sandbox, strict)?,
+        exec_env: action::ExecEnv::new(namespaces),
     };
-    // Ctrl-C: kill every running action's process tree; each then fails.
-    rt.spawn(async {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            vbuild_sandbox::cancel_all();
-        }
-    });
     let mut reporter = report::Reporter::new();
     let failed = scheduler::run(&ctx, &order, &mut reporter);
     store.action_cache.save_stat_cache(&stat_cache)?;

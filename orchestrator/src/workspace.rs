@@ -126,6 +126,7 @@ impl Workspace {
         }
 
         let mut targets = Vec::with_capacity(defs.len());
+        let mut matchers = HashMap::new();
         for (label, file, source, def) in &defs {
             let mut ctx = TargetCtx {
                 file,
@@ -133,6 +134,7 @@ impl Workspace {
                 diags: &mut diags,
                 by_label: &by_label,
                 root: &root,
+                matchers: &mut matchers,
             };
             if let Some(t) = ctx.validate(label, def.get_ref()) {
                 targets.push(t);
@@ -165,6 +167,8 @@ struct TargetCtx<'a> {
     diags: &'a mut Vec<Diagnostic>,
     by_label: &'a HashMap<Label, usize>,
     root: &'a Path,
+    /// Compiled srcs by pattern list: monorepo packages mostly share them.
+    matchers: &'a mut HashMap<Vec<(bool, String)>, SrcMatcher>,
 }
 
 impl TargetCtx<'_> {
@@ -223,7 +227,12 @@ impl TargetCtx<'_> {
             }
         }
         // Each pattern was checked above, so this only fails after an error.
-        let srcs = SrcMatcher::new(&src_patterns).ok();
+        let srcs = match self.matchers.get(&src_patterns) {
+            Some(m) => Some(m.clone()),
+            None => SrcMatcher::new(&src_patterns).ok().inspect(|m| {
+                self.matchers.insert(src_patterns.clone(), m.clone());
+            }),
+        };
         let mut outs = Vec::new();
         for out in &def.outs {
             match OutSpec::parse(out.get_ref()) {
@@ -363,22 +372,32 @@ fn cycle_diagnostic(targets: &[Target], cycle: &[usize], parsed: &[ParsedFile]) 
 }
 
 /// Every package (directory holding BUILD.toml), workspace-relative, sorted.
+/// `read_dir` reports entry types without a `stat` per file.
 fn discover_packages(root: &Path) -> Vec<String> {
-    let mut packages = Vec::new();
-    let walker = walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .into_iter()
-        .filter_entry(|e| {
-            e.depth() == 0
-                || !(e.file_type().is_dir() && skipped_dir(&e.file_name().to_string_lossy()))
-        });
-    for entry in walker.flatten() {
-        if entry.file_type().is_file() && entry.file_name() == BUILD_FILE {
-            let dir = entry.path().parent().unwrap_or(root);
-            let rel = rel_display(root, dir).to_string_lossy().replace('\\', "/");
-            packages.push(rel);
+    fn walk(dir: &Path, rel: &str, packages: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Ok(file_type) = entry.file_type() else {
+                continue;
+            };
+            let name = entry.file_name();
+            if file_type.is_file() && name == BUILD_FILE {
+                packages.push(rel.to_string());
+            } else if file_type.is_dir() && !skipped_dir(&name.to_string_lossy()) {
+                let name = name.to_string_lossy();
+                let sub = if rel.is_empty() {
+                    name.into_owned()
+                } else {
+                    format!("{rel}/{name}")
+                };
+                walk(&entry.path(), &sub, packages);
+            }
         }
     }
+    let mut packages = Vec::new();
+    walk(root, "", &mut packages);
     packages.sort();
     packages
 }

@@ -35,6 +35,13 @@ pub(crate) fn open(path: &Path) -> Result<Conn> {
     conn.pragma_update(None, "foreign_keys", true)?;
     // Room for every statement the cache prepares, so none is re-parsed.
     conn.set_prepared_statement_cache_capacity(64);
+    // Plans must not depend on bound values: otherwise SQLite re-prepares
+    // (re-parses and re-plans) a cached statement whenever a parameter it
+    // may plan around is bound anew, i.e. on every lookup.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     migrate(&mut conn, path)?;
     Ok(conn)
 }

@@ -91,27 +91,89 @@ impl Entry {
     }
 }
 
+/// FxHash (rustc's): paths are not attacker-chosen keys here, and SipHash
+/// over `Path`'s component-wise `Hash` dominated loading the cache.
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let v = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ b as u64).wrapping_mul(K);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Map = HashMap<Vec<u8>, Entry, std::hash::BuildHasherDefault<FxHasher>>;
+
+#[cfg(unix)]
+fn key(path: &Path) -> &[u8] {
+    use std::os::unix::ffi::OsStrExt;
+    path.as_os_str().as_bytes()
+}
+
+#[cfg(not(unix))]
+fn key(path: &Path) -> std::borrow::Cow<'_, [u8]> {
+    match path.to_string_lossy() {
+        std::borrow::Cow::Borrowed(s) => std::borrow::Cow::Borrowed(s.as_bytes()),
+        std::borrow::Cow::Owned(s) => std::borrow::Cow::Owned(s.into_bytes()),
+    }
+}
+
+#[cfg(unix)]
+fn owned_key(path: PathBuf) -> Vec<u8> {
+    use std::os::unix::ffi::OsStringExt;
+    path.into_os_string().into_vec()
+}
+
+#[cfg(not(unix))]
+fn owned_key(path: PathBuf) -> Vec<u8> {
+    path.to_string_lossy().into_owned().into_bytes()
+}
+
+#[cfg(unix)]
+fn key_path(key: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    PathBuf::from(std::ffi::OsStr::from_bytes(key))
+}
+
+#[cfg(not(unix))]
+fn key_path(key: &[u8]) -> PathBuf {
+    PathBuf::from(String::from_utf8_lossy(key).into_owned())
+}
+
 /// In-memory view, loaded once per run, saved once at the end. Thread-safe
 /// (`&self` methods; interior Mutex or sharded locks).
 ///
 /// One mutex: every critical section is a single hash-map operation, far
 /// cheaper than the `stat` call the caller made just before, so contention
-/// does not matter at build scale.
+/// does not matter at build scale. Keyed by the path's bytes.
 pub struct StatCache {
-    entries: Mutex<HashMap<PathBuf, Entry>>,
+    entries: Mutex<Map>,
 }
 
 impl StatCache {
     pub fn empty() -> StatCache {
         StatCache {
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Map::default()),
         }
     }
 
     /// The digest recorded for `path` if `stat` matches and the entry is not racy.
     pub fn lookup(&self, path: &Path, stat: &FileStat) -> Option<Digest> {
+        #[allow(clippy::needless_borrow)]
         self.lock()
-            .get(path)
+            .get(&*key(path))
             .filter(|e| e.trusted_for(stat))
             .map(|e| e.digest)
     }
@@ -138,13 +200,13 @@ impl StatCache {
             recorded_ns,
             dirty: true,
         };
-        self.lock().insert(path.to_path_buf(), entry);
+        self.lock().insert(key(path).to_vec(), entry);
     }
 
     /// Inserts a row loaded from the database (not dirty).
     pub(crate) fn insert_loaded(&self, path: PathBuf, entry: Entry) {
         self.lock().insert(
-            path,
+            owned_key(path),
             Entry {
                 dirty: false,
                 ..entry
@@ -157,7 +219,7 @@ impl StatCache {
         self.lock()
             .iter()
             .filter(|(_, e)| e.dirty)
-            .map(|(p, e)| (p.clone(), *e))
+            .map(|(p, e)| (key_path(p), *e))
             .collect()
     }
 
@@ -165,7 +227,8 @@ impl StatCache {
     pub(crate) fn mark_saved(&self, saved: &[(PathBuf, Entry)]) {
         let mut map = self.lock();
         for (path, entry) in saved {
-            if let Some(current) = map.get_mut(path) {
+            #[allow(clippy::needless_borrow)]
+            if let Some(current) = map.get_mut(&*key(path)) {
                 if current == entry {
                     current.dirty = false;
                 }
@@ -173,7 +236,7 @@ impl StatCache {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<PathBuf, Entry>> {
+    fn lock(&self) -> MutexGuard<'_, Map> {
         // A panic while holding the lock cannot leave the map half-updated
         // (each section is one map operation), so poisoning is ignored.
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
