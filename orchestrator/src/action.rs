@@ -51,6 +51,8 @@ pub struct Ctx<'a> {
     pub store: &'a Store,
     pub stat_cache: &'a StatCache,
     pub index: PackageIndex,
+    /// Every selected target's srcs, resolved once (see `SrcsCache`).
+    pub srcs: inputs::SrcsCache,
     /// vbuild's own environment: pass_env and tool `getEnv` read from it.
     pub host_env: Arc<HashMap<String, String>>,
     pub secrets: SecretMatcher,
@@ -197,6 +199,12 @@ impl EnvSource for Ctx<'_> {
 }
 
 impl Ctx<'_> {
+    /// Resolves one more target's srcs ahead of time; false when none is left.
+    pub fn prefetch_one(&self, order: &[usize]) -> bool {
+        self.srcs
+            .prefetch_one(self.ws, &self.index, self.store, self.stat_cache, order)
+    }
+
     /// The sandbox an action really runs in (and is keyed by). Probes the
     /// namespace sandbox the first time it is asked about one.
     fn sandbox_of(&self, target: &Target) -> SandboxSetting {
@@ -301,14 +309,10 @@ pub fn run(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>]) -> Outcome {
 fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -> Result<Outcome> {
     let target = &ctx.ws.targets[idx];
     let label = target.label.to_string();
-    let inputs = inputs::resolve(
-        ctx.ws,
-        &ctx.index,
-        ctx.store,
-        ctx.stat_cache,
-        idx,
-        dep_outputs,
-    )?;
+    let srcs = ctx
+        .srcs
+        .get(ctx.ws, &ctx.index, ctx.store, ctx.stat_cache, idx)?;
+    let inputs = inputs::resolve(&srcs, dep_outputs);
     // Keyed optimistically by the sandbox asked for: a result produced in
     // the namespace sandbox is valid wherever it is found, so a hit needs
     // no probe. Only a miss asks whether namespaces work here; if they do

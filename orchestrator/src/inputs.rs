@@ -2,7 +2,7 @@
 //! srcs globs, and digest each file through the stat cache (a no-op run
 //! reads no file it has hashed before).
 use crate::globs::OutSpec;
-use crate::workspace::{skipped_dir, Workspace};
+use crate::workspace::Workspace;
 use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -19,6 +19,8 @@ pub struct PackageFiles {
 /// Lazily listed packages, shared by all actions of a run.
 pub struct PackageIndex {
     lists: HashMap<String, OnceLock<Result<Arc<PackageFiles>, String>>>,
+    /// Targets of each package (their outputs are never sources).
+    targets_of: HashMap<String, Vec<usize>>,
 }
 
 impl PackageIndex {
@@ -28,76 +30,90 @@ impl PackageIndex {
             .iter()
             .map(|p| (p.clone(), OnceLock::new()))
             .collect();
-        PackageIndex { lists }
+        let mut targets_of: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, t) in ws.targets.iter().enumerate() {
+            targets_of
+                .entry(t.label.package.clone())
+                .or_default()
+                .push(i);
+        }
+        PackageIndex { lists, targets_of }
     }
 
     pub fn files(&self, ws: &Workspace, package: &str) -> Result<Arc<PackageFiles>> {
         let cell = self.lists.get(package).context("unknown package")?;
         cell.get_or_init(|| {
-            list_package(ws, package)
+            self.list_package(ws, package)
                 .map(Arc::new)
                 .map_err(|e| format!("{e:#}"))
         })
         .clone()
         .map_err(anyhow::Error::msg)
     }
-}
 
-fn list_package(ws: &Workspace, package: &str) -> Result<PackageFiles> {
-    let dir = ws.root.join(package);
-    // Outputs of this package's targets are generated, never sources.
-    let outs: Vec<(&OutSpec, Option<globset::GlobMatcher>)> = ws
-        .targets
-        .iter()
-        .filter(|t| t.label.package == package)
-        .flat_map(|t| t.outs.iter())
-        .map(|o| match o {
-            OutSpec::Glob(g) => (o, crate::globs::out_glob(g).ok()),
-            _ => (o, None),
-        })
-        .collect();
-    let mut paths = Vec::new();
-    walk_package(ws, package, &dir, "", &outs, &mut paths)
-        .with_context(|| format!("listing package //{package}"))?;
-    // Bytewise order, so literal srcs can be found by binary search.
-    paths.sort();
-    Ok(PackageFiles { paths })
-}
-
-/// Appends the files under `dir` (package-relative prefix `rel_dir`) to
-/// `paths`. `read_dir` gives each entry's type without a `stat`, and a
-/// sub-package is recognized from the workspace's package list, so listing
-/// costs one `getdents` per directory.
-fn walk_package(
-    ws: &Workspace,
-    package: &str,
-    dir: &Path,
-    rel_dir: &str,
-    outs: &[(&OutSpec, Option<globset::GlobMatcher>)],
-    paths: &mut Vec<String>,
-) -> Result<()> {
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else {
-            bail!("{}: file names must be UTF-8", entry.path().display());
-        };
-        let rel = if rel_dir.is_empty() {
-            name.to_string()
+    /// The package's files, from the walk made when the workspace loaded.
+    fn list_package(&self, ws: &Workspace, package: &str) -> Result<PackageFiles> {
+        // Outputs of this package's targets are generated, never sources.
+        let outs: Vec<(&OutSpec, Option<globset::GlobMatcher>)> = self
+            .targets_of
+            .get(package)
+            .into_iter()
+            .flatten()
+            .flat_map(|&i| ws.targets[i].outs.iter())
+            .map(|o| match o {
+                OutSpec::Glob(g) => (o, crate::globs::out_glob(g).ok()),
+                _ => (o, None),
+            })
+            .collect();
+        let prefix = if package.is_empty() {
+            String::new()
         } else {
-            format!("{rel_dir}/{name}")
+            format!("{package}/")
         };
-        let file_type = entry.file_type()?;
-        if file_type.is_dir() {
-            if skipped_dir(name) || is_package(ws, &join(package, &rel)) {
+        let within = |p: &str| p.starts_with(prefix.as_str()) && !in_sub_package(ws, package, p);
+        if let Some((_, why)) = ws
+            .tree
+            .errors
+            .iter()
+            .find(|(dir, _)| dir == package || (within(dir) && !is_package(ws, dir)))
+        {
+            bail!("listing package //{package}: {why}");
+        }
+        let files = &ws.tree.files;
+        let start = files.partition_point(|f| f.as_str() < prefix.as_str());
+        let mut paths = Vec::new();
+        for path in files[start..]
+            .iter()
+            .take_while(|f| f.starts_with(prefix.as_str()))
+        {
+            if in_sub_package(ws, package, path) {
                 continue;
             }
-            walk_package(ws, package, &entry.path(), &rel, outs, paths)?;
-        } else if !outs.iter().any(|(o, g)| o.covers(&rel, g.as_ref())) {
-            paths.push(rel);
+            let rel = &path[prefix.len()..];
+            if !outs.iter().any(|(o, g)| o.covers(rel, g.as_ref())) {
+                paths.push(rel.to_string());
+            }
+        }
+        // Bytewise order, so literal srcs can be found by binary search.
+        paths.sort();
+        Ok(PackageFiles { paths })
+    }
+}
+
+/// Whether `path` (a file or directory of the workspace, inside `package`)
+/// lies in a package nested in `package`.
+fn in_sub_package(ws: &Workspace, package: &str, path: &str) -> bool {
+    let mut dir = path;
+    while let Some(slash) = dir.rfind('/') {
+        dir = &dir[..slash];
+        if dir.len() <= package.len() {
+            return false;
+        }
+        if is_package(ws, dir) {
+            return true;
         }
     }
-    Ok(())
+    false
 }
 
 /// Whether `path` (workspace-relative) holds a BUILD.toml of this workspace.
@@ -144,16 +160,72 @@ pub fn entry_for(store: &Store, stat_cache: &StatCache, abs: &Path) -> Result<En
     })
 }
 
-/// The full input set of a target: its matched srcs plus its deps' outputs,
-/// workspace-relative.
-pub fn resolve(
+/// A target's matched srcs with their digests, workspace-relative.
+pub type Srcs = BTreeMap<String, EntryKind>;
+
+/// The srcs of every selected target, resolved at most once each: by the
+/// action itself, or earlier by a worker with nothing ready to run (so
+/// stat-ing and hashing sources runs in parallel, not along dependency
+/// chains).
+pub struct SrcsCache {
+    cells: Vec<OnceLock<Result<Arc<Srcs>, String>>>,
+    /// Next position in `order` to pre-resolve.
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl SrcsCache {
+    pub fn new(targets: usize) -> SrcsCache {
+        SrcsCache {
+            cells: (0..targets).map(|_| OnceLock::new()).collect(),
+            next: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    pub fn get(
+        &self,
+        ws: &Workspace,
+        index: &PackageIndex,
+        store: &Store,
+        stat_cache: &StatCache,
+        target_idx: usize,
+    ) -> Result<Arc<Srcs>> {
+        self.cells[target_idx]
+            .get_or_init(|| {
+                resolve_srcs(ws, index, store, stat_cache, target_idx)
+                    .map(Arc::new)
+                    .map_err(|e| format!("{e:#}"))
+            })
+            .clone()
+            .map_err(anyhow::Error::msg)
+    }
+
+    /// Resolves the srcs of the next not yet claimed target of `order`;
+    /// false when every one has been claimed. Errors are kept for the
+    /// action to report.
+    pub fn prefetch_one(
+        &self,
+        ws: &Workspace,
+        index: &PackageIndex,
+        store: &Store,
+        stat_cache: &StatCache,
+        order: &[usize],
+    ) -> bool {
+        let pos = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Some(&idx) = order.get(pos) else {
+            return false;
+        };
+        let _ = self.get(ws, index, store, stat_cache, idx);
+        true
+    }
+}
+
+fn resolve_srcs(
     ws: &Workspace,
     index: &PackageIndex,
     store: &Store,
     stat_cache: &StatCache,
     target_idx: usize,
-    dep_outputs: &[Arc<Tree>],
-) -> Result<BTreeMap<String, EntryKind>> {
+) -> Result<Srcs> {
     let target = &ws.targets[target_idx];
     let package = &target.label.package;
     let files = index.files(ws, package)?;
@@ -163,12 +235,19 @@ pub fn resolve(
         let entry = entry_for(store, stat_cache, &ws.root.join(&path))?;
         inputs.insert(path, entry);
     }
+    Ok(inputs)
+}
+
+/// The full input set of a target: its matched srcs plus its deps' outputs,
+/// workspace-relative.
+pub fn resolve(srcs: &Srcs, dep_outputs: &[Arc<Tree>]) -> BTreeMap<String, EntryKind> {
+    let mut inputs = srcs.clone();
     for tree in dep_outputs {
         for e in tree.entries() {
             inputs.insert(e.path.clone(), e.kind.clone());
         }
     }
-    Ok(inputs)
+    inputs
 }
 
 /// BLAKE3 of a file's bytes, without storing it.

@@ -45,6 +45,35 @@ struct Session {
 }
 
 fn load(dir: &Option<PathBuf>) -> Result<Session> {
+    Ok(load_with(dir, |_| ())?.0)
+}
+
+/// The store and this workspace's stat cache rows, opened while the
+/// workspace loads.
+type Opened = Result<(Store, vbuild_store::StatCache)>;
+
+/// Loads the workspace and opens the store at the same time (on another
+/// thread: the two are independent, and both show up in a no-op build).
+fn load_with_store(dir: &Option<PathBuf>) -> Result<(Session, Opened)> {
+    let (session, opened) = load_with(dir, |root| {
+        let prefix = format!("{}/", root.display());
+        std::thread::spawn(move || -> Opened {
+            let store = open_store()?;
+            let stat_cache = store.action_cache.load_stat_cache(&prefix)?;
+            Ok((store, stat_cache))
+        })
+    })?;
+    let opened = opened
+        .join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("opening the store panicked")));
+    Ok((session, opened))
+}
+
+/// Finds the root, calls `start` with it, then loads the workspace.
+fn load_with<T>(
+    dir: &Option<PathBuf>,
+    start: impl FnOnce(&std::path::Path) -> T,
+) -> Result<(Session, T)> {
     let cwd = match dir {
         Some(d) => d
             .canonicalize()
@@ -58,9 +87,10 @@ fn load(dir: &Option<PathBuf>) -> Result<Session> {
             cwd.display()
         );
     };
+    let started = start(&root);
     let ws = Workspace::load(&root).map_err(anyhow::Error::new)?;
     let current = workspace::package_of(&ws.root, &cwd);
-    Ok(Session { ws, current })
+    Ok((Session { ws, current }, started))
 }
 
 fn open_store() -> Result<Store> {
@@ -79,7 +109,7 @@ fn parse_patterns(s: &Session, texts: &[String]) -> Result<Vec<Pattern>> {
 fn real_main(cli: Cli) -> Result<u8> {
     match cli.command {
         Cmd::Run(args) => {
-            let session = load(&cli.dir)?;
+            let (session, opened) = load_with_store(&cli.dir)?;
             let patterns = parse_patterns(&session, &args.patterns)?;
             let opts = action::RunOptions {
                 jobs: args
@@ -95,10 +125,10 @@ fn real_main(cli: Cli) -> Result<u8> {
                     SandboxArg::None => SandboxSetting::None,
                 }),
             };
-            build(&session, &patterns, opts)
+            build(&session, &patterns, opts, opened)
         }
         Cmd::Why { label } => {
-            let session = load(&cli.dir)?;
+            let (session, opened) = load_with_store(&cli.dir)?;
             let patterns = parse_patterns(&session, std::slice::from_ref(&label))?;
             if !matches!(patterns[0], Pattern::Target(_)) {
                 bail!("`vbuild why` takes one target label, not a pattern");
@@ -108,7 +138,7 @@ fn real_main(cli: Cli) -> Result<u8> {
                 dry_run: true,
                 ..Default::default()
             };
-            build(&session, &patterns, opts)
+            build(&session, &patterns, opts, opened)
         }
         Cmd::Query { patterns } => {
             let session = load(&cli.dir)?;
@@ -260,12 +290,15 @@ fn tool(command: ToolCmd) -> Result<u8> {
 }
 
 /// Builds (or, with `dry_run`, explains) the closure of `patterns`.
-fn build(session: &Session, patterns: &[Pattern], opts: action::RunOptions) -> Result<u8> {
+fn build(
+    session: &Session,
+    patterns: &[Pattern],
+    opts: action::RunOptions,
+    opened: Opened,
+) -> Result<u8> {
     let ws = &session.ws;
     let order = graph::select(ws, patterns).map_err(anyhow::Error::msg)?;
-    let store = open_store()?;
-    let prefix = format!("{}/", ws.root.display());
-    let stat_cache = store.action_cache.load_stat_cache(&prefix)?;
+    let (store, stat_cache) = opened?;
     let (opts_sandbox, strict) = (opts.sandbox, opts.strict);
     let secret_patterns: Vec<String> = DEFAULT_SECRETS
         .iter()
@@ -286,6 +319,7 @@ fn build(session: &Session, patterns: &[Pattern], opts: action::RunOptions) -> R
         store: &store,
         stat_cache: &stat_cache,
         index: inputs::PackageIndex::new(ws),
+        srcs: inputs::SrcsCache::new(ws.targets.len()),
         host_env: Arc::new(std::env::vars().collect()),
         secrets,
         secret_patterns,

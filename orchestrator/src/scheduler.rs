@@ -1,16 +1,33 @@
-//! Runs the selected actions in dependency order on `jobs` worker threads.
-//! One dispatcher owns the graph state; among ready actions it always picks
-//! the first in topological order, so `-j 1` runs are fully deterministic.
+//! Runs the selected actions in dependency order on `jobs` workers (the
+//! calling thread is one of them). The graph state sits behind one mutex;
+//! a worker that finishes an action settles it and takes the next ready one
+//! itself, so a run of cache hits does not bounce every action between
+//! threads. Among ready actions a worker always takes the first in
+//! topological order, so `-j 1` runs are fully deterministic. A worker with
+//! nothing ready resolves the sources of targets still to come (stat and
+//! hash, through the stat cache) instead of sleeping.
 use crate::action::{self, Ctx, Outcome, State};
 use crate::report::Reporter;
 use std::collections::BTreeSet;
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use vbuild_store::Tree;
 
-struct Job {
-    pos: usize,
-    deps: Vec<Arc<Tree>>,
+struct Graph<'r> {
+    deps: Vec<Vec<usize>>,
+    dependents: Vec<Vec<usize>>,
+    pending: Vec<usize>,
+    ready: BTreeSet<usize>,
+    outputs: Vec<Option<Arc<Tree>>>,
+    blocked: Vec<Option<String>>,
+    failed: Vec<String>,
+    in_flight: usize,
+    settled: usize,
+    stop: bool,
+    /// Workers waiting on the condvar.
+    idle: usize,
+    /// Every source has been resolved ahead (or claimed): idle workers sleep.
+    prefetch_done: bool,
+    reporter: &'r mut Reporter,
 }
 
 /// Runs `order` (topologically sorted target indexes); returns the labels
@@ -29,126 +46,156 @@ pub fn run(ctx: &Ctx, order: &[usize], reporter: &mut Reporter) -> Vec<String> {
             dependents[d].push(p);
         }
     }
-    let mut pending: Vec<usize> = deps.iter().map(Vec::len).collect();
-    let mut ready: BTreeSet<usize> = (0..n).filter(|&p| pending[p] == 0).collect();
-    let mut outputs: Vec<Option<Arc<Tree>>> = vec![None; n];
-    let mut blocked: Vec<Option<String>> = vec![None; n];
-    let mut failed = Vec::new();
-    let jobs = ctx.opts.jobs.max(1);
+    let pending: Vec<usize> = deps.iter().map(Vec::len).collect();
+    let ready: BTreeSet<usize> = (0..n).filter(|&p| pending[p] == 0).collect();
+    let jobs = ctx.opts.jobs.max(1).min(n.max(1));
+    let graph = Mutex::new(Graph {
+        deps,
+        dependents,
+        pending,
+        ready,
+        outputs: vec![None; n],
+        blocked: vec![None; n],
+        failed: Vec::new(),
+        in_flight: 0,
+        settled: 0,
+        stop: false,
+        idle: 0,
+        // A dry run explains; it has no use for sources nobody asks about.
+        prefetch_done: ctx.opts.dry_run || jobs == 1,
+        reporter,
+    });
+    let wake = Condvar::new();
 
     std::thread::scope(|scope| {
-        let (job_tx, job_rx) = mpsc::channel::<Job>();
-        let (done_tx, done_rx) = mpsc::channel::<(usize, Outcome)>();
-        let job_rx = Arc::new(Mutex::new(job_rx));
-        for _ in 0..jobs.min(n) {
-            let (job_rx, done_tx) = (job_rx.clone(), done_tx.clone());
-            scope.spawn(move || loop {
-                let job = job_rx.lock().expect("job queue").recv();
-                let Ok(job) = job else { break };
-                let outcome = action::run(ctx, order[job.pos], &job.deps);
-                if done_tx.send((job.pos, outcome)).is_err() {
-                    break;
-                }
-            });
+        for _ in 1..jobs {
+            scope.spawn(|| worker(ctx, order, &graph, &wake));
         }
-        drop(done_tx);
-
-        let mut in_flight = 0;
-        let mut stop = false;
-        let mut settled = 0;
-        while settled < n {
-            while !stop && in_flight < jobs {
-                let Some(pos) = ready.pop_first() else { break };
-                if let Some(why) = blocked[pos].take() {
-                    // A dependency did not produce outputs: settle without running.
-                    let state = if ctx.opts.dry_run {
-                        State::WouldRun(why)
-                    } else {
-                        State::Skipped(why)
-                    };
-                    let outcome = Outcome::new(state, Default::default());
-                    settled += 1;
-                    settle(
-                        ctx,
-                        order,
-                        pos,
-                        outcome,
-                        &dependents,
-                        &mut pending,
-                        &mut ready,
-                        &mut outputs,
-                        &mut blocked,
-                        reporter,
-                    );
-                    continue;
-                }
-                let deps = deps[pos]
-                    .iter()
-                    .map(|&d| outputs[d].clone().expect("dep settled with outputs"))
-                    .collect();
-                job_tx.send(Job { pos, deps }).expect("workers alive");
-                in_flight += 1;
-            }
-            if in_flight == 0 {
-                break; // stopped after a failure, or nothing left that can run
-            }
-            let Ok((pos, outcome)) = done_rx.recv() else {
-                break;
-            };
-            in_flight -= 1;
-            settled += 1;
-            if matches!(outcome.state, State::Failed(_)) {
-                failed.push(ctx.ws.targets[order[pos]].label.to_string());
-                stop = !ctx.opts.keep_going;
-            }
-            settle(
-                ctx,
-                order,
-                pos,
-                outcome,
-                &dependents,
-                &mut pending,
-                &mut ready,
-                &mut outputs,
-                &mut blocked,
-                reporter,
-            );
-        }
-        drop(job_tx);
-        reporter.not_run(n - settled);
+        worker(ctx, order, &graph, &wake);
     });
-    failed
+    let g = graph.into_inner().unwrap_or_else(|p| p.into_inner());
+    let not_run = n - g.settled;
+    g.reporter.not_run(not_run);
+    g.failed
 }
 
-#[allow(clippy::too_many_arguments)]
-fn settle(
-    ctx: &Ctx,
-    order: &[usize],
-    pos: usize,
-    outcome: Outcome,
-    dependents: &[Vec<usize>],
-    pending: &mut [usize],
-    ready: &mut BTreeSet<usize>,
-    outputs: &mut [Option<Arc<Tree>>],
-    blocked: &mut [Option<String>],
-    reporter: &mut Reporter,
-) {
+/// What a worker does next.
+enum Next {
+    Run(usize, Vec<Arc<Tree>>),
+    Prefetch,
+    Wait,
+    Exit,
+}
+
+fn worker(ctx: &Ctx, order: &[usize], graph: &Mutex<Graph<'_>>, wake: &Condvar) {
+    let lock = || graph.lock().unwrap_or_else(|p| p.into_inner());
+    let mut g = lock();
+    loop {
+        let next = next_job(ctx, order, &mut g);
+        match next {
+            Next::Exit => {
+                // Others may be waiting for the last settle: let them see it.
+                wake.notify_all();
+                return;
+            }
+            Next::Wait => {
+                g.idle += 1;
+                g = wake.wait(g).unwrap_or_else(|p| p.into_inner());
+                g.idle -= 1;
+            }
+            Next::Prefetch => {
+                drop(g);
+                if !ctx.prefetch_one(order) {
+                    g = lock();
+                    g.prefetch_done = true;
+                } else {
+                    g = lock();
+                }
+            }
+            Next::Run(pos, deps) => {
+                g.in_flight += 1;
+                drop(g);
+                let outcome = action::run(ctx, order[pos], &deps);
+                g = lock();
+                g.in_flight -= 1;
+                g.settled += 1;
+                if matches!(outcome.state, State::Failed(_)) {
+                    let label = ctx.ws.targets[order[pos]].label.to_string();
+                    g.failed.push(label);
+                    g.stop |= !ctx.opts.keep_going;
+                }
+                let newly_ready = settle(ctx, order, pos, outcome, &mut g);
+                if g.idle > 0 && (newly_ready > 1 || g.stop || g.in_flight == 0) {
+                    wake.notify_all();
+                }
+            }
+        }
+    }
+}
+
+/// Picks the next job under the lock. Blocked actions (a dependency did not
+/// produce outputs) are settled on the spot without running.
+fn next_job(ctx: &Ctx, order: &[usize], g: &mut Graph<'_>) -> Next {
+    loop {
+        if g.stop {
+            return if g.in_flight == 0 {
+                Next::Exit
+            } else {
+                Next::Wait
+            };
+        }
+        let Some(pos) = g.ready.pop_first() else {
+            if g.in_flight == 0 {
+                // Settled everything, or nothing left that can run.
+                return Next::Exit;
+            }
+            return if g.prefetch_done {
+                Next::Wait
+            } else {
+                Next::Prefetch
+            };
+        };
+        if let Some(why) = g.blocked[pos].take() {
+            let state = if ctx.opts.dry_run {
+                State::WouldRun(why)
+            } else {
+                State::Skipped(why)
+            };
+            g.settled += 1;
+            settle(ctx, order, pos, Outcome::new(state, Default::default()), g);
+            continue;
+        }
+        let deps = g.deps[pos]
+            .iter()
+            .map(|&d| g.outputs[d].clone().expect("dep settled with outputs"))
+            .collect();
+        return Next::Run(pos, deps);
+    }
+}
+
+/// Records an outcome, reports it, and releases its dependents; returns how
+/// many became ready.
+fn settle(ctx: &Ctx, order: &[usize], pos: usize, outcome: Outcome, g: &mut Graph<'_>) -> usize {
     let label = &ctx.ws.targets[order[pos]].label;
-    reporter.action(label, &outcome);
+    g.reporter.action(label, &outcome);
     let why_blocked = match &outcome.state {
         State::Failed(_) => Some(format!("dependency {label} failed")),
         State::Skipped(_) => Some(format!("dependency {label} was skipped")),
         State::WouldRun(_) => Some(format!("dependency {label} would run")),
         _ => None,
     };
-    outputs[pos] = outcome.outputs;
-    for &d in &dependents[pos] {
-        if blocked[d].is_none() {
-            blocked[d] = why_blocked.clone();
+    g.outputs[pos] = outcome.outputs;
+    let mut newly_ready = 0;
+    for i in 0..g.dependents[pos].len() {
+        let d = g.dependents[pos][i];
+        if g.blocked[d].is_none() {
+            g.blocked[d] = why_blocked.clone();
         }
-        pending[d] -= 1;
-        if pending[d] == 0 {
-            ready.insert(d);
+        g.pending[d] -= 1;
+        if g.pending[d] == 0 {
+            g.ready.insert(d);
+            newly_ready += 1;
         }
     }
+    newly_ready
 }

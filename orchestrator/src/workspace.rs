@@ -41,6 +41,8 @@ pub struct Workspace {
     pub targets: Vec<Target>,
     /// Package paths (workspace-relative, "" for the root).
     pub packages: Vec<String>,
+    /// Every file found when the workspace was loaded.
+    pub tree: Tree,
 }
 
 /// The failure to load: all diagnostics found.
@@ -91,7 +93,8 @@ impl Workspace {
             .map_err(|d| LoadError(vec![d]))?;
 
         let mut diags = Vec::new();
-        let packages = discover_packages(&root);
+        let tree = walk_workspace(&root);
+        let packages = tree.packages.clone();
         let mut parsed = Vec::new();
         for pkg in &packages {
             let rel_file = Path::new(pkg).join(BUILD_FILE);
@@ -134,6 +137,7 @@ impl Workspace {
                 diags: &mut diags,
                 by_label: &by_label,
                 root: &root,
+                files: &tree.files,
                 matchers: &mut matchers,
             };
             if let Some(t) = ctx.validate(label, def.get_ref()) {
@@ -153,6 +157,7 @@ impl Workspace {
             def,
             targets,
             packages,
+            tree,
         })
     }
 
@@ -167,6 +172,8 @@ struct TargetCtx<'a> {
     diags: &'a mut Vec<Diagnostic>,
     by_label: &'a HashMap<Label, usize>,
     root: &'a Path,
+    /// Every file of the workspace (sorted), from the walk.
+    files: &'a [String],
     /// Compiled srcs by pattern list: monorepo packages mostly share them.
     matchers: &'a mut HashMap<Vec<(bool, String)>, SrcMatcher>,
 }
@@ -208,8 +215,15 @@ impl TargetCtx<'_> {
                     if let Err(e) = crate::globs::glob(&pattern) {
                         self.error(src.span(), format!("{label}: invalid glob {text:?} in srcs: {}", e.kind()), "");
                     } else if !negated && !crate::globs::is_glob(&pattern) {
-                        let file = self.root.join(&label.package).join(&pattern);
-                        if std::fs::symlink_metadata(&file).is_err() {
+                        let rel = if label.package.is_empty() {
+                            pattern.clone()
+                        } else {
+                            format!("{}/{pattern}", label.package)
+                        };
+                        // The walk saw every file; only a directory (or a
+                        // skipped one) needs a stat.
+                        let seen = self.files.binary_search(&rel).is_ok();
+                        if !seen && std::fs::symlink_metadata(self.root.join(&rel)).is_err() {
                             self.error(
                                 src.span(),
                                 format!("{label}: srcs entry {text:?} matches no file"),
@@ -371,35 +385,76 @@ fn cycle_diagnostic(targets: &[Target], cycle: &[usize], parsed: &[ParsedFile]) 
     .with_help("remove one of these deps; a target cannot depend on itself, even indirectly")
 }
 
-/// Every package (directory holding BUILD.toml), workspace-relative, sorted.
-/// `read_dir` reports entry types without a `stat` per file.
-fn discover_packages(root: &Path) -> Vec<String> {
-    fn walk(dir: &Path, rel: &str, packages: &mut Vec<String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
+/// What one walk of the workspace finds (everything but `node_modules` and
+/// dot-directories): the packages and every file, so that listing a
+/// package's sources later needs no second walk.
+#[derive(Default)]
+pub struct Tree {
+    /// Directories holding a BUILD.toml, workspace-relative, sorted.
+    pub packages: Vec<String>,
+    /// Files and symlinks (not directories), workspace-relative, sorted
+    /// bytewise.
+    pub files: Vec<String>,
+    /// Directories (workspace-relative) that could not be listed, and
+    /// non-UTF-8 names, with the reason: an error for the package holding them.
+    pub errors: Vec<(String, String)>,
+}
+
+/// Walks the workspace once. `read_dir` reports entry types without a
+/// `stat` per file.
+fn walk_workspace(root: &Path) -> Tree {
+    fn walk(dir: &Path, rel: &str, tree: &mut Tree) {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                tree.errors
+                    .push((rel.to_string(), format!("reading {}: {e}", dir.display())));
+                return;
+            }
         };
-        for entry in entries.flatten() {
+        for entry in entries {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    tree.errors
+                        .push((rel.to_string(), format!("reading {}: {e}", dir.display())));
+                    continue;
+                }
+            };
             let Ok(file_type) = entry.file_type() else {
                 continue;
             };
             let name = entry.file_name();
-            if file_type.is_file() && name == BUILD_FILE {
-                packages.push(rel.to_string());
-            } else if file_type.is_dir() && !skipped_dir(&name.to_string_lossy()) {
-                let name = name.to_string_lossy();
-                let sub = if rel.is_empty() {
-                    name.into_owned()
-                } else {
-                    format!("{rel}/{name}")
-                };
-                walk(&entry.path(), &sub, packages);
+            let Some(name) = name.to_str() else {
+                tree.errors.push((
+                    rel.to_string(),
+                    format!("{}: file names must be UTF-8", entry.path().display()),
+                ));
+                continue;
+            };
+            if file_type.is_dir() && skipped_dir(name) {
+                continue;
+            }
+            let sub = if rel.is_empty() {
+                name.to_string()
+            } else {
+                format!("{rel}/{name}")
+            };
+            if file_type.is_dir() {
+                walk(&entry.path(), &sub, tree);
+            } else {
+                if file_type.is_file() && name == BUILD_FILE {
+                    tree.packages.push(rel.to_string());
+                }
+                tree.files.push(sub);
             }
         }
     }
-    let mut packages = Vec::new();
-    walk(root, "", &mut packages);
-    packages.sort();
-    packages
+    let mut tree = Tree::default();
+    walk(root, "", &mut tree);
+    tree.packages.sort();
+    tree.files.sort();
+    tree
 }
 
 impl std::fmt::Display for LoadError {

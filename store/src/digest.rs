@@ -12,7 +12,26 @@ impl Digest {
         blake3::hash(bytes).into()
     }
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        let buf = self.hex_bytes();
+        // Only ASCII hex digits were written.
+        String::from_utf8(buf.to_vec()).expect("hex is ASCII")
+    }
+
+    /// The 64 lowercase hex digits, without allocating.
+    pub fn hex_bytes(&self) -> [u8; 64] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 64];
+        for (i, b) in self.0.iter().enumerate() {
+            out[2 * i] = HEX[(b >> 4) as usize];
+            out[2 * i + 1] = HEX[(b & 0xf) as usize];
+        }
+        out
+    }
+
+    /// The digest of zero bytes (an empty stdout, for instance).
+    pub fn empty() -> Digest {
+        static EMPTY: std::sync::OnceLock<Digest> = std::sync::OnceLock::new();
+        *EMPTY.get_or_init(|| Digest::of_bytes(b""))
     }
     /// Parses 64 hex chars; `None` on anything else.
     pub fn from_hex(s: &str) -> Option<Digest> {
