@@ -46,7 +46,7 @@ pub struct RunArgs {
     /// Labels or patterns: //app:build, :build, //..., //pkg/...
     #[arg(required = true)]
     pub patterns: Vec<String>,
-    /// Actions to run at once (default: number of cores).
+    /// Actions to run at once (default: twice the number of cores).
     #[arg(short = 'j', long = "jobs")]
     pub jobs: Option<usize>,
     /// Keep building what does not depend on a failed action.

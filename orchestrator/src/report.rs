@@ -19,7 +19,15 @@ struct Counts {
 pub struct Reporter {
     start: Instant,
     counts: Counts,
+    /// Hit lines not yet written: a run of a thousand hits costs one write,
+    /// not a thousand. Flushed before any other line, at least every
+    /// [`HIT_FLUSH`], and at the end.
+    pending: Vec<u8>,
+    flushed: Instant,
 }
+
+/// The longest a hit line waits in [`Reporter::pending`].
+const HIT_FLUSH: Duration = Duration::from_millis(100);
 
 fn ms(d: Duration) -> String {
     if d.as_millis() < 1000 {
@@ -34,6 +42,8 @@ impl Reporter {
         Reporter {
             start: Instant::now(),
             counts: Counts::default(),
+            pending: Vec::new(),
+            flushed: Instant::now(),
         }
     }
 
@@ -65,6 +75,18 @@ impl Reporter {
                 format!("would run {label}  ({why})")
             }
         };
+        let quiet = matches!(outcome.state, State::Hit)
+            && outcome.warnings.is_empty()
+            && outcome.stdout.is_empty()
+            && outcome.stderr.is_empty();
+        if quiet {
+            let _ = writeln!(self.pending, "{line}");
+            if self.flushed.elapsed() >= HIT_FLUSH {
+                self.flush();
+            }
+            return;
+        }
+        self.flush();
         let mut err = std::io::stderr().lock();
         let _ = writeln!(err, "{line}");
         for warning in &outcome.warnings {
@@ -79,11 +101,21 @@ impl Reporter {
         let _ = err.write_all(&outcome.stderr);
     }
 
+    /// Writes the pending hit lines.
+    pub fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            let _ = std::io::stderr().lock().write_all(&self.pending);
+            self.pending.clear();
+        }
+        self.flushed = Instant::now();
+    }
+
     pub fn not_run(&mut self, n: usize) {
         self.counts.not_run += n;
     }
 
-    pub fn summary(&self, failed: &[String]) {
+    pub fn summary(&mut self, failed: &[String]) {
+        self.flush();
         let c = &self.counts;
         let total = c.hit + c.miss + c.uncached + c.failed + c.skipped + c.would_run + c.not_run;
         let mut parts = vec![format!("{} hit", c.hit), format!("{} miss", c.miss)];
