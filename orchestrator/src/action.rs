@@ -65,6 +65,8 @@ pub struct Ctx<'a> {
     /// Whether the namespace sandbox is usable in this run (probed once;
     /// when not, `namespaces` targets fall back to `scratch`, announced).
     pub namespaces: bool,
+    /// Installed node_modules and node, when a selected target uses them.
+    pub node: Option<crate::node::NodeEnv>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -161,7 +163,15 @@ impl Ctx<'_> {
                 .collect(),
             sandbox: format!("{sandbox:?}").to_lowercase(),
             network: target.network,
+            node: self
+                .node_env(target)
+                .map(|n| n.key_part(&target.label.package)),
         }
+    }
+
+    /// The node_modules/toolchain view of a target that uses it.
+    fn node_env(&self, target: &Target) -> Option<&crate::node::NodeEnv> {
+        self.node.as_ref().filter(|_| self.ws.uses_node(target))
     }
 
     /// The environment an action runs with: fixed, scrubbed, declared.
@@ -174,11 +184,26 @@ impl Ctx<'_> {
         ipc: Vec<(String, String)>,
     ) -> BTreeMap<String, String> {
         let path_of = |p: &Path| p.to_string_lossy().into_owned();
+        // Like `npm run`: the package's node_modules/.bin, then its
+        // ancestors' up to the root, then a node living outside /usr.
+        let mut path = String::new();
+        if let Some(node) = self.node_env(target) {
+            for dir in node.bin_dirs(&layout.ws, &target.label.package) {
+                path.push_str(&format!("{}:", dir.display()));
+            }
+            if let Some(dir) = &node.node_bin_dir {
+                path.push_str(&format!("{}:", dir.display()));
+            }
+        }
         let mut env = BTreeMap::from([
             (
                 "PATH".to_string(),
-                format!("{}:{ACTION_PATH}", bin.display()),
+                format!("{path}{}:{ACTION_PATH}", bin.display()),
             ),
+            // The workspace root as the action sees it (not in the key,
+            // like HOME): lets tools such as vite-plugin-vbuild find the
+            // staged tree.
+            ("VBUILD_WS_ROOT".to_string(), path_of(&layout.ws)),
             ("HOME".to_string(), path_of(&layout.home)),
             ("TMPDIR".to_string(), path_of(&layout.tmp)),
             ("LANG".to_string(), "C.UTF-8".to_string()),
@@ -228,7 +253,7 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
     let target = &ctx.ws.targets[idx];
     let label = target.label.to_string();
     let sandbox = ctx.sandbox_of(target);
-    let inputs = inputs::resolve(
+    let mut inputs = inputs::resolve(
         ctx.ws,
         &ctx.index,
         ctx.store,
@@ -236,6 +261,18 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
         idx,
         dep_outputs,
     )?;
+    if ctx.node_env(target).is_some() {
+        // node_modules links to workspace packages (`@scope/lib -> ../lib`)
+        // need each dep's package.json next to its outputs to resolve.
+        for &dep in &target.deps {
+            let rel = crate::inputs::join(&ctx.ws.targets[dep].label.package, "package.json");
+            let abs = ctx.ws.root.join(&rel);
+            if abs.is_file() && !inputs.contains_key(&rel) {
+                let entry = inputs::entry_for(ctx.store, ctx.stat_cache, &abs)?;
+                inputs.insert(rel, entry);
+            }
+        }
+    }
     let fixed = ctx.static_key(target, sandbox);
     let weak = key::weak_key(&fixed);
     let cacheable = target.cache && !ctx.opts.no_cache && sandbox != SandboxSetting::None;
@@ -472,6 +509,18 @@ fn execute(
     if mode.is_some() {
         stage(ctx, &ws_root, inputs)?;
     }
+    let namespaced = mode == Some(SandboxMode::Namespaces);
+    let mut writable = writable_paths(target);
+    let mut extra_ro_binds = vec![(ctx.exe.clone(), Path::new(BIN_INSIDE).join("vbuild"))];
+    if let (Some(node), Some(mode)) = (ctx.node_env(target), mode) {
+        let staged = node.stage(&ctx.ws.root, &ws_root, &scratch.layout(mode).ws, namespaced)?;
+        writable.extend(staged.writable);
+        extra_ro_binds.extend(staged.ro_binds);
+        // A node outside the system directories: bind its install prefix.
+        if let Some(prefix) = node.node_bin_dir.as_ref().and_then(|d| d.parent()) {
+            extra_ro_binds.push((prefix.to_path_buf(), prefix.to_path_buf()));
+        }
+    }
     let layout = match mode {
         Some(mode) => scratch.layout(mode),
         None => vbuild_sandbox::Layout {
@@ -480,7 +529,6 @@ fn execute(
             tmp: scratch.host_tmp().to_path_buf(),
         },
     };
-    let namespaced = mode == Some(SandboxMode::Namespaces);
     // vbuild itself, for `vbuild tool`: bound into the namespace sandbox,
     // a symlink in a private bin directory otherwise.
     let host_bin = scratch.host_out().join("bin");
@@ -513,12 +561,12 @@ fn execute(
         argv: target.argv.iter().map(Into::into).collect(),
         env: env.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
         cwd: PathBuf::from(&target.label.package),
-        writable: writable_paths(target),
+        writable,
         network: target.network,
         timeout: target.timeout,
         stdout: out_path.clone(),
         stderr: err_path.clone(),
-        extra_ro_binds: vec![(ctx.exe.clone(), Path::new(BIN_INSIDE).join("vbuild"))],
+        extra_ro_binds,
         extra_rw_binds: vec![(server.socket_dir().to_path_buf(), PathBuf::from(IPC_INSIDE))],
     };
     let outcome = match mode {

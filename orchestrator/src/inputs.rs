@@ -89,7 +89,7 @@ fn list_package(ws: &Workspace, package: &str) -> Result<PackageFiles> {
     Ok(PackageFiles { paths })
 }
 
-fn join(package: &str, rel: &str) -> String {
+pub fn join(package: &str, rel: &str) -> String {
     if package.is_empty() {
         rel.to_string()
     } else {

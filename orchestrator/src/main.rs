@@ -6,6 +6,8 @@ mod graph;
 mod inputs;
 mod key;
 mod materialize;
+mod migrate;
+mod node;
 mod report;
 mod scheduler;
 mod workspace;
@@ -292,6 +294,14 @@ fn build(session: &Session, patterns: &[Pattern], opts: action::RunOptions) -> R
         ipc_parent: ipc_parent()?,
         exe: std::env::current_exe().context("locating the vbuild binary")?,
         namespaces: namespaces_usable(ws, &order, &opts_sandbox, strict)?,
+        node: if order.iter().any(|&i| ws.uses_node(&ws.targets[i])) {
+            Some(
+                node::NodeEnv::detect(&ws.root, &store.root().join("toolchains"))
+                    .context("looking at node_modules and node")?,
+            )
+        } else {
+            None
+        },
     };
     // Ctrl-C: kill every running action's process tree; each then fails.
     rt.spawn(async {

@@ -31,6 +31,8 @@ pub struct Target {
     pub sandbox: Option<SandboxSetting>,
     pub network: bool,
     pub timeout: Option<Duration>,
+    /// `node_modules` as the target wrote it (the workspace's applies when unset).
+    pub node_modules: Option<bool>,
 }
 
 pub struct Workspace {
@@ -156,6 +158,11 @@ impl Workspace {
 
     pub fn name(&self) -> &str {
         &self.def.name
+    }
+
+    /// Whether a target's actions see node_modules and node.
+    pub fn uses_node(&self, target: &Target) -> bool {
+        target.node_modules.unwrap_or(self.def.node_modules)
     }
 }
 
@@ -300,6 +307,7 @@ impl TargetCtx<'_> {
             sandbox: def.sandbox.as_ref().map(|s| *s.get_ref()),
             network: def.network,
             timeout,
+            node_modules: def.node_modules,
         })
     }
 }

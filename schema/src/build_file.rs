@@ -60,6 +60,10 @@ pub struct TargetDef {
     pub network: bool,
     /// e.g. "90s", "10m", "1h".
     pub timeout: Option<Spanned<String>>,
+    /// Expose the workspace's installed node_modules (read-only) and the
+    /// node toolchain; overrides the workspace's `node_modules`.
+    #[serde(default)]
+    pub node_modules: Option<bool>,
 }
 
 fn yes() -> bool {
@@ -87,6 +91,10 @@ pub struct WorkspaceDef {
     /// Globs of env names whose tracked values are keyed by hash and never printed.
     #[serde(default)]
     pub secret_env: Vec<String>,
+    /// Every target sees the installed node_modules and node (see
+    /// docs/migrate.md); a target's own `node_modules` wins.
+    #[serde(default)]
+    pub node_modules: bool,
 }
 
 #[derive(Debug, Deserialize)]

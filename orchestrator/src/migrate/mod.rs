@@ -1,0 +1,1 @@
+//! `vbuild migrate`.
