@@ -34,6 +34,16 @@ pub enum Cmd {
         #[command(subcommand)]
         command: ToolCmd,
     },
+    /// Write vbuild.toml and BUILD.toml files for an npm/pnpm/yarn
+    /// workspace (run at its root); see docs/migrate.md.
+    Migrate {
+        /// Print the files instead of writing them.
+        #[arg(long)]
+        dry_run: bool,
+        /// Overwrite existing vbuild.toml / BUILD.toml files.
+        #[arg(long)]
+        force: bool,
+    },
     /// Inspect the store.
     Store {
         #[command(subcommand)]

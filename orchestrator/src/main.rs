@@ -138,6 +138,13 @@ fn real_main(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Cmd::Tool { command } => tool(command),
+        Cmd::Migrate { dry_run, force } => {
+            let dir = match &cli.dir {
+                Some(d) => d.clone(),
+                None => std::env::current_dir()?,
+            };
+            migrate::run(&dir, &migrate::Options { dry_run, force })
+        }
         Cmd::Store {
             command: StoreCmd::Stats,
         } => {
