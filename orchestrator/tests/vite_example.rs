@@ -201,6 +201,14 @@ fn migrate_and_build_the_vite_example() {
     assert!(s.bundle().contains("format-v2"));
     assert!(edited.stderr.contains("'packages/format/src/index.ts' modified"), "{}", edited.stderr);
 
+    // vite-plugin-vbuild reported the module graph: a staged file Vite never
+    // loaded (a test file) does not rerun the app's build.
+    let test_file = s.root.join("apps/web/src/mode.test.ts");
+    let text = std::fs::read_to_string(&test_file).unwrap();
+    std::fs::write(&test_file, format!("{text}// edited\n")).unwrap();
+    let narrowed = s.run(&["run", "//apps/web:build"], &[]);
+    assert!(by_state(&narrowed, "hit").contains("//apps/web:build"), "{}", narrowed.stderr);
+
     // NODE_ENV flips: the right branch survives dead-code elimination, and
     // flipping back finds the earlier entry.
     let web = "//apps/web:build";
