@@ -60,6 +60,8 @@ pub struct Ctx<'a> {
     pub rt: tokio::runtime::Handle,
     /// Short directory for IPC sockets (a socket path must fit 107 bytes).
     pub ipc_parent: PathBuf,
+    /// This run's directory for per-action scratch dirs.
+    pub scratch_parent: PathBuf,
     /// This vbuild binary, put on every action's PATH for `vbuild tool`.
     pub exe: PathBuf,
     /// Whether the namespace sandbox is usable in this run (probed once;
@@ -459,7 +461,7 @@ fn execute(
     sandbox: SandboxSetting,
     inputs: &BTreeMap<String, EntryKind>,
 ) -> Result<Executed> {
-    let scratch = Scratch::create(&ctx.store.scratch_dir())?;
+    let scratch = Scratch::create(&ctx.scratch_parent)?;
     let mode = match sandbox {
         SandboxSetting::Namespaces => Some(SandboxMode::Namespaces),
         SandboxSetting::Scratch => Some(SandboxMode::Scratch),

@@ -1,5 +1,6 @@
 //! vbuild: hermetic, content-addressed builds.
 mod action;
+mod cleanup;
 mod cli;
 mod globs;
 mod graph;
@@ -267,6 +268,8 @@ fn build(session: &Session, patterns: &[Pattern], opts: action::RunOptions) -> R
     let prefix = format!("{}/", ws.root.display());
     let stat_cache = store.action_cache.load_stat_cache(&prefix)?;
     let (opts_sandbox, strict) = (opts.sandbox, opts.strict);
+    let ipc_dir = ipc_parent()?;
+    let scratch_parent = cleanup::run_scratch_dir(&store.scratch_dir(), &ipc_dir);
     let secret_patterns: Vec<String> = DEFAULT_SECRETS
         .iter()
         .map(|s| s.to_string())
@@ -289,7 +292,8 @@ fn build(session: &Session, patterns: &[Pattern], opts: action::RunOptions) -> R
         secret_patterns,
         opts,
         rt: rt.handle().clone(),
-        ipc_parent: ipc_parent()?,
+        ipc_parent: ipc_dir.clone(),
+        scratch_parent: scratch_parent.clone(),
         exe: std::env::current_exe().context("locating the vbuild binary")?,
         namespaces: namespaces_usable(ws, &order, &opts_sandbox, strict)?,
     };
@@ -301,6 +305,7 @@ fn build(session: &Session, patterns: &[Pattern], opts: action::RunOptions) -> R
     });
     let mut reporter = report::Reporter::new();
     let failed = scheduler::run(&ctx, &order, &mut reporter);
+    cleanup::remove_tree(&scratch_parent);
     store.action_cache.save_stat_cache(&stat_cache)?;
     if !ctx.opts.dry_run {
         reporter.summary(&failed);

@@ -302,7 +302,7 @@ fn parallel_build_respects_dependencies() {
 fn killed_build_leaves_no_entry_and_reruns() {
     let ws = Ws::new(&[(
         "p/BUILD.toml",
-        "[target.build]\ncommand = \"echo started > $TMPDIR/../../started-marker; sleep 5; echo done > out.txt\"\nouts = [\"out.txt\"]\n",
+        "[target.build]\ncommand = \"echo started > $TMPDIR/../../../started-marker; sleep 7.654; echo done > out.txt\"\nouts = [\"out.txt\"]\n",
     )]);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vbuild"))
         .current_dir(ws.root())
@@ -318,9 +318,18 @@ fn killed_build_leaves_no_entry_and_reruns() {
         assert!(std::time::Instant::now() < deadline, "action never started");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    let run_dir = ws.cache.join(format!("scratch/run-{}", child.id()));
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(!ws.path("p/out.txt").exists());
+    assert!(run_dir.exists(), "the killed run left its scratch dir");
+    // The action's processes die with vbuild.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let alive = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 7.654"])
+        .output()
+        .unwrap();
+    assert!(alive.stdout.is_empty(), "action outlived vbuild");
     let stats = ws.run(&["store", "stats"]);
     assert!(stats.stdout.contains("entries: 0"), "{}", stats.stdout);
     let out = ws.run(&["why", "//p:build"]);
