@@ -21,9 +21,12 @@ use vbuild_schema::{Pattern, SandboxSetting};
 use vbuild_store::Store;
 use workspace::Workspace;
 
-/// Exit codes: 0 success, 1 an action failed, 2 bad input or vbuild error.
+/// Exit codes: 0 success, 1 an action failed, 2 bad input or vbuild error,
+/// 130 interrupted (Ctrl-C).
 const EXIT_FAILED: u8 = 1;
 const EXIT_ERROR: u8 = 2;
+/// Like a shell: 128 + SIGINT.
+const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -298,9 +301,15 @@ fn build(session: &Session, patterns: &[Pattern], opts: action::RunOptions) -> R
         namespaces: namespaces_usable(ws, &order, &opts_sandbox, strict)?,
     };
     // Ctrl-C: kill every running action's process tree; each then fails.
+    // A second Ctrl-C exits at once.
     rt.spawn(async {
         if tokio::signal::ctrl_c().await.is_ok() {
+            scheduler::CANCELLED.store(true, std::sync::atomic::Ordering::SeqCst);
             vbuild_sandbox::cancel_all();
+            eprintln!("vbuild: interrupted; stopping (Ctrl-C again to quit now)");
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(EXIT_INTERRUPTED.into());
+            }
         }
     });
     let mut reporter = report::Reporter::new();
@@ -310,5 +319,11 @@ fn build(session: &Session, patterns: &[Pattern], opts: action::RunOptions) -> R
     if !ctx.opts.dry_run {
         reporter.summary(&failed);
     }
-    Ok(if failed.is_empty() { 0 } else { EXIT_FAILED })
+    Ok(if scheduler::cancelled() {
+        EXIT_INTERRUPTED
+    } else if failed.is_empty() {
+        0
+    } else {
+        EXIT_FAILED
+    })
 }

@@ -340,3 +340,63 @@ fn killed_build_leaves_no_entry_and_reruns() {
         out.stderr
     );
 }
+
+#[test]
+fn ctrl_c_stops_the_run_with_keep_going() {
+    let ws = Ws::new(&[
+        (
+            "a/BUILD.toml",
+            "[target.build]\ncommand = \"echo go > $TMPDIR/../../../go-a; sleep 20.31\"\n",
+        ),
+        (
+            "b/BUILD.toml",
+            "[target.build]\ncommand = \"sleep 20.32\"\n",
+        ),
+        (
+            "c/BUILD.toml",
+            "[target.build]\ncommand = \"sleep 20.33\"\n",
+        ),
+    ]);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vbuild"))
+        .current_dir(ws.root())
+        .args(["run", "//...", "-j1", "-k"])
+        .env("VBUILD_CACHE_DIR", &ws.cache)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let marker = ws.cache.join("scratch/go-a");
+    let start = std::time::Instant::now();
+    while !marker.exists() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "action never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(10),
+        "Ctrl-C must not wait for the rest"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("//b:build  (no previous") && !stderr.contains("//c:build  (no previous"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn root_package_glob_outputs() {
+    let ws = Ws::new(&[(
+        "BUILD.toml",
+        "[target.gen]\ncommand = \"echo 1 > a.gen.js; mkdir -p sub; echo 2 > sub/b.gen.js\"\nouts = [\"*.gen.js\", \"**/*.gen.js\"]\n",
+    )]);
+    for mode in ["scratch", "namespaces"] {
+        let out = ws.run(&["run", "//:gen", "--sandbox", mode]);
+        out.assert_ok();
+        assert_eq!(ws.read("a.gen.js"), "1\n");
+        assert_eq!(ws.read("sub/b.gen.js"), "2\n");
+    }
+}
