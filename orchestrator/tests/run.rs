@@ -357,7 +357,7 @@ fn ctrl_c_stops_the_run_with_keep_going() {
             "[target.build]\ncommand = \"sleep 20.33\"\n",
         ),
     ]);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vbuild"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_vbuild"))
         .current_dir(ws.root())
         .args(["run", "//...", "-j1", "-k"])
         .env("VBUILD_CACHE_DIR", &ws.cache)
