@@ -179,7 +179,10 @@ pub fn explain(before: &KeyInputs, now: &KeyInputs) -> String {
     }
     if b.node != n.node {
         let (empty_b, empty_n) = (BTreeMap::new(), BTreeMap::new());
-        let (bn, nn) = (b.node.as_ref().unwrap_or(&empty_b), n.node.as_ref().unwrap_or(&empty_n));
+        let (bn, nn) = (
+            b.node.as_ref().unwrap_or(&empty_b),
+            n.node.as_ref().unwrap_or(&empty_n),
+        );
         let what: Vec<&str> = bn
             .keys()
             .chain(nn.keys())

@@ -52,7 +52,10 @@ pub struct NodeEnv {
 enum Lock {
     None,
     /// A lockfile keyed as a whole.
-    Whole { name: String, digest: String },
+    Whole {
+        name: String,
+        digest: String,
+    },
     Pnpm(PnpmLock),
 }
 
@@ -148,15 +151,8 @@ impl NodeEnv {
             std::fs::create_dir_all(&dest)
                 .with_context(|| format!("staging {rel} into the sandbox"))?;
             staged.writable.push(PathBuf::from(format!("{rel}/")));
-            stage_dir(
-                &host,
-                &dest,
-                &ws_inside.join(&rel),
-                bind,
-                true,
-                &mut staged,
-            )
-            .with_context(|| format!("staging {rel} into the sandbox"))?;
+            stage_dir(&host, &dest, &ws_inside.join(&rel), bind, true, &mut staged)
+                .with_context(|| format!("staging {rel} into the sandbox"))?;
         }
         Ok(staged)
     }
@@ -272,7 +268,9 @@ fn manager_version(root: &Path) -> Option<String> {
     from_json.or_else(|| {
         let text = std::fs::read_to_string(root.join("node_modules/.modules.yaml")).ok()?;
         // JSON or YAML, one `packageManager` entry either way.
-        let line = text.lines().find(|l| l.contains("\"packageManager\"") || l.trim_start().starts_with("packageManager:"))?;
+        let line = text.lines().find(|l| {
+            l.contains("\"packageManager\"") || l.trim_start().starts_with("packageManager:")
+        })?;
         let value = line.split_once(':')?.1;
         Some(value.trim().trim_matches([',', '"', '\'']).to_string())
     })
@@ -302,7 +300,10 @@ fn node_version(node: &Path, state_dir: &Path) -> Result<String> {
         meta.size(),
         meta.mtime_nsec() + meta.mtime() * 1_000_000_000
     );
-    let cached = state_dir.join(format!("node-{}", &blake3::hash(id.as_bytes()).to_hex()[..32]));
+    let cached = state_dir.join(format!(
+        "node-{}",
+        &blake3::hash(id.as_bytes()).to_hex()[..32]
+    ));
     if let Ok(v) = std::fs::read_to_string(&cached) {
         return Ok(v);
     }
@@ -417,7 +418,9 @@ impl PnpmLock {
                     if indent == 6 {
                         pending_name = Some(unquote(body.strip_suffix(':').unwrap_or(body)));
                     } else if indent == 8 {
-                        if let (Some(name), Some(v)) = (&pending_name, body.strip_prefix("version:")) {
+                        if let (Some(name), Some(v)) =
+                            (&pending_name, body.strip_prefix("version:"))
+                        {
                             e.deps.push((name.clone(), unquote(v)));
                         }
                     }
@@ -616,7 +619,9 @@ snapshots:
         let changed = PnpmLock::parse(&LOCK.replace("sha512-vite", "sha512-vite2")).unwrap();
         assert_ne!(changed.slice_digest("packages/c"), c);
         // Settings are global.
-        let changed = PnpmLock::parse(&LOCK.replace("autoInstallPeers: true", "autoInstallPeers: false")).unwrap();
+        let changed =
+            PnpmLock::parse(&LOCK.replace("autoInstallPeers: true", "autoInstallPeers: false"))
+                .unwrap();
         assert_ne!(changed.slice_digest("packages/c"), c);
     }
 
@@ -624,7 +629,12 @@ snapshots:
     fn staging_links_binds_and_skips_caches() {
         let root = tempfile::tempdir().unwrap();
         let r = root.path();
-        for d in ["node_modules/.pnpm/x", "node_modules/.vite", "node_modules/@s", "pkg/node_modules/.bin"] {
+        for d in [
+            "node_modules/.pnpm/x",
+            "node_modules/.vite",
+            "node_modules/@s",
+            "pkg/node_modules/.bin",
+        ] {
             std::fs::create_dir_all(r.join(d)).unwrap();
         }
         std::fs::write(r.join("node_modules/.modules.yaml"), "{}").unwrap();
@@ -643,9 +653,16 @@ snapshots:
         let staged = env.stage(r, s, Path::new("/vbuild/ws"), true).unwrap();
         assert_eq!(
             staged.writable,
-            vec![PathBuf::from("node_modules/"), PathBuf::from("pkg/node_modules/")]
+            vec![
+                PathBuf::from("node_modules/"),
+                PathBuf::from("pkg/node_modules/")
+            ]
         );
-        let inside: Vec<String> = staged.ro_binds.iter().map(|(_, i)| i.display().to_string()).collect();
+        let inside: Vec<String> = staged
+            .ro_binds
+            .iter()
+            .map(|(_, i)| i.display().to_string())
+            .collect();
         assert_eq!(
             inside,
             [
@@ -655,11 +672,19 @@ snapshots:
             ]
         );
         assert!(!s.join("node_modules/.vite").exists());
-        assert_eq!(std::fs::read_link(s.join("node_modules/@s/pkg")).unwrap(), Path::new("../../pkg"));
-        assert_eq!(std::fs::read_link(s.join("node_modules/x")).unwrap(), Path::new(".pnpm/x"));
+        assert_eq!(
+            std::fs::read_link(s.join("node_modules/@s/pkg")).unwrap(),
+            Path::new("../../pkg")
+        );
+        assert_eq!(
+            std::fs::read_link(s.join("node_modules/x")).unwrap(),
+            Path::new(".pnpm/x")
+        );
         // Scratch mode: links to the real entries instead of binds.
         let scratch2 = tempfile::tempdir().unwrap();
-        let staged = env.stage(r, scratch2.path(), scratch2.path(), false).unwrap();
+        let staged = env
+            .stage(r, scratch2.path(), scratch2.path(), false)
+            .unwrap();
         assert!(staged.ro_binds.is_empty());
         assert_eq!(
             std::fs::read_link(scratch2.path().join("node_modules/.pnpm")).unwrap(),
@@ -667,7 +692,10 @@ snapshots:
         );
         assert_eq!(
             env.bin_dirs(Path::new("/w"), "pkg"),
-            vec![PathBuf::from("/w/pkg/node_modules/.bin"), PathBuf::from("/w/node_modules/.bin")]
+            vec![
+                PathBuf::from("/w/pkg/node_modules/.bin"),
+                PathBuf::from("/w/node_modules/.bin")
+            ]
         );
     }
 }

@@ -15,12 +15,18 @@ fn npm_ws(files: &[(&str, &str)]) -> Ws {
 #[test]
 fn dev_dependency_cycle_is_broken_where_sources_allow() {
     let ws = npm_ws(&[
-        ("package.json", r#"{"name":"root","private":true,"workspaces":["packages/*"]}"#),
+        (
+            "package.json",
+            r#"{"name":"root","private":true,"workspaces":["packages/*"]}"#,
+        ),
         (
             "packages/a/package.json",
             r#"{"name":"a","version":"1.0.0","scripts":{"build":"node build.js","test":"node test.js"},"devDependencies":{"b":"^1.0.0"}}"#,
         ),
-        ("packages/a/build.js", "require('fs').mkdirSync('dist',{recursive:true})\n"),
+        (
+            "packages/a/build.js",
+            "require('fs').mkdirSync('dist',{recursive:true})\n",
+        ),
         ("packages/a/src/a.test.js", "import b from 'b'\n"),
         (
             "packages/b/package.json",
@@ -30,28 +36,50 @@ fn dev_dependency_cycle_is_broken_where_sources_allow() {
     ]);
     let out = ws.run(&["migrate"]);
     assert_eq!(out.code, 0, "{}", out.snapshot());
-    assert!(out.stdout.contains("dependency cycle a ↔ b: dropped a → b"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("dependency cycle a ↔ b: dropped a → b"),
+        "{}",
+        out.stdout
+    );
     let b = ws.read("packages/b/BUILD.toml");
     assert!(b.contains("command = \"node build.js\""), "{b}");
     assert!(b.contains("deps = [\"//packages/a:build\"]"), "{b}");
     // The dropped edge stays visible, as a comment.
     let a = ws.read("packages/a/BUILD.toml");
-    assert!(a.contains("deps = [\n  # \"//packages/b:build\",  # dev-dependency cycle"), "{a}");
-    assert!(out.stdout.contains("packages/a:build: could not tell what it writes"), "{}", out.stdout);
+    assert!(
+        a.contains("deps = [\n  # \"//packages/b:build\",  # dev-dependency cycle"),
+        "{a}"
+    );
+    assert!(
+        out.stdout
+            .contains("packages/a:build: could not tell what it writes"),
+        "{}",
+        out.stdout
+    );
     // The files load: query lists the targets.
     let q = ws.run(&["query"]);
-    assert_eq!(q.stdout, "//packages/a:build\n//packages/a:test\n//packages/b:build\n");
+    assert_eq!(
+        q.stdout,
+        "//packages/a:build\n//packages/a:test\n//packages/b:build\n"
+    );
     // Existing files are kept without --force.
     let again = ws.run(&["migrate"]);
     assert_ne!(again.code, 0);
-    assert!(again.stdout.contains("kept packages/a/BUILD.toml"), "{}", again.stdout);
+    assert!(
+        again.stdout.contains("kept packages/a/BUILD.toml"),
+        "{}",
+        again.stdout
+    );
     assert_eq!(ws.run(&["migrate", "--force"]).code, 0);
 }
 
 #[test]
 fn runtime_cycle_is_left_to_the_user() {
     let ws = npm_ws(&[
-        ("package.json", r#"{"name":"root","private":true,"workspaces":["packages/*"]}"#),
+        (
+            "package.json",
+            r#"{"name":"root","private":true,"workspaces":["packages/*"]}"#,
+        ),
         (
             "packages/a/package.json",
             r#"{"name":"a","version":"1.0.0","scripts":{"build":"node x.js"},"dependencies":{"b":"workspace:*"}}"#,
@@ -69,7 +97,12 @@ fn runtime_cycle_is_left_to_the_user() {
         "{}",
         out.stdout
     );
-    assert!(out.stdout.contains("  # \"//packages/b:build\",  # cycle a ↔ b: fix by hand"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("  # \"//packages/b:build\",  # cycle a ↔ b: fix by hand"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -77,5 +110,10 @@ fn not_a_workspace() {
     let ws = npm_ws(&[("package.json", r#"{"name":"solo"}"#)]);
     let out = ws.run(&["migrate"]);
     assert_eq!(out.code, 2);
-    assert!(out.stderr.contains("is not the root of an npm, pnpm or yarn workspace"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("is not the root of an npm, pnpm or yarn workspace"),
+        "{}",
+        out.stderr
+    );
 }

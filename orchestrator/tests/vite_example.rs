@@ -26,7 +26,9 @@ fn installed() -> Option<PathBuf> {
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    let ok = node && dir.join("node_modules/.pnpm").is_dir() && dir.join("node_modules/.bin/vite").exists();
+    let ok = node
+        && dir.join("node_modules/.pnpm").is_dir()
+        && dir.join("node_modules/.bin/vite").exists();
     if !ok {
         if std::env::var_os("VBUILD_REQUIRE_NODE").is_some() {
             panic!(
@@ -51,7 +53,12 @@ fn copy_example(src: &Path) -> tempfile::TempDir {
         .status()
         .unwrap();
     assert!(status.success());
-    for pkg in ["packages/core", "packages/format", "packages/ui", "apps/web"] {
+    for pkg in [
+        "packages/core",
+        "packages/format",
+        "packages/ui",
+        "apps/web",
+    ] {
         let dir = tmp.path().join(pkg);
         let _ = std::fs::remove_dir_all(dir.join("dist"));
         let _ = std::fs::remove_file(dir.join("BUILD.toml"));
@@ -68,7 +75,11 @@ struct Session {
 impl Session {
     fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
         let out = run_with(&self.root, self.cache.path(), args, env);
-        assert_eq!(out.code, 0, "vbuild {args:?} failed:\n{}\n{}", out.stdout, out.stderr);
+        assert_eq!(
+            out.code, 0,
+            "vbuild {args:?} failed:\n{}\n{}",
+            out.stdout, out.stderr
+        );
         out
     }
 
@@ -111,7 +122,11 @@ const CACHED: &[&str] = &[
 ];
 /// vitest starts a Vite server, and Vite's createServer calls the runner's
 /// disableCache(): test targets always run and are never stored.
-const TESTS: &[&str] = &["//apps/web:test", "//packages/core:test", "//packages/format:test"];
+const TESTS: &[&str] = &[
+    "//apps/web:test",
+    "//packages/core:test",
+    "//packages/format:test",
+];
 
 #[test]
 fn migrate_and_build_the_vite_example() {
@@ -144,7 +159,11 @@ fn migrate_and_build_the_vite_example() {
     // Migrating again keeps what exists, and says so.
     let again = run_with(&s.root, s.cache.path(), &["migrate"], &[]);
     assert_ne!(again.code, 0);
-    assert!(again.stdout.contains("kept vbuild.toml"), "{}", again.stdout);
+    assert!(
+        again.stdout.contains("kept vbuild.toml"),
+        "{}",
+        again.stdout
+    );
 
     // Cold: everything runs in the namespace sandbox (strict: no fallback).
     let cold = s.run(&["run", "//...", "--sandbox=strict"], &[]);
@@ -155,9 +174,16 @@ fn migrate_and_build_the_vite_example() {
     assert!(s.read("packages/ui/dist/stamp.json").contains("ui.js"));
     assert!(s.read("packages/core/dist/index.d.ts").contains("Money"));
     // Tool caches landed in the sandbox, never in the workspace.
-    for dir in ["node_modules", "apps/web/node_modules", "packages/format/node_modules"] {
+    for dir in [
+        "node_modules",
+        "apps/web/node_modules",
+        "packages/format/node_modules",
+    ] {
         for cache in [".vite", ".vite-temp"] {
-            assert!(!s.root.join(dir).join(cache).exists(), "{dir}/{cache} was written");
+            assert!(
+                !s.root.join(dir).join(cache).exists(),
+                "{dir}/{cache} was written"
+            );
         }
     }
     for cfg in ["apps/web", "packages/format", "packages/ui"] {
@@ -175,11 +201,21 @@ fn migrate_and_build_the_vite_example() {
     assert!(by_state(&warm, "miss").is_empty());
 
     // Every dist/ deleted: restored from the store, nothing rebuilt.
-    for pkg in ["packages/core", "packages/format", "packages/ui", "apps/web"] {
+    for pkg in [
+        "packages/core",
+        "packages/format",
+        "packages/ui",
+        "apps/web",
+    ] {
         std::fs::remove_dir_all(s.root.join(pkg).join("dist")).unwrap();
     }
     let restored = s.run(&["run", "//..."], &[]);
-    assert_eq!(by_state(&restored, "hit"), set(CACHED), "{}", restored.stderr);
+    assert_eq!(
+        by_state(&restored, "hit"),
+        set(CACHED),
+        "{}",
+        restored.stderr
+    );
     assert!(s.bundle().contains("MODE_MARKER_PRODUCTION"));
     assert!(s.root.join("packages/format/dist/format.js").is_file());
 
@@ -190,7 +226,12 @@ fn migrate_and_build_the_vite_example() {
     let edited = s.run(&["run", "//..."], &[]);
     assert_eq!(
         by_state(&edited, "miss"),
-        set(&["//apps/web:build", "//packages/format:build", "//packages/ui:build", "//packages/ui:lint"]),
+        set(&[
+            "//apps/web:build",
+            "//packages/format:build",
+            "//packages/ui:build",
+            "//packages/ui:lint"
+        ]),
         "{}",
         edited.stderr
     );
@@ -199,7 +240,13 @@ fn migrate_and_build_the_vite_example() {
         set(&["//packages/core:build", "//packages/core:typecheck"])
     );
     assert!(s.bundle().contains("format-v2"));
-    assert!(edited.stderr.contains("'packages/format/src/index.ts' modified"), "{}", edited.stderr);
+    assert!(
+        edited
+            .stderr
+            .contains("'packages/format/src/index.ts' modified"),
+        "{}",
+        edited.stderr
+    );
 
     // vite-plugin-vbuild reported the module graph: a staged file Vite never
     // loaded (a test file) does not rerun the app's build.
@@ -207,14 +254,22 @@ fn migrate_and_build_the_vite_example() {
     let text = std::fs::read_to_string(&test_file).unwrap();
     std::fs::write(&test_file, format!("{text}// edited\n")).unwrap();
     let narrowed = s.run(&["run", "//apps/web:build"], &[]);
-    assert!(by_state(&narrowed, "hit").contains("//apps/web:build"), "{}", narrowed.stderr);
+    assert!(
+        by_state(&narrowed, "hit").contains("//apps/web:build"),
+        "{}",
+        narrowed.stderr
+    );
 
     // NODE_ENV flips: the right branch survives dead-code elimination, and
     // flipping back finds the earlier entry.
     let web = "//apps/web:build";
     let dev = s.run(&["run", web], &[("NODE_ENV", "development")]);
     assert!(by_state(&dev, "miss").contains(web), "{}", dev.stderr);
-    assert!(dev.stderr.contains("env 'NODE_ENV' changed"), "{}", dev.stderr);
+    assert!(
+        dev.stderr.contains("env 'NODE_ENV' changed"),
+        "{}",
+        dev.stderr
+    );
     assert!(s.bundle().contains("MODE_MARKER_DEVELOPMENT"));
     assert!(!s.bundle().contains("MODE_MARKER_PRODUCTION"));
     let prod = s.run(&["run", web], &[("NODE_ENV", "production")]);
@@ -222,20 +277,47 @@ fn migrate_and_build_the_vite_example() {
     assert!(s.bundle().contains("MODE_MARKER_PRODUCTION"));
     assert!(!s.bundle().contains("MODE_MARKER_DEVELOPMENT"));
     let dev_again = s.run(&["run", web], &[("NODE_ENV", "development")]);
-    assert!(by_state(&dev_again, "hit").contains(web), "{}", dev_again.stderr);
-    assert!(by_state(&dev_again, "miss").is_empty(), "{}", dev_again.stderr);
+    assert!(
+        by_state(&dev_again, "hit").contains(web),
+        "{}",
+        dev_again.stderr
+    );
+    assert!(
+        by_state(&dev_again, "miss").is_empty(),
+        "{}",
+        dev_again.stderr
+    );
     assert!(s.bundle().contains("MODE_MARKER_DEVELOPMENT"));
     let prod_again = s.run(&["run", web], &[("NODE_ENV", "production")]);
-    assert!(by_state(&prod_again, "hit").contains(web), "{}", prod_again.stderr);
+    assert!(
+        by_state(&prod_again, "hit").contains(web),
+        "{}",
+        prod_again.stderr
+    );
     assert!(s.bundle().contains("MODE_MARKER_PRODUCTION"));
 
     // The lockfile is part of the key: a change every package can reach
     // (the root importer) invalidates them all.
     let lock = s.root.join("pnpm-lock.yaml");
     let text = std::fs::read_to_string(&lock).unwrap();
-    std::fs::write(&lock, text.replace("autoInstallPeers: true", "autoInstallPeers: false")).unwrap();
-    let why = run_with(&s.root, s.cache.path(), &["why", "//packages/core:build"], &[]);
-    assert!(why.stderr.contains("node toolchain changed (lockfile)") || why.stdout.contains("node toolchain changed (lockfile)"), "{}{}", why.stdout, why.stderr);
+    std::fs::write(
+        &lock,
+        text.replace("autoInstallPeers: true", "autoInstallPeers: false"),
+    )
+    .unwrap();
+    let why = run_with(
+        &s.root,
+        s.cache.path(),
+        &["why", "//packages/core:build"],
+        &[],
+    );
+    assert!(
+        why.stderr.contains("node toolchain changed (lockfile)")
+            || why.stdout.contains("node toolchain changed (lockfile)"),
+        "{}{}",
+        why.stdout,
+        why.stderr
+    );
 }
 
 #[test]
@@ -246,7 +328,9 @@ fn migrate_dry_run_writes_nothing() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("--- packages/core/BUILD.toml"));
     assert!(!tmp.path().join("vbuild.toml").exists());
-    assert!(!std::fs::read_to_string(tmp.path().join("apps/web/vite.config.ts"))
-        .unwrap()
-        .contains("vite-plugin-vbuild"));
+    assert!(
+        !std::fs::read_to_string(tmp.path().join("apps/web/vite.config.ts"))
+            .unwrap()
+            .contains("vite-plugin-vbuild")
+    );
 }

@@ -57,13 +57,19 @@ pub fn detect(root: &Path) -> Result<Layout> {
         Ok(bytes) => serde_json::from_slice(&bytes).context("reading package.json")?,
         Err(_) => serde_json::Value::Null,
     };
-    let (manager, globs) = if let Ok(text) = std::fs::read_to_string(root.join("pnpm-workspace.yaml")) {
+    let (manager, globs) = if let Ok(text) =
+        std::fs::read_to_string(root.join("pnpm-workspace.yaml"))
+    {
         (Manager::Pnpm, pnpm_globs(&text))
     } else {
         let ws = manifest.get("workspaces");
         let list = ws
             .and_then(|w| w.as_array().or_else(|| w.get("packages")?.as_array()))
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect::<Vec<_>>());
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect::<Vec<_>>()
+            });
         let Some(list) = list else {
             bail!(
                 "{} is not the root of an npm, pnpm or yarn workspace: no pnpm-workspace.yaml and no \"workspaces\" in package.json",
@@ -125,7 +131,10 @@ fn expand(root: &Path, globs: &[String]) -> Result<Vec<String>> {
         }
         let rel: PathBuf = entry.path().strip_prefix(root)?.to_path_buf();
         let rel = rel.to_string_lossy().replace('\\', "/");
-        if include.is_match(&rel) && !exclude.is_match(&rel) && entry.path().join("package.json").is_file() {
+        if include.is_match(&rel)
+            && !exclude.is_match(&rel)
+            && entry.path().join("package.json").is_file()
+        {
             found.push(rel);
         }
     }

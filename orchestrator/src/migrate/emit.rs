@@ -35,7 +35,8 @@ pub struct TargetOut {
 }
 
 pub fn build_file(targets: &[TargetOut]) -> String {
-    let mut out = String::from("# Written by `vbuild migrate`; edit freely (see docs/migrate.md).\n");
+    let mut out =
+        String::from("# Written by `vbuild migrate`; edit freely (see docs/migrate.md).\n");
     for t in targets {
         out.push('\n');
         for n in &t.notes {
@@ -144,9 +145,14 @@ mod tests {
             "import { defineConfig } from \"vite\";\nimport vue from '@vitejs/plugin-vue';\nimport vbuild from \"vite-plugin-vbuild\";\n\nexport default defineConfig({\n  plugins: [vbuild(), vue()],\n});\n"
         );
         assert_eq!(add_vite_plugin(&out).unwrap(), None);
-        let bare = add_vite_plugin("export default {\n  base: '/',\n};\n").unwrap().unwrap();
+        let bare = add_vite_plugin("export default {\n  base: '/',\n};\n")
+            .unwrap()
+            .unwrap();
         assert!(bare.starts_with("import vbuild"), "{bare}");
-        assert!(bare.contains("export default {\n  plugins: [vbuild()],"), "{bare}");
+        assert!(
+            bare.contains("export default {\n  plugins: [vbuild()],"),
+            "{bare}"
+        );
         assert!(add_vite_plugin("module.exports = makeConfig()").is_err());
     }
 }

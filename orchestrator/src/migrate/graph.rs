@@ -27,7 +27,11 @@ pub fn refers_to_local(range: &str, local: Option<&str>) -> bool {
         let v = v.trim().trim_start_matches('v');
         let core = v.split(['-', '+']).next()?;
         let mut it = core.split('.').map(|p| p.parse::<u64>().ok());
-        Some((it.next()??, it.next().flatten().unwrap_or(0), it.next().flatten().unwrap_or(0)))
+        Some((
+            it.next()??,
+            it.next().flatten().unwrap_or(0),
+            it.next().flatten().unwrap_or(0),
+        ))
     };
     let Some(have) = parse(local) else {
         return false;
@@ -69,7 +73,11 @@ pub fn edges(manifests: &[Manifest]) -> Vec<Edge> {
         for (name, (range, dev)) in &m.deps {
             if let Some(&to) = by_name.get(name.as_str()) {
                 if to != from && refers_to_local(range, manifests[to].version.as_deref()) {
-                    out.push(Edge { from, to, dev: *dev });
+                    out.push(Edge {
+                        from,
+                        to,
+                        dev: *dev,
+                    });
                 }
             }
         }
@@ -148,7 +156,9 @@ pub fn cycles(n: usize, edges: &[Edge]) -> Vec<Vec<usize>> {
 /// import `name`: `from 'name'`, `from 'name/...'`, `require('name')`,
 /// `import('name')`.
 pub fn importers_of(dir: &Path, name: &str, skip_dirs: &[String]) -> Vec<String> {
-    let exts = ["js", "mjs", "cjs", "jsx", "ts", "mts", "cts", "tsx", "vue", "svelte"];
+    let exts = [
+        "js", "mjs", "cjs", "jsx", "ts", "mts", "cts", "tsx", "vue", "svelte",
+    ];
     let mut found = Vec::new();
     let walker = walkdir::WalkDir::new(dir)
         .sort_by_file_name()
@@ -166,7 +176,9 @@ pub fn importers_of(dir: &Path, name: &str, skip_dirs: &[String]) -> Vec<String>
     for entry in walker.flatten() {
         let p = entry.path();
         let file = p.file_name().unwrap_or_default().to_string_lossy();
-        let is_src = p.extension().is_some_and(|e| exts.contains(&e.to_string_lossy().as_ref()));
+        let is_src = p
+            .extension()
+            .is_some_and(|e| exts.contains(&e.to_string_lossy().as_ref()));
         let is_test = file.contains(".test.") || file.contains(".spec.");
         if !entry.file_type().is_file() || !is_src || is_test {
             continue;
@@ -178,7 +190,12 @@ pub fn importers_of(dir: &Path, name: &str, skip_dirs: &[String]) -> Vec<String>
             text.contains(&format!("{q}{name}{q}")) || text.contains(&format!("{q}{name}/"))
         });
         if hit {
-            found.push(p.strip_prefix(dir).unwrap_or(p).to_string_lossy().into_owned());
+            found.push(
+                p.strip_prefix(dir)
+                    .unwrap_or(p)
+                    .to_string_lossy()
+                    .into_owned(),
+            );
         }
     }
     found
@@ -221,7 +238,11 @@ mod tests {
 
     #[test]
     fn finds_cycles() {
-        let e = |from, to| Edge { from, to, dev: false };
+        let e = |from, to| Edge {
+            from,
+            to,
+            dev: false,
+        };
         let edges = vec![e(0, 1), e(1, 2), e(2, 0), e(3, 0)];
         assert_eq!(cycles(4, &edges), vec![vec![0, 1, 2]]);
         assert!(cycles(4, &edges[..2]).is_empty());

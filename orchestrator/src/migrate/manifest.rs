@@ -19,7 +19,8 @@ pub struct Manifest {
 pub fn read_manifest(dir: &Path) -> Result<Manifest> {
     let path = dir.join("package.json");
     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    let v: Value = serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
+    let v: Value =
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
     let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
     let mut m = Manifest {
         name: text("name"),
@@ -95,11 +96,10 @@ pub fn strip_jsonc(text: &str) -> String {
         }
     }
     // Trailing commas before } or ].
-    let re = regex_lite_trailing_commas(&out);
-    re
+    drop_trailing_commas(&out)
 }
 
-fn regex_lite_trailing_commas(text: &str) -> String {
+fn drop_trailing_commas(text: &str) -> String {
     let bytes: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
     let mut in_str = false;
@@ -184,7 +184,10 @@ pub fn read_turbo(root: &Path) -> Result<Option<Turbo>> {
         ..Default::default()
     };
     // turbo 2 says "tasks", turbo 1 said "pipeline".
-    let tasks = v.get("tasks").or_else(|| v.get("pipeline")).and_then(Value::as_object);
+    let tasks = v
+        .get("tasks")
+        .or_else(|| v.get("pipeline"))
+        .and_then(Value::as_object);
     for (name, t) in tasks.into_iter().flatten() {
         turbo.tasks.insert(
             name.clone(),
@@ -195,7 +198,10 @@ pub fn read_turbo(root: &Path) -> Result<Option<Turbo>> {
                 env: strings(t.get("env")).unwrap_or_default(),
                 pass_through_env: strings(t.get("passThroughEnv")).unwrap_or_default(),
                 cache: t.get("cache").and_then(Value::as_bool),
-                persistent: t.get("persistent").and_then(Value::as_bool).unwrap_or(false),
+                persistent: t
+                    .get("persistent")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
             },
         );
     }
@@ -219,11 +225,19 @@ pub fn vite_out_dir(source: &str) -> Option<String> {
     };
     let rest = source[pos + "outDir".len()..].trim_start();
     let rest = rest.strip_prefix(':')?.trim_start();
-    let quote = rest.chars().next().filter(|c| matches!(c, '"' | '\'' | '`'))?;
+    let quote = rest
+        .chars()
+        .next()
+        .filter(|c| matches!(c, '"' | '\'' | '`'))?;
     let body = &rest[1..];
     let end = body.find(quote)?;
     let value = &body[..end];
-    (!value.contains("${")).then(|| value.trim_start_matches("./").trim_end_matches('/').to_string())
+    (!value.contains("${")).then(|| {
+        value
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_string()
+    })
 }
 
 /// `compilerOptions.outDir` / `declarationDir` of a tsconfig (following a
@@ -274,8 +288,14 @@ mod tests {
     #[test]
     fn vite_out_dirs() {
         assert_eq!(vite_out_dir("export default {}").as_deref(), Some("dist"));
-        assert_eq!(vite_out_dir("build: { outDir: './out/' }").as_deref(), Some("out"));
-        assert_eq!(vite_out_dir("build: { outDir: resolve(__dirname, 'x') }"), None);
+        assert_eq!(
+            vite_out_dir("build: { outDir: './out/' }").as_deref(),
+            Some("out")
+        );
+        assert_eq!(
+            vite_out_dir("build: { outDir: resolve(__dirname, 'x') }"),
+            None
+        );
         assert_eq!(vite_out_dir("build: { outDir: `${x}/y` }"), None);
     }
 

@@ -70,7 +70,13 @@ fn label(pkg: &str, target: &str) -> String {
 fn target_name(script: &str) -> String {
     script
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "_-.+".contains(c) { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_-.+".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect()
 }
 
@@ -81,7 +87,11 @@ fn gitignore_excludes(root: &Path, pkg: &str, undecided: &mut Vec<String>) -> Ve
     if !pkg.is_empty() {
         let mut acc = String::new();
         for seg in pkg.split('/') {
-            acc = if acc.is_empty() { seg.to_string() } else { format!("{acc}/{seg}") };
+            acc = if acc.is_empty() {
+                seg.to_string()
+            } else {
+                format!("{acc}/{seg}")
+            };
             dirs.push(acc.clone());
         }
     }
@@ -90,7 +100,10 @@ fn gitignore_excludes(root: &Path, pkg: &str, undecided: &mut Vec<String>) -> Ve
             continue;
         };
         // The part of `pkg` below this .gitignore's directory.
-        let below = pkg.strip_prefix(dir.as_str()).unwrap_or(pkg).trim_start_matches('/');
+        let below = pkg
+            .strip_prefix(dir.as_str())
+            .unwrap_or(pkg)
+            .trim_start_matches('/');
         for line in text.lines() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -147,7 +160,9 @@ fn turbo_outs(outputs: &[String], undecided: &mut Vec<String>, what: &str) -> Ve
     let mut outs = Vec::new();
     for o in outputs {
         if o.starts_with('!') {
-            undecided.push(format!("{what}: turbo output exclusion `{o}` not translated"));
+            undecided.push(format!(
+                "{what}: turbo output exclusion `{o}` not translated"
+            ));
             continue;
         }
         let o = o.trim_start_matches("./");
@@ -180,12 +195,20 @@ pub fn plan(root: &Path) -> Result<Plan> {
     for cycle in graph::cycles(n, &edges) {
         let names: Vec<String> = cycle
             .iter()
-            .map(|&i| manifests[i].name.clone().unwrap_or_else(|| layout.packages[i].clone()))
+            .map(|&i| {
+                manifests[i]
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| layout.packages[i].clone())
+            })
             .collect();
         let in_cycle: BTreeSet<usize> = cycle.iter().copied().collect();
         let mut broken = Vec::new();
         let mut stuck = Vec::new();
-        for e in edges.iter().filter(|e| in_cycle.contains(&e.from) && in_cycle.contains(&e.to)) {
+        for e in edges
+            .iter()
+            .filter(|e| in_cycle.contains(&e.from) && in_cycle.contains(&e.to))
+        {
             let to_name = manifests[e.to].name.clone().unwrap_or_default();
             let users = graph::importers_of(&root.join(&layout.packages[e.from]), &to_name, &[]);
             let from_name = manifests[e.from].name.clone().unwrap_or_default();
@@ -195,16 +218,32 @@ pub fn plan(root: &Path) -> Result<Plan> {
                 stuck.push(format!(
                     "{from_name} → {to_name} ({}{})",
                     if e.dev { "devDependency" } else { "dependency" },
-                    if users.is_empty() { String::new() } else { format!(", imported by {}", users.join(", ")) }
+                    if users.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", imported by {}", users.join(", "))
+                    }
                 ));
             }
         }
         for (from, to, what) in &broken {
-            dropped.insert((*from, *to), format!("dev-dependency cycle {}: no non-test source imports it", names.join(" ↔ ")));
-            skipped.push(format!("dependency cycle {}: dropped {what} (a devDependency only tests use)", names.join(" ↔ ")));
+            dropped.insert(
+                (*from, *to),
+                format!(
+                    "dev-dependency cycle {}: no non-test source imports it",
+                    names.join(" ↔ ")
+                ),
+            );
+            skipped.push(format!(
+                "dependency cycle {}: dropped {what} (a devDependency only tests use)",
+                names.join(" ↔ ")
+            ));
         }
         edges.retain(|e| !broken.iter().any(|(f, t, _)| *f == e.from && *t == e.to));
-        if !graph::cycles(n, &edges).iter().any(|c| c.iter().all(|i| in_cycle.contains(i))) {
+        if !graph::cycles(n, &edges)
+            .iter()
+            .any(|c| c.iter().all(|i| in_cycle.contains(i)))
+        {
             continue;
         }
         // Still a cycle: leave the decision to the user, with the evidence.
@@ -213,8 +252,14 @@ pub fn plan(root: &Path) -> Result<Plan> {
             names.join(" ↔ "),
             stuck.join("; ")
         ));
-        for e in edges.iter().filter(|e| in_cycle.contains(&e.from) && in_cycle.contains(&e.to)) {
-            dropped.insert((e.from, e.to), format!("cycle {}: fix by hand", names.join(" ↔ ")));
+        for e in edges
+            .iter()
+            .filter(|e| in_cycle.contains(&e.from) && in_cycle.contains(&e.to))
+        {
+            dropped.insert(
+                (e.from, e.to),
+                format!("cycle {}: fix by hand", names.join(" ↔ ")),
+            );
         }
         edges.retain(|e| !(in_cycle.contains(&e.from) && in_cycle.contains(&e.to)));
     }
@@ -225,24 +270,41 @@ pub fn plan(root: &Path) -> Result<Plan> {
     let mut steps: Vec<Vec<(String, String)>> = Vec::new();
     for (i, m) in manifests.iter().enumerate() {
         let pkg = &layout.packages[i];
-        let shown = if pkg.is_empty() { "(root)".to_string() } else { pkg.clone() };
+        let shown = if pkg.is_empty() {
+            "(root)".to_string()
+        } else {
+            pkg.clone()
+        };
         let mut list = Vec::new();
         for (name, cmd) in &m.scripts {
-            if name.starts_with("pre") && m.scripts.iter().any(|(n, _)| Some(n.as_str()) == name.strip_prefix("pre"))
-                || name.starts_with("post") && m.scripts.iter().any(|(n, _)| Some(n.as_str()) == name.strip_prefix("post"))
+            if name.starts_with("pre")
+                && m.scripts
+                    .iter()
+                    .any(|(n, _)| Some(n.as_str()) == name.strip_prefix("pre"))
+                || name.starts_with("post")
+                    && m.scripts
+                        .iter()
+                        .any(|(n, _)| Some(n.as_str()) == name.strip_prefix("post"))
             {
                 continue; // run as part of the script they belong to
             }
             let task = turbo.as_ref().and_then(|t| t.task(m.name.as_deref(), name));
             match scripts::classify(name, cmd, &turbo_names, task.is_some_and(|t| t.persistent)) {
                 scripts::Kind::Step => {
-                    if pkg.is_empty() && (cmd.contains(" -r ") || cmd.contains("--filter") || cmd.contains("--workspaces") || cmd.starts_with("turbo ")) {
+                    if pkg.is_empty()
+                        && (cmd.contains(" -r ")
+                            || cmd.contains("--filter")
+                            || cmd.contains("--workspaces")
+                            || cmd.starts_with("turbo "))
+                    {
                         skipped.push(format!("{shown}: `{name}` runs the workspace through {} (`vbuild run //...` replaces it)", cmd.split_whitespace().next().unwrap_or("")));
                         continue;
                     }
                     list.push((name.clone(), cmd.clone()));
                 }
-                scripts::Kind::LongRunning(why) => skipped.push(format!("{shown}: `{name}` never exits ({why})")),
+                scripts::Kind::LongRunning(why) => {
+                    skipped.push(format!("{shown}: `{name}` never exits ({why})"))
+                }
                 scripts::Kind::Other => {}
             }
         }
@@ -258,7 +320,11 @@ pub fn plan(root: &Path) -> Result<Plan> {
         }
         let pkg = layout.packages[i].clone();
         let dir = root.join(&pkg);
-        let shown = if pkg.is_empty() { "(root)".to_string() } else { pkg.clone() };
+        let shown = if pkg.is_empty() {
+            "(root)".to_string()
+        } else {
+            pkg.clone()
+        };
         let vite_cfg = manifest::vite_config(&dir);
         let ignores = gitignore_excludes(root, &pkg, &mut undecided);
         let mut targets = Vec::new();
@@ -273,7 +339,13 @@ pub fn plan(root: &Path) -> Result<Plan> {
             let task = turbo.as_ref().and_then(|t| t.task(m.name.as_deref(), name));
             let mut t = TargetOut {
                 name: target_name(name),
-                notes: vec![format!("package.json \"{name}\": {}", m.scripts.iter().find(|(n, _)| n == name).map_or("", |(_, c)| c))],
+                notes: vec![format!(
+                    "package.json \"{name}\": {}",
+                    m.scripts
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map_or("", |(_, c)| c)
+                )],
                 command: command.clone(),
                 cache: true,
                 ..Default::default()
@@ -283,9 +355,16 @@ pub fn plan(root: &Path) -> Result<Plan> {
             if let Some(inputs) = task.and_then(|t| t.inputs.clone()) {
                 t.srcs = inputs
                     .iter()
-                    .map(|s| if s == "$TURBO_DEFAULT$" { "**".to_string() } else { s.trim_start_matches("./").to_string() })
+                    .map(|s| {
+                        if s == "$TURBO_DEFAULT$" {
+                            "**".to_string()
+                        } else {
+                            s.trim_start_matches("./").to_string()
+                        }
+                    })
                     .collect();
-                if !t.srcs.iter().any(|s| s == "package.json") && dir.join("package.json").is_file() {
+                if !t.srcs.iter().any(|s| s == "package.json") && dir.join("package.json").is_file()
+                {
                     t.srcs.push("package.json".into());
                 }
             }
@@ -295,7 +374,9 @@ pub fn plan(root: &Path) -> Result<Plan> {
             // deps
             let mut deps: Vec<String> = Vec::new();
             let default_deps = vec!["^build".to_string()];
-            let depends_on = task.and_then(|t| t.depends_on.clone()).unwrap_or(default_deps);
+            let depends_on = task
+                .and_then(|t| t.depends_on.clone())
+                .unwrap_or(default_deps);
             for d in &depends_on {
                 if let Some(task) = d.strip_prefix('^') {
                     for &q in &closure[i] {
@@ -304,26 +385,40 @@ pub fn plan(root: &Path) -> Result<Plan> {
                         }
                     }
                 } else if let Some((pname, task)) = d.split_once('#') {
-                    match manifests.iter().position(|m| m.name.as_deref() == Some(pname)) {
-                        Some(q) if has_target(q, task) => deps.push(label(&layout.packages[q], &target_name(task))),
-                        _ => undecided.push(format!("{what}: turbo dependsOn `{d}` names no script vbuild migrated")),
+                    match manifests
+                        .iter()
+                        .position(|m| m.name.as_deref() == Some(pname))
+                    {
+                        Some(q) if has_target(q, task) => {
+                            deps.push(label(&layout.packages[q], &target_name(task)))
+                        }
+                        _ => undecided.push(format!(
+                            "{what}: turbo dependsOn `{d}` names no script vbuild migrated"
+                        )),
                     }
                 } else if let Some(var) = d.strip_prefix('$') {
                     t.pass_env.push(var.to_string());
                 } else if has_target(i, d) && d != name {
                     deps.push(format!(":{}", target_name(d)));
                 } else if d != name {
-                    undecided.push(format!("{what}: turbo dependsOn `{d}`: the package has no such step"));
+                    undecided.push(format!(
+                        "{what}: turbo dependsOn `{d}`: the package has no such step"
+                    ));
                 }
             }
             // Outputs of transitive deps must be staged too: vbuild stages
             // direct deps' outputs only, and bundlers follow links all the way.
             if depends_on.iter().any(|d| d.starts_with('^')) {
                 for &q in &closure[i] {
-                    if let Some(((_, _), why)) = dropped.iter().find(|((f, tq), _)| *f == i && *tq == q) {
+                    if let Some(((_, _), why)) =
+                        dropped.iter().find(|((f, tq), _)| *f == i && *tq == q)
+                    {
                         for task in depends_on.iter().filter_map(|d| d.strip_prefix('^')) {
                             if has_target(q, task) {
-                                t.commented_deps.push((label(&layout.packages[q], &target_name(task)), why.clone()));
+                                t.commented_deps.push((
+                                    label(&layout.packages[q], &target_name(task)),
+                                    why.clone(),
+                                ));
                             }
                         }
                     }
@@ -345,7 +440,9 @@ pub fn plan(root: &Path) -> Result<Plan> {
             deps.dedup();
             t.deps = deps;
             // outs
-            let runs_vite_build = scripts::runs(&command, "vite").iter().any(|w| w.get(1).is_some_and(|s| s == "build"));
+            let runs_vite_build = scripts::runs(&command, "vite")
+                .iter()
+                .any(|w| w.get(1).is_some_and(|s| s == "build"));
             let tsc_runs: Vec<Vec<String>> = scripts::runs(&command, "tsc")
                 .into_iter()
                 .filter(|w| !w.iter().any(|a| a == "--noEmit" || a == "--noemit"))
@@ -354,10 +451,16 @@ pub fn plan(root: &Path) -> Result<Plan> {
                 t.outs = turbo_outs(&outputs, &mut undecided, &what);
             } else {
                 if runs_vite_build {
-                    match vite_cfg.as_ref().map(|f| std::fs::read_to_string(dir.join(f)).unwrap_or_default()) {
+                    match vite_cfg
+                        .as_ref()
+                        .map(|f| std::fs::read_to_string(dir.join(f)).unwrap_or_default())
+                    {
                         Some(src) => match manifest::vite_out_dir(&src) {
                             Some(d) => t.outs.push(format!("{d}/")),
-                            None => undecided.push(format!("{what}: build.outDir in {} is computed; add it to outs by hand", vite_cfg.as_deref().unwrap_or(""))),
+                            None => undecided.push(format!(
+                                "{what}: build.outDir in {} is computed; add it to outs by hand",
+                                vite_cfg.as_deref().unwrap_or("")
+                            )),
                         },
                         None => t.outs.push("dist/".into()),
                     }
@@ -370,7 +473,11 @@ pub fn plan(root: &Path) -> Result<Plan> {
                         .filter(|c| !c.starts_with('-'))
                         .cloned()
                         .unwrap_or_else(|| "tsconfig.json".into());
-                    let config = if dir.join(&config).is_dir() { format!("{config}/tsconfig.json") } else { config };
+                    let config = if dir.join(&config).is_dir() {
+                        format!("{config}/tsconfig.json")
+                    } else {
+                        config
+                    };
                     let (dirs, escapes) = manifest::tsc_out_dirs(&dir, &config)?;
                     if let Some(ext) = escapes {
                         undecided.push(format!("{what}: {config} extends `{ext}`, outside the package; copy what it needs into the package's tsconfig (a target only sees its own package's files)"));
@@ -393,12 +500,15 @@ pub fn plan(root: &Path) -> Result<Plan> {
             let uses_vite = runs_vite_build || !scripts::runs(&command, "vitest").is_empty();
             if let Some(task) = task {
                 for v in task.env.iter().chain(&task.pass_through_env) {
-                    let covered = uses_vite && runs_vite_build && (v == "NODE_ENV" || v.starts_with("VITE_"));
+                    let covered =
+                        uses_vite && runs_vite_build && (v == "NODE_ENV" || v.starts_with("VITE_"));
                     if covered {
                         continue; // vite-plugin-vbuild tracks these
                     }
                     if crate::globs::is_glob(v) || v.starts_with('!') {
-                        undecided.push(format!("{what}: turbo env pattern `{v}` not translated (pass_env takes names)"));
+                        undecided.push(format!(
+                            "{what}: turbo env pattern `{v}` not translated (pass_env takes names)"
+                        ));
                         continue;
                     }
                     if !t.pass_env.contains(v) {
@@ -424,15 +534,27 @@ pub fn plan(root: &Path) -> Result<Plan> {
         }
         if wants_plugin {
             if let Some(cfg) = &vite_cfg {
-                let rel = if pkg.is_empty() { cfg.clone() } else { format!("{pkg}/{cfg}") };
+                let rel = if pkg.is_empty() {
+                    cfg.clone()
+                } else {
+                    format!("{pkg}/{cfg}")
+                };
                 let src = std::fs::read_to_string(dir.join(cfg))?;
                 match emit::add_vite_plugin(&src) {
-                    Ok(Some(text)) => files.push(Planned { path: rel, contents: text, edit: true }),
+                    Ok(Some(text)) => files.push(Planned {
+                        path: rel,
+                        contents: text,
+                        edit: true,
+                    }),
                     Ok(None) => {}
-                    Err(why) => undecided.push(format!("{rel}: add vite-plugin-vbuild by hand ({why})")),
+                    Err(why) => {
+                        undecided.push(format!("{rel}: add vite-plugin-vbuild by hand ({why})"))
+                    }
                 }
                 let declared = manifests[i].deps.contains_key(emit::PLUGIN)
-                    || manifests.first().is_some_and(|r| layout.packages[0].is_empty() && r.deps.contains_key(emit::PLUGIN));
+                    || manifests.first().is_some_and(|r| {
+                        layout.packages[0].is_empty() && r.deps.contains_key(emit::PLUGIN)
+                    });
                 if !declared {
                     undecided.push(format!("{shown}: add {} to devDependencies (npm/vite-plugin-vbuild in the vbuild repository) and install", emit::PLUGIN));
                 }
@@ -440,12 +562,20 @@ pub fn plan(root: &Path) -> Result<Plan> {
                 undecided.push(format!("{shown}: runs vite build without a vite.config.*: NODE_ENV and VITE_* are not tracked; add a config with vite-plugin-vbuild"));
             }
         }
-        let path = if pkg.is_empty() { "BUILD.toml".to_string() } else { format!("{pkg}/BUILD.toml") };
+        let path = if pkg.is_empty() {
+            "BUILD.toml".to_string()
+        } else {
+            format!("{pkg}/BUILD.toml")
+        };
         let text = emit::build_file(&targets);
         vbuild_schema::parse_build_file(Path::new(&path), &text)
             .map_err(|d| anyhow::anyhow!("migrate produced an invalid {path} (a bug): {d}"))?;
         created.push((shown, targets.iter().map(|t| t.name.clone()).collect()));
-        files.push(Planned { path, contents: text, edit: false });
+        files.push(Planned {
+            path,
+            contents: text,
+            edit: false,
+        });
     }
     let name = manifests
         .first()
@@ -457,7 +587,9 @@ pub fn plan(root: &Path) -> Result<Plan> {
     if let Some(t) = &turbo {
         for v in t.global_env.iter().chain(&t.global_pass_through_env) {
             if crate::globs::is_glob(v) {
-                undecided.push(format!("turbo.json: globalEnv pattern `{v}` not translated"));
+                undecided.push(format!(
+                    "turbo.json: globalEnv pattern `{v}` not translated"
+                ));
             } else if !pass_env.contains(v) {
                 pass_env.push(v.clone());
             }
@@ -472,7 +604,14 @@ pub fn plan(root: &Path) -> Result<Plan> {
     let ws_text = emit::workspace_file(&name, layout.manager.name(), &pass_env);
     vbuild_schema::parse_workspace_file(Path::new("vbuild.toml"), &ws_text)
         .map_err(|d| anyhow::anyhow!("migrate produced an invalid vbuild.toml (a bug): {d}"))?;
-    files.insert(0, Planned { path: "vbuild.toml".into(), contents: ws_text, edit: false });
+    files.insert(
+        0,
+        Planned {
+            path: "vbuild.toml".into(),
+            contents: ws_text,
+            edit: false,
+        },
+    );
     let _ = &layout.globs;
     Ok(Plan {
         manager: layout.manager,
@@ -494,7 +633,12 @@ pub fn run(root: &Path, opts: &Options) -> Result<u8> {
     for f in &plan.files {
         let path = root.join(&f.path);
         if opts.dry_run {
-            out.push_str(&format!("--- {}{}\n{}", f.path, if f.edit { " (edited)" } else { "" }, f.contents));
+            out.push_str(&format!(
+                "--- {}{}\n{}",
+                f.path,
+                if f.edit { " (edited)" } else { "" },
+                f.contents
+            ));
             if !f.contents.ends_with('\n') {
                 out.push('\n');
             }
@@ -504,7 +648,8 @@ pub fn run(root: &Path, opts: &Options) -> Result<u8> {
             kept.push(f.path.clone());
             continue;
         }
-        std::fs::write(&path, &f.contents).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, &f.contents)
+            .with_context(|| format!("writing {}", path.display()))?;
         written.push(f.path.clone());
     }
     if opts.dry_run {
@@ -518,9 +663,20 @@ pub fn run(root: &Path, opts: &Options) -> Result<u8> {
         if plan.created.len() == 1 { "" } else { "s" }
     );
     let verb = if opts.dry_run { "would write" } else { "wrote" };
-    for f in if opts.dry_run { plan.files.iter().map(|f| f.path.clone()).collect() } else { written.clone() } {
+    for f in if opts.dry_run {
+        plan.files.iter().map(|f| f.path.clone()).collect()
+    } else {
+        written.clone()
+    } {
         let edited = plan.files.iter().any(|p| p.path == f && p.edit);
-        println!("  {verb} {f}{}", if edited { " (added vite-plugin-vbuild)" } else { "" });
+        println!(
+            "  {verb} {f}{}",
+            if edited {
+                " (added vite-plugin-vbuild)"
+            } else {
+                ""
+            }
+        );
     }
     for (pkg, targets) in &plan.created {
         println!("  targets {pkg}: {}", targets.join(", "));
@@ -544,7 +700,10 @@ pub fn run(root: &Path, opts: &Options) -> Result<u8> {
         println!("next: vbuild run //...");
     }
     if !kept.is_empty() && !opts.dry_run {
-        bail!("{} file(s) exist and were kept; rerun with --force to overwrite them", kept.len());
+        bail!(
+            "{} file(s) exist and were kept; rerun with --force to overwrite them",
+            kept.len()
+        );
     }
     Ok(0)
 }

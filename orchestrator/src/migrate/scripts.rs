@@ -13,7 +13,15 @@ pub enum Kind {
 }
 
 const STEP_NAMES: &[&str] = &[
-    "build", "typecheck", "type-check", "types", "check-types", "tsc", "lint", "test", "check",
+    "build",
+    "typecheck",
+    "type-check",
+    "types",
+    "check-types",
+    "tsc",
+    "lint",
+    "test",
+    "check",
 ];
 const SERVER_NAMES: &[&str] = &["dev", "start", "preview", "watch", "serve", "storybook"];
 
@@ -39,7 +47,10 @@ pub fn classify(name: &str, command: &str, turbo_names: &[String], persistent: b
 fn never_exits(command: &str) -> Option<String> {
     for seg in segments(command) {
         let words = split_words(seg.trim());
-        if words.iter().any(|w| w == "--watch" || w == "-w" && words.first().is_some_and(|c| c == "tsc")) {
+        if words
+            .iter()
+            .any(|w| w == "--watch" || w == "-w" && words.first().is_some_and(|c| c == "tsc"))
+        {
             return Some("it watches for changes".into());
         }
         let tool = words.first().map(String::as_str);
@@ -112,10 +123,13 @@ pub fn split_words(seg: &str) -> Vec<String> {
     words
 }
 
+/// A called script: name, extra arguments, `--if-present`.
+type Call = (String, Vec<String>, bool);
+
 /// A script name a `npm run x` / `pnpm x` / `yarn x` segment calls, with
 /// the extra arguments after it; `Err` when the segment runs the package
 /// manager in a way that cannot be inlined (`-r`, `--filter`, ...).
-fn called_script(words: &[String], scripts: &[(String, String)]) -> Option<Result<(String, Vec<String>, bool), String>> {
+fn called_script(words: &[String], scripts: &[(String, String)]) -> Option<Result<Call, String>> {
     let pm = words.first()?.as_str();
     if !matches!(pm, "npm" | "pnpm" | "yarn" | "bun") {
         return None;
@@ -138,7 +152,8 @@ fn called_script(words: &[String], scripts: &[(String, String)]) -> Option<Resul
     let name = rest.first()?.clone();
     let known = scripts.iter().any(|(n, _)| *n == name);
     // `pnpm build` runs the script; `pnpm install` is pnpm's own command.
-    if !explicit_run && !known && !(pm == "npm" && matches!(name.as_str(), "test" | "start")) {
+    let npm_builtin = pm == "npm" && matches!(name.as_str(), "test" | "start");
+    if !(explicit_run || known || npm_builtin) {
         return Some(Err(format!("`{}` runs {pm} itself", words.join(" "))));
     }
     let mut args: Vec<String> = rest[1..].to_vec();
@@ -160,7 +175,10 @@ pub fn expand(name: &str, scripts: &[(String, String)], problems: &mut Vec<Strin
 }
 
 fn lookup<'a>(scripts: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    scripts.iter().find(|(n, _)| n == name).map(|(_, c)| c.as_str())
+    scripts
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, c)| c.as_str())
 }
 
 fn expand_depth(
@@ -176,7 +194,11 @@ fn expand_depth(
         return Some(body.to_string());
     }
     let mut parts = Vec::new();
-    for hook in [format!("pre{name}"), name.to_string(), format!("post{name}")] {
+    for hook in [
+        format!("pre{name}"),
+        name.to_string(),
+        format!("post{name}"),
+    ] {
         let Some(cmd) = lookup(scripts, &hook) else {
             continue;
         };
@@ -192,19 +214,29 @@ fn expand_depth(
     Some(parts.join(" && "))
 }
 
-fn expand_command(cmd: &str, scripts: &[(String, String)], problems: &mut Vec<String>, depth: usize) -> String {
+fn expand_command(
+    cmd: &str,
+    scripts: &[(String, String)],
+    problems: &mut Vec<String>,
+    depth: usize,
+) -> String {
     let segs = segments(cmd);
     if segs.len() == 1 && !cmd.contains(['|', '>', '<', '`', '$']) {
         let words = split_words(cmd.trim());
         return match called_script(&words, scripts) {
-            Some(Ok((called, args, if_present))) => match expand_depth(&called, &args, scripts, problems, depth + 1) {
-                Some(inner) => inner,
-                None if if_present => "true".to_string(),
-                None => {
-                    problems.push(format!("`{}` calls a script that does not exist", cmd.trim()));
-                    cmd.trim().to_string()
+            Some(Ok((called, args, if_present))) => {
+                match expand_depth(&called, &args, scripts, problems, depth + 1) {
+                    Some(inner) => inner,
+                    None if if_present => "true".to_string(),
+                    None => {
+                        problems.push(format!(
+                            "`{}` calls a script that does not exist",
+                            cmd.trim()
+                        ));
+                        cmd.trim().to_string()
+                    }
                 }
-            },
+            }
             Some(Err(why)) => {
                 problems.push(why);
                 cmd.trim().to_string()
@@ -241,7 +273,7 @@ fn expand_command(cmd: &str, scripts: &[(String, String)], problems: &mut Vec<St
 
 /// Whether the command runs `tool sub...` as one of its segments
 /// (`vite build`, `tsc`), returning that segment's words.
-pub fn runs<'a>(command: &'a str, tool: &str) -> Vec<Vec<String>> {
+pub fn runs(command: &str, tool: &str) -> Vec<Vec<String>> {
     segments(command)
         .into_iter()
         .map(|s| split_words(s.trim_matches(|c: char| c.is_whitespace() || c == '(' || c == ')')))
@@ -254,7 +286,10 @@ mod tests {
     use super::*;
 
     fn s(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -280,10 +315,22 @@ mod tests {
     fn classifies() {
         let none: Vec<String> = vec![];
         assert_eq!(classify("build", "vite build", &none, false), Kind::Step);
-        assert!(matches!(classify("dev", "vite", &none, false), Kind::LongRunning(_)));
-        assert!(matches!(classify("build:watch", "tsc -w", &none, false), Kind::LongRunning(_)));
-        assert!(matches!(classify("serve", "vite preview", &none, false), Kind::LongRunning(_)));
+        assert!(matches!(
+            classify("dev", "vite", &none, false),
+            Kind::LongRunning(_)
+        ));
+        assert!(matches!(
+            classify("build:watch", "tsc -w", &none, false),
+            Kind::LongRunning(_)
+        ));
+        assert!(matches!(
+            classify("serve", "vite preview", &none, false),
+            Kind::LongRunning(_)
+        ));
         assert_eq!(classify("stamp", "node x", &none, false), Kind::Other);
-        assert_eq!(classify("e2e", "node x", &["e2e".to_string()], false), Kind::Step);
+        assert_eq!(
+            classify("e2e", "node x", &["e2e".to_string()], false),
+            Kind::Step
+        );
     }
 }
