@@ -36,11 +36,22 @@ impl Out {
             .lines()
             .filter_map(|l| {
                 let mut words = l.split_whitespace();
-                let state = words.next()?;
-                let label = words.next()?;
-                ["hit", "miss", "uncached", "failed", "skipped"]
-                    .contains(&state)
-                    .then(|| format!("{state} {label}"))
+                let mut state = words.next()?.to_string();
+                let mut label = words.next()?;
+                if state == "hit" && label == "(remote)" {
+                    state = "hit (remote)".into();
+                    label = words.next()?;
+                }
+                [
+                    "hit",
+                    "hit (remote)",
+                    "miss",
+                    "uncached",
+                    "failed",
+                    "skipped",
+                ]
+                .contains(&state.as_str())
+                .then(|| format!("{state} {label}"))
             })
             .collect()
     }

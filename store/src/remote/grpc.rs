@@ -4,7 +4,10 @@ use super::Settings;
 pub struct GrpcCache;
 
 impl GrpcCache {
-    pub fn new(_settings: &Settings, _rt: tokio::runtime::Handle) -> Result<super::http::HttpCache, String> {
+    pub fn new(
+        _settings: &Settings,
+        _rt: tokio::runtime::Handle,
+    ) -> Result<super::http::HttpCache, String> {
         Err("grpc:// remotes are not supported yet".into())
     }
 }

@@ -159,7 +159,7 @@ impl RemoteCache for HttpCache {
         Ok(ServerInfo {
             lines: vec![
                 ("protocol".into(), "Bazel HTTP cache (/ac/, /cas/)".into()),
-                ("server".into(), super::truncate(&server)),
+                ("server".into(), super::truncate_text(&server)),
                 ("digest function".into(), "SHA-256 (the protocol's)".into()),
                 (
                     "capabilities".into(),
@@ -193,18 +193,19 @@ impl RemoteCache for HttpCache {
         }
         let bytes = match resp.body_mut().with_config().limit(max_bytes).read_to_vec() {
             Ok(b) => b,
-            Err(ureq::Error::BodyExceedsLimit(_)) => {
-                return Err(RemoteError::Rejected(format!(
-                    "action result {} is over the limit of {max_bytes} bytes (max_action_result_size)",
-                    key.hex()
-                )))
-            }
+            Err(ureq::Error::BodyExceedsLimit(_)) => return Err(RemoteError::Rejected(format!(
+                "action result {} is over the limit of {max_bytes} bytes (max_action_result_size)",
+                key.hex()
+            ))),
             Err(e) => return Err(transport_error(&what, e)),
         };
         reapi::ActionResult::decode(bytes.as_slice())
             .map(Some)
             .map_err(|e| {
-                RemoteError::Rejected(format!("action result {} is not an ActionResult: {e}", key.hex()))
+                RemoteError::Rejected(format!(
+                    "action result {} is not an ActionResult: {e}",
+                    key.hex()
+                ))
             })
     }
 
@@ -261,11 +262,7 @@ impl RemoteCache for HttpCache {
             s => return Err(self.status_error(&what, s)),
         }
         // The sink enforces the size; no body limit here (default is 10 MB).
-        let mut reader = resp
-            .body_mut()
-            .with_config()
-            .limit(u64::MAX)
-            .reader();
+        let mut reader = resp.body_mut().with_config().limit(u64::MAX).reader();
         let mut buf = vec![0u8; 256 * 1024];
         loop {
             let n = match reader.read(&mut buf) {

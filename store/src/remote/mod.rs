@@ -20,6 +20,8 @@ pub mod http;
 
 /// The REAPI protobuf types (`ActionResult`, `Digest`, …).
 pub use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
+/// `google.protobuf` types (`Any`).
+pub use bazel_remote_apis::google::protobuf as pb;
 
 /// The hash a remote names blobs and action keys with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,7 +79,10 @@ impl WireDigest {
             || d.hash.bytes().any(|b| b.is_ascii_uppercase())
             || hex::decode_to_slice(&d.hash, &mut hash).is_err()
         {
-            return Err(format!("malformed digest hash {:?}", truncate(&d.hash)));
+            return Err(format!(
+                "malformed digest hash {:?}",
+                truncate_text(&d.hash)
+            ));
         }
         if d.size_bytes < 0 {
             return Err(format!("negative size in digest {}", d.hash));
@@ -106,7 +111,7 @@ impl fmt::Display for WireDigest {
 }
 
 /// Cuts untrusted text for an error message.
-pub(crate) fn truncate(s: &str) -> String {
+pub fn truncate_text(s: &str) -> String {
     if s.chars().count() > 80 {
         format!("{}…", s.chars().take(80).collect::<String>())
     } else {
@@ -248,8 +253,11 @@ pub trait RemoteCache: Send + Sync {
         key: &WireDigest,
         max_bytes: u64,
     ) -> RemoteResult<Option<reapi::ActionResult>>;
-    fn update_action_result(&self, key: &WireDigest, result: &reapi::ActionResult)
-        -> RemoteResult<()>;
+    fn update_action_result(
+        &self,
+        key: &WireDigest,
+        result: &reapi::ActionResult,
+    ) -> RemoteResult<()>;
     /// The subset of `blobs` the server does not have.
     fn find_missing(&self, blobs: &[WireDigest]) -> RemoteResult<Vec<WireDigest>>;
     /// Streams a blob's bytes into `sink`; `Ok(false)` if the server does
@@ -276,7 +284,7 @@ pub fn connect(
         Some(Protocol::Grpc) => Ok(Box::new(grpc::GrpcCache::new(settings, rt.clone())?)),
         None => Err(format!(
             "remote url must start with http://, https://, grpc:// or grpcs://, not {:?}",
-            truncate(&settings.url)
+            truncate_text(&settings.url)
         )),
     }
 }
@@ -294,10 +302,7 @@ pub fn wire_digest_of(
             let size = std::fs::metadata(&path)
                 .map_err(|_| crate::CasError::Missing(*blob))?
                 .len();
-            Ok(WireDigest {
-                hash: blob.0,
-                size,
-            })
+            Ok(WireDigest { hash: blob.0, size })
         }
         DigestFn::Sha256 => {
             if let Some((hash, size)) = store.action_cache.sha256_of(blob)? {
@@ -335,6 +340,11 @@ pub struct Pending<'a> {
 }
 
 impl Pending<'_> {
+    /// Whether the bytes came from the remote (not already in the store).
+    pub fn is_fetched(&self) -> bool {
+        self.writer.is_some()
+    }
+
     /// The BLAKE3 the blob will have in the store.
     pub fn blake3(&self) -> Digest {
         self.blake3
@@ -440,7 +450,10 @@ impl BlobSink for VerifyingSink<'_> {
             return Err(e.clone());
         }
         if self.writer.size() + chunk.len() as u64 > self.expected {
-            let e = format!("the server sent more than the {} bytes announced", self.expected);
+            let e = format!(
+                "the server sent more than the {} bytes announced",
+                self.expected
+            );
             self.error = Some(e.clone());
             return Err(e);
         }

@@ -124,7 +124,11 @@ fn download_verifies_before_anything_enters_the_store() {
         Err(other) => panic!("{other:?}"),
         Ok(_) => panic!("accepted {d:?}"),
     };
-    assert!(err(&lying, 100).contains("do not match"), "{}", err(&lying, 100));
+    assert!(
+        err(&lying, 100).contains("do not match"),
+        "{}",
+        err(&lying, 100)
+    );
     assert!(err(&longer, 100).contains("more than the 5 bytes"));
     assert!(err(&good, 3).contains("over the limit"));
     let missing = WireDigest::of_bytes(DigestFn::Sha256, b"nope");
@@ -139,6 +143,9 @@ fn download_verifies_before_anything_enters_the_store() {
     assert_eq!(local_blob_of(&store, DigestFn::Sha256, &good), Some(blake3));
     // The empty blob needs no server.
     let empty = WireDigest::of_bytes(DigestFn::Sha256, b"");
-    let e = download(&store, &remote, &empty, 100).unwrap().commit(&store).unwrap();
+    let e = download(&store, &remote, &empty, 100)
+        .unwrap()
+        .commit(&store)
+        .unwrap();
     assert_eq!(e, Digest::of_bytes(b""));
 }
