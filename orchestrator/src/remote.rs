@@ -414,14 +414,23 @@ impl Remote {
             s.hits.load(Ordering::SeqCst),
             s.uploaded_results.load(Ordering::SeqCst),
         );
-        if hits > 0 || results > 0 {
-            eprintln!(
-                "remote: {hits} hit ({} blobs, {} down), {results} uploaded ({} blobs, {} up)",
+        let mut parts = vec![];
+        if hits > 0 {
+            parts.push(format!(
+                "{hits} restored ({} blobs, {} down)",
                 s.downloaded_blobs.load(Ordering::SeqCst),
                 human(s.downloaded_bytes.load(Ordering::SeqCst)),
+            ));
+        }
+        if results > 0 {
+            parts.push(format!(
+                "{results} uploaded ({} blobs, {} up)",
                 s.uploaded_blobs.load(Ordering::SeqCst),
                 human(s.uploaded_bytes.load(Ordering::SeqCst)),
-            );
+            ));
+        }
+        if !parts.is_empty() {
+            eprintln!("remote: {}", parts.join(", "));
         }
     }
 

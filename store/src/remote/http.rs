@@ -140,15 +140,20 @@ impl RemoteCache for HttpCache {
     }
 
     fn server_info(&self) -> RemoteResult<ServerInfo> {
-        // The protocol has no capabilities call; a HEAD of the base tells
-        // whether the server answers at all.
+        // The protocol has no capabilities call; a HEAD of a blob nobody
+        // has tells whether the server answers, and accepts our credentials.
+        let probe = WireDigest {
+            hash: [0; 32],
+            size: 0,
+        };
+        let what = format!("HEAD /cas/{}", probe.hex());
         let resp = self
-            .with_auth(self.agent.head(&format!("{}/ac/", self.base)))
+            .with_auth(self.agent.head(&self.url("cas", &probe)))
             .call()
-            .map_err(|e| transport_error("HEAD /ac/", e))?;
+            .map_err(|e| transport_error(&what, e))?;
         let status = resp.status();
-        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-            return Err(self.status_error("HEAD /ac/", status));
+        if !matches!(status, StatusCode::OK | StatusCode::NOT_FOUND) {
+            return Err(self.status_error(&what, status));
         }
         let server = resp
             .headers()
@@ -193,10 +198,12 @@ impl RemoteCache for HttpCache {
         }
         let bytes = match resp.body_mut().with_config().limit(max_bytes).read_to_vec() {
             Ok(b) => b,
-            Err(ureq::Error::BodyExceedsLimit(_)) => return Err(RemoteError::Rejected(format!(
+            Err(ureq::Error::BodyExceedsLimit(_)) => {
+                return Err(RemoteError::Rejected(format!(
                 "action result {} is over the limit of {max_bytes} bytes (max_action_result_size)",
                 key.hex()
-            ))),
+            )))
+            }
             Err(e) => return Err(transport_error(&what, e)),
         };
         reapi::ActionResult::decode(bytes.as_slice())
