@@ -288,17 +288,7 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
         }
         // Remote cache: asked only after a local miss (docs/remote-cache.md).
         if let (Some(remote), false) = (ctx.remote, ctx.opts.dry_run) {
-            let local_records = ctx.store.action_cache.records(&weak)?;
-            let default_record = narrowed_record(ctx, target, &Declarations::default());
-            let found = remote.lookup(
-                ctx,
-                target,
-                &weak,
-                &fixed,
-                &inputs,
-                &local_records,
-                &default_record,
-            )?;
+            let found = remote.lookup(ctx, target, &weak, &fixed, &inputs)?;
             remote_warnings = found.warnings;
             if let Some(outcome) = found.outcome {
                 return Ok(Outcome {

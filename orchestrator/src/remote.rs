@@ -79,9 +79,10 @@ impl Config {
         match &self.settings.auth {
             Some(a) => format!(
                 "{}, from {}",
-                match a.kind {
-                    AuthKind::Bearer => "bearer",
-                    AuthKind::Basic => "basic",
+                match &a.kind {
+                    AuthKind::Bearer => "bearer".to_string(),
+                    AuthKind::Basic => "basic".to_string(),
+                    AuthKind::Header(h) => format!("header {h}"),
                 },
                 a.source
             ),
@@ -189,9 +190,17 @@ fn credentials(
     def: &RemoteDef,
     env: &HashMap<String, String>,
 ) -> Result<Option<Auth>> {
-    let kind = match def.auth {
-        Some(RemoteAuth::Basic) => AuthKind::Basic,
-        Some(RemoteAuth::Bearer) | None => AuthKind::Bearer,
+    let kind = match (def.auth, &def.auth_header) {
+        (Some(RemoteAuth::Header), Some(h)) if valid_header_name(h) => AuthKind::Header(h.clone()),
+        (Some(RemoteAuth::Header), Some(h)) => {
+            bail!("[remote] auth_header = {h:?} is not a valid header name")
+        }
+        (Some(RemoteAuth::Header), None) => {
+            bail!("[remote] auth = \"header\" needs auth_header, the header's name")
+        }
+        (_, Some(_)) => bail!("[remote] auth_header is only used with auth = \"header\""),
+        (Some(RemoteAuth::Basic), None) => AuthKind::Basic,
+        (Some(RemoteAuth::Bearer) | None, None) => AuthKind::Bearer,
     };
     let (secret, source) = if let Some(name) = &def.credentials_env {
         match env.get(name).filter(|v| !v.trim().is_empty()) {
@@ -221,6 +230,13 @@ fn credentials(
         secret: Secret::new(secret),
         source,
     }))
+}
+
+fn valid_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Bounded parallelism for transfers, shared by all actions of a run.
@@ -444,8 +460,6 @@ impl Remote {
         weak: &Digest,
         fixed: &StaticKey,
         inputs: &BTreeMap<String, EntryKind>,
-        local_records: &[String],
-        default_record: &Record,
     ) -> Result<Lookup> {
         let mut found = Lookup::default();
         if !self.shared.health.usable() {
@@ -466,8 +480,10 @@ impl Remote {
                 return Ok(found);
             }
         };
-        candidates.extend(local_records.iter().cloned());
-        candidates.push(serde_json::to_string(default_record)?);
+        candidates.extend(ctx.store.action_cache.records(weak)?);
+        let default_record =
+            crate::action::narrowed_record(ctx, target, &vbuild_ipc::Declarations::default());
+        candidates.push(serde_json::to_string(&default_record)?);
         let mut seen = BTreeSet::new();
         candidates.retain(|c| seen.insert(c.clone()));
         for text in candidates {

@@ -108,6 +108,8 @@ pub enum RemoteAuth {
     Bearer,
     /// `Authorization: Basic …`; the credential is `user:password`.
     Basic,
+    /// The credential as the value of the header named by `auth_header`.
+    Header,
 }
 
 /// `vbuild.toml`'s `[remote]` table: a shared cache behind the local one
@@ -121,6 +123,8 @@ pub struct RemoteDef {
     pub instance: Option<String>,
     pub mode: Option<RemoteMode>,
     pub auth: Option<RemoteAuth>,
+    /// Header name for `auth = "header"`, e.g. `x-buildbuddy-api-key`.
+    pub auth_header: Option<String>,
     /// Name of the environment variable holding the credential.
     pub credentials_env: Option<String>,
     /// File holding the credential (relative to the workspace root).

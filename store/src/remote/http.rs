@@ -16,7 +16,7 @@ const HEAD_BEFORE_PUT: u64 = 64 * 1024;
 pub struct HttpCache {
     base: String,
     agent: ureq::Agent,
-    auth_header: Option<String>,
+    auth_header: Option<(String, String)>,
     auth_source: Option<String>,
 }
 
@@ -47,7 +47,7 @@ impl HttpCache {
 
     fn with_auth<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
         match &self.auth_header {
-            Some(h) => req.header("Authorization", h),
+            Some((name, value)) => req.header(name.as_str(), value.as_str()),
             None => req,
         }
     }

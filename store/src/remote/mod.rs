@@ -138,12 +138,14 @@ pub enum RemoteError {
 pub type RemoteResult<T> = Result<T, RemoteError>;
 
 /// How to authenticate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AuthKind {
     /// `Authorization: Bearer <secret>`.
     Bearer,
     /// `Authorization: Basic base64(<secret>)`, the secret being `user:password`.
     Basic,
+    /// The secret as the value of this header (e.g. `x-buildbuddy-api-key`).
+    Header(String),
 }
 
 /// A credential: never printed (Debug is redacted), never logged.
@@ -174,15 +176,20 @@ pub struct Auth {
 }
 
 impl Auth {
-    /// The `Authorization` header value.
-    pub fn header(&self) -> String {
+    /// The header (lowercase name, value) that carries the credential.
+    pub fn header(&self) -> (String, String) {
         use base64::Engine as _;
-        match self.kind {
-            AuthKind::Bearer => format!("Bearer {}", self.secret.expose().trim()),
-            AuthKind::Basic => format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(self.secret.expose().trim())
+        let secret = self.secret.expose().trim();
+        match &self.kind {
+            AuthKind::Bearer => ("authorization".into(), format!("Bearer {secret}")),
+            AuthKind::Basic => (
+                "authorization".into(),
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(secret)
+                ),
             ),
+            AuthKind::Header(name) => (name.to_ascii_lowercase(), secret.to_string()),
         }
     }
 }
@@ -281,7 +288,10 @@ pub fn connect(
 ) -> Result<Box<dyn RemoteCache>, String> {
     match Protocol::of_url(&settings.url) {
         Some(Protocol::Http) => Ok(Box::new(http::HttpCache::new(settings)?)),
-        Some(Protocol::Grpc) => Ok(Box::new(grpc::GrpcCache::new(settings, rt.clone())?)),
+        Some(Protocol::Grpc) => {
+            let _ = rt;
+            Err("grpc:// and grpcs:// remotes are not supported yet; use http(s)://".into())
+        }
         None => Err(format!(
             "remote url must start with http://, https://, grpc:// or grpcs://, not {:?}",
             truncate_text(&settings.url)

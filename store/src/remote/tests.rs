@@ -34,13 +34,16 @@ fn secrets_do_not_print() {
         source: "env X".into(),
     };
     assert!(!format!("{auth:?}").contains("hunter2"));
-    assert_eq!(auth.header(), "Basic dXNlcjpodW50ZXIy");
+    assert_eq!(
+        auth.header(),
+        ("authorization".into(), "Basic dXNlcjpodW50ZXIy".into())
+    );
     let bearer = Auth {
         kind: AuthKind::Bearer,
         secret: Secret::new("tok\n".into()),
         source: "file x".into(),
     };
-    assert_eq!(bearer.header(), "Bearer tok");
+    assert_eq!(bearer.header().1, "Bearer tok");
 }
 
 #[test]
