@@ -13,7 +13,9 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { echo "needs nginx (ap
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 
 cargo build --release --locked -q -p vbuild
-vbuild="$PWD/${CARGO_TARGET_DIR:-target}/release/vbuild"
+target_dir=${CARGO_TARGET_DIR:-target}
+case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
+vbuild="$target_dir/release/vbuild"
 
 work=$(mktemp -d)
 ngx_pid=
@@ -70,7 +72,18 @@ for i in $(seq "$rounds"); do
   grep -q "4 hit (4 remote), 0 miss" "$work/r$i.log" || { echo "round $i was not a full remote hit:" >&2; cat "$work/r$i.log" >&2; exit 1; }
   times+=($(( (end - start) / 1000 )))
 done
+# For reference: the same fresh checkout built locally, no remote.
+cold=()
+for i in $(seq "$rounds"); do
+  checkout "$work/c$i"
+  start=$(date +%s%N)
+  (cd "$work/c$i" && VBUILD_CACHE_DIR="$work/store-c$i" "$vbuild" run -j2 --no-remote //... >/dev/null 2>&1)
+  end=$(date +%s%N)
+  cold+=($(( (end - start) / 1000 )))
+done
+cold_sorted=($(printf '%s\n' "${cold[@]}" | sort -n))
 sorted=($(printf '%s\n' "${times[@]}" | sort -n))
 median=${sorted[$(( rounds / 2 ))]}
 echo "restore of examples/basic (4 actions) from nginx with an empty local store:"
 echo "  median $(awk "BEGIN{printf \"%.1f\", $median/1000}") ms over $rounds rounds (min $(awk "BEGIN{printf \"%.1f\", ${sorted[0]}/1000}") ms, max $(awk "BEGIN{printf \"%.1f\", ${sorted[$((rounds-1))]}/1000}") ms), wall time of \`vbuild run -j2 //...\`"
+echo "  for reference, a cold local build of the same checkout (empty store, --no-remote): median $(awk "BEGIN{printf \"%.1f\", ${cold_sorted[$(( rounds / 2 ))]}/1000}") ms"
