@@ -60,6 +60,8 @@ pub struct Ctx<'a> {
     pub rt: tokio::runtime::Handle,
     /// Short directory for IPC sockets (a socket path must fit 107 bytes).
     pub ipc_parent: PathBuf,
+    /// This run's directory for per-action scratch dirs.
+    pub scratch_parent: PathBuf,
     /// This vbuild binary, put on every action's PATH for `vbuild tool`.
     pub exe: PathBuf,
     /// Whether the namespace sandbox is usable in this run (probed once;
@@ -200,6 +202,13 @@ impl Ctx<'_> {
             }
         }
         env.extend(target.env.clone());
+        // `vbuild tool` must stay reachable even when a target sets PATH.
+        let path = &env["PATH"];
+        let bin = bin.to_string_lossy().into_owned();
+        if !path.split(':').any(|p| p == bin) {
+            let path = format!("{bin}:{path}");
+            env.insert("PATH".to_string(), path);
+        }
         env
     }
 }
@@ -464,19 +473,24 @@ struct Executed {
 /// The paths (workspace-relative) an action may write: its declared
 /// outputs; for a glob, the directory before its first wildcard.
 fn writable_paths(target: &Target) -> Vec<PathBuf> {
+    // A trailing `/` marks a directory; `./` is the workspace root itself.
+    let dir = |p: PathBuf| match p.as_os_str().is_empty() {
+        true => PathBuf::from("./"),
+        false => PathBuf::from(format!("{}/", p.display())),
+    };
     let pkg = Path::new(&target.label.package);
     target
         .outs
         .iter()
         .map(|out| match out {
-            crate::globs::OutSpec::Dir(d) => PathBuf::from(format!("{}/", pkg.join(d).display())),
+            crate::globs::OutSpec::Dir(d) => dir(pkg.join(d)),
             crate::globs::OutSpec::File(f) => pkg.join(f),
             crate::globs::OutSpec::Glob(g) => {
                 let fixed: Vec<&str> = g
                     .split('/')
                     .take_while(|s| !crate::globs::is_glob(s))
                     .collect();
-                PathBuf::from(format!("{}/", pkg.join(fixed.join("/")).display()))
+                dir(pkg.join(fixed.join("/")))
             }
         })
         .collect()
@@ -490,7 +504,7 @@ fn execute(
     sandbox: SandboxSetting,
     inputs: &BTreeMap<String, EntryKind>,
 ) -> Result<Executed> {
-    let scratch = Scratch::create(&ctx.store.scratch_dir())?;
+    let scratch = Scratch::create(&ctx.scratch_parent)?;
     let mode = match sandbox {
         SandboxSetting::Namespaces => Some(SandboxMode::Namespaces),
         SandboxSetting::Scratch => Some(SandboxMode::Scratch),

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use vbuild_store::{Digest, EntryKind};
 
 /// Bump when the encoding or the meaning of any field changes.
-pub const KEY_VERSION: u32 = 1;
+pub const KEY_VERSION: u32 = 2;
 
 /// The static part of an action: what the weak key hashes. Never holds an
 /// absolute path, so a copied workspace gets the same keys.

@@ -1,5 +1,6 @@
 //! vbuild: hermetic, content-addressed builds.
 mod action;
+mod cleanup;
 mod cli;
 mod globs;
 mod graph;
@@ -22,9 +23,12 @@ use vbuild_schema::{Pattern, SandboxSetting};
 use vbuild_store::Store;
 use workspace::Workspace;
 
-/// Exit codes: 0 success, 1 an action failed, 2 bad input or vbuild error.
+/// Exit codes: 0 success, 1 an action failed, 2 bad input or vbuild error,
+/// 130 interrupted (Ctrl-C).
 const EXIT_FAILED: u8 = 1;
 const EXIT_ERROR: u8 = 2;
+/// Like a shell: 128 + SIGINT.
+const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -303,6 +307,8 @@ fn build(
     let prefix = format!("{}/", ws.root.display());
     let stat_cache = store.action_cache.load_stat_cache(&prefix)?;
     let (opts_sandbox, strict) = (opts.sandbox, opts.strict);
+    let ipc_dir = ipc_parent()?;
+    let scratch_parent = cleanup::run_scratch_dir(&store.scratch_dir(), &ipc_dir);
     let secret_patterns: Vec<String> = DEFAULT_SECRETS
         .iter()
         .map(|s| s.to_string())
@@ -336,19 +342,27 @@ fn build(
         secret_patterns,
         opts,
         rt: rt.handle().clone(),
-        ipc_parent: ipc_parent()?,
+        ipc_parent: ipc_dir.clone(),
+        scratch_parent: scratch_parent.clone(),
         exe: std::env::current_exe().context("locating the vbuild binary")?,
         namespaces: namespaces_usable(ws, &order, &opts_sandbox, strict)?,
         remote: remote.as_ref(),
     };
     // Ctrl-C: kill every running action's process tree; each then fails.
+    // A second Ctrl-C exits at once.
     rt.spawn(async {
         if tokio::signal::ctrl_c().await.is_ok() {
+            scheduler::CANCELLED.store(true, std::sync::atomic::Ordering::SeqCst);
             vbuild_sandbox::cancel_all();
+            eprintln!("vbuild: interrupted; stopping (Ctrl-C again to quit now)");
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(EXIT_INTERRUPTED.into());
+            }
         }
     });
     let mut reporter = report::Reporter::new();
     let failed = scheduler::run(&ctx, &order, &mut reporter);
+    cleanup::remove_tree(&scratch_parent);
     store.action_cache.save_stat_cache(&stat_cache)?;
     if !ctx.opts.dry_run {
         reporter.summary(&failed);
@@ -356,5 +370,11 @@ fn build(
     if let Some(remote) = &remote {
         remote.finish();
     }
-    Ok(if failed.is_empty() { 0 } else { EXIT_FAILED })
+    Ok(if scheduler::cancelled() {
+        EXIT_INTERRUPTED
+    } else if failed.is_empty() {
+        0
+    } else {
+        EXIT_FAILED
+    })
 }

@@ -4,9 +4,17 @@
 use crate::action::{self, Ctx, Outcome, State};
 use crate::report::Reporter;
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use vbuild_store::Tree;
+
+/// Set by Ctrl-C: no new action starts; running ones are killed.
+pub static CANCELLED: AtomicBool = AtomicBool::new(false);
+
+pub fn cancelled() -> bool {
+    CANCELLED.load(Ordering::SeqCst)
+}
 
 struct Job {
     pos: usize,
@@ -45,7 +53,11 @@ pub fn run(ctx: &Ctx, order: &[usize], reporter: &mut Reporter) -> Vec<String> {
             scope.spawn(move || loop {
                 let job = job_rx.lock().expect("job queue").recv();
                 let Ok(job) = job else { break };
-                let outcome = action::run(ctx, order[job.pos], &job.deps);
+                let outcome = if cancelled() {
+                    Outcome::new(State::Skipped("cancelled".into()), Default::default())
+                } else {
+                    action::run(ctx, order[job.pos], &job.deps)
+                };
                 if done_tx.send((job.pos, outcome)).is_err() {
                     break;
                 }
@@ -57,7 +69,7 @@ pub fn run(ctx: &Ctx, order: &[usize], reporter: &mut Reporter) -> Vec<String> {
         let mut stop = false;
         let mut settled = 0;
         while settled < n {
-            while !stop && in_flight < jobs {
+            while !stop && !cancelled() && in_flight < jobs {
                 let Some(pos) = ready.pop_first() else { break };
                 if let Some(why) = blocked[pos].take() {
                     // A dependency did not produce outputs: settle without running.

@@ -62,9 +62,11 @@ pub fn redact(text: &str) -> String {
     let tmp = regex::Regex::new(r"/tmp/[^\s/'\x22]+").unwrap();
     let ids = regex::Regex::new(r"(action|act|vbipc)-[A-Za-z0-9-]+").unwrap();
     let uid = regex::Regex::new(r"/vbuild-\d+/").unwrap();
+    let run = regex::Regex::new(r"/run-\d+/").unwrap();
     let text = time.replace_all(text, "[time]");
     let text = ids.replace_all(&text, "$1-[id]");
     let text = uid.replace_all(&text, "/vbuild-[uid]/");
+    let text = run.replace_all(&text, "/run-[pid]/");
     tmp.replace_all(&text, "[tmp]").into_owned()
 }
 
