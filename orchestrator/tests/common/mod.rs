@@ -1,6 +1,7 @@
 //! Test harness: temporary workspaces and a private store, driven through
 //! the real `vbuild` binary.
 #![allow(dead_code)]
+pub mod checkout;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -288,10 +288,7 @@ pub fn connect(
 ) -> Result<Box<dyn RemoteCache>, String> {
     match Protocol::of_url(&settings.url) {
         Some(Protocol::Http) => Ok(Box::new(http::HttpCache::new(settings)?)),
-        Some(Protocol::Grpc) => {
-            let _ = rt;
-            Err("grpc:// and grpcs:// remotes are not supported yet; use http(s)://".into())
-        }
+        Some(Protocol::Grpc) => Ok(Box::new(grpc::GrpcCache::new(settings, rt.clone())?)),
         None => Err(format!(
             "remote url must start with http://, https://, grpc:// or grpcs://, not {:?}",
             truncate_text(&settings.url)
