@@ -190,11 +190,13 @@ impl GrpcCache {
         }))
     }
 
-    fn digest_fn_code(&self) -> i32 {
-        match self.digest_fn() {
+    /// The digest function's REAPI code; fails (without a second wait)
+    /// when the server cannot be reached for its capabilities.
+    fn digest_fn_code(&self) -> RemoteResult<i32> {
+        Ok(match self.caps()?.digest_fn {
             DigestFn::Sha256 => reapi::digest_function::Value::Sha256 as i32,
             DigestFn::Blake3 => reapi::digest_function::Value::Blake3 as i32,
-        }
+        })
     }
 
     /// `{instance}/blobs/[blake3/]{hash}/{size}` and the uploads variant.
@@ -334,7 +336,7 @@ impl RemoteCache for GrpcCache {
                         version(&server.high_api_version)
                     ),
                 ),
-                ("digest functions".into(), names.join(", ")),
+                ("digests offered".into(), names.join(", ")),
                 (
                     "digest function".into(),
                     format!("{} (chosen)", chosen.name()),
@@ -372,7 +374,7 @@ impl RemoteCache for GrpcCache {
         key: &WireDigest,
         max_bytes: u64,
     ) -> RemoteResult<Option<reapi::ActionResult>> {
-        let digest_function = self.digest_fn_code();
+        let digest_function = self.digest_fn_code()?;
         let mut client = ActionCacheClient::new(self.channel.clone())
             .max_decoding_message_size(max_bytes.min(usize::MAX as u64) as usize);
         let req = self.request(
@@ -405,7 +407,7 @@ impl RemoteCache for GrpcCache {
         key: &WireDigest,
         result: &reapi::ActionResult,
     ) -> RemoteResult<()> {
-        let digest_function = self.digest_fn_code();
+        let digest_function = self.digest_fn_code()?;
         let mut client = ActionCacheClient::new(self.channel.clone());
         let req = self.request(
             reapi::UpdateActionResultRequest {
@@ -424,7 +426,7 @@ impl RemoteCache for GrpcCache {
     }
 
     fn find_missing(&self, blobs: &[WireDigest]) -> RemoteResult<Vec<WireDigest>> {
-        let digest_function = self.digest_fn_code();
+        let digest_function = self.digest_fn_code()?;
         let mut client = ContentAddressableStorageClient::new(self.channel.clone());
         let req = self.request(
             reapi::FindMissingBlobsRequest {
@@ -450,7 +452,7 @@ impl RemoteCache for GrpcCache {
 
     fn read_blob(&self, digest: &WireDigest, sink: &mut dyn BlobSink) -> RemoteResult<bool> {
         let batch_limit = self.caps()?.batch_limit;
-        let digest_function = self.digest_fn_code();
+        let digest_function = self.digest_fn_code()?;
         let rejected = |e: String| RemoteError::Rejected(format!("blob {}: {e}", digest.hex()));
         if digest.size <= batch_limit {
             let mut client = ContentAddressableStorageClient::new(self.channel.clone())
@@ -523,7 +525,7 @@ impl RemoteCache for GrpcCache {
 
     fn write_blob(&self, digest: &WireDigest, path: &std::path::Path) -> RemoteResult<()> {
         let batch_limit = self.caps()?.batch_limit;
-        let digest_function = self.digest_fn_code();
+        let digest_function = self.digest_fn_code()?;
         let local = |e: std::io::Error| {
             RemoteError::Unavailable(format!("local blob {}: {e}", path.display()))
         };
