@@ -69,11 +69,15 @@ pub struct Ctx<'a> {
     pub namespaces: bool,
     /// Installed node_modules and node, when a selected target uses them.
     pub node: Option<crate::node::NodeEnv>,
+    /// The remote cache, when one is configured (asked after a local miss).
+    pub remote: Option<&'a crate::remote::Remote>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum State {
     Hit,
+    /// Restored from the remote cache after a local miss.
+    RemoteHit,
     /// Ran because of a cache miss; the reason names what changed.
     Miss(String),
     /// Ran and was not stored.
@@ -285,6 +289,7 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
     let fixed = ctx.static_key(target, sandbox);
     let weak = key::weak_key(&fixed);
     let cacheable = target.cache && !ctx.opts.no_cache && sandbox != SandboxSetting::None;
+    let mut remote_warnings: Vec<String> = vec![];
 
     let reason = if !cacheable {
         if ctx.opts.no_cache {
@@ -327,6 +332,18 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
                 }
             }
         }
+        // Remote cache: asked only after a local miss (docs/remote-cache.md).
+        if let (Some(remote), false) = (ctx.remote, ctx.opts.dry_run) {
+            let found = remote.lookup(ctx, target, &weak, &fixed, &inputs)?;
+            remote_warnings = found.warnings;
+            if let Some(outcome) = found.outcome {
+                return Ok(Outcome {
+                    duration: start.elapsed(),
+                    warnings: remote_warnings,
+                    ..outcome
+                });
+            }
+        }
         match unusable {
             Some(why) => why,
             None => explain_miss(ctx, &label, &fixed, &inputs)?,
@@ -337,11 +354,14 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
     }
 
     let run = execute(ctx, target, sandbox, &inputs)?;
-    let warnings = run
-        .decl
-        .refusals
-        .iter()
-        .map(|r| format!("refused a tool request: {r}"))
+    let warnings = remote_warnings
+        .into_iter()
+        .chain(
+            run.decl
+                .refusals
+                .iter()
+                .map(|r| format!("refused a tool request: {r}")),
+        )
         .collect();
     if run.exit != ExitKind::Exited(0) {
         return Ok(Outcome {
@@ -353,7 +373,7 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
             warnings,
         });
     }
-    let tree = run.tree.expect("captured on success");
+    let tree = Arc::new(run.tree.expect("captured on success"));
     let duration = start.elapsed();
     let state = if run.decl.cache_disabled {
         State::Uncached("requested by tool".into())
@@ -377,15 +397,26 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
             env_values,
             record: record.clone(),
         };
+        let record_text = serde_json::to_string(&record)?;
         ctx.store.action_cache.put(&CacheEntry {
             weak_key: weak,
             strong_key: strong,
-            record: serde_json::to_string(&record)?,
+            record: record_text.clone(),
             workspace: ctx.ws.name().to_string(),
             label,
             explain: ctx.store.cas.put_bytes(&serde_json::to_vec(&explain)?)?,
-            result,
+            result: result.clone(),
         })?;
+        // Remote cache: queued, uploaded in the background (read-write mode).
+        if let Some(remote) = ctx.remote {
+            remote.upload(crate::remote::Upload {
+                weak,
+                strong,
+                record: record_text,
+                tree: tree.clone(),
+                result,
+            });
+        }
         State::Miss(reason)
     } else {
         State::Uncached(reason)
@@ -397,14 +428,14 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
         state,
         stdout: run.stdout,
         stderr: run.stderr,
-        outputs: Some(Arc::new(tree)),
+        outputs: Some(tree),
         duration,
         warnings,
     })
 }
 
 /// The record to store: the target's pass_env plus what the tool declared.
-fn narrowed_record(ctx: &Ctx, target: &Target, decl: &Declarations) -> Record {
+pub(crate) fn narrowed_record(ctx: &Ctx, target: &Target, decl: &Declarations) -> Record {
     let mut tracked: BTreeSet<String> = ctx.pass_env_names(target).into_iter().collect();
     tracked.extend(decl.tracked_env.keys().cloned());
     Record {
@@ -420,7 +451,7 @@ fn narrowed_record(ctx: &Ctx, target: &Target, decl: &Declarations) -> Record {
 
 /// A hit: load the output tree and logs (verifying every blob), then make
 /// the workspace match. Any missing or corrupt blob fails the restore.
-fn restore(ctx: &Ctx, target: &Target, result: &ActionResult) -> Result<Outcome> {
+pub(crate) fn restore(ctx: &Ctx, target: &Target, result: &ActionResult) -> Result<Outcome> {
     let cas = &ctx.store.cas;
     let tree = Arc::new(Tree::from_bytes(&cas.read_verified(&result.output_tree)?)?);
     let mut outcome = Outcome::new(State::Hit, Duration::ZERO);

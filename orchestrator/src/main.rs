@@ -9,13 +9,15 @@ mod key;
 mod materialize;
 mod migrate;
 mod node;
+mod remote;
 mod report;
 mod scheduler;
 mod workspace;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use cli::{Cli, Cmd, SandboxArg, StoreCmd, ToolCmd};
+use cli::{Cli, Cmd, RemoteArgs, RemoteCmd, RemoteModeArg, SandboxArg, StoreCmd, ToolCmd};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -101,7 +103,7 @@ fn real_main(cli: Cli) -> Result<u8> {
                     SandboxArg::None => SandboxSetting::None,
                 }),
             };
-            build(&session, &patterns, opts)
+            build(&session, &patterns, opts, &args.remote)
         }
         Cmd::Why { label } => {
             let session = load(&cli.dir)?;
@@ -114,7 +116,11 @@ fn real_main(cli: Cli) -> Result<u8> {
                 dry_run: true,
                 ..Default::default()
             };
-            build(&session, &patterns, opts)
+            let no_remote = RemoteArgs {
+                no_remote: true,
+                ..Default::default()
+            };
+            build(&session, &patterns, opts, &no_remote)
         }
         Cmd::Query { patterns } => {
             let session = load(&cli.dir)?;
@@ -148,6 +154,19 @@ fn real_main(cli: Cli) -> Result<u8> {
                 None => std::env::current_dir()?,
             };
             migrate::run(&dir, &migrate::Options { dry_run, force })
+        }
+        Cmd::Remote {
+            command: RemoteCmd::Check(args),
+        } => {
+            let session = load(&cli.dir)?;
+            let env = std::env::vars().collect();
+            match remote::resolve(&session.ws, &remote_overrides(&args), &env)? {
+                Some(cfg) => remote::check(&cfg),
+                None => bail!(
+                    "no remote cache configured: set url under [remote] in vbuild.toml, ${} or --remote",
+                    remote::ENV_URL
+                ),
+            }
         }
         Cmd::Store {
             command: StoreCmd::Stats,
@@ -272,8 +291,25 @@ fn tool(command: ToolCmd) -> Result<u8> {
     Ok(0)
 }
 
+fn remote_overrides(args: &RemoteArgs) -> remote::Overrides {
+    remote::Overrides {
+        url: args.remote.clone(),
+        mode: args.remote_mode.map(|m| match m {
+            RemoteModeArg::ReadWrite => vbuild_schema::RemoteMode::ReadWrite,
+            RemoteModeArg::ReadOnly => vbuild_schema::RemoteMode::ReadOnly,
+        }),
+        instance: args.remote_instance.clone(),
+        disabled: args.no_remote,
+    }
+}
+
 /// Builds (or, with `dry_run`, explains) the closure of `patterns`.
-fn build(session: &Session, patterns: &[Pattern], opts: action::RunOptions) -> Result<u8> {
+fn build(
+    session: &Session,
+    patterns: &[Pattern],
+    opts: action::RunOptions,
+    remote_args: &RemoteArgs,
+) -> Result<u8> {
     let ws = &session.ws;
     let order = graph::select(ws, patterns).map_err(anyhow::Error::msg)?;
     let store = open_store()?;
@@ -294,12 +330,23 @@ fn build(session: &Session, patterns: &[Pattern], opts: action::RunOptions) -> R
         .enable_all()
         .build()
         .context("starting the IPC runtime")?;
+    let host_env: HashMap<String, String> = std::env::vars().collect();
+    // No remote when nothing is read or written (`--no-cache`, `why`).
+    let remote_cfg = if opts.no_cache || opts.dry_run {
+        None
+    } else {
+        remote::resolve(ws, &remote_overrides(remote_args), &host_env)?
+    };
+    let remote = match remote_cfg {
+        Some(cfg) => Some(remote::Remote::start(cfg, store.root(), rt.handle())?),
+        None => None,
+    };
     let ctx = action::Ctx {
         ws,
         store: &store,
         stat_cache: &stat_cache,
         index: inputs::PackageIndex::new(ws),
-        host_env: Arc::new(std::env::vars().collect()),
+        host_env: Arc::new(host_env),
         secrets,
         secret_patterns,
         opts,
@@ -316,6 +363,7 @@ fn build(session: &Session, patterns: &[Pattern], opts: action::RunOptions) -> R
         } else {
             None
         },
+        remote: remote.as_ref(),
     };
     // Ctrl-C: kill every running action's process tree; each then fails.
     // A second Ctrl-C exits at once.
@@ -335,6 +383,9 @@ fn build(session: &Session, patterns: &[Pattern], opts: action::RunOptions) -> R
     store.action_cache.save_stat_cache(&stat_cache)?;
     if !ctx.opts.dry_run {
         reporter.summary(&failed);
+    }
+    if let Some(remote) = &remote {
+        remote.finish();
     }
     Ok(if scheduler::cancelled() {
         EXIT_INTERRUPTED

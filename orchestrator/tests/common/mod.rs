@@ -1,6 +1,7 @@
 //! Test harness: temporary workspaces and a private store, driven through
 //! the real `vbuild` binary.
 #![allow(dead_code)]
+pub mod checkout;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -36,11 +37,22 @@ impl Out {
             .lines()
             .filter_map(|l| {
                 let mut words = l.split_whitespace();
-                let state = words.next()?;
-                let label = words.next()?;
-                ["hit", "miss", "uncached", "failed", "skipped"]
-                    .contains(&state)
-                    .then(|| format!("{state} {label}"))
+                let mut state = words.next()?.to_string();
+                let mut label = words.next()?;
+                if state == "hit" && label == "(remote)" {
+                    state = "hit (remote)".into();
+                    label = words.next()?;
+                }
+                [
+                    "hit",
+                    "hit (remote)",
+                    "miss",
+                    "uncached",
+                    "failed",
+                    "skipped",
+                ]
+                .contains(&state.as_str())
+                .then(|| format!("{state} {label}"))
             })
             .collect()
     }
