@@ -58,6 +58,10 @@ pub struct Ctx<'a> {
     pub secrets: SecretMatcher,
     pub secret_patterns: Vec<String>,
     pub opts: RunOptions,
+    /// Installed node_modules and node, when a selected target uses them.
+    pub node: Option<crate::node::NodeEnv>,
+    /// The remote cache, when one is configured (asked after a local miss).
+    pub remote: Option<&'a crate::remote::Remote>,
     /// What only an action that executes needs (runtime, IPC directory,
     /// the sandbox probe): built on first use, so a run where everything
     /// hits never pays for it.
@@ -69,8 +73,15 @@ pub struct Ctx<'a> {
 pub struct ExecEnv {
     /// Runs the per-action IPC servers.
     rt: OnceLock<Result<tokio::runtime::Runtime, String>>,
+    /// The run's runtime when one was started up front (remote cache).
+    preset_rt: Option<tokio::runtime::Handle>,
     /// Short directory for IPC sockets (a socket path must fit 107 bytes).
     ipc_parent: OnceLock<Result<PathBuf, String>>,
+    /// This run's directory for per-action scratch dirs (created, after
+    /// sweeping dead runs' leftovers, when the first action executes).
+    scratch_parent: OnceLock<Result<PathBuf, String>>,
+    /// The store's scratch directory, under which `scratch_parent` goes.
+    store_scratch: PathBuf,
     /// This vbuild binary, put on every action's PATH for `vbuild tool`.
     exe: OnceLock<Result<PathBuf, String>>,
     /// Whether the namespace sandbox is usable in this run (probed once, the
@@ -81,33 +92,51 @@ pub struct ExecEnv {
 }
 
 impl ExecEnv {
-    /// `namespaces`: the probe's answer when already known (strict mode).
-    pub fn new(namespaces: Option<bool>) -> ExecEnv {
-        let env = ExecEnv::default();
+    /// `namespaces`: the probe's answer when already known (strict mode);
+    /// `rt`: the runtime when something else needed it up front (remote).
+    pub fn new(
+        store_scratch: PathBuf,
+        namespaces: Option<bool>,
+        rt: Option<tokio::runtime::Handle>,
+    ) -> ExecEnv {
+        let env = ExecEnv {
+            store_scratch,
+            preset_rt: rt,
+            ..ExecEnv::default()
+        };
         if let Some(ok) = namespaces {
             let _ = env.namespaces.set(ok);
         }
         env
     }
 
-    fn rt(&self) -> Result<tokio::runtime::Handle> {
-        let rt = self.rt.get_or_init(|| {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .map_err(|e| format!("starting the IPC runtime: {e}"))?;
-            // Ctrl-C: kill every running action's process tree; each then fails.
-            rt.spawn(async {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    vbuild_sandbox::cancel_all();
-                }
-            });
-            Ok(rt)
-        });
+    /// The runtime for IPC servers (and the Ctrl-C handler), started on
+    /// first use.
+    pub fn rt(&self) -> Result<tokio::runtime::Handle> {
+        if let Some(rt) = &self.preset_rt {
+            return Ok(rt.clone());
+        }
+        let rt = self
+            .rt
+            .get_or_init(|| crate::start_runtime().map_err(|e| format!("{e:#}")));
         rt.as_ref()
             .map(|rt| rt.handle().clone())
             .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    fn scratch_parent(&self) -> Result<&Path> {
+        self.scratch_parent
+            .get_or_init(|| {
+                let ipc = self.ipc_parent().map_err(|e| format!("{e:#}"))?;
+                Ok(crate::cleanup::run_scratch_dir(&self.store_scratch, ipc))
+            })
+            .as_deref()
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// This run's scratch parent, if an action created it.
+    pub fn created_scratch(&self) -> Option<&Path> {
+        self.scratch_parent.get().and_then(|r| r.as_deref().ok())
     }
 
     fn ipc_parent(&self) -> Result<&Path> {
@@ -145,6 +174,8 @@ impl ExecEnv {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum State {
     Hit,
+    /// Restored from the remote cache after a local miss.
+    RemoteHit,
     /// Ran because of a cache miss; the reason names what changed.
     Miss(String),
     /// Ran and was not stored.
@@ -243,7 +274,15 @@ impl Ctx<'_> {
                 .collect(),
             sandbox: format!("{sandbox:?}").to_lowercase(),
             network: target.network,
+            node: self
+                .node_env(target)
+                .map(|n| n.key_part(&target.label.package)),
         }
+    }
+
+    /// The node_modules/toolchain view of a target that uses it.
+    fn node_env(&self, target: &Target) -> Option<&crate::node::NodeEnv> {
+        self.node.as_ref().filter(|_| self.ws.uses_node(target))
     }
 
     /// The environment an action runs with: fixed, scrubbed, declared.
@@ -256,11 +295,26 @@ impl Ctx<'_> {
         ipc: Vec<(String, String)>,
     ) -> BTreeMap<String, String> {
         let path_of = |p: &Path| p.to_string_lossy().into_owned();
+        // Like `npm run`: the package's node_modules/.bin, then its
+        // ancestors' up to the root, then a node living outside /usr.
+        let mut path = String::new();
+        if let Some(node) = self.node_env(target) {
+            for dir in node.bin_dirs(&layout.ws, &target.label.package) {
+                path.push_str(&format!("{}:", dir.display()));
+            }
+            if let Some(dir) = &node.node_bin_dir {
+                path.push_str(&format!("{}:", dir.display()));
+            }
+        }
         let mut env = BTreeMap::from([
             (
                 "PATH".to_string(),
-                format!("{}:{ACTION_PATH}", bin.display()),
+                format!("{path}{}:{ACTION_PATH}", bin.display()),
             ),
+            // The workspace root as the action sees it (not in the key,
+            // like HOME): lets tools such as vite-plugin-vbuild find the
+            // staged tree.
+            ("VBUILD_WS_ROOT".to_string(), path_of(&layout.ws)),
             ("HOME".to_string(), path_of(&layout.home)),
             ("TMPDIR".to_string(), path_of(&layout.tmp)),
             ("LANG".to_string(), "C.UTF-8".to_string()),
@@ -278,6 +332,13 @@ impl Ctx<'_> {
             }
         }
         env.extend(target.env.clone());
+        // `vbuild tool` must stay reachable even when a target sets PATH.
+        let path = &env["PATH"];
+        let bin = bin.to_string_lossy().into_owned();
+        if !path.split(':').any(|p| p == bin) {
+            let path = format!("{bin}:{path}");
+            env.insert("PATH".to_string(), path);
+        }
         env
     }
 }
@@ -312,7 +373,19 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
     let srcs = ctx
         .srcs
         .get(ctx.ws, &ctx.index, ctx.store, ctx.stat_cache, idx)?;
-    let inputs = inputs::resolve(&srcs, dep_outputs);
+    let mut inputs = inputs::resolve(&srcs, dep_outputs);
+    if ctx.node_env(target).is_some() {
+        // node_modules links to workspace packages (`@scope/lib -> ../lib`)
+        // need each dep's package.json next to its outputs to resolve.
+        for &dep in &target.deps {
+            let rel = crate::inputs::join(&ctx.ws.targets[dep].label.package, "package.json");
+            let abs = ctx.ws.root.join(&rel);
+            if abs.is_file() && !inputs.contains_key(&rel) {
+                let entry = inputs::entry_for(ctx.store, ctx.stat_cache, &abs)?;
+                inputs.insert(rel, entry);
+            }
+        }
+    }
     // Keyed optimistically by the sandbox asked for: a result produced in
     // the namespace sandbox is valid wherever it is found, so a hit needs
     // no probe. Only a miss asks whether namespaces work here; if they do
@@ -322,6 +395,7 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
     let mut fixed = ctx.static_key(target, sandbox);
     let mut weak = key::weak_key(&fixed);
     let cacheable = target.cache && !ctx.opts.no_cache && sandbox != SandboxSetting::None;
+    let mut remote_warnings: Vec<String> = vec![];
 
     let reason = if !cacheable {
         if ctx.opts.no_cache {
@@ -351,6 +425,18 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
                 });
             }
         }
+        // Remote cache: asked only after a local miss (docs/remote-cache.md).
+        if let (Some(remote), false) = (ctx.remote, ctx.opts.dry_run) {
+            let found = remote.lookup(ctx, target, &weak, &fixed, &inputs)?;
+            remote_warnings = found.warnings;
+            if let Some(outcome) = found.outcome {
+                return Ok(Outcome {
+                    duration: start.elapsed(),
+                    warnings: remote_warnings,
+                    ..outcome
+                });
+            }
+        }
         match unusable {
             Some(why) => why,
             None => explain_miss(ctx, &label, &fixed, &inputs)?,
@@ -367,11 +453,14 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
     }
 
     let run = execute(ctx, target, sandbox, &inputs)?;
-    let warnings = run
-        .decl
-        .refusals
-        .iter()
-        .map(|r| format!("refused a tool request: {r}"))
+    let warnings = remote_warnings
+        .into_iter()
+        .chain(
+            run.decl
+                .refusals
+                .iter()
+                .map(|r| format!("refused a tool request: {r}")),
+        )
         .collect();
     if run.exit != ExitKind::Exited(0) {
         return Ok(Outcome {
@@ -383,7 +472,7 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
             warnings,
         });
     }
-    let tree = run.tree.expect("captured on success");
+    let tree = Arc::new(run.tree.expect("captured on success"));
     let duration = start.elapsed();
     let state = if run.decl.cache_disabled {
         State::Uncached("requested by tool".into())
@@ -407,15 +496,26 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
             env_values,
             record: record.clone(),
         };
+        let record_text = serde_json::to_string(&record)?;
         ctx.store.action_cache.put(&CacheEntry {
             weak_key: weak,
             strong_key: strong,
-            record: serde_json::to_string(&record)?,
+            record: record_text.clone(),
             workspace: ctx.ws.name().to_string(),
             label,
             explain: ctx.store.cas.put_bytes(&serde_json::to_vec(&explain)?)?,
-            result,
+            result: result.clone(),
         })?;
+        // Remote cache: queued, uploaded in the background (read-write mode).
+        if let Some(remote) = ctx.remote {
+            remote.upload(crate::remote::Upload {
+                weak,
+                strong,
+                record: record_text,
+                tree: tree.clone(),
+                result,
+            });
+        }
         State::Miss(reason)
     } else {
         State::Uncached(reason)
@@ -427,14 +527,14 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
         state,
         stdout: run.stdout,
         stderr: run.stderr,
-        outputs: Some(Arc::new(tree)),
+        outputs: Some(tree),
         duration,
         warnings,
     })
 }
 
 /// The record to store: the target's pass_env plus what the tool declared.
-fn narrowed_record(ctx: &Ctx, target: &Target, decl: &Declarations) -> Record {
+pub(crate) fn narrowed_record(ctx: &Ctx, target: &Target, decl: &Declarations) -> Record {
     let mut tracked: BTreeSet<String> = ctx.pass_env_names(target).into_iter().collect();
     tracked.extend(decl.tracked_env.keys().cloned());
     Record {
@@ -489,7 +589,7 @@ fn lookup(
 
 /// A hit: load the output tree and logs (verifying every blob), then make
 /// the workspace match. Any missing or corrupt blob fails the restore.
-fn restore(ctx: &Ctx, target: &Target, result: &ActionResult) -> Result<Outcome> {
+pub(crate) fn restore(ctx: &Ctx, target: &Target, result: &ActionResult) -> Result<Outcome> {
     let cas = &ctx.store.cas;
     let tree = Arc::new(Tree::from_bytes(&cas.read_verified(&result.output_tree)?)?);
     let mut outcome = Outcome::new(State::Hit, Duration::ZERO);
@@ -548,19 +648,24 @@ struct Executed {
 /// The paths (workspace-relative) an action may write: its declared
 /// outputs; for a glob, the directory before its first wildcard.
 fn writable_paths(target: &Target) -> Vec<PathBuf> {
+    // A trailing `/` marks a directory; `./` is the workspace root itself.
+    let dir = |p: PathBuf| match p.as_os_str().is_empty() {
+        true => PathBuf::from("./"),
+        false => PathBuf::from(format!("{}/", p.display())),
+    };
     let pkg = Path::new(&target.label.package);
     target
         .outs
         .iter()
         .map(|out| match out {
-            crate::globs::OutSpec::Dir(d) => PathBuf::from(format!("{}/", pkg.join(d).display())),
+            crate::globs::OutSpec::Dir(d) => dir(pkg.join(d)),
             crate::globs::OutSpec::File(f) => pkg.join(f),
             crate::globs::OutSpec::Glob(g) => {
                 let fixed: Vec<&str> = g
                     .split('/')
                     .take_while(|s| !crate::globs::is_glob(s))
                     .collect();
-                PathBuf::from(format!("{}/", pkg.join(fixed.join("/")).display()))
+                dir(pkg.join(fixed.join("/")))
             }
         })
         .collect()
@@ -574,7 +679,7 @@ fn execute(
     sandbox: SandboxSetting,
     inputs: &BTreeMap<String, EntryKind>,
 ) -> Result<Executed> {
-    let scratch = Scratch::create(&ctx.store.scratch_dir())?;
+    let scratch = Scratch::create(ctx.exec_env.scratch_parent()?)?;
     let mode = match sandbox {
         SandboxSetting::Namespaces => Some(SandboxMode::Namespaces),
         SandboxSetting::Scratch => Some(SandboxMode::Scratch),
@@ -587,6 +692,19 @@ fn execute(
     if mode.is_some() {
         stage(ctx, &ws_root, inputs)?;
     }
+    let namespaced = mode == Some(SandboxMode::Namespaces);
+    let mut writable = writable_paths(target);
+    let exe = ctx.exec_env.exe()?;
+    let mut extra_ro_binds = vec![(exe.to_path_buf(), Path::new(BIN_INSIDE).join("vbuild"))];
+    if let (Some(node), Some(mode)) = (ctx.node_env(target), mode) {
+        let staged = node.stage(&ctx.ws.root, &ws_root, &scratch.layout(mode).ws, namespaced)?;
+        writable.extend(staged.writable);
+        extra_ro_binds.extend(staged.ro_binds);
+        // A node outside the system directories: bind its install prefix.
+        if let Some(prefix) = node.node_bin_dir.as_ref().and_then(|d| d.parent()) {
+            extra_ro_binds.push((prefix.to_path_buf(), prefix.to_path_buf()));
+        }
+    }
     let layout = match mode {
         Some(mode) => scratch.layout(mode),
         None => vbuild_sandbox::Layout {
@@ -595,12 +713,10 @@ fn execute(
             tmp: scratch.host_tmp().to_path_buf(),
         },
     };
-    let namespaced = mode == Some(SandboxMode::Namespaces);
     // vbuild itself, for `vbuild tool`: bound into the namespace sandbox,
     // a symlink in a private bin directory otherwise.
     let host_bin = scratch.host_out().join("bin");
     std::fs::create_dir_all(&host_bin)?;
-    let exe = ctx.exec_env.exe()?;
     std::os::unix::fs::symlink(exe, host_bin.join("vbuild"))?;
     let bin = if namespaced {
         PathBuf::from(BIN_INSIDE)
@@ -629,12 +745,12 @@ fn execute(
         argv: target.argv.iter().map(Into::into).collect(),
         env: env.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
         cwd: PathBuf::from(&target.label.package),
-        writable: writable_paths(target),
+        writable,
         network: target.network,
         timeout: target.timeout,
         stdout: out_path.clone(),
         stderr: err_path.clone(),
-        extra_ro_binds: vec![(exe.to_path_buf(), Path::new(BIN_INSIDE).join("vbuild"))],
+        extra_ro_binds,
         extra_rw_binds: vec![(server.socket_dir().to_path_buf(), PathBuf::from(IPC_INSIDE))],
     };
     let outcome = match mode {

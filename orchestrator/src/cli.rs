@@ -34,11 +34,57 @@ pub enum Cmd {
         #[command(subcommand)]
         command: ToolCmd,
     },
+    /// Write vbuild.toml and BUILD.toml files for an npm/pnpm/yarn
+    /// workspace (run at its root); see docs/migrate.md.
+    Migrate {
+        /// Print the files instead of writing them.
+        #[arg(long)]
+        dry_run: bool,
+        /// Overwrite existing vbuild.toml / BUILD.toml files.
+        #[arg(long)]
+        force: bool,
+    },
     /// Inspect the store.
     Store {
         #[command(subcommand)]
         command: StoreCmd,
     },
+    /// The remote cache (docs/remote-cache.md).
+    Remote {
+        #[command(subcommand)]
+        command: RemoteCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RemoteCmd {
+    /// Print what the remote supports and whether reads and writes work.
+    Check(RemoteArgs),
+}
+
+/// Overrides of `[remote]` in vbuild.toml (which the VBUILD_REMOTE_URL,
+/// VBUILD_REMOTE_MODE and VBUILD_REMOTE_INSTANCE variables override too).
+/// Credentials are never taken from the command line.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RemoteArgs {
+    /// Remote cache URL: http(s)://… (Bazel HTTP cache) or grpc(s)://… (REAPI).
+    #[arg(long = "remote", value_name = "URL")]
+    pub remote: Option<String>,
+    /// read-write (upload results) or read-only.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub remote_mode: Option<RemoteModeArg>,
+    /// REAPI instance name.
+    #[arg(long, value_name = "NAME")]
+    pub remote_instance: Option<String>,
+    /// Do not use a remote cache in this run.
+    #[arg(long, conflicts_with_all = ["remote", "remote_mode", "remote_instance"])]
+    pub no_remote: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemoteModeArg {
+    ReadWrite,
+    ReadOnly,
 }
 
 #[derive(clap::Args, Debug)]
@@ -59,6 +105,8 @@ pub struct RunArgs {
     /// refuses to fall back to `scratch` when namespaces are unavailable.
     #[arg(long, value_enum)]
     pub sandbox: Option<SandboxArg>,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

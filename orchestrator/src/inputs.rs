@@ -123,7 +123,7 @@ fn is_package(ws: &Workspace, path: &str) -> bool {
         .is_ok()
 }
 
-fn join(package: &str, rel: &str) -> String {
+pub fn join(package: &str, rel: &str) -> String {
     if package.is_empty() {
         rel.to_string()
     } else {

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use vbuild_store::{Digest, EntryKind};
 
 /// Bump when the encoding or the meaning of any field changes.
-pub const KEY_VERSION: u32 = 1;
+pub const KEY_VERSION: u32 = 2;
 
 /// The static part of an action: what the weak key hashes. Never holds an
 /// absolute path, so a copied workspace gets the same keys.
@@ -24,6 +24,11 @@ pub struct StaticKey {
     pub deps: Vec<String>,
     pub sandbox: String,
     pub network: bool,
+    /// Targets with `node_modules`: package manager, node version and the
+    /// lockfile (slice) standing for the installed node_modules. Absent
+    /// otherwise, so other targets' keys are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<BTreeMap<String, String>>,
 }
 
 use vbuild_ipc::EnvQuery;
@@ -172,6 +177,22 @@ pub fn explain(before: &KeyInputs, now: &KeyInputs) -> String {
     if b.argv != n.argv {
         return "command changed".into();
     }
+    if b.node != n.node {
+        let (empty_b, empty_n) = (BTreeMap::new(), BTreeMap::new());
+        let (bn, nn) = (
+            b.node.as_ref().unwrap_or(&empty_b),
+            n.node.as_ref().unwrap_or(&empty_n),
+        );
+        let what: Vec<&str> = bn
+            .keys()
+            .chain(nn.keys())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .filter(|k| bn.get(*k) != nn.get(*k))
+            .map(String::as_str)
+            .collect();
+        return format!("node toolchain changed ({})", what.join(", "));
+    }
     for name in b.env.keys().chain(n.env.keys()).collect::<BTreeSet<_>>() {
         if b.env.get(name) != n.env.get(name) {
             return format!("env '{name}' changed in the target's config");
@@ -256,6 +277,7 @@ mod tests {
                 deps: vec![],
                 sandbox: "scratch".into(),
                 network: false,
+                node: None,
             },
             inputs: BTreeMap::from([
                 ("pkg/a".to_string(), file(1)),

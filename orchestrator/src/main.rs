@@ -1,18 +1,23 @@
 //! vbuild: hermetic, content-addressed builds.
 mod action;
+mod cleanup;
 mod cli;
 mod globs;
 mod graph;
 mod inputs;
 mod key;
 mod materialize;
+mod migrate;
+mod node;
+mod remote;
 mod report;
 mod scheduler;
 mod workspace;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use cli::{Cli, Cmd, SandboxArg, StoreCmd, ToolCmd};
+use cli::{Cli, Cmd, RemoteArgs, RemoteCmd, RemoteModeArg, SandboxArg, StoreCmd, ToolCmd};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -29,9 +34,12 @@ fn default_jobs() -> usize {
     2 * std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Exit codes: 0 success, 1 an action failed, 2 bad input or vbuild error.
+/// Exit codes: 0 success, 1 an action failed, 2 bad input or vbuild error,
+/// 130 interrupted (Ctrl-C).
 const EXIT_FAILED: u8 = 1;
 const EXIT_ERROR: u8 = 2;
+/// Like a shell: 128 + SIGINT.
+const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -76,6 +84,28 @@ fn load_with_store(dir: &Option<PathBuf>) -> Result<(Session, Opened)> {
         .join()
         .unwrap_or_else(|_| Err(anyhow::anyhow!("opening the store panicked")));
     Ok((session, opened))
+}
+
+/// A runtime for IPC servers and remote transfers, with the Ctrl-C
+/// handler: the first Ctrl-C kills every running action's process tree
+/// (each then fails) and starts nothing new; a second exits at once.
+pub(crate) fn start_runtime() -> Result<tokio::runtime::Runtime> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the IPC runtime")?;
+    rt.spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            scheduler::CANCELLED.store(true, std::sync::atomic::Ordering::SeqCst);
+            vbuild_sandbox::cancel_all();
+            eprintln!("vbuild: interrupted; stopping (Ctrl-C again to quit now)");
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(EXIT_INTERRUPTED.into());
+            }
+        }
+    });
+    Ok(rt)
 }
 
 /// Finds the root, calls `start` with it, then loads the workspace.
@@ -132,7 +162,7 @@ fn real_main(cli: Cli) -> Result<u8> {
                     SandboxArg::None => SandboxSetting::None,
                 }),
             };
-            build(&session, &patterns, opts, opened)
+            build(&session, &patterns, opts, opened, &args.remote)
         }
         Cmd::Why { label } => {
             let (session, opened) = load_with_store(&cli.dir)?;
@@ -145,7 +175,11 @@ fn real_main(cli: Cli) -> Result<u8> {
                 dry_run: true,
                 ..Default::default()
             };
-            build(&session, &patterns, opts, opened)
+            let no_remote = RemoteArgs {
+                no_remote: true,
+                ..Default::default()
+            };
+            build(&session, &patterns, opts, opened, &no_remote)
         }
         Cmd::Query { patterns } => {
             let session = load(&cli.dir)?;
@@ -173,6 +207,26 @@ fn real_main(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Cmd::Tool { command } => tool(command),
+        Cmd::Migrate { dry_run, force } => {
+            let dir = match &cli.dir {
+                Some(d) => d.clone(),
+                None => std::env::current_dir()?,
+            };
+            migrate::run(&dir, &migrate::Options { dry_run, force })
+        }
+        Cmd::Remote {
+            command: RemoteCmd::Check(args),
+        } => {
+            let session = load(&cli.dir)?;
+            let env = std::env::vars().collect();
+            match remote::resolve(&session.ws, &remote_overrides(&args), &env)? {
+                Some(cfg) => remote::check(&cfg),
+                None => bail!(
+                    "no remote cache configured: set url under [remote] in vbuild.toml, ${} or --remote",
+                    remote::ENV_URL
+                ),
+            }
+        }
         Cmd::Store {
             command: StoreCmd::Stats,
         } => {
@@ -296,12 +350,25 @@ fn tool(command: ToolCmd) -> Result<u8> {
     Ok(0)
 }
 
+fn remote_overrides(args: &RemoteArgs) -> remote::Overrides {
+    remote::Overrides {
+        url: args.remote.clone(),
+        mode: args.remote_mode.map(|m| match m {
+            RemoteModeArg::ReadWrite => vbuild_schema::RemoteMode::ReadWrite,
+            RemoteModeArg::ReadOnly => vbuild_schema::RemoteMode::ReadOnly,
+        }),
+        instance: args.remote_instance.clone(),
+        disabled: args.no_remote,
+    }
+}
+
 /// Builds (or, with `dry_run`, explains) the closure of `patterns`.
 fn build(
     session: &Session,
     patterns: &[Pattern],
     opts: action::RunOptions,
     opened: Opened,
+    remote_args: &RemoteArgs,
 ) -> Result<u8> {
     let ws = &session.ws;
     let order = graph::select(ws, patterns).map_err(anyhow::Error::msg)?;
@@ -314,6 +381,23 @@ fn build(
         .collect();
     let secrets =
         vbuild_ipc::SecretMatcher::new(&secret_patterns).context("vbuild.toml: secret_env")?;
+    let host_env: HashMap<String, String> = std::env::vars().collect();
+    // No remote when nothing is read or written (`--no-cache`, `why`).
+    let remote_cfg = if opts.no_cache || opts.dry_run {
+        None
+    } else {
+        remote::resolve(ws, &remote_overrides(remote_args), &host_env)?
+    };
+    // The runtime (IPC servers, Ctrl-C) starts with the first action that
+    // executes, unless the remote cache needs it now.
+    let rt = match &remote_cfg {
+        Some(_) => Some(start_runtime()?),
+        None => None,
+    };
+    let remote = match (remote_cfg, &rt) {
+        (Some(cfg), Some(rt)) => Some(remote::Remote::start(cfg, store.root(), rt.handle())?),
+        _ => None,
+    };
     // The probe runs up front only for --sandbox=strict (which must refuse
     // before anything runs); otherwise on the first action that executes.
     let namespaces = if strict {
@@ -327,18 +411,43 @@ fn build(
         stat_cache: &stat_cache,
         index: inputs::PackageIndex::new(ws),
         srcs: inputs::SrcsCache::new(ws.targets.len()),
-        host_env: Arc::new(std::env::vars().collect()),
+        host_env: Arc::new(host_env),
         secrets,
         secret_patterns,
         opts,
-        exec_env: action::ExecEnv::new(namespaces),
+        node: if order.iter().any(|&i| ws.uses_node(&ws.targets[i])) {
+            Some(
+                node::NodeEnv::detect(&ws.root, &store.root().join("toolchains"))
+                    .context("looking at node_modules and node")?,
+            )
+        } else {
+            None
+        },
+        remote: remote.as_ref(),
+        exec_env: action::ExecEnv::new(
+            store.scratch_dir(),
+            namespaces,
+            rt.as_ref().map(|rt| rt.handle().clone()),
+        ),
     };
     let mut reporter = report::Reporter::new();
     let failed = scheduler::run(&ctx, &order, &mut reporter);
     reporter.flush();
+    if let Some(scratch_parent) = ctx.exec_env.created_scratch() {
+        cleanup::remove_tree(scratch_parent);
+    }
     store.action_cache.save_stat_cache(&stat_cache)?;
     if !ctx.opts.dry_run {
         reporter.summary(&failed);
     }
-    Ok(if failed.is_empty() { 0 } else { EXIT_FAILED })
+    if let Some(remote) = &remote {
+        remote.finish();
+    }
+    Ok(if scheduler::cancelled() {
+        EXIT_INTERRUPTED
+    } else if failed.is_empty() {
+        0
+    } else {
+        EXIT_FAILED
+    })
 }

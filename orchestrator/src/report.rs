@@ -8,6 +8,7 @@ use vbuild_schema::Label;
 #[derive(Default)]
 struct Counts {
     hit: usize,
+    remote_hit: usize,
     miss: usize,
     uncached: usize,
     failed: usize,
@@ -53,6 +54,11 @@ impl Reporter {
             State::Hit => {
                 c.hit += 1;
                 format!("hit       {label}")
+            }
+            State::RemoteHit => {
+                c.hit += 1;
+                c.remote_hit += 1;
+                format!("hit (remote) {label}  {}", ms(outcome.duration))
             }
             State::Miss(why) => {
                 c.miss += 1;
@@ -118,7 +124,11 @@ impl Reporter {
         self.flush();
         let c = &self.counts;
         let total = c.hit + c.miss + c.uncached + c.failed + c.skipped + c.would_run + c.not_run;
-        let mut parts = vec![format!("{} hit", c.hit), format!("{} miss", c.miss)];
+        let hits = match c.remote_hit {
+            0 => format!("{} hit", c.hit),
+            n => format!("{} hit ({n} remote)", c.hit),
+        };
+        let mut parts = vec![hits, format!("{} miss", c.miss)];
         for (n, what) in [
             (c.uncached, "uncached"),
             (c.failed, "failed"),

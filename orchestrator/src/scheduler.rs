@@ -9,8 +9,16 @@
 use crate::action::{self, Ctx, Outcome, State};
 use crate::report::Reporter;
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use vbuild_store::Tree;
+
+/// Set by Ctrl-C: no new action starts; running ones are killed.
+pub static CANCELLED: AtomicBool = AtomicBool::new(false);
+
+pub fn cancelled() -> bool {
+    CANCELLED.load(Ordering::SeqCst)
+}
 
 struct Graph<'r> {
     deps: Vec<Vec<usize>>,
@@ -115,7 +123,11 @@ fn worker(ctx: &Ctx, order: &[usize], graph: &Mutex<Graph<'_>>, wake: &Condvar) 
             Next::Run(pos, deps) => {
                 g.in_flight += 1;
                 drop(g);
-                let outcome = action::run(ctx, order[pos], &deps);
+                let outcome = if cancelled() {
+                    Outcome::new(State::Skipped("cancelled".into()), Default::default())
+                } else {
+                    action::run(ctx, order[pos], &deps)
+                };
                 g = lock();
                 g.in_flight -= 1;
                 g.settled += 1;
@@ -137,7 +149,7 @@ fn worker(ctx: &Ctx, order: &[usize], graph: &Mutex<Graph<'_>>, wake: &Condvar) 
 /// produce outputs) are settled on the spot without running.
 fn next_job(ctx: &Ctx, order: &[usize], g: &mut Graph<'_>) -> Next {
     loop {
-        if g.stop {
+        if g.stop || cancelled() {
             return if g.in_flight == 0 {
                 Next::Exit
             } else {

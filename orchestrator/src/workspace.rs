@@ -31,6 +31,8 @@ pub struct Target {
     pub sandbox: Option<SandboxSetting>,
     pub network: bool,
     pub timeout: Option<Duration>,
+    /// `node_modules` as the target wrote it (the workspace's applies when unset).
+    pub node_modules: Option<bool>,
 }
 
 pub struct Workspace {
@@ -128,6 +130,18 @@ impl Workspace {
             by_label.insert(label.clone(), i);
         }
 
+        let mut package_outs: HashMap<String, Vec<OutSpec>> = HashMap::new();
+        for (label, _, _, def) in &defs {
+            let outs = def
+                .get_ref()
+                .outs
+                .iter()
+                .filter_map(|o| OutSpec::parse(o.get_ref()).ok());
+            package_outs
+                .entry(label.package.clone())
+                .or_default()
+                .extend(outs);
+        }
         let mut targets = Vec::with_capacity(defs.len());
         let mut matchers = HashMap::new();
         for (label, file, source, def) in &defs {
@@ -139,6 +153,7 @@ impl Workspace {
                 root: &root,
                 files: &tree.files,
                 matchers: &mut matchers,
+                package_outs: &package_outs,
             };
             if let Some(t) = ctx.validate(label, def.get_ref()) {
                 targets.push(t);
@@ -164,6 +179,11 @@ impl Workspace {
     pub fn name(&self) -> &str {
         &self.def.name
     }
+
+    /// Whether a target's actions see node_modules and node.
+    pub fn uses_node(&self, target: &Target) -> bool {
+        target.node_modules.unwrap_or(self.def.node_modules)
+    }
 }
 
 struct TargetCtx<'a> {
@@ -176,9 +196,70 @@ struct TargetCtx<'a> {
     files: &'a [String],
     /// Compiled srcs by pattern list: monorepo packages mostly share them.
     matchers: &'a mut HashMap<Vec<(bool, String)>, SrcMatcher>,
+    /// Outputs declared by each package's targets (never sources).
+    package_outs: &'a HashMap<String, Vec<OutSpec>>,
 }
 
 impl TargetCtx<'_> {
+    /// Why a literal srcs entry would stage nothing: it must be a file (or
+    /// symlink) the package's own listing holds. Returns (problem, help).
+    fn literal_problem(&self, package: &str, rel: &str) -> Option<(String, &'static str)> {
+        let pkg_dir = self.root.join(package);
+        let parts: Vec<&str> = rel.split('/').collect();
+        let dirs = &parts[..parts.len() - 1];
+        if dirs.iter().any(|d| skipped_dir(d)) {
+            return Some((
+                "is inside node_modules or a hidden directory, which are never sources".into(),
+                "vbuild never stages these directories as srcs",
+            ));
+        }
+        for depth in 1..=dirs.len() {
+            let sub = dirs[..depth].join("/");
+            if pkg_dir.join(&sub).join(BUILD_FILE).is_file() {
+                return Some((
+                    format!("belongs to the sub-package //{}", join_pkg(package, &sub)),
+                    "depend on a target of that package instead",
+                ));
+            }
+        }
+        if let Some(outs) = self.package_outs.get(package) {
+            let globs: Vec<_> = outs
+                .iter()
+                .map(|o| match o {
+                    OutSpec::Glob(g) => crate::globs::out_glob(g).ok(),
+                    _ => None,
+                })
+                .collect();
+            if outs
+                .iter()
+                .zip(&globs)
+                .any(|(o, g)| o.covers(rel, g.as_ref()))
+            {
+                return Some((
+                    "is an output of a target of this package".into(),
+                    "outputs are never sources; depend on the target that produces it",
+                ));
+            }
+        }
+        // The load walk listed every file (never a directory): a file it
+        // saw needs no stat.
+        let path = join_pkg(package, rel);
+        if self.files.binary_search(&path).is_ok() {
+            return None;
+        }
+        match std::fs::symlink_metadata(pkg_dir.join(rel)) {
+            Err(_) => Some((
+                "matches no file".into(),
+                "create the file, fix the path (srcs are relative to the package), or remove the entry",
+            )),
+            Ok(m) if m.is_dir() => Some((
+                "is a directory".into(),
+                "write it with a trailing / (\"dir/\") to include everything in it",
+            )),
+            Ok(_) => None,
+        }
+    }
+
     fn error(&mut self, span: std::ops::Range<usize>, msg: String, help: &str) {
         let d = Diagnostic::at(self.file, self.source, Some(span), msg);
         self.diags.push(if help.is_empty() {
@@ -215,20 +296,8 @@ impl TargetCtx<'_> {
                     if let Err(e) = crate::globs::glob(&pattern) {
                         self.error(src.span(), format!("{label}: invalid glob {text:?} in srcs: {}", e.kind()), "");
                     } else if !negated && !crate::globs::is_glob(&pattern) {
-                        let rel = if label.package.is_empty() {
-                            pattern.clone()
-                        } else {
-                            format!("{}/{pattern}", label.package)
-                        };
-                        // The walk saw every file; only a directory (or a
-                        // skipped one) needs a stat.
-                        let seen = self.files.binary_search(&rel).is_ok();
-                        if !seen && std::fs::symlink_metadata(self.root.join(&rel)).is_err() {
-                            self.error(
-                                src.span(),
-                                format!("{label}: srcs entry {text:?} matches no file"),
-                                "create the file, fix the path (srcs are relative to the package), or remove the entry",
-                            );
+                        if let Some((why, help)) = self.literal_problem(&label.package, &pattern) {
+                            self.error(src.span(), format!("{label}: srcs entry {text:?} {why}"), help);
                         }
                     }
                     src_patterns.push((negated, pattern));
@@ -323,6 +392,7 @@ impl TargetCtx<'_> {
             sandbox: def.sandbox.as_ref().map(|s| *s.get_ref()),
             network: def.network,
             timeout,
+            node_modules: def.node_modules,
         })
     }
 }
@@ -334,6 +404,14 @@ type ParsedFile = (
     String,
     BTreeMap<String, vbuild_schema::Spanned<TargetDef>>,
 );
+
+fn join_pkg(package: &str, sub: &str) -> String {
+    if package.is_empty() {
+        sub.to_string()
+    } else {
+        format!("{package}/{sub}")
+    }
+}
 
 /// What to suggest for a label that names no target.
 fn known_targets_help(by_label: &HashMap<Label, usize>, missing: &Label) -> String {

@@ -103,3 +103,32 @@ fn no_workspace() {
     assert_eq!(out.code, 2);
     insta::assert_snapshot!(out.snapshot());
 }
+
+#[test]
+fn literal_src_that_is_a_directory() {
+    insta::assert_snapshot!(load_error(&[
+        ("a/src/x.ts", "x"),
+        (
+            "a/BUILD.toml",
+            "[target.build]\ncommand = \"true\"\nsrcs = [\"src\"]\n"
+        ),
+    ]));
+}
+
+#[test]
+fn literal_src_that_is_an_output() {
+    insta::assert_snapshot!(load_error(&[
+        ("a/dist/x.js", "x"),
+        ("a/BUILD.toml", "[target.build]\ncommand = \"true\"\nouts = [\"dist/\"]\n\n[target.use]\ncommand = \"true\"\nsrcs = [\"dist/x.js\"]\n"),
+    ]));
+}
+
+#[test]
+fn literal_src_in_node_modules_or_sub_package() {
+    insta::assert_snapshot!(load_error(&[
+        ("a/node_modules/x/index.js", "x"),
+        ("a/sub/BUILD.toml", "[target.t]\ncommand = \"true\"\n"),
+        ("a/sub/f.txt", "f"),
+        ("a/BUILD.toml", "[target.build]\ncommand = \"true\"\nsrcs = [\"node_modules/x/index.js\", \"sub/f.txt\"]\n"),
+    ]));
+}

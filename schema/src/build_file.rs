@@ -60,6 +60,10 @@ pub struct TargetDef {
     pub network: bool,
     /// e.g. "90s", "10m", "1h".
     pub timeout: Option<Spanned<String>>,
+    /// Expose the workspace's installed node_modules (read-only) and the
+    /// node toolchain; overrides the workspace's `node_modules`.
+    #[serde(default)]
+    pub node_modules: Option<bool>,
 }
 
 fn yes() -> bool {
@@ -87,12 +91,72 @@ pub struct WorkspaceDef {
     /// Globs of env names whose tracked values are keyed by hash and never printed.
     #[serde(default)]
     pub secret_env: Vec<String>,
+    /// Every target sees the installed node_modules and node (see
+    /// docs/migrate.md); a target's own `node_modules` wins.
+    #[serde(default)]
+    pub node_modules: bool,
+    /// The `[remote]` table of the same file (a sibling of `[workspace]`).
+    #[serde(skip)]
+    pub remote: Option<RemoteDef>,
+}
+
+/// Whether vbuild may write to the remote cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RemoteMode {
+    ReadWrite,
+    ReadOnly,
+}
+
+/// How credentials are sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RemoteAuth {
+    /// `Authorization: Bearer <credential>`.
+    Bearer,
+    /// `Authorization: Basic …`; the credential is `user:password`.
+    Basic,
+    /// The credential as the value of the header named by `auth_header`.
+    Header,
+}
+
+/// `vbuild.toml`'s `[remote]` table: a shared cache behind the local one
+/// (docs/remote-cache.md). Flags and `VBUILD_REMOTE_*` variables override it.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteDef {
+    /// `http://…`/`https://…` (Bazel HTTP cache) or `grpc://…`/`grpcs://…` (REAPI).
+    pub url: Option<String>,
+    /// REAPI instance name.
+    pub instance: Option<String>,
+    pub mode: Option<RemoteMode>,
+    pub auth: Option<RemoteAuth>,
+    /// Header name for `auth = "header"`, e.g. `x-buildbuddy-api-key`.
+    pub auth_header: Option<String>,
+    /// Name of the environment variable holding the credential.
+    pub credentials_env: Option<String>,
+    /// File holding the credential (relative to the workspace root).
+    pub credentials_file: Option<String>,
+    /// PEM files (relative to the workspace root).
+    pub tls_ca: Option<String>,
+    pub tls_client_cert: Option<String>,
+    pub tls_client_key: Option<String>,
+    /// Connect and per-read/write timeout, e.g. "10s".
+    pub timeout: Option<String>,
+    /// Largest blob accepted from the remote, in bytes.
+    pub max_blob_size: Option<u64>,
+    /// Largest action result accepted from the remote, in bytes.
+    pub max_action_result_size: Option<u64>,
+    /// Transfers at once.
+    pub connections: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WorkspaceFileDef {
     workspace: WorkspaceDef,
+    #[serde(default)]
+    remote: Option<RemoteDef>,
 }
 
 fn toml_error(file: &Path, source: &str, err: toml::de::Error) -> Diagnostic {
@@ -142,7 +206,10 @@ pub fn parse_build_file(
 /// Parses `vbuild.toml`.
 pub fn parse_workspace_file(file: &Path, source: &str) -> Result<WorkspaceDef, Diagnostic> {
     let def: WorkspaceFileDef = toml::from_str(source).map_err(|e| toml_error(file, source, e))?;
-    Ok(def.workspace)
+    Ok(WorkspaceDef {
+        remote: def.remote,
+        ..def.workspace
+    })
 }
 
 /// Parses a duration like `"500ms"`, `"90s"`, `"10m"`, `"1h"`.

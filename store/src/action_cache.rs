@@ -289,6 +289,40 @@ impl ActionCache {
         Ok(())
     }
 
+    /// The SHA-256 (and size) recorded for a BLAKE3 blob, if any.
+    pub fn sha256_of(&self, blake3: &Digest) -> Result<Option<([u8; 32], u64)>> {
+        let conn = self.conn();
+        let row: Option<(Vec<u8>, i64)> = conn
+            .prepare_cached("SELECT sha256, size FROM remote_digests WHERE blake3 = ?1")?
+            .query_row([&blake3.0[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        Ok(row.and_then(|(sha, size)| Some((sha.try_into().ok()?, size as u64))))
+    }
+
+    /// The BLAKE3 recorded for a SHA-256 of `size` bytes, if any.
+    pub fn blake3_of_sha256(&self, sha256: &[u8; 32], size: u64) -> Result<Option<Digest>> {
+        let conn = self.conn();
+        let row: Option<Vec<u8>> = conn
+            .prepare_cached(
+                "SELECT blake3 FROM remote_digests WHERE sha256 = ?1 AND size = ?2 LIMIT 1",
+            )?
+            .query_row(params![&sha256[..], size as i64], |r| r.get(0))
+            .optional()?;
+        Ok(row.and_then(|b| Digest::from_slice(&b)))
+    }
+
+    /// Records that the blob `blake3` has this SHA-256 and size. Callers
+    /// record only pairs they computed from the same bytes.
+    pub fn put_sha256(&self, blake3: &Digest, sha256: &[u8; 32], size: u64) -> Result<()> {
+        let conn = self.conn();
+        conn.prepare_cached(
+            "INSERT INTO remote_digests (blake3, sha256, size) VALUES (?1, ?2, ?3)
+             ON CONFLICT (blake3) DO UPDATE SET sha256 = excluded.sha256, size = excluded.size",
+        )?
+        .execute(params![&blake3.0[..], &sha256[..], size as i64])?;
+        Ok(())
+    }
+
     fn conn(&self) -> MutexGuard<'_, Conn> {
         // A panic mid-transaction rolls the transaction back as it unwinds
         // (Transaction's Drop), so the connection is still usable.

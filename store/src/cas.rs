@@ -168,6 +168,43 @@ impl Cas {
         Ok(())
     }
 
+    /// A writer for a blob whose digest is not known up front (a download):
+    /// bytes go to a temp file while BLAKE3 is computed; nothing enters the
+    /// store until [`BlobWriter::commit`]. Dropping it discards the bytes.
+    pub fn writer(&self) -> Result<BlobWriter<'_>, CasError> {
+        Ok(BlobWriter {
+            cas: self,
+            tmp: self.new_temp()?,
+            hasher: blake3::Hasher::new(),
+            size: 0,
+        })
+    }
+
+    /// Streams a blob through `sink` (e.g. a second hash), verifying its
+    /// BLAKE3 on the way; returns its size. Corrupt → deleted + `Corrupt`.
+    pub fn read_into(&self, digest: &Digest, sink: &mut dyn FnMut(&[u8])) -> Result<u64, CasError> {
+        let path = self.blob_path(digest);
+        let mut src = File::open(&path).map_err(|e| self.open_err(digest, &path, e))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; CHUNK];
+        let mut size = 0u64;
+        loop {
+            let n = match src.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err(&path)(e)),
+            };
+            hasher.update(&buf[..n]);
+            sink(&buf[..n]);
+            size += n as u64;
+        }
+        if Digest::from(hasher.finalize()) != *digest {
+            return Err(self.quarantine(digest));
+        }
+        Ok(size)
+    }
+
     /// (number of blobs, total bytes).
     pub fn stats(&self) -> Result<(u64, u64), CasError> {
         let (mut count, mut bytes) = (0u64, 0u64);
@@ -244,6 +281,48 @@ impl Cas {
             }
         }
         CasError::Corrupt(*digest)
+    }
+}
+
+/// A blob being written whose digest is learned from its bytes; see
+/// [`Cas::writer`].
+pub struct BlobWriter<'a> {
+    cas: &'a Cas,
+    tmp: NamedTempFile,
+    hasher: blake3::Hasher,
+    size: u64,
+}
+
+impl BlobWriter<'_> {
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The BLAKE3 of the bytes written so far.
+    pub fn digest(&self) -> Digest {
+        self.hasher.finalize().into()
+    }
+
+    /// Makes the bytes a blob of the store; returns (digest, size).
+    pub fn commit(self) -> Result<(Digest, u64), CasError> {
+        let digest = self.digest();
+        if !self.cas.contains(&digest) {
+            self.cas.commit(self.tmp, &digest)?;
+        }
+        Ok((digest, self.size))
+    }
+}
+
+impl Write for BlobWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.tmp.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.tmp.flush()
     }
 }
 

@@ -13,12 +13,13 @@
 mod action_cache;
 mod cas;
 mod digest;
+pub mod remote;
 mod schema;
 mod stat_cache;
 mod tree;
 
 pub use action_cache::{ActionCache, ActionResult, CacheEntry, LastRun, MAX_RECORDS_PER_WEAK_KEY};
-pub use cas::{Cas, CasError};
+pub use cas::{BlobWriter, Cas, CasError};
 pub use digest::{Digest, ParseDigestError};
 pub use schema::SCHEMA_VERSION;
 pub use stat_cache::{FileStat, StatCache, RACY_MARGIN_NS};

@@ -19,7 +19,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 type Migration = fn(&Transaction<'_>) -> rusqlite::Result<()>;
 
 /// Step n takes the schema from version n to n+1.
-const MIGRATIONS: &[Migration] = &[v0_to_v1];
+const MIGRATIONS: &[Migration] = &[v0_to_v1, v1_to_v2];
 
 /// The schema version this build reads and writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -177,5 +177,19 @@ fn v0_to_v1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
             digest      BLOB NOT NULL,
             recorded_ns INTEGER NOT NULL
         );",
+    )
+}
+
+/// v2: the BLAKE3 ↔ SHA-256 mapping for remote caches that speak SHA-256.
+fn v1_to_v2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "-- One row per blob whose SHA-256 is known (computed on upload or
+        -- verified on download); only a cache: a lost row is recomputed.
+        CREATE TABLE remote_digests (
+            blake3 BLOB PRIMARY KEY,
+            sha256 BLOB NOT NULL,
+            size   INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX remote_digests_by_sha256 ON remote_digests (sha256);",
     )
 }

@@ -1,6 +1,7 @@
 //! Test harness: temporary workspaces and a private store, driven through
 //! the real `vbuild` binary.
 #![allow(dead_code)]
+pub mod checkout;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -36,11 +37,22 @@ impl Out {
             .lines()
             .filter_map(|l| {
                 let mut words = l.split_whitespace();
-                let state = words.next()?;
-                let label = words.next()?;
-                ["hit", "miss", "uncached", "failed", "skipped"]
-                    .contains(&state)
-                    .then(|| format!("{state} {label}"))
+                let mut state = words.next()?.to_string();
+                let mut label = words.next()?;
+                if state == "hit" && label == "(remote)" {
+                    state = "hit (remote)".into();
+                    label = words.next()?;
+                }
+                [
+                    "hit",
+                    "hit (remote)",
+                    "miss",
+                    "uncached",
+                    "failed",
+                    "skipped",
+                ]
+                .contains(&state.as_str())
+                .then(|| format!("{state} {label}"))
             })
             .collect()
     }
@@ -51,9 +63,11 @@ pub fn redact(text: &str) -> String {
     let tmp = regex::Regex::new(r"/tmp/[^\s/'\x22]+").unwrap();
     let ids = regex::Regex::new(r"(action|act|vbipc)-[A-Za-z0-9-]+").unwrap();
     let uid = regex::Regex::new(r"/vbuild-\d+/").unwrap();
+    let run = regex::Regex::new(r"/run-\d+/").unwrap();
     let text = time.replace_all(text, "[time]");
     let text = ids.replace_all(&text, "$1-[id]");
     let text = uid.replace_all(&text, "/vbuild-[uid]/");
+    let text = run.replace_all(&text, "/run-[pid]/");
     tmp.replace_all(&text, "[tmp]").into_owned()
 }
 

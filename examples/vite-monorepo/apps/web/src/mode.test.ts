@@ -1,0 +1,6 @@
+import { expect, it } from "vitest";
+import { buildMode } from "./mode";
+
+it("names a mode", () => {
+  expect(buildMode()).toMatch(/^MODE_MARKER_/);
+});

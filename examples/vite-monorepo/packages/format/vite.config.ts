@@ -1,0 +1,15 @@
+import { defineConfig } from "vite";
+
+export default defineConfig({
+  build: {
+    outDir: "dist",
+    lib: {
+      entry: "src/index.ts",
+      formats: ["es"],
+      fileName: "format",
+    },
+    rollupOptions: {
+      external: ["@demo/core"],
+    },
+  },
+});

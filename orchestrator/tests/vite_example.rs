@@ -1,0 +1,336 @@
+//! End to end on examples/vite-monorepo (a real pnpm + Vite workspace):
+//! `vbuild migrate`, then builds in the namespace sandbox with the installed
+//! node_modules: cold, all hits, restore after deleting dist/, an edit that
+//! reruns only a library and its dependents, and NODE_ENV flips that Vite's
+//! dead-code elimination makes visible in the bundle.
+//!
+//! Needs `pnpm install --frozen-lockfile` in the example (CI does it). Without
+//! it the test prints SKIP, unless VBUILD_REQUIRE_NODE=1, where it fails.
+mod common;
+
+use common::{run_with, Out};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+fn example() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/vite-monorepo")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The example with its node_modules installed, or None (skip).
+fn installed() -> Option<PathBuf> {
+    let dir = example();
+    let node = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let ok = node
+        && dir.join("node_modules/.pnpm").is_dir()
+        && dir.join("node_modules/.bin/vite").exists();
+    if !ok {
+        if std::env::var_os("VBUILD_REQUIRE_NODE").is_some() {
+            panic!(
+                "VBUILD_REQUIRE_NODE is set but node or {}/node_modules is missing; run `pnpm install --frozen-lockfile` there",
+                dir.display()
+            );
+        }
+        eprintln!("SKIP vite_example: node or the example's node_modules are missing (pnpm install --frozen-lockfile in examples/vite-monorepo)");
+        return None;
+    }
+    Some(dir)
+}
+
+/// A copy of the example (node_modules included, symlinks kept), without
+/// build outputs or files an earlier migrate wrote in place.
+fn copy_example(src: &Path) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", src.display()))
+        .arg(tmp.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for pkg in [
+        "packages/core",
+        "packages/format",
+        "packages/ui",
+        "apps/web",
+    ] {
+        let dir = tmp.path().join(pkg);
+        let _ = std::fs::remove_dir_all(dir.join("dist"));
+        let _ = std::fs::remove_file(dir.join("BUILD.toml"));
+    }
+    let _ = std::fs::remove_file(tmp.path().join("vbuild.toml"));
+    tmp
+}
+
+struct Session {
+    root: PathBuf,
+    cache: tempfile::TempDir,
+}
+
+impl Session {
+    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
+        let out = run_with(&self.root, self.cache.path(), args, env);
+        assert_eq!(
+            out.code, 0,
+            "vbuild {args:?} failed:\n{}\n{}",
+            out.stdout, out.stderr
+        );
+        out
+    }
+
+    fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.root.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    }
+
+    /// The text of the app's bundle (its one JS asset).
+    fn bundle(&self) -> String {
+        let assets = self.root.join("apps/web/dist/assets");
+        let js: Vec<_> = std::fs::read_dir(&assets)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".js"))
+            .collect();
+        assert_eq!(js.len(), 1, "one bundle in {}", assets.display());
+        std::fs::read_to_string(js[0].path()).unwrap()
+    }
+}
+
+/// Labels by state word, e.g. "hit" → {//a:b}.
+fn by_state(out: &Out, state: &str) -> BTreeSet<String> {
+    out.states()
+        .into_iter()
+        .filter_map(|s| s.strip_prefix(&format!("{state} ")).map(str::to_string))
+        .collect()
+}
+
+fn set(labels: &[&str]) -> BTreeSet<String> {
+    labels.iter().map(|s| s.to_string()).collect()
+}
+
+const CACHED: &[&str] = &[
+    "//apps/web:build",
+    "//packages/core:build",
+    "//packages/core:typecheck",
+    "//packages/format:build",
+    "//packages/ui:build",
+    "//packages/ui:lint",
+];
+/// vitest starts a Vite server, and Vite's createServer calls the runner's
+/// disableCache(): test targets always run and are never stored.
+const TESTS: &[&str] = &[
+    "//apps/web:test",
+    "//packages/core:test",
+    "//packages/format:test",
+];
+
+#[test]
+fn migrate_and_build_the_vite_example() {
+    let Some(src) = installed() else { return };
+    let tmp = copy_example(&src);
+    let s = Session {
+        root: tmp.path().canonicalize().unwrap(),
+        cache: tempfile::tempdir().unwrap(),
+    };
+
+    // migrate: the summary and every file it writes, snapshotted.
+    let migrated = s.run(&["migrate"], &[]);
+    insta::assert_snapshot!("migrate_summary", migrated.stdout);
+    for file in [
+        "vbuild.toml",
+        "packages/core/BUILD.toml",
+        "packages/format/BUILD.toml",
+        "packages/ui/BUILD.toml",
+        "apps/web/BUILD.toml",
+        "apps/web/vite.config.ts",
+        "packages/ui/vite.config.ts",
+    ] {
+        insta::assert_snapshot!(format!("migrate_{}", file.replace('/', "_")), s.read(file));
+    }
+    // The generated files load with the normal loader.
+    let query = s.run(&["query"], &[]);
+    let all: BTreeSet<String> = query.stdout.lines().map(str::to_string).collect();
+    let expected: BTreeSet<String> = CACHED.iter().chain(TESTS).map(|s| s.to_string()).collect();
+    assert_eq!(all, expected);
+    // Migrating again keeps what exists, and says so.
+    let again = run_with(&s.root, s.cache.path(), &["migrate"], &[]);
+    assert_ne!(again.code, 0);
+    assert!(
+        again.stdout.contains("kept vbuild.toml"),
+        "{}",
+        again.stdout
+    );
+
+    // Cold: everything runs in the namespace sandbox (strict: no fallback).
+    let cold = s.run(&["run", "//...", "--sandbox=strict"], &[]);
+    assert_eq!(by_state(&cold, "miss"), set(CACHED), "{}", cold.stderr);
+    assert_eq!(by_state(&cold, "uncached"), set(TESTS), "{}", cold.stderr);
+    assert!(s.bundle().contains("MODE_MARKER_PRODUCTION"));
+    assert!(!s.bundle().contains("MODE_MARKER_DEVELOPMENT"));
+    assert!(s.read("packages/ui/dist/stamp.json").contains("ui.js"));
+    assert!(s.read("packages/core/dist/index.d.ts").contains("Money"));
+    // Tool caches landed in the sandbox, never in the workspace.
+    for dir in [
+        "node_modules",
+        "apps/web/node_modules",
+        "packages/format/node_modules",
+    ] {
+        for cache in [".vite", ".vite-temp"] {
+            assert!(
+                !s.root.join(dir).join(cache).exists(),
+                "{dir}/{cache} was written"
+            );
+        }
+    }
+    for cfg in ["apps/web", "packages/format", "packages/ui"] {
+        let stray: Vec<_> = std::fs::read_dir(s.root.join(cfg))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".timestamp-"))
+            .collect();
+        assert!(stray.is_empty(), "timestamped config left in {cfg}");
+    }
+
+    // Nothing changed: every cacheable action hits.
+    let warm = s.run(&["run", "//..."], &[]);
+    assert_eq!(by_state(&warm, "hit"), set(CACHED), "{}", warm.stderr);
+    assert!(by_state(&warm, "miss").is_empty());
+
+    // Every dist/ deleted: restored from the store, nothing rebuilt.
+    for pkg in [
+        "packages/core",
+        "packages/format",
+        "packages/ui",
+        "apps/web",
+    ] {
+        std::fs::remove_dir_all(s.root.join(pkg).join("dist")).unwrap();
+    }
+    let restored = s.run(&["run", "//..."], &[]);
+    assert_eq!(
+        by_state(&restored, "hit"),
+        set(CACHED),
+        "{}",
+        restored.stderr
+    );
+    assert!(s.bundle().contains("MODE_MARKER_PRODUCTION"));
+    assert!(s.root.join("packages/format/dist/format.js").is_file());
+
+    // One library edited: it and its dependents rerun, the rest hits.
+    let lib = s.root.join("packages/format/src/index.ts");
+    let text = std::fs::read_to_string(&lib).unwrap();
+    std::fs::write(&lib, text.replace("format-v1", "format-v2")).unwrap();
+    let edited = s.run(&["run", "//..."], &[]);
+    assert_eq!(
+        by_state(&edited, "miss"),
+        set(&[
+            "//apps/web:build",
+            "//packages/format:build",
+            "//packages/ui:build",
+            "//packages/ui:lint"
+        ]),
+        "{}",
+        edited.stderr
+    );
+    assert_eq!(
+        by_state(&edited, "hit"),
+        set(&["//packages/core:build", "//packages/core:typecheck"])
+    );
+    assert!(s.bundle().contains("format-v2"));
+    assert!(
+        edited
+            .stderr
+            .contains("'packages/format/src/index.ts' modified"),
+        "{}",
+        edited.stderr
+    );
+
+    // vite-plugin-vbuild reported the module graph: a staged file Vite never
+    // loaded (a test file) does not rerun the app's build.
+    let test_file = s.root.join("apps/web/src/mode.test.ts");
+    let text = std::fs::read_to_string(&test_file).unwrap();
+    std::fs::write(&test_file, format!("{text}// edited\n")).unwrap();
+    let narrowed = s.run(&["run", "//apps/web:build"], &[]);
+    assert!(
+        by_state(&narrowed, "hit").contains("//apps/web:build"),
+        "{}",
+        narrowed.stderr
+    );
+
+    // NODE_ENV flips: the right branch survives dead-code elimination, and
+    // flipping back finds the earlier entry.
+    let web = "//apps/web:build";
+    let dev = s.run(&["run", web], &[("NODE_ENV", "development")]);
+    assert!(by_state(&dev, "miss").contains(web), "{}", dev.stderr);
+    assert!(
+        dev.stderr.contains("env 'NODE_ENV' changed"),
+        "{}",
+        dev.stderr
+    );
+    assert!(s.bundle().contains("MODE_MARKER_DEVELOPMENT"));
+    assert!(!s.bundle().contains("MODE_MARKER_PRODUCTION"));
+    let prod = s.run(&["run", web], &[("NODE_ENV", "production")]);
+    assert!(by_state(&prod, "miss").contains(web), "{}", prod.stderr);
+    assert!(s.bundle().contains("MODE_MARKER_PRODUCTION"));
+    assert!(!s.bundle().contains("MODE_MARKER_DEVELOPMENT"));
+    let dev_again = s.run(&["run", web], &[("NODE_ENV", "development")]);
+    assert!(
+        by_state(&dev_again, "hit").contains(web),
+        "{}",
+        dev_again.stderr
+    );
+    assert!(
+        by_state(&dev_again, "miss").is_empty(),
+        "{}",
+        dev_again.stderr
+    );
+    assert!(s.bundle().contains("MODE_MARKER_DEVELOPMENT"));
+    let prod_again = s.run(&["run", web], &[("NODE_ENV", "production")]);
+    assert!(
+        by_state(&prod_again, "hit").contains(web),
+        "{}",
+        prod_again.stderr
+    );
+    assert!(s.bundle().contains("MODE_MARKER_PRODUCTION"));
+
+    // The lockfile is part of the key: a change every package can reach
+    // (the root importer) invalidates them all.
+    let lock = s.root.join("pnpm-lock.yaml");
+    let text = std::fs::read_to_string(&lock).unwrap();
+    std::fs::write(
+        &lock,
+        text.replace("autoInstallPeers: true", "autoInstallPeers: false"),
+    )
+    .unwrap();
+    let why = run_with(
+        &s.root,
+        s.cache.path(),
+        &["why", "//packages/core:build"],
+        &[],
+    );
+    assert!(
+        why.stderr.contains("node toolchain changed (lockfile)")
+            || why.stdout.contains("node toolchain changed (lockfile)"),
+        "{}{}",
+        why.stdout,
+        why.stderr
+    );
+}
+
+#[test]
+fn migrate_dry_run_writes_nothing() {
+    let Some(src) = installed() else { return };
+    let tmp = copy_example(&src);
+    let out = run_with(tmp.path(), tmp.path(), &["migrate", "--dry-run"], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("--- packages/core/BUILD.toml"));
+    assert!(!tmp.path().join("vbuild.toml").exists());
+    assert!(
+        !std::fs::read_to_string(tmp.path().join("apps/web/vite.config.ts"))
+            .unwrap()
+            .contains("vite-plugin-vbuild")
+    );
+}
