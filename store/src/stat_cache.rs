@@ -116,40 +116,19 @@ impl std::hash::Hasher for FxHasher {
 
 type Map = HashMap<Vec<u8>, Entry, std::hash::BuildHasherDefault<FxHasher>>;
 
-#[cfg(unix)]
+/// The map key: the path's bytes (unique per path on every platform).
 fn key(path: &Path) -> &[u8] {
-    use std::os::unix::ffi::OsStrExt;
-    path.as_os_str().as_bytes()
+    path.as_os_str().as_encoded_bytes()
 }
 
-#[cfg(not(unix))]
-fn key(path: &Path) -> std::borrow::Cow<'_, [u8]> {
-    match path.to_string_lossy() {
-        std::borrow::Cow::Borrowed(s) => std::borrow::Cow::Borrowed(s.as_bytes()),
-        std::borrow::Cow::Owned(s) => std::borrow::Cow::Owned(s.into_bytes()),
-    }
-}
-
-#[cfg(unix)]
 fn owned_key(path: PathBuf) -> Vec<u8> {
-    use std::os::unix::ffi::OsStringExt;
-    path.into_os_string().into_vec()
+    path.into_os_string().into_encoded_bytes()
 }
 
-#[cfg(not(unix))]
-fn owned_key(path: PathBuf) -> Vec<u8> {
-    path.to_string_lossy().into_owned().into_bytes()
-}
-
-#[cfg(unix)]
 fn key_path(key: &[u8]) -> PathBuf {
-    use std::os::unix::ffi::OsStrExt;
-    PathBuf::from(std::ffi::OsStr::from_bytes(key))
-}
-
-#[cfg(not(unix))]
-fn key_path(key: &[u8]) -> PathBuf {
-    PathBuf::from(String::from_utf8_lossy(key).into_owned())
+    // Safety: every key came from `key` or `owned_key`, i.e. from an OsStr
+    // of this platform, unmodified.
+    PathBuf::from(unsafe { std::ffi::OsStr::from_encoded_bytes_unchecked(key) })
 }
 
 /// In-memory view, loaded once per run, saved once at the end. Thread-safe
@@ -171,9 +150,8 @@ impl StatCache {
 
     /// The digest recorded for `path` if `stat` matches and the entry is not racy.
     pub fn lookup(&self, path: &Path, stat: &FileStat) -> Option<Digest> {
-        #[allow(clippy::needless_borrow)]
         self.lock()
-            .get(&*key(path))
+            .get(key(path))
             .filter(|e| e.trusted_for(stat))
             .map(|e| e.digest)
     }
@@ -227,8 +205,7 @@ impl StatCache {
     pub(crate) fn mark_saved(&self, saved: &[(PathBuf, Entry)]) {
         let mut map = self.lock();
         for (path, entry) in saved {
-            #[allow(clippy::needless_borrow)]
-            if let Some(current) = map.get_mut(&*key(path)) {
+            if let Some(current) = map.get_mut(key(path)) {
                 if current == entry {
                     current.dirty = false;
                 }
