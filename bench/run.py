@@ -206,9 +206,18 @@ class Bench:
         stamp = os.path.join(self.work, "generated")
         want = f"{self.n} {self.args.seed} {gen_workspace.PNPM_VERSION}"
         have = open(stamp).read() if os.path.exists(stamp) else ""
+        pnpm = os.path.join(NM, ".bin", "pnpm")
+        install = os.path.exists(pnpm)
+        if not install:
+            # vbuild needs no node_modules (build.js uses relative paths);
+            # turbo and vp need an installed pnpm workspace.
+            for tool in self.tools:
+                if tool.name != "vbuild" and not tool.error:
+                    tool.error = "pnpm not installed under bench/node_modules (run `npm ci` in bench/)"
+            want += " no-install"
         if have != want or not os.path.isdir(self.ws):
             print(f"# generating N={self.n} in {self.ws}", file=sys.stderr)
-            gen_workspace.generate(self.n, self.ws, self.args.seed, pnpm=os.path.join(NM, ".bin", "pnpm"))
+            gen_workspace.generate(self.n, self.ws, self.args.seed, install=install, pnpm=pnpm)
             with open(stamp, "w") as f:
                 f.write(want)
         # Start from the committed sources and no outputs.
