@@ -1,0 +1,157 @@
+//! What an action sees and is keyed by: the sandbox it runs in, its
+//! environment (fixed, scrubbed, declared) and its static key.
+use super::Ctx;
+use crate::key::{self, EnvSource, EnvValue, StaticKey};
+use crate::workspace::{Target, Workspace};
+use std::collections::BTreeMap;
+use std::path::Path;
+use vbuild_ipc::{EnvQuery, EnvQueryMatcher};
+use vbuild_schema::SandboxSetting;
+
+/// The fixed PATH actions see after vbuild's own bin directory; a change
+/// to it must bump `KEY_VERSION`.
+pub const ACTION_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Epoch for `SOURCE_DATE_EPOCH`: 1980-01-01, the earliest zip can store.
+pub const SOURCE_DATE_EPOCH: &str = "315532800";
+
+impl EnvSource for Ctx<'_> {
+    fn value(&self, name: &str) -> EnvValue {
+        self.secrets
+            .record(name, self.host_env.get(name).map(String::as_str))
+    }
+
+    fn matching(&self, query: &EnvQuery) -> BTreeMap<String, EnvValue> {
+        let Ok(matcher) = EnvQueryMatcher::new(query) else {
+            return BTreeMap::new();
+        };
+        let found = matcher.select(&self.host_env);
+        found
+            .keys()
+            .map(|name| (name.clone(), self.value(name)))
+            .collect()
+    }
+}
+
+impl Ctx<'_> {
+    /// The sandbox an action really runs in (and is keyed by). Probes the
+    /// namespace sandbox the first time it is asked about one.
+    pub(super) fn sandbox_of(&self, target: &Target) -> SandboxSetting {
+        match requested_sandbox(self.opts.sandbox, target, self.ws) {
+            SandboxSetting::Namespaces if !self.exec_env.namespaces() => SandboxSetting::Scratch,
+            other => other,
+        }
+    }
+
+    pub(super) fn pass_env_names(&self, target: &Target) -> Vec<String> {
+        let mut names: Vec<String> = target
+            .pass_env
+            .iter()
+            .chain(&self.ws.def.pass_env)
+            .cloned()
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    pub(super) fn static_key(&self, target: &Target, sandbox: SandboxSetting) -> StaticKey {
+        StaticKey {
+            version: key::KEY_VERSION,
+            platform: key::platform(),
+            argv: target.argv.clone(),
+            cwd: target.label.package.clone(),
+            env: target.env.clone(),
+            pass_env: self.pass_env_names(target),
+            srcs: target.src_patterns.clone(),
+            outs: target.outs.iter().map(|o| o.text()).collect(),
+            deps: target
+                .deps
+                .iter()
+                .map(|&d| self.ws.targets[d].label.to_string())
+                .collect(),
+            sandbox: format!("{sandbox:?}").to_lowercase(),
+            network: target.network,
+            node: self
+                .node_env(target)
+                .map(|n| n.key_part(&target.label.package)),
+        }
+    }
+
+    /// The node_modules/toolchain view of a target that uses it.
+    pub(super) fn node_env(&self, target: &Target) -> Option<&crate::node::NodeEnv> {
+        self.node.as_ref().filter(|_| self.ws.uses_node(target))
+    }
+
+    /// The environment an action runs with: fixed, scrubbed, declared.
+    /// `bin` holds `vbuild` itself; `ipc` is the tool channel's env.
+    pub(super) fn action_env(
+        &self,
+        target: &Target,
+        layout: &vbuild_sandbox::Layout,
+        bin: &Path,
+        ipc: Vec<(String, String)>,
+    ) -> BTreeMap<String, String> {
+        let path_of = |p: &Path| p.to_string_lossy().into_owned();
+        // Like `npm run`: the package's node_modules/.bin, then its
+        // ancestors' up to the root, then a node living outside /usr.
+        let mut path = String::new();
+        if let Some(node) = self.node_env(target) {
+            for dir in node.bin_dirs(&layout.ws, &target.label.package) {
+                path.push_str(&format!("{}:", dir.display()));
+            }
+            if let Some(dir) = &node.node_bin_dir {
+                path.push_str(&format!("{}:", dir.display()));
+            }
+        }
+        let mut env = BTreeMap::from([
+            (
+                "PATH".to_string(),
+                format!("{path}{}:{ACTION_PATH}", bin.display()),
+            ),
+            // The workspace root as the action sees it (not in the key,
+            // like HOME): lets tools such as vite-plugin-vbuild find the
+            // staged tree.
+            ("VBUILD_WS_ROOT".to_string(), path_of(&layout.ws)),
+            ("HOME".to_string(), path_of(&layout.home)),
+            ("TMPDIR".to_string(), path_of(&layout.tmp)),
+            ("LANG".to_string(), "C.UTF-8".to_string()),
+            ("LC_ALL".to_string(), "C.UTF-8".to_string()),
+            ("TZ".to_string(), "UTC".to_string()),
+            (
+                "SOURCE_DATE_EPOCH".to_string(),
+                SOURCE_DATE_EPOCH.to_string(),
+            ),
+        ]);
+        env.extend(ipc);
+        for name in self.pass_env_names(target) {
+            if let Some(v) = self.host_env.get(&name) {
+                env.insert(name, v.clone());
+            }
+        }
+        env.extend(target.env.clone());
+        // `vbuild tool` must stay reachable even when a target sets PATH.
+        let path = &env["PATH"];
+        let bin = bin.to_string_lossy().into_owned();
+        if !path.split(':').any(|p| p == bin) {
+            let path = format!("{bin}:{path}");
+            env.insert("PATH".to_string(), path);
+        }
+        env
+    }
+}
+
+/// The sandbox a target asks for: `--sandbox`, else the target's, else the
+/// workspace's, else `namespaces` on Linux.
+pub fn requested_sandbox(
+    cli: Option<SandboxSetting>,
+    target: &Target,
+    ws: &Workspace,
+) -> SandboxSetting {
+    let default = if cfg!(target_os = "linux") {
+        SandboxSetting::Namespaces
+    } else {
+        SandboxSetting::Scratch
+    };
+    cli.or(target.sandbox).or(ws.def.sandbox).unwrap_or(default)
+}

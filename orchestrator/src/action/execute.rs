@@ -1,0 +1,215 @@
+//! A miss that runs: stage the inputs into a scratch directory, start the
+//! IPC server, run the command in its sandbox, capture its outputs.
+use super::Ctx;
+use crate::materialize;
+use crate::workspace::Target;
+use anyhow::{Context, Result};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use vbuild_ipc::{ActionServer, Declarations, ServerConfig};
+use vbuild_sandbox::{ExitKind, SandboxMode, Scratch};
+use vbuild_schema::SandboxSetting;
+use vbuild_store::{EntryKind, Tree};
+
+/// Where the socket directory and vbuild itself appear in the namespace sandbox.
+const IPC_INSIDE: &str = "/vbuild/ipc";
+const BIN_INSIDE: &str = "/vbuild/bin";
+
+/// How long the runner waits for tool connections to finish after the
+/// action's processes exit; anything already sent is applied regardless.
+const IPC_DRAIN: Duration = Duration::from_secs(2);
+
+pub(super) struct Executed {
+    pub(super) exit: ExitKind,
+    pub(super) stdout: Vec<u8>,
+    pub(super) stderr: Vec<u8>,
+    /// Captured outputs, on success.
+    pub(super) tree: Option<Tree>,
+    pub(super) decl: Declarations,
+}
+
+/// The paths (workspace-relative) an action may write: its declared
+/// outputs; for a glob, the directory before its first wildcard.
+fn writable_paths(target: &Target) -> Vec<PathBuf> {
+    // A trailing `/` marks a directory; `./` is the workspace root itself.
+    let dir = |p: PathBuf| match p.as_os_str().is_empty() {
+        true => PathBuf::from("./"),
+        false => PathBuf::from(format!("{}/", p.display())),
+    };
+    let pkg = Path::new(&target.label.package);
+    target
+        .outs
+        .iter()
+        .map(|out| match out {
+            crate::globs::OutSpec::Dir(d) => dir(pkg.join(d)),
+            crate::globs::OutSpec::File(f) => pkg.join(f),
+            crate::globs::OutSpec::Glob(g) => {
+                let fixed: Vec<&str> = g
+                    .split('/')
+                    .take_while(|s| !crate::globs::is_glob(s))
+                    .collect();
+                dir(pkg.join(fixed.join("/")))
+            }
+        })
+        .collect()
+}
+
+/// Stages the inputs into a fresh scratch directory, runs the command in
+/// its sandbox with its IPC server, and captures its outputs into the store.
+pub(super) fn execute(
+    ctx: &Ctx,
+    target: &Target,
+    sandbox: SandboxSetting,
+    inputs: &BTreeMap<String, EntryKind>,
+) -> Result<Executed> {
+    let scratch = Scratch::create(ctx.exec_env.scratch_parent()?)?;
+    let mode = match sandbox {
+        SandboxSetting::Namespaces => Some(SandboxMode::Namespaces),
+        SandboxSetting::Scratch => Some(SandboxMode::Scratch),
+        SandboxSetting::None => None,
+    };
+    let ws_root = match mode {
+        Some(_) => scratch.host_ws().to_path_buf(),
+        None => ctx.ws.root.clone(),
+    };
+    if mode.is_some() {
+        stage(ctx, &ws_root, inputs)?;
+    }
+    let namespaced = mode == Some(SandboxMode::Namespaces);
+    let mut writable = writable_paths(target);
+    let exe = ctx.exec_env.exe()?;
+    let mut extra_ro_binds = vec![(exe.to_path_buf(), Path::new(BIN_INSIDE).join("vbuild"))];
+    if let (Some(node), Some(mode)) = (ctx.node_env(target), mode) {
+        let staged = node.stage(&ctx.ws.root, &ws_root, &scratch.layout(mode).ws, namespaced)?;
+        writable.extend(staged.writable);
+        extra_ro_binds.extend(staged.ro_binds);
+        // A node outside the system directories: bind its install prefix.
+        if let Some(prefix) = node.node_bin_dir.as_ref().and_then(|d| d.parent()) {
+            extra_ro_binds.push((prefix.to_path_buf(), prefix.to_path_buf()));
+        }
+    }
+    let layout = match mode {
+        Some(mode) => scratch.layout(mode),
+        None => vbuild_sandbox::Layout {
+            ws: ctx.ws.root.clone(),
+            home: scratch.host_home().to_path_buf(),
+            tmp: scratch.host_tmp().to_path_buf(),
+        },
+    };
+    // vbuild itself, for `vbuild tool`: bound into the namespace sandbox,
+    // a symlink in a private bin directory otherwise.
+    let host_bin = scratch.host_out().join("bin");
+    std::fs::create_dir_all(&host_bin)?;
+    std::os::unix::fs::symlink(exe, host_bin.join("vbuild"))?;
+    let bin = if namespaced {
+        PathBuf::from(BIN_INSIDE)
+    } else {
+        host_bin
+    };
+    let config = ServerConfig {
+        ws_root_inside: layout.ws.clone(),
+        host_env: ctx.host_env.clone(),
+        secret_patterns: ctx.secret_patterns.clone(),
+    };
+    let server = ActionServer::start(&ctx.exec_env.rt()?, ctx.exec_env.ipc_parent()?, config)
+        .context("starting the IPC server")?;
+    let ipc_env = if namespaced {
+        let inside = Path::new(IPC_INSIDE);
+        ActionServer::action_env(inside, &inside.join(vbuild_ipc::NODE_CLIENT_FILE_NAME))
+    } else {
+        ActionServer::action_env(server.socket_dir(), server.node_client_path())
+    };
+    let env = ctx.action_env(target, &layout, &bin, ipc_env);
+    let (out_path, err_path) = (
+        scratch.host_out().join("stdout"),
+        scratch.host_out().join("stderr"),
+    );
+    let spec = vbuild_sandbox::RunSpec {
+        argv: target.argv.iter().map(Into::into).collect(),
+        env: env.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+        cwd: PathBuf::from(&target.label.package),
+        writable,
+        network: target.network,
+        timeout: target.timeout,
+        stdout: out_path.clone(),
+        stderr: err_path.clone(),
+        extra_ro_binds,
+        extra_rw_binds: vec![(server.socket_dir().to_path_buf(), PathBuf::from(IPC_INSIDE))],
+    };
+    let outcome = match mode {
+        Some(mode) => scratch.run(mode, &spec),
+        None => vbuild_sandbox::run_direct(&ctx.ws.root, &spec),
+    };
+    // Drain the channel before anything else: fire-and-forget calls made
+    // just before exit must still count.
+    let decl = server.finish(IPC_DRAIN);
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(vbuild_sandbox::SandboxError::Spawn(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Report like a shell would, as the action's own failure.
+            let msg = format!("vbuild: {}: command not found\n", target.argv[0]);
+            return Ok(Executed {
+                exit: ExitKind::Exited(127),
+                stdout: vec![],
+                stderr: msg.into_bytes(),
+                tree: None,
+                decl,
+            });
+        }
+        Err(e) => return Err(e).context("running the action"),
+    };
+    let stdout = std::fs::read(&out_path)?;
+    let stderr = std::fs::read(&err_path)?;
+    if !outcome.success() {
+        return Ok(Executed {
+            exit: outcome.status,
+            stdout,
+            stderr,
+            tree: None,
+            decl,
+        });
+    }
+    let input_paths: BTreeSet<&str> = inputs.keys().map(String::as_str).collect();
+    let ignored: Vec<String> = decl.ignored_outputs.iter().cloned().collect();
+    let tree = materialize::capture(ctx.store, target, &ws_root, &input_paths, &ignored)?;
+    Ok(Executed {
+        exit: outcome.status,
+        stdout,
+        stderr,
+        tree: Some(tree),
+        decl,
+    })
+}
+
+/// Copies every input from the store into the scratch workspace, read-only.
+fn stage(ctx: &Ctx, ws_root: &Path, inputs: &BTreeMap<String, EntryKind>) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for (path, entry) in inputs {
+        let dest = ws_root.join(path);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        match entry {
+            EntryKind::File {
+                digest, executable, ..
+            } => {
+                let copied = ctx.store.cas.copy_out(digest, &dest, *executable);
+                if copied.is_err() {
+                    // The stat cache vouched for a blob that is gone or was
+                    // corrupt: store the workspace file again, if unchanged.
+                    let (again, _) = ctx.store.cas.put_file(&ctx.ws.root.join(path))?;
+                    anyhow::ensure!(
+                        again == *digest,
+                        "input '{path}' changed while the build ran; run again"
+                    );
+                    ctx.store.cas.copy_out(digest, &dest, *executable)?;
+                }
+                let mode = if *executable { 0o555 } else { 0o444 };
+                std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))?;
+            }
+            EntryKind::Symlink { target } => std::os::unix::fs::symlink(target, &dest)?,
+        }
+    }
+    Ok(())
+}
