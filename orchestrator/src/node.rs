@@ -238,16 +238,7 @@ fn stage_dir(
 /// directory below it (not inside node_modules or hidden directories).
 fn find_module_dirs(root: &Path) -> Vec<String> {
     let mut dirs = Vec::new();
-    let walker = walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|e| {
-            e.depth() == 0
-                || (e.file_type().is_dir()
-                    && !crate::workspace::skipped_dir(&e.file_name().to_string_lossy()))
-        });
-    for entry in walker.flatten() {
+    for entry in crate::workspace::searched_dirs(root) {
         let nm = entry.path().join("node_modules");
         if std::fs::symlink_metadata(&nm).is_ok_and(|m| m.is_dir()) {
             let rel = entry.path().strip_prefix(root).unwrap_or(Path::new(""));

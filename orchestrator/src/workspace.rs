@@ -72,6 +72,20 @@ pub fn skipped_dir(name: &str) -> bool {
     name == "node_modules" || name.starts_with('.')
 }
 
+/// `root` and every directory below it that is searched (see
+/// `skipped_dir`), sorted by name, without following symlinks.
+pub fn searched_dirs(root: &Path) -> impl Iterator<Item = walkdir::DirEntry> {
+    walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| {
+            e.depth() == 0
+                || (e.file_type().is_dir() && !skipped_dir(&e.file_name().to_string_lossy()))
+        })
+        .flatten()
+}
+
 fn rel_display(root: &Path, path: &Path) -> PathBuf {
     path.strip_prefix(root).unwrap_or(path).to_path_buf()
 }

@@ -116,16 +116,7 @@ fn expand(root: &Path, globs: &[String]) -> Result<Vec<String>> {
     if root.join("package.json").is_file() {
         found.push(String::new());
     }
-    let walker = walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|e| {
-            e.depth() == 0
-                || (e.file_type().is_dir()
-                    && !crate::workspace::skipped_dir(&e.file_name().to_string_lossy()))
-        });
-    for entry in walker.flatten() {
+    for entry in crate::workspace::searched_dirs(root) {
         if entry.depth() == 0 {
             continue;
         }
