@@ -148,24 +148,12 @@ impl Builder<'_> {
             source: e,
         })?;
         self.mkdir_p(inside, meta.is_dir())?;
-        let dst = cpath(&under(self.root, inside)?)?;
         if !meta.is_dir() {
-            self.plan.push(
-                Op::Touch(dst.clone()),
-                format!("mountpoint {}", inside.display()),
-            );
+            let dst = cpath(&under(self.root, inside)?)?;
+            self.plan
+                .push(Op::Touch(dst), format!("mountpoint {}", inside.display()));
         }
-        let remount = ro.then(|| ro_flags(src));
-        let what = if ro { "read-only" } else { "read-write" };
-        self.plan.push(
-            Op::Bind {
-                src: cpath(src)?,
-                dst,
-                remount,
-            },
-            format!("bind {} at {} {what}", src.display(), inside.display()),
-        );
-        Ok(())
+        self.bind_existing(src, inside, ro)
     }
 
     /// Binds where the mountpoint already exists (inside the ws bind, or
