@@ -185,21 +185,12 @@ impl Cas {
     pub fn read_into(&self, digest: &Digest, sink: &mut dyn FnMut(&[u8])) -> Result<u64, CasError> {
         let path = self.blob_path(digest);
         let mut src = File::open(&path).map_err(|e| self.open_err(digest, &path, e))?;
-        let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; CHUNK];
-        let mut size = 0u64;
-        loop {
-            let n = match src.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(io_err(&path)(e)),
-            };
-            hasher.update(&buf[..n]);
-            sink(&buf[..n]);
-            size += n as u64;
-        }
-        if Digest::from(hasher.finalize()) != *digest {
+        let (found, size) = hash_chunks(&mut src, &path, &mut buf, |chunk| {
+            sink(chunk);
+            Ok(())
+        })?;
+        if found != *digest {
             return Err(self.quarantine(digest));
         }
         Ok(size)
@@ -338,23 +329,34 @@ fn copy_hashing(
         static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; CHUNK]);
     }
     BUF.with(|buf| {
-        let mut buf = buf.borrow_mut();
-        let mut hasher = blake3::Hasher::new();
-        let mut size = 0u64;
-        loop {
-            let n = match src.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(io_err(src_path)(e)),
-            };
-            hasher.update(&buf[..n]);
-            dst.write_all(&buf[..n])
-                .map_err(|e| io_err(dst.path())(e))?;
-            size += n as u64;
-        }
-        Ok((hasher.finalize().into(), size))
+        hash_chunks(src, src_path, &mut buf.borrow_mut(), |chunk| {
+            dst.write_all(chunk).map_err(|e| io_err(dst.path())(e))
+        })
     })
+}
+
+/// Reads `src` to its end through `buf`, hashing each chunk and handing it
+/// to `each`; (digest, size).
+fn hash_chunks(
+    src: &mut File,
+    src_path: &Path,
+    buf: &mut [u8],
+    mut each: impl FnMut(&[u8]) -> Result<(), CasError>,
+) -> Result<(Digest, u64), CasError> {
+    let mut hasher = blake3::Hasher::new();
+    let mut size = 0u64;
+    loop {
+        let n = match src.read(buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err(src_path)(e)),
+        };
+        hasher.update(&buf[..n]);
+        each(&buf[..n])?;
+        size += n as u64;
+    }
+    Ok((hasher.finalize().into(), size))
 }
 
 /// `read_dir` that treats a missing directory as empty.
