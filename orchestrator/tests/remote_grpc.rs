@@ -6,7 +6,7 @@
 mod common;
 
 use common::checkout::{Checkout, BASIC_OUTPUTS};
-use common::run_with;
+use common::{free_port, run_with};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,14 +25,6 @@ fn bgd_binary() -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join("bgd"))
         .find(|p| p.is_file())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl BuildGrid {
@@ -253,25 +245,7 @@ fn grpc_killing_the_server_mid_build_completes_locally() {
     let Some(mut bg) = BuildGrid::start() else {
         return;
     };
-    let mut files = vec![];
-    for i in 0..6 {
-        let deps = if i == 0 {
-            String::new()
-        } else {
-            format!("deps = [\"//p{}:build\"]\n", i - 1)
-        };
-        files.push((
-            format!("p{i}/BUILD.toml"),
-            format!(
-                "[target.build]\ncommand = \"sleep 0.5; echo {i} > out.txt\"\nouts = [\"out.txt\"]\n{deps}"
-            ),
-        ));
-    }
-    let refs_files: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    let ws = Checkout::files(&refs_files);
+    let ws = Checkout::slow_chain("0.5");
     let env = bg.env();
     let (root, cache) = (ws.root().to_path_buf(), ws.cache.path().to_path_buf());
     let build = std::thread::spawn(move || {

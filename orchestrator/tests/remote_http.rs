@@ -6,7 +6,7 @@ mod common;
 
 use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
 use common::checkout::{Checkout, BASIC_OUTPUTS};
-use common::{run_with, Out};
+use common::{free_port, run_with, Out};
 use prost::Message as _;
 use sha2::Digest as _;
 use std::path::{Path, PathBuf};
@@ -26,14 +26,6 @@ fn nginx_binary() -> Option<PathBuf> {
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
         .map(|d| d.join("nginx"))
         .find(|p| p.is_file())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Nginx {
@@ -496,25 +488,7 @@ fn killing_the_server_mid_build_completes_locally() {
         return;
     };
     // A chain of slow actions: the server dies while it runs.
-    let mut files = vec![];
-    for i in 0..6 {
-        let deps = if i == 0 {
-            String::new()
-        } else {
-            format!("deps = [\"//p{}:build\"]\n", i - 1)
-        };
-        files.push((
-            format!("p{i}/BUILD.toml"),
-            format!(
-                "[target.build]\ncommand = \"sleep 0.4; echo {i} > out.txt\"\nouts = [\"out.txt\"]\n{deps}"
-            ),
-        ));
-    }
-    let refs: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    let ws = Checkout::files(&refs);
+    let ws = Checkout::slow_chain("0.4");
     let url = nginx.url();
     let root = ws.root().to_path_buf();
     let cache = ws.cache.path().to_path_buf();

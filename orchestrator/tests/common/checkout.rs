@@ -39,6 +39,32 @@ impl Checkout {
         ws
     }
 
+    /// Six packages `p0`..`p5`, each depending on the one before and
+    /// sleeping `secs` before writing `out.txt`: a build slow enough for a
+    /// test to kill the remote while it runs.
+    pub fn slow_chain(secs: &str) -> Checkout {
+        let files: Vec<(String, String)> = (0..6)
+            .map(|i| {
+                let deps = if i == 0 {
+                    String::new()
+                } else {
+                    format!("deps = [\"//p{}:build\"]\n", i - 1)
+                };
+                (
+                    format!("p{i}/BUILD.toml"),
+                    format!(
+                        "[target.build]\ncommand = \"sleep {secs}; echo {i} > out.txt\"\nouts = [\"out.txt\"]\n{deps}"
+                    ),
+                )
+            })
+            .collect();
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        Checkout::files(&refs)
+    }
+
     pub fn root(&self) -> &Path {
         self.dir.path()
     }

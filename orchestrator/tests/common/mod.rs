@@ -171,3 +171,13 @@ outs = ["result.txt", "run.sh", "link.txt"]
         ),
     ])
 }
+
+/// A loopback port free at the moment of asking (a server started on it
+/// may still lose a race for it, hence the callers' retries).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
