@@ -281,6 +281,28 @@ pub fn tsc_out_dirs(dir: &Path, config: &str) -> Result<(Vec<String>, Option<Str
     Ok((dirs, escapes))
 }
 
+/// turbo's `outputs` → vbuild `outs` (`dist/**` → `dist/`).
+pub fn turbo_outs(outputs: &[String], undecided: &mut Vec<String>, what: &str) -> Vec<String> {
+    let mut outs = Vec::new();
+    for o in outputs {
+        if o.starts_with('!') {
+            undecided.push(format!(
+                "{what}: turbo output exclusion `{o}` not translated"
+            ));
+            continue;
+        }
+        let o = o.trim_start_matches("./");
+        let out = match o.strip_suffix("/**").or_else(|| o.strip_suffix("/**/*")) {
+            Some(dir) if !crate::globs::is_glob(dir) => format!("{dir}/"),
+            _ => o.to_string(),
+        };
+        if !outs.contains(&out) {
+            outs.push(out);
+        }
+    }
+    outs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,17 +4,24 @@
 //! configs. See docs/migrate.md.
 //!
 //! - `detect`: package manager and workspace globs → package directories;
-//! - `manifest`: package.json, turbo.json, Vite and tsc output directories;
+//! - `manifest`: package.json, turbo.json (and its outputs as outs), Vite
+//!   and tsc output directories;
 //! - `graph`: workspace dependency edges, cycles, which sources import what;
 //! - `scripts`: which scripts are steps, which never exit, inlining calls;
-//! - `emit`: TOML text and the Vite config edit.
+//! - `gitignore`: .gitignore patterns as srcs exclusions;
+//! - `emit`: TOML text and the Vite config edit;
+//! - `write`: writing or printing the plan, and the summary.
 mod detect;
 mod emit;
+mod gitignore;
 mod graph;
 mod manifest;
 mod scripts;
+mod write;
 
-use anyhow::{bail, Context, Result};
+pub use write::run;
+
+use anyhow::Result;
 use emit::TargetOut;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -78,103 +85,6 @@ fn target_name(script: &str) -> String {
             }
         })
         .collect()
-}
-
-/// `!` patterns for srcs from the .gitignore files of the root and the package.
-fn gitignore_excludes(root: &Path, pkg: &str, undecided: &mut Vec<String>) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut dirs = vec![String::new()];
-    if !pkg.is_empty() {
-        let mut acc = String::new();
-        for seg in pkg.split('/') {
-            acc = if acc.is_empty() {
-                seg.to_string()
-            } else {
-                format!("{acc}/{seg}")
-            };
-            dirs.push(acc.clone());
-        }
-    }
-    for dir in dirs {
-        let Ok(text) = std::fs::read_to_string(root.join(&dir).join(".gitignore")) else {
-            continue;
-        };
-        // The part of `pkg` below this .gitignore's directory.
-        let below = pkg
-            .strip_prefix(dir.as_str())
-            .unwrap_or(pkg)
-            .trim_start_matches('/');
-        for line in text.lines() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            if line.starts_with('!') {
-                undecided.push(format!(
-                    "{}/.gitignore: negated pattern `{line}` not translated; files it re-includes stay out of srcs",
-                    if dir.is_empty() { "." } else { &dir }
-                ));
-                continue;
-            }
-            let dir_only = line.ends_with('/');
-            let body = line.trim_end_matches('/');
-            if body == "node_modules" || body.starts_with('.') && !body.contains(['*', '/']) {
-                // node_modules and hidden directories are never srcs anyway.
-                continue;
-            }
-            let anchored = body.starts_with('/') || body.trim_start_matches('/').contains('/');
-            let body = body.trim_start_matches('/');
-            let pats = if anchored {
-                if below.is_empty() {
-                    vec![body.to_string()]
-                } else if let Some(rest) = body.strip_prefix(&format!("{below}/")) {
-                    vec![rest.to_string()]
-                } else {
-                    continue;
-                }
-            } else {
-                vec![format!("**/{body}")]
-            };
-            for p in pats {
-                // `dist/` matches directories only; `*.log` is meant for files.
-                let forms = if dir_only {
-                    vec![format!("!{p}/**")]
-                } else if p.contains('*') {
-                    vec![format!("!{p}")]
-                } else {
-                    vec![format!("!{p}"), format!("!{p}/**")]
-                };
-                for pat in forms {
-                    if !out.contains(&pat) {
-                        out.push(pat);
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
-/// turbo's `outputs` → vbuild `outs` (`dist/**` → `dist/`).
-fn turbo_outs(outputs: &[String], undecided: &mut Vec<String>, what: &str) -> Vec<String> {
-    let mut outs = Vec::new();
-    for o in outputs {
-        if o.starts_with('!') {
-            undecided.push(format!(
-                "{what}: turbo output exclusion `{o}` not translated"
-            ));
-            continue;
-        }
-        let o = o.trim_start_matches("./");
-        let out = match o.strip_suffix("/**").or_else(|| o.strip_suffix("/**/*")) {
-            Some(dir) if !crate::globs::is_glob(dir) => format!("{dir}/"),
-            _ => o.to_string(),
-        };
-        if !outs.contains(&out) {
-            outs.push(out);
-        }
-    }
-    outs
 }
 
 pub fn plan(root: &Path) -> Result<Plan> {
@@ -326,7 +236,7 @@ pub fn plan(root: &Path) -> Result<Plan> {
             pkg.clone()
         };
         let vite_cfg = manifest::vite_config(&dir);
-        let ignores = gitignore_excludes(root, &pkg, &mut undecided);
+        let ignores = gitignore::gitignore_excludes(root, &pkg, &mut undecided);
         let mut targets = Vec::new();
         let mut wants_plugin = false;
         for (name, _) in &steps[i] {
@@ -448,7 +358,7 @@ pub fn plan(root: &Path) -> Result<Plan> {
                 .filter(|w| !w.iter().any(|a| a == "--noEmit" || a == "--noemit"))
                 .collect();
             if let Some(outputs) = task.and_then(|t| t.outputs.clone()) {
-                t.outs = turbo_outs(&outputs, &mut undecided, &what);
+                t.outs = manifest::turbo_outs(&outputs, &mut undecided, &what);
             } else {
                 if runs_vite_build {
                     match vite_cfg
@@ -621,89 +531,4 @@ pub fn plan(root: &Path) -> Result<Plan> {
         undecided,
         turbo: turbo.is_some(),
     })
-}
-
-/// `vbuild migrate`: plan, then write (or print, with `--dry-run`), then
-/// summarize. Returns the exit code.
-pub fn run(root: &Path, opts: &Options) -> Result<u8> {
-    let plan = plan(root).with_context(|| format!("migrating {}", root.display()))?;
-    let mut out = String::new();
-    let mut written = Vec::new();
-    let mut kept = Vec::new();
-    for f in &plan.files {
-        let path = root.join(&f.path);
-        if opts.dry_run {
-            out.push_str(&format!(
-                "--- {}{}\n{}",
-                f.path,
-                if f.edit { " (edited)" } else { "" },
-                f.contents
-            ));
-            if !f.contents.ends_with('\n') {
-                out.push('\n');
-            }
-            continue;
-        }
-        if path.exists() && !f.edit && !opts.force {
-            kept.push(f.path.clone());
-            continue;
-        }
-        std::fs::write(&path, &f.contents)
-            .with_context(|| format!("writing {}", path.display()))?;
-        written.push(f.path.clone());
-    }
-    if opts.dry_run {
-        print!("{out}");
-    }
-    println!(
-        "vbuild migrate: {} workspace{}, {} package{} with build steps",
-        plan.manager.name(),
-        if plan.turbo { " with turbo.json" } else { "" },
-        plan.created.len(),
-        if plan.created.len() == 1 { "" } else { "s" }
-    );
-    let verb = if opts.dry_run { "would write" } else { "wrote" };
-    for f in if opts.dry_run {
-        plan.files.iter().map(|f| f.path.clone()).collect()
-    } else {
-        written.clone()
-    } {
-        let edited = plan.files.iter().any(|p| p.path == f && p.edit);
-        println!(
-            "  {verb} {f}{}",
-            if edited {
-                " (added vite-plugin-vbuild)"
-            } else {
-                ""
-            }
-        );
-    }
-    for (pkg, targets) in &plan.created {
-        println!("  targets {pkg}: {}", targets.join(", "));
-    }
-    for f in &kept {
-        println!("  kept {f}: it exists (--force overwrites it)");
-    }
-    if !plan.skipped.is_empty() {
-        println!("skipped:");
-        for s in &plan.skipped {
-            println!("  - {s}");
-        }
-    }
-    if !plan.undecided.is_empty() {
-        println!("could not decide (check these by hand):");
-        for s in &plan.undecided {
-            println!("  - {s}");
-        }
-    }
-    if !opts.dry_run && kept.is_empty() {
-        println!("next: vbuild run //...");
-    }
-    if !kept.is_empty() && !opts.dry_run {
-        bail!(
-            "{} file(s) exist and were kept; rerun with --force to overwrite them",
-            kept.len()
-        );
-    }
-    Ok(0)
 }
