@@ -91,8 +91,14 @@ impl Store {
     }
 
     /// Directory under which the orchestrator creates per-action scratch dirs.
+    /// `$VBUILD_SCRATCH_DIR` if set (e.g. a tmpfs: scratch files are
+    /// short-lived and never need to survive a crash), else `scratch/` in
+    /// the store.
     pub fn scratch_dir(&self) -> PathBuf {
-        self.root.join("scratch")
+        match std::env::var_os("VBUILD_SCRATCH_DIR").filter(|v| !v.is_empty()) {
+            Some(dir) => PathBuf::from(dir),
+            None => self.root.join("scratch"),
+        }
     }
 }
 
