@@ -18,6 +18,8 @@ struct Nginx {
     dir: tempfile::TempDir,
     port: u16,
     child: Option<Child>,
+    /// "http", or "https" when it listens with TLS.
+    scheme: &'static str,
 }
 
 fn nginx_binary() -> Option<PathBuf> {
@@ -32,6 +34,16 @@ impl Nginx {
     /// Starts nginx; `None` (after saying so) when it is not installed and
     /// not required. `extra` goes inside the cache's `location` block.
     fn start(extra: &str) -> Option<Nginx> {
+        Nginx::launch(None, extra)
+    }
+
+    /// Starts nginx listening with TLS: `tls` holds the `ssl_*` directives
+    /// of the `server` block; `extra` is as for [`Nginx::start`].
+    fn start_tls(tls: &str, extra: &str) -> Option<Nginx> {
+        Nginx::launch(Some(tls), extra)
+    }
+
+    fn launch(tls: Option<&str>, extra: &str) -> Option<Nginx> {
         let Some(bin) = nginx_binary() else {
             if std::env::var("VBUILD_REQUIRE_NGINX").as_deref() == Ok("1") {
                 panic!("nginx is required (VBUILD_REQUIRE_NGINX=1) but not installed");
@@ -45,6 +57,10 @@ impl Nginx {
             let port = free_port();
             let d = dir.path().display();
             let extra = extra.replace("{dir}", &d.to_string());
+            let (ssl, tls_directives) = match tls {
+                Some(t) => (" ssl", t.replace("{dir}", &d.to_string())),
+                None => ("", String::new()),
+            };
             let conf = format!(
                 r#"daemon off;
 master_process off;
@@ -60,7 +76,8 @@ http {{
   uwsgi_temp_path {d}/uwsgi;
   scgi_temp_path {d}/scgi;
   server {{
-    listen 127.0.0.1:{port};
+    listen 127.0.0.1:{port}{ssl};
+    {tls_directives}
     root {d}/data;
     client_max_body_size 2g;
     location /cache/ {{
@@ -93,6 +110,7 @@ http {{
                         dir,
                         port,
                         child: Some(child),
+                        scheme: if tls.is_some() { "https" } else { "http" },
                     });
                 }
                 if let Some(status) = child.try_wait().unwrap() {
@@ -111,7 +129,7 @@ http {{
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/cache", self.port)
+        format!("{}://127.0.0.1:{}/cache", self.scheme, self.port)
     }
 
     fn cache_dir(&self) -> PathBuf {
@@ -713,4 +731,303 @@ fn narrowing_records_are_shared() {
     let out = third.run(&["//..."], &env);
     out.assert_ok();
     assert_eq!(out.states(), vec!["miss //pkg:build"], "{}", out.stderr);
+}
+
+/// A throwaway CA with a server certificate for 127.0.0.1/localhost and a
+/// client certificate, made with the `openssl` command.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let pki = Pki {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        pki.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=vbuild test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        pki.issue(
+            "server",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        );
+        pki.issue("client", "extendedKeyUsage=clientAuth\n");
+        pki
+    }
+
+    /// `{name}.pem` and `{name}.key`, signed by the CA, with `extensions`.
+    fn issue(&self, name: &str, extensions: &str) {
+        let ext = format!("{name}.ext");
+        std::fs::write(
+            self.path(&ext),
+            format!("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n{extensions}"),
+        )
+        .unwrap();
+        let (csr, key, pem) = (
+            format!("{name}.csr"),
+            format!("{name}.key"),
+            format!("{name}.pem"),
+        );
+        self.openssl(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &format!("/CN=vbuild test {name}"),
+        ]);
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &pem,
+            "-extfile",
+            &ext,
+        ]);
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let out = Command::new("openssl")
+            .current_dir(self.dir.path())
+            .args(args)
+            .output()
+            .expect("the openssl command runs (apt-get install openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+
+    /// nginx's `ssl_*` directives for the server certificate; with
+    /// `verify_client`, it also demands a client certificate from the CA.
+    fn nginx_directives(&self, verify_client: bool) -> String {
+        let mut s = format!(
+            "ssl_certificate {}; ssl_certificate_key {};",
+            self.path("server.pem").display(),
+            self.path("server.key").display()
+        );
+        if verify_client {
+            s.push_str(&format!(
+                " ssl_client_certificate {}; ssl_verify_client on;",
+                self.path("ca.pem").display()
+            ));
+        }
+        s
+    }
+
+    /// Copies the CA (and the client certificate and key) into `ws` and
+    /// returns the `[remote]` lines naming them.
+    fn configure(&self, ws: &Checkout, client_cert: bool) -> String {
+        let mut files = vec!["ca.pem"];
+        if client_cert {
+            files.extend(["client.pem", "client.key"]);
+        }
+        for f in files {
+            ws.write(
+                &format!("certs/{f}"),
+                &std::fs::read_to_string(self.path(f)).unwrap(),
+            );
+        }
+        let mut s = "tls_ca = \"certs/ca.pem\"\n".to_string();
+        if client_cert {
+            s.push_str(
+                "tls_client_cert = \"certs/client.pem\"\ntls_client_key = \"certs/client.key\"\n",
+            );
+        }
+        s
+    }
+
+    /// Whether `text` holds any of the private keys, or a piece of one.
+    fn leaks_a_key(&self, text: &str) -> bool {
+        ["ca.key", "server.key", "client.key"].iter().any(|k| {
+            std::fs::read_to_string(self.path(k))
+                .unwrap()
+                .lines()
+                .filter(|l| !l.starts_with("-----"))
+                .any(|l| text.contains(l))
+        })
+    }
+}
+
+const TOKEN: &str = "tls-tok-7f3e-secret";
+
+#[test]
+fn https_with_a_custom_ca() {
+    let pki = Pki::new();
+    let Some(nginx) = Nginx::start_tls(
+        &pki.nginx_directives(false),
+        &format!("if ($http_authorization != \"Bearer {TOKEN}\") {{ return 401; }}"),
+    ) else {
+        return;
+    };
+    assert!(nginx.url().starts_with("https://127.0.0.1:"));
+    let env = remote_env(&nginx);
+    let mut env = env_refs(&env);
+    env.push(("VBUILD_REMOTE_CREDENTIALS", TOKEN));
+
+    // With the CA: uploads, then a fresh checkout restores everything.
+    let first = Checkout::basic();
+    first.append(
+        "vbuild.toml",
+        &format!("\n[remote]\n{}", pki.configure(&first, false)),
+    );
+    let out = first.run(&["//..."], &env);
+    out.assert_ok();
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+    assert!(nginx.count("PUT") > 0, "uploaded:\n{}", nginx.access_log());
+    let second = Checkout::basic();
+    second.append(
+        "vbuild.toml",
+        &format!("\n[remote]\n{}", pki.configure(&second, false)),
+    );
+    let out = second.run(&["//..."], &env);
+    out.assert_ok();
+    assert_eq!(
+        out.states(),
+        [
+            "hit (remote) //libs/words:build",
+            "hit (remote) //libs/greeting:build",
+            "hit (remote) //app:build",
+            "hit (remote) //app:test",
+        ],
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        first.snapshot(BASIC_OUTPUTS),
+        second.snapshot(BASIC_OUTPUTS)
+    );
+    let check = second.vbuild(&["remote", "check"], &env);
+    assert_eq!(check.code, 0, "{}\n{}", check.stdout, check.stderr);
+
+    // Without it the server's certificate is not trusted: one warning
+    // naming the problem, and a local build that succeeds.
+    let requests = nginx.access_log().lines().count();
+    let ws = Checkout::basic();
+    let out = ws.run(&["//..."], &env);
+    out.assert_ok();
+    assert!(
+        out.states().iter().all(|s| s.starts_with("miss ")),
+        "{}",
+        out.stderr
+    );
+    let warnings = lines_with(&out.stderr, "warning: remote cache");
+    assert_eq!(warnings.len(), 1, "{}", out.stderr);
+    assert!(warnings[0].contains(&nginx.url()), "{}", warnings[0]);
+    assert!(
+        warnings[0].contains("certificate") && warnings[0].contains("UnknownIssuer"),
+        "{}",
+        warnings[0]
+    );
+    assert_eq!(
+        nginx.access_log().lines().count(),
+        requests,
+        "no request got through"
+    );
+    for text in [&out.stdout, &out.stderr] {
+        assert!(!text.contains(TOKEN), "{text}");
+        assert!(!pki.leaks_a_key(text), "{text}");
+    }
+    let check = ws.vbuild(&["remote", "check"], &env);
+    assert_eq!(check.code, 1, "{}\n{}", check.stdout, check.stderr);
+    assert!(check.stdout.contains("certificate"), "{}", check.stdout);
+    for text in [&check.stdout, &check.stderr] {
+        assert!(!text.contains(TOKEN), "{text}");
+    }
+}
+
+#[test]
+fn https_with_a_client_certificate() {
+    let pki = Pki::new();
+    let Some(nginx) = Nginx::start_tls(&pki.nginx_directives(true), "") else {
+        return;
+    };
+    let env = remote_env(&nginx);
+    let env = env_refs(&env);
+
+    // With the client certificate: works both ways.
+    let first = Checkout::basic();
+    first.append(
+        "vbuild.toml",
+        &format!("\n[remote]\n{}", pki.configure(&first, true)),
+    );
+    let out = first.run(&["//..."], &env);
+    out.assert_ok();
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+    assert!(nginx.count("PUT") > 0, "uploaded:\n{}", nginx.access_log());
+    let second = Checkout::basic();
+    second.append(
+        "vbuild.toml",
+        &format!("\n[remote]\n{}", pki.configure(&second, true)),
+    );
+    let out = second.run(&["//..."], &env);
+    out.assert_ok();
+    assert!(
+        out.states().iter().all(|s| s.starts_with("hit (remote) ")),
+        "{}",
+        out.stderr
+    );
+
+    // Without it the server refuses, and vbuild says so once.
+    let ws = Checkout::basic();
+    ws.append(
+        "vbuild.toml",
+        &format!("\n[remote]\n{}", pki.configure(&ws, false)),
+    );
+    let out = ws.run(&["//..."], &env);
+    out.assert_ok();
+    assert!(
+        out.states().iter().all(|s| s.starts_with("miss ")),
+        "{}",
+        out.stderr
+    );
+    let warnings = lines_with(&out.stderr, "warning: remote cache");
+    assert_eq!(warnings.len(), 1, "{}", out.stderr);
+    assert!(
+        warnings[0].contains("client certificate"),
+        "{}",
+        warnings[0]
+    );
+    for text in [&out.stdout, &out.stderr] {
+        assert!(!pki.leaks_a_key(text), "{text}");
+    }
 }

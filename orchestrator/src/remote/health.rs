@@ -6,7 +6,7 @@ use vbuild_store::remote::RemoteError;
 pub const MAX_FAILURES: usize = 3;
 
 /// Tracks failures: the first one is reported, and after `MAX_FAILURES`
-/// (or one refusal of the credentials) the remote is not asked again.
+/// (or one refusal of the credentials or certificates) the remote is not asked again.
 pub(super) struct Health {
     endpoint: String,
     failures: AtomicUsize,

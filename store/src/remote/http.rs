@@ -18,12 +18,16 @@ pub struct HttpCache {
     agent: ureq::Agent,
     auth_header: Option<(String, String)>,
     auth_source: Option<String>,
+    /// `https://` without a client certificate configured.
+    tls_without_client_cert: bool,
 }
 
 impl HttpCache {
     pub fn new(settings: &Settings) -> Result<HttpCache, String> {
         let base = settings.url.trim_end_matches('/').to_string();
         let tls = tls_config(settings)?;
+        let tls_without_client_cert =
+            base.to_ascii_lowercase().starts_with("https://") && settings.tls.client_cert.is_none();
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(settings.timeout))
@@ -38,6 +42,7 @@ impl HttpCache {
             agent: config.new_agent(),
             auth_header: settings.auth.as_ref().map(|a| a.header()),
             auth_source: settings.auth.as_ref().map(|a| a.source.clone()),
+            tls_without_client_cert,
         })
     }
 
@@ -67,6 +72,10 @@ impl HttpCache {
                 };
                 RemoteError::Unauthorized(format!("{what}: HTTP {status_text}: {hint}"))
             }
+            // nginx's answer when it wants a client certificate and got none.
+            StatusCode::BAD_REQUEST if self.tls_without_client_cert => RemoteError::Unauthorized(format!(
+                "{what}: HTTP {status_text}: if the server wants a client certificate, set tls_client_cert and tls_client_key under [remote]"
+            )),
             StatusCode::PAYLOAD_TOO_LARGE => RemoteError::Unavailable(format!(
                 "{what}: HTTP {status_text} (raise the server's upload limit, e.g. nginx client_max_body_size)"
             )),
@@ -76,7 +85,48 @@ impl HttpCache {
 }
 
 fn transport_error(what: &str, e: ureq::Error) -> RemoteError {
-    RemoteError::Unavailable(format!("{what}: {e}"))
+    match tls_error(&e) {
+        Some(tls) => tls_failure(what, tls),
+        None => RemoteError::Unavailable(format!("{what}: {e}")),
+    }
+}
+
+/// The TLS error behind `e`, if any (rustls reports handshake failures
+/// through the I/O error of the connection).
+fn tls_error(e: &ureq::Error) -> Option<&rustls::Error> {
+    match e {
+        ureq::Error::Rustls(tls) => Some(tls),
+        ureq::Error::Io(io) => io.get_ref()?.downcast_ref::<rustls::Error>(),
+        _ => None,
+    }
+}
+
+/// A certificate the client does not trust, or the server refusing the
+/// client's, will not get better by retrying: that is `Unauthorized`,
+/// which stops asking the remote at once. Other TLS errors count as the
+/// server being unavailable.
+fn tls_failure(what: &str, tls: &rustls::Error) -> RemoteError {
+    use rustls::AlertDescription as A;
+    match tls {
+        rustls::Error::InvalidCertificate(_) => RemoteError::Unauthorized(format!(
+            "{what}: TLS: {tls}: the server's certificate is not trusted \
+             (if a CA of your own signed it, set tls_ca under [remote] to that CA's PEM file)"
+        )),
+        rustls::Error::AlertReceived(
+            A::BadCertificate
+            | A::CertificateRequired
+            | A::CertificateUnknown
+            | A::CertificateExpired
+            | A::CertificateRevoked
+            | A::UnsupportedCertificate
+            | A::UnknownCA
+            | A::AccessDenied,
+        ) => RemoteError::Unauthorized(format!(
+            "{what}: TLS: {tls}: the server refused the connection \
+             (check tls_client_cert and tls_client_key under [remote])"
+        )),
+        _ => RemoteError::Unavailable(format!("{what}: TLS: {tls}")),
+    }
 }
 
 fn read_pem(path: &std::path::Path) -> Result<Vec<ureq::tls::PemItem<'static>>, String> {

@@ -126,7 +126,8 @@ pub enum RemoteError {
     /// toward giving up on the remote for the rest of the run.
     #[error("{0}")]
     Unavailable(String),
-    /// The server refused the credentials (or their absence).
+    /// The server refused the credentials (or their absence), or TLS
+    /// failed on a certificate: retrying will not help.
     #[error("{0}")]
     Unauthorized(String),
     /// The remote answered with something vbuild does not accept (wrong
