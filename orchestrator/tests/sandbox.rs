@@ -273,3 +273,36 @@ fn works_as_an_unprivileged_user() {
     };
     assert_eq!(ws.read("p/out.txt"), format!("data{expected_uid}\n"));
 }
+
+/// Inputs may be staged as hard links to their blobs in the namespace
+/// sandbox; an input under a writable output location must not be, or a
+/// write through it would change the stored blob.
+#[test]
+fn inputs_under_writable_outputs_never_alias_the_store() {
+    if !namespaces_available() {
+        eprintln!("skipped: namespaces unavailable");
+        return;
+    }
+    // A glob output makes the whole package directory writable.
+    let ws = target(
+        "chmod u+w data.txt && echo evil > data.txt; cat data.txt > x.out",
+        "outs = [\"*.out\"]",
+    );
+    run_mode(&ws, "namespaces").assert_ok();
+    let digest = blake3::hash(b"data").to_hex().to_string();
+    let blob = ws.cache.join("cas").join(&digest[..2]).join(&digest[2..]);
+    assert_eq!(
+        std::fs::read(&blob).unwrap(),
+        b"data",
+        "the stored blob must not change"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&blob).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o444, "nor its mode");
+    assert_eq!(ws.read("p/data.txt"), "data");
+    assert_eq!(
+        ws.read("p/x.out"),
+        "evil\n",
+        "the action changed its own scratch copy only"
+    );
+}

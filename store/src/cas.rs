@@ -168,6 +168,20 @@ impl Cas {
         Ok(())
     }
 
+    /// Hard-links a blob at `dest` (which must not exist) after verifying its
+    /// hash (corrupt → deleted + `Corrupt`). The link shares the blob's
+    /// inode: only for a caller that guarantees nothing can write through
+    /// it, such as a read-only mount; fails (e.g. across filesystems) and
+    /// the caller copies instead.
+    pub fn link_out(&self, digest: &Digest, dest: &Path) -> Result<(), CasError> {
+        if *digest == Digest::empty() {
+            // The empty blob may have no file; copying it is free anyway.
+            return Err(CasError::Missing(*digest));
+        }
+        self.read_into(digest, &mut |_| {})?;
+        fs::hard_link(self.blob_path(digest), dest).map_err(io_err(dest))
+    }
+
     /// A writer for a blob whose digest is not known up front (a download):
     /// bytes go to a temp file while BLAKE3 is computed; nothing enters the
     /// store until [`BlobWriter::commit`]. Dropping it discards the bytes.

@@ -73,11 +73,16 @@ pub(super) fn execute(
         Some(_) => scratch.host_ws().to_path_buf(),
         None => ctx.ws.root.clone(),
     };
-    if mode.is_some() {
-        stage(ctx, &ws_root, inputs)?;
-    }
     let namespaced = mode == Some(SandboxMode::Namespaces);
     let mut writable = writable_paths(target);
+    if mode.is_some() {
+        stage(
+            ctx,
+            &ws_root,
+            inputs,
+            namespaced.then_some(writable.as_slice()),
+        )?;
+    }
     let exe = ctx.exec_env.exe()?;
     let mut extra_ro_binds = vec![(exe.to_path_buf(), Path::new(BIN_INSIDE).join("vbuild"))];
     if let (Some(node), Some(mode)) = (ctx.node_env(target), mode) {
@@ -183,7 +188,31 @@ pub(super) fn execute(
 }
 
 /// Copies every input from the store into the scratch workspace, read-only.
-fn stage(ctx: &Ctx, ws_root: &Path, inputs: &BTreeMap<String, EntryKind>) -> Result<()> {
+/// Whether an input may be staged as a hard link to its blob: only inside
+/// the namespace sandbox (`writable` given), where the staged workspace is
+/// mounted read-only, and only when no writable mount covers it: a write
+/// through the link would change the blob itself. Executables are copied
+/// (blobs are 0444; making a link executable would chmod the blob).
+fn linkable(path: &str, executable: bool, writable: Option<&[PathBuf]>) -> bool {
+    let Some(writable) = writable else {
+        return false;
+    };
+    let covered = |w: &PathBuf| {
+        let w = w.to_string_lossy();
+        let w = w.trim_end_matches('/');
+        w == "." || path == w || path.strip_prefix(w).is_some_and(|r| r.starts_with('/'))
+    };
+    !executable && !path.split('/').any(|c| c == "node_modules") && !writable.iter().any(covered)
+}
+
+/// Puts every input into the scratch workspace, read-only: a verified hard
+/// link to the blob where [`linkable`], else a verified copy.
+fn stage(
+    ctx: &Ctx,
+    ws_root: &Path,
+    inputs: &BTreeMap<String, EntryKind>,
+    writable: Option<&[PathBuf]>,
+) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     for (path, entry) in inputs {
         let dest = ws_root.join(path);
@@ -194,6 +223,13 @@ fn stage(ctx: &Ctx, ws_root: &Path, inputs: &BTreeMap<String, EntryKind>) -> Res
             EntryKind::File {
                 digest, executable, ..
             } => {
+                // Saves a copy and an inode per input; any failure (another
+                // filesystem, a corrupt blob, now removed) falls back to copying.
+                if linkable(path, *executable, writable)
+                    && ctx.store.cas.link_out(digest, &dest).is_ok()
+                {
+                    continue;
+                }
                 let copied = ctx.store.cas.copy_out(digest, &dest, *executable);
                 if copied.is_err() {
                     // The stat cache vouched for a blob that is gone or was

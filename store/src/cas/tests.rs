@@ -196,3 +196,27 @@ fn cas_error_converts_to_store_error() {
     };
     assert!(matches!(StoreError::from(io), StoreError::Io { .. }));
 }
+
+#[test]
+fn link_out_shares_the_blob_only_when_it_verifies() {
+    let (dir, cas) = open();
+    let d = cas.put_bytes(b"linked bytes").unwrap();
+    let dest = dir.path().join("linked");
+    cas.link_out(&d, &dest).unwrap();
+    assert_eq!(fs::read(&dest).unwrap(), b"linked bytes");
+    assert_eq!(mode(&dest), 0o444, "the link is the read-only blob itself");
+
+    let bad = cas.put_bytes(b"bytes to corrupt").unwrap();
+    corrupt(&cas, &bad);
+    let dest = dir.path().join("not-linked");
+    assert!(matches!(
+        cas.link_out(&bad, &dest),
+        Err(CasError::Corrupt(_))
+    ));
+    assert!(!dest.exists() && !cas.contains(&bad));
+    assert!(
+        cas.link_out(&Digest::empty(), &dir.path().join("empty"))
+            .is_err(),
+        "the empty blob is copied"
+    );
+}
