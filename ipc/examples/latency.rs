@@ -30,7 +30,7 @@ fn main() -> std::io::Result<()> {
         ServerConfig {
             ws_root_inside: ws.clone(),
             host_env: Arc::new(host_env),
-            secret_patterns: vec![],
+            secrets: vbuild_ipc::SecretMatcher::new::<&str>(&[]).unwrap(),
         },
     )?;
 

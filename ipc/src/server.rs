@@ -51,9 +51,9 @@ pub struct ServerConfig {
     /// vbuild's own environment; `getEnv` answers from it, not from the
     /// action's scrubbed one.
     pub host_env: Arc<HashMap<String, String>>,
-    /// Globs (case-insensitive) naming variables whose tracked values are
-    /// recorded only as a hash, e.g. `["*_TOKEN", "*SECRET*"]`.
-    pub secret_patterns: Vec<String>,
+    /// Which variables' tracked values are recorded only as a hash. Built
+    /// once per run by the caller (compiling globs per action is costly).
+    pub secrets: SecretMatcher,
 }
 
 /// Counts live connection tasks so the synchronous `finish` can wait for
@@ -119,7 +119,7 @@ impl ActionServer {
         parent: &Path,
         config: ServerConfig,
     ) -> io::Result<ActionServer> {
-        let secrets = SecretMatcher::new(&config.secret_patterns)?;
+        let secrets = config.secrets.clone();
         let dir = create_private_dir(parent)?;
         match Self::start_in(rt, dir.clone(), config, secrets) {
             Ok(server) => Ok(server),

@@ -413,7 +413,6 @@ fn build(
         srcs: inputs::SrcsCache::new(ws.targets.len()),
         host_env: Arc::new(host_env),
         secrets,
-        secret_patterns,
         opts,
         node: if order.iter().any(|&i| ws.uses_node(&ws.targets[i])) {
             Some(

@@ -178,8 +178,13 @@ impl Cas {
             // The empty blob may have no file; copying it is free anyway.
             return Err(CasError::Missing(*digest));
         }
-        self.read_into(digest, &mut |_| {})?;
-        fs::hard_link(self.blob_path(digest), dest).map_err(io_err(dest))
+        let path = self.blob_path(digest);
+        let mut src = File::open(&path).map_err(|e| self.open_err(digest, &path, e))?;
+        let (found, _) = with_thread_buffer(|buf| hash_chunks(&mut src, &path, buf, |_| Ok(())))?;
+        if found != *digest {
+            return Err(self.quarantine(digest));
+        }
+        fs::hard_link(&path, dest).map_err(io_err(dest))
     }
 
     /// A writer for a blob whose digest is not known up front (a download):
@@ -337,16 +342,21 @@ fn copy_hashing(
     src_path: &Path,
     dst: &mut NamedTempFile,
 ) -> Result<(Digest, u64), CasError> {
-    // One buffer per thread: allocating and zeroing 256 KiB for every
-    // (mostly small) file showed up in cold-build profiles.
-    thread_local! {
-        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; CHUNK]);
-    }
-    BUF.with(|buf| {
-        hash_chunks(src, src_path, &mut buf.borrow_mut(), |chunk| {
+    with_thread_buffer(|buf| {
+        hash_chunks(src, src_path, buf, |chunk| {
             dst.write_all(chunk).map_err(|e| io_err(dst.path())(e))
         })
     })
+}
+
+/// Runs `f` with this thread's copy buffer: allocating and zeroing 256 KiB
+/// for every (mostly small) file showed up in cold-build profiles. `f` must
+/// not call back into another user of the buffer.
+fn with_thread_buffer<T>(f: impl FnOnce(&mut [u8]) -> T) -> T {
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; CHUNK]);
+    }
+    BUF.with(|buf| f(&mut buf.borrow_mut()))
 }
 
 /// Reads `src` to its end through `buf`, hashing each chunk and handing it

@@ -54,7 +54,7 @@ impl Harness {
         let config = ServerConfig {
             ws_root_inside: ws.path().to_path_buf(),
             host_env: Arc::new(host_env()),
-            secret_patterns: SECRETS.iter().map(|s| s.to_string()).collect(),
+            secrets: vbuild_ipc::SecretMatcher::new(SECRETS).unwrap(),
         };
         let server = ActionServer::start(rt.handle(), parent.path(), config).unwrap();
         Harness {

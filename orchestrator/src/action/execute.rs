@@ -115,7 +115,7 @@ pub(super) fn execute(
     let config = ServerConfig {
         ws_root_inside: layout.ws.clone(),
         host_env: ctx.host_env.clone(),
-        secret_patterns: ctx.secret_patterns.clone(),
+        secrets: ctx.secrets.clone(),
     };
     let server = ActionServer::start(&ctx.exec_env.rt()?, ctx.exec_env.ipc_parent()?, config)
         .context("starting the IPC server")?;

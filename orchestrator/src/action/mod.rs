@@ -54,7 +54,6 @@ pub struct Ctx<'a> {
     /// vbuild's own environment: pass_env and tool `getEnv` read from it.
     pub host_env: Arc<HashMap<String, String>>,
     pub secrets: SecretMatcher,
-    pub secret_patterns: Vec<String>,
     pub opts: RunOptions,
     /// Installed node_modules and node, when a selected target uses them.
     pub node: Option<crate::node::NodeEnv>,
