@@ -36,22 +36,11 @@ fn sweep(dir: &Path, pid_of: impl Fn(&str) -> Option<u32>) {
     }
 }
 
-/// Removes a tree whose directories an action may have made read-only.
+/// Removes a tree whose directories an action may have made read-only,
+/// never following symlinks out of it (best effort: leftovers are swept
+/// again by a later run).
 pub fn remove_tree(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if std::fs::remove_dir_all(path).is_ok() {
-        return;
-    }
-    for entry in walkdir::WalkDir::new(path)
-        .follow_links(false)
-        .into_iter()
-        .flatten()
-    {
-        if entry.file_type().is_dir() {
-            let _ = std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o755));
-        }
-    }
-    let _ = std::fs::remove_dir_all(path);
+    let _ = vbuild_sandbox::remove_tree(path);
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! srcs globs, and digest each file through the stat cache (a no-op run
 //! reads no file it has hashed before).
 use crate::globs::OutSpec;
+use crate::workspace::join_package;
 use crate::workspace::Workspace;
 use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, HashMap};
@@ -123,14 +124,6 @@ fn is_package(ws: &Workspace, path: &str) -> bool {
         .is_ok()
 }
 
-pub fn join(package: &str, rel: &str) -> String {
-    if package.is_empty() {
-        rel.to_string()
-    } else {
-        format!("{package}/{rel}")
-    }
-}
-
 /// Digests one workspace file (or reads a symlink), storing its bytes in the
 /// CAS the first time it is seen.
 pub fn entry_for(store: &Store, stat_cache: &StatCache, abs: &Path) -> Result<EntryKind> {
@@ -231,7 +224,7 @@ fn resolve_srcs(
     let files = index.files(ws, package)?;
     let mut inputs = BTreeMap::new();
     for rel in files.paths.iter().filter(|p| target.srcs.matches(p)) {
-        let path = join(package, rel);
+        let path = join_package(package, rel);
         let entry = entry_for(store, stat_cache, &ws.root.join(&path))?;
         inputs.insert(path, entry);
     }
@@ -248,12 +241,4 @@ pub fn resolve(srcs: &Srcs, dep_outputs: &[Arc<Tree>]) -> BTreeMap<String, Entry
         }
     }
     inputs
-}
-
-/// BLAKE3 of a file's bytes, without storing it.
-pub fn hash_file(path: &Path) -> std::io::Result<vbuild_store::Digest> {
-    let mut hasher = blake3::Hasher::new();
-    let mut file = std::fs::File::open(path)?;
-    std::io::copy(&mut file, &mut hasher)?;
-    Ok(hasher.finalize().into())
 }

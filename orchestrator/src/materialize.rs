@@ -2,19 +2,12 @@
 //! materialize a `Tree` into the workspace, touching only declared outputs
 //! and rewriting only what is missing or different.
 use crate::globs::{out_glob, OutSpec};
+use crate::workspace::join_package;
 use crate::workspace::Target;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use vbuild_store::{EntryKind, FileStat, StatCache, Store, Tree, TreeEntry};
-
-fn join(package: &str, rel: &str) -> String {
-    if package.is_empty() {
-        rel.to_string()
-    } else {
-        format!("{package}/{rel}")
-    }
-}
 
 /// Reads one file or symlink of an action's output into the store.
 fn capture_entry(store: &Store, abs: &Path, path: String) -> Result<TreeEntry> {
@@ -93,7 +86,7 @@ pub fn capture(
                     );
                 }
                 for (file, rel) in files {
-                    let path = join(package, &rel);
+                    let path = join_package(package, &rel);
                     if !is_ignored(&path) {
                         entries.push(capture_entry(store, &file, path)?);
                     }
@@ -107,13 +100,13 @@ pub fn capture(
                         target.label
                     );
                 }
-                entries.push(capture_entry(store, &abs, join(package, rel))?);
+                entries.push(capture_entry(store, &abs, join_package(package, rel))?);
             }
             OutSpec::Glob(pattern) => {
                 let glob = out_glob(pattern)?;
                 let mut any = false;
                 for (file, rel) in walk_files(&pkg_dir, &pkg_dir)? {
-                    let path = join(package, &rel);
+                    let path = join_package(package, &rel);
                     if glob.is_match(&rel) && !inputs.contains(path.as_str()) && !is_ignored(&path)
                     {
                         any = true;
@@ -181,7 +174,7 @@ fn up_to_date(stat_cache: &StatCache, abs: &Path, kind: &EntryKind) -> bool {
             }
             let actual = match stat_cache.lookup(abs, &stat) {
                 Some(d) => d,
-                None => match crate::inputs::hash_file(abs) {
+                None => match vbuild_store::Digest::of_file(abs) {
                     Ok(d) => {
                         stat_cache.record(abs, &stat, d);
                         d
@@ -238,7 +231,7 @@ pub fn materialize(
     for spec in &target.outs {
         match spec {
             OutSpec::Dir(dir) => {
-                let abs = root.join(join(package, dir));
+                let abs = root.join(join_package(package, dir));
                 match std::fs::symlink_metadata(&abs) {
                     Ok(m) if m.is_dir() => {
                         for (file, rel) in walk_files(&abs, root)? {
@@ -256,7 +249,7 @@ pub fn materialize(
                 }
             }
             OutSpec::File(rel) => {
-                let path = join(package, rel);
+                let path = join_package(package, rel);
                 let abs = root.join(&path);
                 if !wanted.contains(path.as_str()) && std::fs::symlink_metadata(&abs).is_ok() {
                     std::fs::remove_file(&abs)?;

@@ -231,7 +231,10 @@ impl TargetCtx<'_> {
             let sub = dirs[..depth].join("/");
             if pkg_dir.join(&sub).join(BUILD_FILE).is_file() {
                 return Some((
-                    format!("belongs to the sub-package //{}", join_pkg(package, &sub)),
+                    format!(
+                        "belongs to the sub-package //{}",
+                        join_package(package, &sub)
+                    ),
                     "depend on a target of that package instead",
                 ));
             }
@@ -257,7 +260,7 @@ impl TargetCtx<'_> {
         }
         // The load walk listed every file (never a directory): a file it
         // saw needs no stat.
-        let path = join_pkg(package, rel);
+        let path = join_package(package, rel);
         if self.files.binary_search(&path).is_ok() {
             return None;
         }
@@ -419,11 +422,12 @@ type ParsedFile = (
     BTreeMap<String, vbuild_schema::Spanned<TargetDef>>,
 );
 
-fn join_pkg(package: &str, sub: &str) -> String {
+/// A workspace-relative path: `rel` inside `package` ("" is the root).
+pub fn join_package(package: &str, rel: &str) -> String {
     if package.is_empty() {
-        sub.to_string()
+        rel.to_string()
     } else {
-        format!("{package}/{sub}")
+        format!("{package}/{rel}")
     }
 }
 

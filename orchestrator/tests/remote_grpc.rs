@@ -5,7 +5,7 @@
 //! VBUILD_REQUIRE_BUILDGRID=1 (CI), where that fails.
 mod common;
 
-use common::checkout::{Checkout, BASIC_OUTPUTS};
+use common::checkout::{Checkout, BASIC_OUTPUTS, BASIC_REMOTE_HITS};
 use common::{free_port, run_with};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -152,27 +152,13 @@ fn grpc_cross_machine_restore_and_check() {
 
     let out = first.run(&["//..."], &env);
     out.assert_ok();
-    assert!(
-        out.states().iter().all(|s| s.starts_with("miss ")),
-        "{}",
-        out.stderr
-    );
+    out.assert_all("miss");
     assert!(out.stderr.contains("4 uploaded"), "{}", out.stderr);
 
     let second = Checkout::basic();
     let out = second.run(&["//..."], &env);
     out.assert_ok();
-    assert_eq!(
-        out.states(),
-        [
-            "hit (remote) //libs/words:build",
-            "hit (remote) //libs/greeting:build",
-            "hit (remote) //app:build",
-            "hit (remote) //app:test",
-        ],
-        "{}",
-        out.stderr
-    );
+    assert_eq!(out.states(), BASIC_REMOTE_HITS, "{}", out.stderr);
     assert!(!out.stderr.contains("uploaded"), "{}", out.stderr);
     assert_eq!(
         first.snapshot(BASIC_OUTPUTS),
@@ -185,11 +171,7 @@ fn grpc_cross_machine_restore_and_check() {
     other.retain(|(k, _)| *k != "VBUILD_REMOTE_INSTANCE");
     let out = third.run(&["//...", "--remote-instance", "elsewhere"], &other);
     out.assert_ok();
-    assert!(
-        out.states().iter().all(|s| s.starts_with("miss ")),
-        "{}",
-        out.stderr
-    );
+    out.assert_all("miss");
 }
 
 #[test]
@@ -233,11 +215,7 @@ fn grpc_read_only_writes_nothing() {
     // Nothing reached the server: a fresh checkout misses everything.
     let out = Checkout::basic().run(&["//..."], &env);
     out.assert_ok();
-    assert!(
-        out.states().iter().all(|s| s.starts_with("miss ")),
-        "{}",
-        out.stderr
-    );
+    out.assert_all("miss");
 }
 
 #[test]
@@ -257,11 +235,7 @@ fn grpc_killing_the_server_mid_build_completes_locally() {
     let out = build.join().unwrap();
     out.assert_ok();
     assert_eq!(out.states().len(), 6, "{}", out.stderr);
-    assert!(
-        out.states().iter().all(|s| s.starts_with("miss ")),
-        "{}",
-        out.stderr
-    );
+    out.assert_all("miss");
     assert_eq!(
         std::fs::read_to_string(ws.root().join("p5/out.txt")).unwrap(),
         "5\n"

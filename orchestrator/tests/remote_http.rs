@@ -5,7 +5,7 @@
 mod common;
 
 use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
-use common::checkout::{Checkout, BASIC_OUTPUTS};
+use common::checkout::{Checkout, BASIC_OUTPUTS, BASIC_REMOTE_HITS};
 use common::{free_port, run_with, Out};
 use prost::Message as _;
 use sha2::Digest as _;
@@ -221,11 +221,7 @@ fn cross_machine_restore_from_nginx() {
     let first = Checkout::basic();
     let out = first.run(&["//..."], &env);
     out.assert_ok();
-    assert!(
-        out.states().iter().all(|s| s.starts_with("miss ")),
-        "{}",
-        out.stderr
-    );
+    out.assert_all("miss");
     assert!(nginx.count("PUT") > 0, "uploaded:\n{}", nginx.access_log());
     let puts_after_first = nginx.count("PUT");
 
@@ -234,17 +230,7 @@ fn cross_machine_restore_from_nginx() {
     assert_ne!(first.root(), second.root());
     let out = second.run(&["//..."], &env);
     out.assert_ok();
-    assert_eq!(
-        out.states(),
-        [
-            "hit (remote) //libs/words:build",
-            "hit (remote) //libs/greeting:build",
-            "hit (remote) //app:build",
-            "hit (remote) //app:test",
-        ],
-        "{}",
-        out.stderr
-    );
+    assert_eq!(out.states(), BASIC_REMOTE_HITS, "{}", out.stderr);
     assert!(
         out.stderr.contains("4 hit (4 remote), 0 miss"),
         "{}",
@@ -298,7 +284,7 @@ fn read_only_mode_uploads_nothing() {
     let out = other.run(&["//..."], &env);
     out.assert_ok();
     assert_eq!(nginx.count("PUT"), 0, "{}", nginx.access_log());
-    assert!(out.states().iter().all(|s| s.starts_with("miss ")));
+    out.assert_all("miss");
 }
 
 /// Builds examples/basic once against `nginx` so it holds every entry.
@@ -486,11 +472,7 @@ fn down_remote_makes_builds_slower_never_failed() {
     let ws = Checkout::basic();
     let out = ws.run(&["//..."], &[("VBUILD_REMOTE_URL", url.as_str())]);
     out.assert_ok();
-    assert!(
-        out.states().iter().all(|s| s.starts_with("miss ")),
-        "{}",
-        out.stderr
-    );
+    out.assert_all("miss");
     let warnings = lines_with(&out.stderr, "warning: remote cache");
     assert!(
         (1..=2).contains(&warnings.len()),
@@ -528,11 +510,7 @@ fn killing_the_server_mid_build_completes_locally() {
     let out = build.join().unwrap();
     out.assert_ok();
     assert_eq!(out.states().len(), 6, "{}", out.stderr);
-    assert!(
-        out.states().iter().all(|s| s.starts_with("miss ")),
-        "{}",
-        out.stderr
-    );
+    out.assert_all("miss");
     assert_eq!(
         std::fs::read_to_string(ws.root().join("p5/out.txt")).unwrap(),
         "5\n"
@@ -888,6 +866,39 @@ impl Pki {
     }
 }
 
+/// A checkout with `[remote]` over TLS (plus the client certificate when
+/// `client_cert`) uploads; a second, fresh checkout then restores every
+/// action from the remote, byte-identical. Returns the second checkout.
+fn upload_then_restore_over_tls(
+    pki: &Pki,
+    nginx: &Nginx,
+    env: &[(&str, &str)],
+    client_cert: bool,
+) -> Checkout {
+    let tls_checkout = || {
+        let ws = Checkout::basic();
+        ws.append(
+            "vbuild.toml",
+            &format!("\n[remote]\n{}", pki.configure(&ws, client_cert)),
+        );
+        ws
+    };
+    let first = tls_checkout();
+    let out = first.run(&["//..."], env);
+    out.assert_ok();
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+    assert!(nginx.count("PUT") > 0, "uploaded:\n{}", nginx.access_log());
+    let second = tls_checkout();
+    let out = second.run(&["//..."], env);
+    out.assert_ok();
+    assert_eq!(out.states(), BASIC_REMOTE_HITS, "{}", out.stderr);
+    assert_eq!(
+        first.snapshot(BASIC_OUTPUTS),
+        second.snapshot(BASIC_OUTPUTS)
+    );
+    second
+}
+
 const TOKEN: &str = "tls-tok-7f3e-secret";
 
 #[test]
@@ -905,37 +916,7 @@ fn https_with_a_custom_ca() {
     env.push(("VBUILD_REMOTE_CREDENTIALS", TOKEN));
 
     // With the CA: uploads, then a fresh checkout restores everything.
-    let first = Checkout::basic();
-    first.append(
-        "vbuild.toml",
-        &format!("\n[remote]\n{}", pki.configure(&first, false)),
-    );
-    let out = first.run(&["//..."], &env);
-    out.assert_ok();
-    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
-    assert!(nginx.count("PUT") > 0, "uploaded:\n{}", nginx.access_log());
-    let second = Checkout::basic();
-    second.append(
-        "vbuild.toml",
-        &format!("\n[remote]\n{}", pki.configure(&second, false)),
-    );
-    let out = second.run(&["//..."], &env);
-    out.assert_ok();
-    assert_eq!(
-        out.states(),
-        [
-            "hit (remote) //libs/words:build",
-            "hit (remote) //libs/greeting:build",
-            "hit (remote) //app:build",
-            "hit (remote) //app:test",
-        ],
-        "{}",
-        out.stderr
-    );
-    assert_eq!(
-        first.snapshot(BASIC_OUTPUTS),
-        second.snapshot(BASIC_OUTPUTS)
-    );
+    let second = upload_then_restore_over_tls(&pki, &nginx, &env, false);
     let check = second.vbuild(&["remote", "check"], &env);
     assert_eq!(check.code, 0, "{}\n{}", check.stdout, check.stderr);
 
@@ -945,11 +926,7 @@ fn https_with_a_custom_ca() {
     let ws = Checkout::basic();
     let out = ws.run(&["//..."], &env);
     out.assert_ok();
-    assert!(
-        out.states().iter().all(|s| s.starts_with("miss ")),
-        "{}",
-        out.stderr
-    );
+    out.assert_all("miss");
     let warnings = lines_with(&out.stderr, "warning: remote cache");
     assert_eq!(warnings.len(), 1, "{}", out.stderr);
     assert!(warnings[0].contains(&nginx.url()), "{}", warnings[0]);
@@ -985,27 +962,7 @@ fn https_with_a_client_certificate() {
     let env = env_refs(&env);
 
     // With the client certificate: works both ways.
-    let first = Checkout::basic();
-    first.append(
-        "vbuild.toml",
-        &format!("\n[remote]\n{}", pki.configure(&first, true)),
-    );
-    let out = first.run(&["//..."], &env);
-    out.assert_ok();
-    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
-    assert!(nginx.count("PUT") > 0, "uploaded:\n{}", nginx.access_log());
-    let second = Checkout::basic();
-    second.append(
-        "vbuild.toml",
-        &format!("\n[remote]\n{}", pki.configure(&second, true)),
-    );
-    let out = second.run(&["//..."], &env);
-    out.assert_ok();
-    assert!(
-        out.states().iter().all(|s| s.starts_with("hit (remote) ")),
-        "{}",
-        out.stderr
-    );
+    upload_then_restore_over_tls(&pki, &nginx, &env, true);
 
     // Without it the server refuses, and vbuild says so once.
     let ws = Checkout::basic();
@@ -1015,11 +972,7 @@ fn https_with_a_client_certificate() {
     );
     let out = ws.run(&["//..."], &env);
     out.assert_ok();
-    assert!(
-        out.states().iter().all(|s| s.starts_with("miss ")),
-        "{}",
-        out.stderr
-    );
+    out.assert_all("miss");
     let warnings = lines_with(&out.stderr, "warning: remote cache");
     assert_eq!(warnings.len(), 1, "{}", out.stderr);
     assert!(

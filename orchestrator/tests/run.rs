@@ -28,11 +28,7 @@ fn deleted_outputs_are_restored_byte_exact() {
     ws.write("lib/out/stale.txt", "stale");
     let out = ws.run(&["run", "//...", "-j1"]);
     out.assert_ok();
-    assert!(
-        out.states().iter().all(|s| s.starts_with("hit ")),
-        "{:?}",
-        out.states()
-    );
+    out.assert_all("hit");
     assert_eq!(std::fs::read(ws.path("lib/out/msg.txt")).unwrap(), before);
     assert!(!ws.path("lib/out/stale.txt").exists());
     let mode = std::fs::metadata(ws.path("app/run.sh"))
@@ -67,11 +63,7 @@ fn change_one_file_then_revert() {
     assert_eq!(ws.read("app/result.txt"), "CHANGED\n");
     ws.write("lib/src/msg.txt", "hello\n");
     let reverted = ws.run(&["run", "//...", "-j1"]);
-    assert!(
-        reverted.states().iter().all(|s| s.starts_with("hit ")),
-        "{}",
-        reverted.snapshot()
-    );
+    reverted.assert_all("hit");
     assert_eq!(ws.read("app/result.txt"), "HELLO\n");
 }
 
@@ -137,11 +129,7 @@ fn workspace_copied_elsewhere_hits_the_same_entries() {
     }
     let out = ws.run_in(copy.path(), &["run", "//...", "-j1"]);
     out.assert_ok();
-    assert!(
-        out.states().iter().all(|s| s.starts_with("hit ")),
-        "{}",
-        out.snapshot()
-    );
+    out.assert_all("hit");
     assert_eq!(
         std::fs::read_to_string(copy.path().join("app/result.txt")).unwrap(),
         "HELLO\n"

@@ -31,6 +31,7 @@ use std::time::Duration;
 pub use error::SandboxError;
 pub use launch::cancel_all;
 pub use probe::{probe_namespaces, resolve_mode};
+pub use remove::remove_tree;
 pub use scratch::Scratch;
 
 /// Where the staged workspace appears inside the namespace sandbox. The same

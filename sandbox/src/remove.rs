@@ -31,7 +31,7 @@ fn unlock_dirs(dir: &Path) {
 /// `rm -rf` that never follows symlinks out of the tree (std's
 /// remove_dir_all works relative to directory fds with O_NOFOLLOW) and
 /// copes with read-only directories.
-pub(crate) fn remove_tree(root: &Path) -> io::Result<()> {
+pub fn remove_tree(root: &Path) -> io::Result<()> {
     match fs::remove_dir_all(root) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -11,6 +11,12 @@ impl Digest {
     pub fn of_bytes(bytes: &[u8]) -> Digest {
         blake3::hash(bytes).into()
     }
+    /// The digest of a file's bytes, without storing it.
+    pub fn of_file(path: &std::path::Path) -> std::io::Result<Digest> {
+        let mut hasher = blake3::Hasher::new();
+        std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+        Ok(hasher.finalize().into())
+    }
     pub fn to_hex(&self) -> String {
         let buf = self.hex_bytes();
         // Only ASCII hex digits were written.

@@ -133,7 +133,8 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
         // node_modules links to workspace packages (`@scope/lib -> ../lib`)
         // need each dep's package.json next to its outputs to resolve.
         for &dep in &target.deps {
-            let rel = crate::inputs::join(&ctx.ws.targets[dep].label.package, "package.json");
+            let rel =
+                crate::workspace::join_package(&ctx.ws.targets[dep].label.package, "package.json");
             let abs = ctx.ws.root.join(&rel);
             if abs.is_file() && !inputs.contains_key(&rel) {
                 let entry = inputs::entry_for(ctx.store, ctx.stat_cache, &abs)?;

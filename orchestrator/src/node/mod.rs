@@ -18,6 +18,7 @@
 //!   their snapshots); for other lockfiles, the whole file.
 mod pnpm_lock;
 
+use crate::workspace::join_package;
 use anyhow::{Context, Result};
 use pnpm_lock::PnpmLock;
 use std::collections::BTreeMap;
@@ -149,7 +150,7 @@ impl NodeEnv {
     ) -> Result<Staged> {
         let mut staged = Staged::default();
         for dir in &self.module_dirs {
-            let rel = join(dir, "node_modules");
+            let rel = join_package(dir, "node_modules");
             let (host, dest) = (root.join(&rel), scratch_ws.join(&rel));
             std::fs::create_dir_all(&dest)
                 .with_context(|| format!("staging {rel} into the sandbox"))?;
@@ -168,7 +169,7 @@ impl NodeEnv {
         let mut pkg = Some(package);
         while let Some(p) = pkg {
             if self.module_dirs.iter().any(|d| d == p) {
-                dirs.push(ws_inside.join(join(p, "node_modules/.bin")));
+                dirs.push(ws_inside.join(join_package(p, "node_modules/.bin")));
             }
             pkg = if p.is_empty() {
                 None
@@ -188,14 +189,6 @@ pub struct Staged {
     pub writable: Vec<PathBuf>,
     /// (host path, path inside the sandbox), bound read-only.
     pub ro_binds: Vec<(PathBuf, PathBuf)>,
-}
-
-fn join(dir: &str, rel: &str) -> String {
-    if dir.is_empty() {
-        rel.to_string()
-    } else {
-        format!("{dir}/{rel}")
-    }
 }
 
 fn stage_dir(

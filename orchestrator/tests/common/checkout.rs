@@ -160,3 +160,11 @@ pub fn copy_tree(src: &Path, dst: &Path) {
 
 /// The output folders of examples/basic.
 pub const BASIC_OUTPUTS: &[&str] = &["libs/words/out", "libs/greeting/dist", "app/dist"];
+
+/// `vbuild run //...` of examples/basic restored entirely from a remote.
+pub const BASIC_REMOTE_HITS: [&str; 4] = [
+    "hit (remote) //libs/words:build",
+    "hit (remote) //libs/greeting:build",
+    "hit (remote) //app:build",
+    "hit (remote) //app:test",
+];

@@ -31,6 +31,18 @@ impl Out {
         assert_eq!(self.code, 0, "vbuild failed:\n{}", self.snapshot());
         self
     }
+    /// Asserts there are action lines and every one is in `state` ("hit"
+    /// also matches "hit (remote)").
+    pub fn assert_all(&self, state: &str) -> &Self {
+        let states = self.states();
+        let prefix = format!("{state} ");
+        assert!(
+            !states.is_empty() && states.iter().all(|s| s.starts_with(&prefix)),
+            "expected every action {state}:\n{}",
+            self.snapshot()
+        );
+        self
+    }
     /// The state word of each action line, e.g. ["hit //a:b", "miss //c:d"].
     pub fn states(&self) -> Vec<String> {
         self.stderr
