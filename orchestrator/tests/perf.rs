@@ -6,6 +6,7 @@ use std::process::{Command, Stdio};
 /// Runs vbuild with its stdout and stderr discarded; returns (exit code,
 /// peak RSS in KiB of vbuild and every descendant it reaped, from wait4).
 fn run_measured(ws: &Ws, args: &[&str]) -> (i32, i64) {
+    #[allow(clippy::zombie_processes)] // reaped by wait4 below
     let child = Command::new(env!("CARGO_BIN_EXE_vbuild"))
         .args(args)
         .current_dir(ws.root())

@@ -157,10 +157,11 @@ impl NodeEnv {
                 continue;
             }
             for dir in ancestors(&pkg) {
-                if self.has_module_dir(dir) && seen.insert(dir.to_string()) {
-                    if !matches!(self.lock, Lock::Pnpm(_)) {
-                        todo.extend(self.links_of(dir).iter().cloned());
-                    }
+                if self.has_module_dir(dir)
+                    && seen.insert(dir.to_string())
+                    && !matches!(self.lock, Lock::Pnpm(_))
+                {
+                    todo.extend(self.links_of(dir).iter().cloned());
                 }
             }
         }
