@@ -288,21 +288,30 @@ fn inputs_under_writable_outputs_never_alias_the_store() {
         "chmod u+w data.txt && echo evil > data.txt; cat data.txt > x.out",
         "outs = [\"*.out\"]",
     );
-    run_mode(&ws, "namespaces").assert_ok();
-    let digest = blake3::hash(b"data").to_hex().to_string();
-    let blob = ws.cache.join("cas").join(&digest[..2]).join(&digest[2..]);
-    assert_eq!(
-        std::fs::read(&blob).unwrap(),
-        b"data",
-        "the stored blob must not change"
-    );
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&blob).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o444, "nor its mode");
-    assert_eq!(ws.read("p/data.txt"), "data");
-    assert_eq!(
-        ws.read("p/x.out"),
-        "evil\n",
-        "the action changed its own scratch copy only"
-    );
+    // Scratch on a tmpfs (the default where /dev/shm is one) copies every
+    // input; scratch in the store's filesystem links what it may.
+    let in_store = ws.cache.join("scratch").to_string_lossy().into_owned();
+    for scratch in ["", in_store.as_str()] {
+        ws.run_env(
+            &["run", "//p:build", "--sandbox", "namespaces", "--no-cache"],
+            &[("VBUILD_SCRATCH_DIR", scratch)],
+        )
+        .assert_ok();
+        let digest = blake3::hash(b"data").to_hex().to_string();
+        let blob = ws.cache.join("cas").join(&digest[..2]).join(&digest[2..]);
+        assert_eq!(
+            std::fs::read(&blob).unwrap(),
+            b"data",
+            "the stored blob must not change"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&blob).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o444, "nor its mode");
+        assert_eq!(ws.read("p/data.txt"), "data");
+        assert_eq!(
+            ws.read("p/x.out"),
+            "evil\n",
+            "the action changed its own scratch copy only"
+        );
+    }
 }

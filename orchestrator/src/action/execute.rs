@@ -77,11 +77,13 @@ pub(super) fn execute(
     let namespaced = mode == Some(SandboxMode::Namespaces);
     let mut writable = writable_paths(target);
     if mode.is_some() {
+        // Hard links need the store's filesystem (scratch may be a tmpfs).
+        let linking = namespaced && same_filesystem(&ws_root, ctx.store.root());
         stage(
             ctx,
             &ws_root,
             inputs,
-            namespaced.then_some(writable.as_slice()),
+            linking.then_some(writable.as_slice()),
         )?;
     }
     let exe = ctx.exec_env.exe()?;
@@ -221,10 +223,15 @@ fn stage(
     writable: Option<&[PathBuf]>,
 ) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
+    // Directories made so far: one mkdir per directory, not per input.
+    let mut made: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     for (path, entry) in inputs {
         let dest = ws_root.join(path);
         if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent)?;
+            if !made.contains(parent) {
+                std::fs::create_dir_all(parent)?;
+                made.extend(parent.ancestors().map(Path::to_path_buf));
+            }
         }
         match entry {
             EntryKind::File {
@@ -255,4 +262,12 @@ fn stage(
         }
     }
     Ok(())
+}
+
+fn same_filesystem(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev(),
+        _ => false,
+    }
 }
