@@ -263,7 +263,10 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
             result: result.clone(),
         })?;
         // Remote cache: queued, uploaded in the background (read-write mode).
-        if let Some(remote) = ctx.remote {
+        // Only results built in the namespace sandbox: a scratch-mode action
+        // could read or write anything of the user's (docs/sandbox.md), so
+        // what it produced is trusted on this machine at most.
+        if let (Some(remote), SandboxSetting::Namespaces) = (ctx.remote, sandbox) {
             remote.upload(crate::remote::Upload {
                 weak,
                 strong,
