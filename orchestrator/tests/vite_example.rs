@@ -118,7 +118,6 @@ const CACHED: &[&str] = &[
     "//packages/core:typecheck",
     "//packages/format:build",
     "//packages/ui:build",
-    "//packages/ui:lint",
 ];
 /// vitest starts a Vite server, and Vite's createServer calls the runner's
 /// disableCache(): test targets always run and are never stored.
@@ -146,8 +145,6 @@ fn migrate_and_build_the_vite_example() {
         "packages/format/BUILD.toml",
         "packages/ui/BUILD.toml",
         "apps/web/BUILD.toml",
-        "apps/web/vite.config.ts",
-        "packages/ui/vite.config.ts",
     ] {
         insta::assert_snapshot!(format!("migrate_{}", file.replace('/', "_")), s.read(file));
     }
@@ -156,6 +153,15 @@ fn migrate_and_build_the_vite_example() {
     let all: BTreeSet<String> = query.stdout.lines().map(str::to_string).collect();
     let expected: BTreeSet<String> = CACHED.iter().chain(TESTS).map(|s| s.to_string()).collect();
     assert_eq!(all, expected);
+    // Vite 8 talks to the runner itself: migrate leaves its configs alone.
+    for cfg in ["apps/web", "packages/format", "packages/ui"] {
+        let cfg = format!("{cfg}/vite.config.ts");
+        assert_eq!(
+            s.read(&cfg),
+            std::fs::read_to_string(src.join(&cfg)).unwrap(),
+            "{cfg} was edited"
+        );
+    }
     // Migrating again keeps what exists, and says so.
     let again = run_with(&s.root, s.cache.path(), &["migrate"], &[]);
     assert_ne!(again.code, 0);
@@ -230,7 +236,6 @@ fn migrate_and_build_the_vite_example() {
             "//apps/web:build",
             "//packages/format:build",
             "//packages/ui:build",
-            "//packages/ui:lint"
         ]),
         "{}",
         edited.stderr
@@ -246,18 +251,6 @@ fn migrate_and_build_the_vite_example() {
             .contains("'packages/format/src/index.ts' modified"),
         "{}",
         edited.stderr
-    );
-
-    // vite-plugin-vbuild reported the module graph: a staged file Vite never
-    // loaded (a test file) does not rerun the app's build.
-    let test_file = s.root.join("apps/web/src/mode.test.ts");
-    let text = std::fs::read_to_string(&test_file).unwrap();
-    std::fs::write(&test_file, format!("{text}// edited\n")).unwrap();
-    let narrowed = s.run(&["run", "//apps/web:build"], &[]);
-    assert!(
-        by_state(&narrowed, "hit").contains("//apps/web:build"),
-        "{}",
-        narrowed.stderr
     );
 
     // NODE_ENV flips: the right branch survives dead-code elimination, and
