@@ -43,7 +43,11 @@ fn dev_dependency_cycle_is_broken_where_sources_allow() {
     );
     let b = ws.read("packages/b/BUILD.toml");
     assert!(b.contains("command = \"node build.js\""), "{b}");
-    assert!(b.contains("deps = [\"//packages/a:build\"]"), "{b}");
+    // a's build declares no outputs: b also sees a's files (a file group).
+    assert!(
+        b.contains("deps = [\"//packages/a:build\", \"//packages/a:files\"]"),
+        "{b}"
+    );
     // The dropped edge stays visible, as a comment.
     let a = ws.read("packages/a/BUILD.toml");
     assert!(
@@ -60,7 +64,7 @@ fn dev_dependency_cycle_is_broken_where_sources_allow() {
     let q = ws.run(&["query"]);
     assert_eq!(
         q.stdout,
-        "//packages/a:build\n//packages/a:test\n//packages/b:build\n"
+        "//packages/a:build\n//packages/a:files\n//packages/a:test\n//packages/b:build\n"
     );
     // Existing files are kept without --force.
     let again = ws.run(&["migrate"]);
@@ -397,4 +401,60 @@ fn gitignore_directories_are_excluded_once_for_the_workspace() {
     ws.write("packages/a/coverage/lcov.info", "TN:\n");
     ws.write("packages/a/generated/x.txt", "x");
     ws.run(&["run", "//packages/a:build"]).assert_all("hit");
+}
+
+#[test]
+fn files_outside_the_package_are_declared_or_listed() {
+    let ws = npm_ws(&[
+        (
+            "package.json",
+            r#"{"name":"root","version":"2.0.0","private":true,"workspaces":["packages/*"],"scripts":{"build":"npm run build -ws","lint":"npm run lint -ws"}}"#,
+        ),
+        ("tsconfig.base.json", r#"{"compilerOptions":{"strict":true}}"#),
+        (".eslintrc.js", "module.exports = { root: true };\n"),
+        ("packages/config/package.json", r#"{"name":"@acme/config","version":"1.0.0","files":["base.json"]}"#),
+        ("packages/config/base.json", r#"{"level":1}"#),
+        (
+            "packages/a/package.json",
+            r#"{"name":"a","version":"1.0.0","scripts":{"build":"node build.js > out.txt","lint":"eslint -c ../../configs/missing.js src"},"devDependencies":{"@acme/config":"workspace:*"}}"#,
+        ),
+        ("packages/a/tsconfig.json", r#"{"extends":"../../tsconfig.base.json"}"#),
+        (
+            "packages/a/build.js",
+            "const fs = require('fs');\nconst v = require('../../package.json').version;\nconsole.log(v, fs.readFileSync('../config/base.json', 'utf8'));\n",
+        ),
+    ]);
+    let out = ws.run(&["migrate"]);
+    assert_eq!(out.code, 0, "{}", out.snapshot());
+    let toml = ws.read("vbuild.toml");
+    assert!(
+        toml.contains("inputs = [\".eslintrc.js\", \"package.json\", \"tsconfig.base.json\"]"),
+        "{toml}"
+    );
+    let a = ws.read("packages/a/BUILD.toml");
+    assert!(a.contains("deps = [\"//packages/config:files\"]"), "{a}");
+    // The shared config package (no build step) is a file group.
+    let config = ws.read("packages/config/BUILD.toml");
+    assert!(
+        config.contains("[target.files]\nsrcs = [\"**\"]\n"),
+        "{config}"
+    );
+    assert!(!config.contains("command"), "{config}");
+    assert!(
+        out.stdout.contains("packages/a:lint: `eslint -c ../../configs/missing.js`: configs/missing.js does not exist"),
+        "{}",
+        out.stdout
+    );
+    // They are inputs: the build sees them, and a change re-runs it.
+    ws.run(&["run", "//packages/a:build"]).assert_all("miss");
+    assert_eq!(ws.read("packages/a/out.txt"), "2.0.0 {\"level\":1}\n");
+    ws.run(&["run", "//packages/a:build"]).assert_all("hit");
+    ws.write("packages/config/base.json", r#"{"level":2}"#);
+    ws.run(&["run", "//packages/a:build"]).assert_all("miss");
+    assert_eq!(ws.read("packages/a/out.txt"), "2.0.0 {\"level\":2}\n");
+    ws.write(
+        "tsconfig.base.json",
+        r#"{"compilerOptions":{"strict":false}}"#,
+    );
+    ws.run(&["run", "//packages/a:build"]).assert_all("miss");
 }

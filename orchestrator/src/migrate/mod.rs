@@ -588,13 +588,6 @@ pub fn plan(root: &Path) -> Result<Plan> {
                 if q == i || layout.packages[q].is_empty() || dropped.contains_key(&(i, q)) {
                     continue;
                 }
-                if !schema_has("file groups") {
-                    undecided.push(format!(
-                        "{what}: reads files of {} (file groups are not supported by this vbuild)",
-                        shown(q)
-                    ));
-                    continue;
-                }
                 group_wanted[q] = true;
                 deps.push(label(&layout.packages[q], GROUP));
             }
@@ -629,7 +622,7 @@ pub fn plan(root: &Path) -> Result<Plan> {
                 }
             }
             let vitest = scripts::runs(&p.command, "vitest");
-            if t.cache.is_none() && !vitest.is_empty() && schema_has("cache always") {
+            if t.cache.is_none() && !vitest.is_empty() {
                 // vitest's Vite server calls disableCache(); a run (not a
                 // watcher) in the sandbox is hermetic.
                 t.cache = Some("\"always\"");
@@ -733,11 +726,7 @@ pub fn plan(root: &Path) -> Result<Plan> {
     if !exclude.iter().any(|e| e == "**/*.tsbuildinfo") {
         exclude.push("**/*.tsbuildinfo".to_string());
     }
-    let mut inputs: Vec<String> = ws_inputs.into_iter().collect();
-    if !schema_has("inputs") {
-        undecided.push(format!("root files the tools read, not declared ([workspace] inputs is not supported by this vbuild): {}", inputs.join(", ")));
-        inputs.clear();
-    }
+    let inputs: Vec<String> = ws_inputs.into_iter().collect();
     let ws_text = emit::workspace_file(&name, layout.manager.name(), &pass_env, &inputs, &exclude);
     vbuild_schema::parse_workspace_file(Path::new("vbuild.toml"), &ws_text)
         .map_err(|d| anyhow::anyhow!("migrate produced an invalid vbuild.toml (a bug): {d}"))?;
@@ -758,24 +747,6 @@ pub fn plan(root: &Path) -> Result<Plan> {
         undecided,
         turbo: turbo.is_some(),
     })
-}
-
-/// Whether the schema this binary was built with has a feature (file
-/// groups, `[workspace] inputs`, `cache = "always"` land separately):
-/// migrate writes only what loads, and says what it left out.
-fn schema_has(feature: &str) -> bool {
-    let p = Path::new("probe");
-    match feature {
-        "inputs" => {
-            vbuild_schema::parse_workspace_file(p, "[workspace]\nname = \"x\"\ninputs = []\n")
-                .is_ok()
-        }
-        "file groups" => vbuild_schema::parse_build_file(p, "[target.f]\nsrcs = []\n").is_ok(),
-        _ => {
-            vbuild_schema::parse_build_file(p, "[target.f]\ncommand = \"x\"\ncache = \"always\"\n")
-                .is_ok()
-        }
-    }
 }
 
 /// The file group's target name.
