@@ -72,8 +72,10 @@ pub(crate) fn restore(ctx: &Ctx, target: &Target, result: &ActionResult) -> Resu
     let tree = Arc::new(Tree::from_bytes(&cas.read_verified(&result.output_tree)?)?);
     let mut outcome = Outcome::new(State::Hit, Duration::ZERO);
     if !ctx.opts.dry_run {
-        outcome.stdout = cas.read_verified(&result.stdout)?;
-        outcome.stderr = cas.read_verified(&result.stderr)?;
+        // Verified in chunks and replayed from the store: a hit with a
+        // large log costs no memory for it.
+        outcome.stdout = super::Log::verified_blob(cas, &result.stdout)?;
+        outcome.stderr = super::Log::verified_blob(cas, &result.stderr)?;
         materialize::materialize(ctx.store, ctx.stat_cache, &ctx.ws.root, target, &tree)?;
     }
     outcome.outputs = Some(tree);
