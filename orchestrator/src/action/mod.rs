@@ -229,6 +229,7 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
         });
     }
     let tree = Arc::new(run.tree.expect("captured on success"));
+    let inputs_kept = inputs.clone();
     let duration = start.elapsed();
     let state = if run.decl.cache_disabled {
         State::Uncached("requested by tool".into())
@@ -277,7 +278,14 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
         State::Uncached(reason)
     };
     if sandbox != SandboxSetting::None {
-        materialize::materialize(ctx.store, ctx.stat_cache, &ctx.ws.root, target, &tree)?;
+        materialize::materialize(
+            ctx.store,
+            ctx.stat_cache,
+            ctx.ws,
+            target,
+            &inputs_kept,
+            &tree,
+        )?;
     }
     Ok(Outcome {
         state,
