@@ -49,6 +49,16 @@ impl Reporter {
     }
 
     pub fn action(&mut self, label: &Label, outcome: &Outcome) {
+        if outcome.state == State::FileGroup {
+            // Not an action: only its warnings are worth a line.
+            if !outcome.warnings.is_empty() {
+                self.flush();
+                for warning in &outcome.warnings {
+                    eprintln!("warning: {label}: {warning}");
+                }
+            }
+            return;
+        }
         let c = &mut self.counts;
         let line = match &outcome.state {
             State::Hit => {
@@ -80,6 +90,7 @@ impl Reporter {
                 c.would_run += 1;
                 format!("would run {label}  ({why})")
             }
+            State::FileGroup => unreachable!("returned above"),
         };
         let quiet = matches!(outcome.state, State::Hit)
             && outcome.warnings.is_empty()

@@ -75,6 +75,8 @@ impl Ctx<'_> {
             node: self
                 .node_env(target)
                 .map(|n| n.key_part(&target.label.package)),
+            workspace_inputs: self.ws.inputs.patterns.clone(),
+            cache_always: target.cache == vbuild_schema::CacheSetting::Always,
         }
     }
 

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vbuild_ipc::SecretMatcher;
 use vbuild_sandbox::ExitKind;
-use vbuild_schema::SandboxSetting;
+use vbuild_schema::{CacheSetting, SandboxSetting};
 use vbuild_store::{ActionResult, CacheEntry, StatCache, Store, Tree};
 
 #[derive(Clone, Debug, Default)]
@@ -79,6 +79,9 @@ pub enum State {
     Skipped(String),
     /// Dry run: would run, and why.
     WouldRun(String),
+    /// A file group: nothing ran; its files are staged for dependents.
+    /// Not reported, not counted as an action.
+    FileGroup,
 }
 
 pub struct Outcome {
@@ -128,7 +131,24 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
     let srcs = ctx
         .srcs
         .get(ctx.ws, &ctx.index, ctx.store, ctx.stat_cache, idx)?;
+    let src_warnings: Vec<String> = ctx
+        .srcs
+        .unmatched(idx)
+        .iter()
+        .map(|p| format!("srcs pattern {p:?} matches no file"))
+        .collect();
+    if target.file_group {
+        return file_group(srcs.as_ref(), dep_outputs, src_warnings, start);
+    }
     let mut inputs = inputs::resolve(&srcs, dep_outputs);
+    // Workspace inputs go under everything else (the same file from a src
+    // or a dep is the same content anyway).
+    let ws_inputs = ctx
+        .index
+        .workspace_inputs(ctx.ws, ctx.store, ctx.stat_cache)?;
+    for (path, entry) in ws_inputs.iter() {
+        inputs.entry(path.clone()).or_insert_with(|| entry.clone());
+    }
     if ctx.node_env(target).is_some() {
         // node_modules links to workspace packages (`@scope/lib -> ../lib`)
         // need each dep's package.json next to its outputs to resolve.
@@ -150,13 +170,14 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
     let mut sandbox = requested;
     let mut fixed = ctx.static_key(target, sandbox);
     let mut weak = key::weak_key(&fixed);
-    let cacheable = target.cache && !ctx.opts.no_cache && sandbox != SandboxSetting::None;
+    let cacheable =
+        target.cache != CacheSetting::Off && !ctx.opts.no_cache && sandbox != SandboxSetting::None;
     let mut remote_warnings: Vec<String> = vec![];
 
     let reason = if !cacheable {
         if ctx.opts.no_cache {
             "--no-cache".to_string()
-        } else if !target.cache {
+        } else if target.cache == CacheSetting::Off {
             "cache = false".to_string()
         } else {
             "sandbox = \"none\" is never cached".to_string()
@@ -166,6 +187,7 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
         if let Some(outcome) = lookup(ctx, target, &weak, &inputs, &mut unusable)? {
             return Ok(Outcome {
                 duration: start.elapsed(),
+                warnings: [src_warnings, outcome.warnings].concat(),
                 ..outcome
             });
         }
@@ -209,8 +231,13 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
     }
 
     let run = execute(ctx, target, sandbox, &inputs)?;
-    let warnings = remote_warnings
+    // `cache = "always"`: the target vouches that this run is hermetic
+    // even though its tool asked not to be cached (e.g. Vite's server
+    // under `vitest run`).
+    let overridden = run.decl.cache_disabled && target.cache == CacheSetting::Always;
+    let warnings = src_warnings
         .into_iter()
+        .chain(remote_warnings)
         .chain(
             run.decl
                 .refusals
@@ -231,7 +258,7 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
     let tree = Arc::new(run.tree.expect("captured on success"));
     let inputs_kept = inputs.clone();
     let duration = start.elapsed();
-    let state = if run.decl.cache_disabled {
+    let state = if run.decl.cache_disabled && !overridden {
         State::Uncached("requested by tool".into())
     } else if cacheable {
         let record = narrowed_record(ctx, target, &run.decl);
@@ -273,7 +300,10 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
                 result,
             });
         }
-        State::Miss(reason)
+        State::Miss(match overridden {
+            true => format!("{reason}; cache = \"always\" overrode the tool's disableCache()"),
+            false => reason,
+        })
     } else {
         State::Uncached(reason)
     };
@@ -294,6 +324,25 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
         outputs: Some(tree),
         duration,
         warnings,
+    })
+}
+
+/// A file group's "outputs": its srcs and its deps' outputs, as they are.
+fn file_group(
+    srcs: &inputs::Srcs,
+    dep_outputs: &[Arc<Tree>],
+    warnings: Vec<String>,
+    start: Instant,
+) -> Result<Outcome> {
+    let entries = inputs::resolve(srcs, dep_outputs)
+        .into_iter()
+        .map(|(path, kind)| vbuild_store::TreeEntry { path, kind })
+        .collect();
+    let tree = Tree::new(entries)?;
+    Ok(Outcome {
+        outputs: Some(Arc::new(tree)),
+        warnings,
+        ..Outcome::new(State::FileGroup, start.elapsed())
     })
 }
 
