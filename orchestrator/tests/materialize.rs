@@ -224,7 +224,7 @@ fn a_restore_leaves_no_named_temp_file_in_the_workspace() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut seen = vec![];
+    let mut seen = std::collections::BTreeSet::new();
     while child.try_wait().unwrap().is_none() {
         seen.extend(temp_files(ws.root()));
     }
