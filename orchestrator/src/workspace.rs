@@ -692,6 +692,10 @@ pub struct Tree {
     /// Directories (workspace-relative) that could not be listed, and
     /// non-UTF-8 names, with the reason: an error for the package holding them.
     pub errors: Vec<(String, String)>,
+    /// Directories holding a `node_modules` directory ("" for the root),
+    /// sorted: recorded by the same walk, so node_modules staging needs
+    /// no second one.
+    pub module_dirs: Vec<String>,
 }
 
 /// Walks the workspace once. `read_dir` reports entry types without a
@@ -701,6 +705,7 @@ fn walk_workspace(root: &Path) -> Tree {
     walk_dir(root, "", &mut tree);
     tree.packages.sort();
     tree.files.sort();
+    tree.module_dirs.sort();
     tree
 }
 
@@ -738,6 +743,9 @@ fn walk_dir(dir: &Path, rel: &str, tree: &mut Tree) {
                 continue;
             };
             if file_type.is_dir() && skipped_dir(name) {
+                if name == "node_modules" {
+                    tree.module_dirs.push(rel.to_string());
+                }
                 continue;
             }
             // A temp file of a restore (ours, or one a killed run left) is

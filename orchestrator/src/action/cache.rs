@@ -77,8 +77,10 @@ pub(crate) fn restore(
     let tree = Arc::new(Tree::from_bytes(&cas.read_verified(&result.output_tree)?)?);
     let mut outcome = Outcome::new(State::Hit, Duration::ZERO);
     if !ctx.opts.dry_run {
-        outcome.stdout = cas.read_verified(&result.stdout)?;
-        outcome.stderr = cas.read_verified(&result.stderr)?;
+        // Verified in chunks and replayed from the store: a hit with a
+        // large log costs no memory for it.
+        outcome.stdout = super::Log::verified_blob(cas, &result.stdout)?;
+        outcome.stderr = super::Log::verified_blob(cas, &result.stderr)?;
         materialize::materialize(ctx.store, ctx.stat_cache, ctx.ws, target, inputs, &tree)?;
     }
     outcome.outputs = Some(tree);

@@ -11,10 +11,12 @@ mod cache;
 mod env;
 mod exec_env;
 mod execute;
+mod log;
 
 pub(crate) use cache::{narrowed_record, restore};
 pub use env::{requested_sandbox, ACTION_PATH};
 pub use exec_env::ExecEnv;
+pub use log::Log;
 
 use crate::inputs::{self, PackageIndex};
 use crate::key::{self, KeyInputs};
@@ -86,8 +88,9 @@ pub enum State {
 
 pub struct Outcome {
     pub state: State,
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
+    /// Streamed when replayed (see `Log`).
+    pub stdout: Log,
+    pub stderr: Log,
     /// The output tree, for dependents.
     pub outputs: Option<Arc<Tree>>,
     pub duration: Duration,
@@ -99,8 +102,8 @@ impl Outcome {
     pub fn new(state: State, duration: Duration) -> Outcome {
         Outcome {
             state,
-            stdout: vec![],
-            stderr: vec![],
+            stdout: Log::Empty,
+            stderr: Log::Empty,
             outputs: None,
             duration,
             warnings: vec![],
@@ -152,11 +155,23 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
     if ctx.node_env(target).is_some() {
         // node_modules links to workspace packages (`@scope/lib -> ../lib`)
         // need each dep's package.json next to its outputs to resolve.
+        // The dep's own srcs (resolved when it ran) usually list it: no
+        // stat per dependency edge on a no-op.
         for &dep in &target.deps {
             let rel =
                 crate::workspace::join_package(&ctx.ws.targets[dep].label.package, "package.json");
+            if inputs.contains_key(&rel) {
+                continue;
+            }
+            let dep_srcs = ctx
+                .srcs
+                .get(ctx.ws, &ctx.index, ctx.store, ctx.stat_cache, dep)?;
+            if let Some(entry) = dep_srcs.get(&rel) {
+                inputs.insert(rel, entry.clone());
+                continue;
+            }
             let abs = ctx.ws.root.join(&rel);
-            if abs.is_file() && !inputs.contains_key(&rel) {
+            if abs.is_file() {
                 let entry = inputs::entry_for(ctx.store, ctx.stat_cache, &abs)?;
                 inputs.insert(rel, entry);
             }
@@ -266,8 +281,8 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
         declarations.refusals.clear();
         let result = ActionResult {
             output_tree: ctx.store.cas.put_bytes(&tree.to_canonical_bytes())?,
-            stdout: ctx.store.cas.put_bytes(&run.stdout)?,
-            stderr: ctx.store.cas.put_bytes(&run.stderr)?,
+            stdout: run.stdout.digest(&ctx.store.cas)?,
+            stderr: run.stderr.digest(&ctx.store.cas)?,
             exit_code: 0,
             declarations: serde_json::to_value(&declarations)?,
             duration_ms: duration.as_millis() as u64,
