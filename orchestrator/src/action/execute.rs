@@ -192,7 +192,8 @@ pub(super) fn execute(
     };
     let input_paths: BTreeSet<&str> = inputs.keys().map(String::as_str).collect();
     let ignored: Vec<String> = decl.ignored_outputs.iter().cloned().collect();
-    let tree = materialize::capture(ctx.store, target, &ws_root, &input_paths, &ignored)?;
+    let conf = materialize::Confinement::new(ctx.ws, target).map_err(anyhow::Error::msg)?;
+    let tree = materialize::capture(ctx.store, ctx.ws, &conf, &ws_root, &input_paths, &ignored)?;
     Ok(Executed {
         exit: outcome.status,
         stdout,

@@ -272,6 +272,7 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
         });
     }
     let tree = Arc::new(run.tree.expect("captured on success"));
+    let inputs_kept = inputs.clone();
     let duration = start.elapsed();
     let state = if run.decl.cache_disabled && !overridden {
         State::Uncached("requested by tool".into())
@@ -323,7 +324,14 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
         State::Uncached(reason)
     };
     if sandbox != SandboxSetting::None {
-        materialize::materialize(ctx.store, ctx.stat_cache, &ctx.ws.root, target, &tree)?;
+        materialize::materialize(
+            ctx.store,
+            ctx.stat_cache,
+            ctx.ws,
+            target,
+            &inputs_kept,
+            &tree,
+        )?;
     }
     Ok(Outcome {
         state,
