@@ -9,6 +9,7 @@ mod key;
 mod materialize;
 mod migrate;
 mod node;
+mod overlap;
 mod remote;
 mod report;
 mod scheduler;
