@@ -259,6 +259,7 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
                 .iter()
                 .map(|r| format!("refused a tool request: {r}")),
         )
+        .chain(discarded_warning(&run.discarded))
         .collect();
     if run.exit != ExitKind::Exited(0) {
         return Ok(Outcome {
@@ -340,6 +341,24 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
         duration,
         warnings,
     })
+}
+
+/// One line naming what an action wrote outside its declared outputs.
+fn discarded_warning(discarded: &[String]) -> Option<String> {
+    const SHOWN: usize = 3;
+    if discarded.is_empty() {
+        return None;
+    }
+    let mut line = format!(
+        "discarded {} write{} outside the declared outputs: {}",
+        discarded.len(),
+        if discarded.len() == 1 { "" } else { "s" },
+        discarded[..discarded.len().min(SHOWN)].join(", ")
+    );
+    if discarded.len() > SHOWN {
+        line.push_str(&format!(" (+{} more)", discarded.len() - SHOWN));
+    }
+    Some(line)
 }
 
 /// A file group's "outputs": its srcs and its deps' outputs, as they are.
