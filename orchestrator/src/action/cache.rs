@@ -5,21 +5,21 @@
 //! `assemble` is the one place an `ActionResult` is built. Nothing here
 //! writes into the workspace: the pipeline restores a hit once, after the
 //! lookup.
-use super::{Ctx, Outcome};
+use super::{Ctx, Log, Outcome};
 use crate::key::{self, ActionKey, KeyInputs, Record};
 use crate::workspace::{Target, Workspace};
 use anyhow::Result;
 use std::sync::Arc;
 use std::time::Duration;
 use vbuild_ipc::Declarations;
-use vbuild_store::{ActionResult, CacheEntry, Digest, Store, StoreError, StrongKey, Tree};
+use vbuild_store::{ActionResult, CacheEntry, Store, StoreError, StrongKey, Tree};
 
 /// A verified hit: the entry's blobs are all present and sound.
 pub(crate) struct Hit {
     pub(crate) strong: StrongKey,
     pub(crate) tree: Arc<Tree>,
-    pub(crate) stdout: Vec<u8>,
-    pub(crate) stderr: Vec<u8>,
+    pub(crate) stdout: Log,
+    pub(crate) stderr: Log,
     /// Found in the remote (and now filled into the local cache).
     pub(crate) remote: bool,
 }
@@ -34,17 +34,11 @@ pub(crate) struct Found {
     pub(crate) warnings: Vec<String>,
 }
 
-/// A log of an action: bytes to store, or a blob already in the store.
-pub(crate) enum Log<'a> {
-    Bytes(&'a [u8]),
-    Stored(Digest),
-}
-
 /// What a run (or a remote entry) produced, to be recorded.
 pub(crate) struct Produced<'a> {
     pub(crate) tree: &'a Tree,
-    pub(crate) stdout: Log<'a>,
-    pub(crate) stderr: Log<'a>,
+    pub(crate) stdout: &'a Log,
+    pub(crate) stderr: &'a Log,
     pub(crate) declarations: serde_json::Value,
     pub(crate) duration: Duration,
 }
@@ -52,16 +46,10 @@ pub(crate) struct Produced<'a> {
 /// The one place an `ActionResult` is built: the tree and logs go into the
 /// store first (blobs before rows: an entry never points at a missing blob).
 pub(crate) fn assemble(store: &Store, p: &Produced) -> Result<ActionResult> {
-    let log = |l: &Log| -> Result<Digest> {
-        Ok(match l {
-            Log::Bytes(b) => store.cas.put_bytes(b)?,
-            Log::Stored(d) => *d,
-        })
-    };
     Ok(ActionResult {
         output_tree: store.cas.put_bytes(&p.tree.to_canonical_bytes())?,
-        stdout: log(&p.stdout)?,
-        stderr: log(&p.stderr)?,
+        stdout: p.stdout.digest(&store.cas)?,
+        stderr: p.stderr.digest(&store.cas)?,
         exit_code: 0,
         declarations: p.declarations.clone(),
         duration_ms: p.duration.as_millis() as u64,
@@ -176,10 +164,15 @@ impl<'c> Cache<'c> {
             return Ok(None);
         };
         let record = key.unnarrowed(&got.record);
+        let cas = &self.ctx.store.cas;
+        let (stdout, stderr) = (
+            Log::verified_blob(cas, &got.stdout)?,
+            Log::verified_blob(cas, &got.stderr)?,
+        );
         let produced = Produced {
             tree: &got.tree,
-            stdout: Log::Stored(got.stdout),
-            stderr: Log::Stored(got.stderr),
+            stdout: &stdout,
+            stderr: &stderr,
             declarations: got.declarations,
             duration: Duration::ZERO,
         };
@@ -240,12 +233,14 @@ impl<'c> Cache<'c> {
     fn load(&self, strong: StrongKey, result: &ActionResult) -> Result<Hit> {
         let cas = &self.ctx.store.cas;
         let tree = Arc::new(Tree::from_bytes(&cas.read_verified(&result.output_tree)?)?);
+        // Verified in chunks and replayed from the store: a hit with a
+        // large log costs no memory for it.
         let (stdout, stderr) = if self.ctx.opts.dry_run {
-            (vec![], vec![])
+            (Log::Empty, Log::Empty)
         } else {
             (
-                cas.read_verified(&result.stdout)?,
-                cas.read_verified(&result.stderr)?,
+                Log::verified_blob(cas, &result.stdout)?,
+                Log::verified_blob(cas, &result.stderr)?,
             )
         };
         Ok(Hit {

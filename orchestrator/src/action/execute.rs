@@ -1,6 +1,6 @@
 //! A miss that runs: stage the inputs into a scratch directory, start the
 //! IPC server, run the command in its sandbox, capture its outputs.
-use super::Ctx;
+use super::{Ctx, Log};
 use crate::materialize;
 use crate::workspace::Target;
 use anyhow::{Context, Result};
@@ -22,8 +22,9 @@ const IPC_DRAIN: Duration = Duration::from_secs(2);
 
 pub(super) struct Executed {
     pub(super) exit: ExitKind,
-    pub(super) stdout: Vec<u8>,
-    pub(super) stderr: Vec<u8>,
+    /// In the store already: never read into memory.
+    pub(super) stdout: Log,
+    pub(super) stderr: Log,
     /// Captured outputs, on success.
     pub(super) tree: Option<Tree>,
     pub(super) decl: Declarations,
@@ -86,7 +87,12 @@ pub(super) fn execute(
     let exe = ctx.exec_env.exe()?;
     let mut extra_ro_binds = vec![(exe.to_path_buf(), Path::new(BIN_INSIDE).join("vbuild"))];
     if let (Some(node), Some(mode)) = (ctx.node_env(target), mode) {
-        let staged = node.stage(&ctx.ws.root, &ws_root, &scratch.layout(mode).ws, namespaced)?;
+        let staged = node.stage(
+            &target.label.package,
+            &ws_root,
+            &scratch.layout(mode).ws,
+            namespaced,
+        )?;
         writable.extend(staged.writable);
         extra_ro_binds.extend(staged.ro_binds);
         // A node outside the system directories: bind its install prefix.
@@ -156,16 +162,17 @@ pub(super) fn execute(
             let msg = format!("vbuild: {}: command not found\n", target.argv[0]);
             return Ok(Executed {
                 exit: ExitKind::Exited(127),
-                stdout: vec![],
-                stderr: msg.into_bytes(),
+                stdout: Log::Empty,
+                stderr: Log::from(msg.into_bytes()),
                 tree: None,
                 decl,
             });
         }
         Err(e) => return Err(e).context("running the action"),
     };
-    let stdout = std::fs::read(&out_path)?;
-    let stderr = std::fs::read(&err_path)?;
+    // Hashed into the store in chunks, however much the action printed.
+    let stdout = Log::store_file(&ctx.store.cas, &out_path).context("storing stdout")?;
+    let stderr = Log::store_file(&ctx.store.cas, &err_path).context("storing stderr")?;
     if !outcome.success() {
         return Ok(Executed {
             exit: outcome.status,

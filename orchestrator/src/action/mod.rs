@@ -11,24 +11,26 @@ mod cache;
 mod env;
 mod exec_env;
 mod execute;
+mod log;
 
 pub use cache::{check_record, scope_of};
 pub use env::{requested_sandbox, ACTION_PATH};
 pub use exec_env::ExecEnv;
+pub use log::Log;
 
 use crate::inputs::{self, PackageIndex};
 use crate::key::ActionKey;
 use crate::materialize;
 use crate::workspace::{Target, Workspace};
 use anyhow::Result;
-use cache::{Cache, Log, Produced};
+use cache::{Cache, Produced};
 use execute::execute;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vbuild_ipc::SecretMatcher;
 use vbuild_sandbox::ExitKind;
-use vbuild_schema::SandboxSetting;
+use vbuild_schema::{CacheSetting, SandboxSetting};
 use vbuild_store::{EntryKind, StatCache, Store, Tree};
 
 #[derive(Clone, Debug, Default)]
@@ -79,12 +81,16 @@ pub enum State {
     Skipped(String),
     /// Dry run: would run, and why.
     WouldRun(String),
+    /// A file group: nothing ran; its files are staged for dependents.
+    /// Not reported, not counted as an action.
+    FileGroup,
 }
 
 pub struct Outcome {
     pub state: State,
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
+    /// Streamed when replayed (see `Log`).
+    pub stdout: Log,
+    pub stderr: Log,
     /// The output tree, for dependents.
     pub outputs: Option<Arc<Tree>>,
     pub duration: Duration,
@@ -96,8 +102,8 @@ impl Outcome {
     pub fn new(state: State, duration: Duration) -> Outcome {
         Outcome {
             state,
-            stdout: vec![],
-            stderr: vec![],
+            stdout: Log::Empty,
+            stderr: Log::Empty,
             outputs: None,
             duration,
             warnings: vec![],
@@ -128,13 +134,21 @@ pub fn run(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>]) -> Outcome {
 fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -> Result<Outcome> {
     let target = &ctx.ws.targets[idx];
     // 1. Resolve the inputs.
-    let (own, inputs) = resolve(ctx, idx, dep_outputs)?;
+    let (own, inputs, mut warnings) = match resolve(ctx, idx, dep_outputs)? {
+        Resolved::FileGroup(tree, warnings) => {
+            return Ok(Outcome {
+                outputs: Some(Arc::new(tree)),
+                warnings,
+                ..Outcome::new(State::FileGroup, start.elapsed())
+            })
+        }
+        Resolved::Action(own, inputs, warnings) => (own, inputs, warnings),
+    };
     // 2. Key them (for the sandbox asked for; `Cache::lookup` re-keys).
     let requested = requested_sandbox(ctx.opts.sandbox, target, ctx.ws);
     let mut key = ActionKey::new(ctx, target, requested, inputs, &own);
     let cache = Cache::new(ctx);
     // 3. Look up: local, then remote; a hit is restored once, here.
-    let mut warnings = vec![];
     let reason = match uncacheable(ctx, target, requested) {
         Some(why) => {
             key.resandbox(ctx, target, ctx.sandbox_of(target));
@@ -142,7 +156,7 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
         }
         None => {
             let found = cache.lookup(target, &mut key)?;
-            warnings = found.warnings;
+            warnings.extend(found.warnings);
             match found.hit {
                 Some(hit) => match place(ctx, target, &hit.tree) {
                     Ok(()) => {
@@ -191,19 +205,26 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
     let tree = Arc::new(run.tree.expect("captured on success"));
     let duration = start.elapsed();
     // 5. Record (a cacheable run the tool did not ask to keep out).
-    let state = if run.decl.cache_disabled {
+    // `cache = "always"`: the target vouches that this run is hermetic
+    // even though its tool asked not to be cached (e.g. Vite's server
+    // under `vitest run`).
+    let overridden = run.decl.cache_disabled && target.cache == CacheSetting::Always;
+    let state = if run.decl.cache_disabled && !overridden {
         State::Uncached("requested by tool".into())
     } else if uncacheable(ctx, target, requested).is_none() {
         let record = key.record_of(&run.decl);
         let produced = Produced {
             tree: &tree,
-            stdout: Log::Bytes(&run.stdout),
-            stderr: Log::Bytes(&run.stderr),
+            stdout: &run.stdout,
+            stderr: &run.stderr,
             declarations: cache::stored_declarations(&run.decl)?,
             duration,
         };
         cache.record(target, &key, &record, &tree, &produced)?;
-        State::Miss(reason)
+        State::Miss(match overridden {
+            true => format!("{reason}; cache = \"always\" overrode the tool's disableCache()"),
+            false => reason,
+        })
     } else {
         State::Uncached(reason)
     };
@@ -225,7 +246,7 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
 fn uncacheable(ctx: &Ctx, target: &Target, requested: SandboxSetting) -> Option<String> {
     if ctx.opts.no_cache {
         Some("--no-cache".into())
-    } else if !target.cache {
+    } else if target.cache == CacheSetting::Off {
         Some("cache = false".into())
     } else if requested == SandboxSetting::None {
         Some("sandbox = \"none\" is never cached".into())
@@ -234,32 +255,70 @@ fn uncacheable(ctx: &Ctx, target: &Target, requested: SandboxSetting) -> Option<
     }
 }
 
-/// The target's own sources and the full input set (own sources plus the
-/// deps' outputs, and for node_modules targets the deps' package.json).
-fn resolve(
-    ctx: &Ctx,
-    idx: usize,
-    dep_outputs: &[Arc<Tree>],
-) -> Result<(Arc<inputs::Srcs>, BTreeMap<String, EntryKind>)> {
+/// What resolving found: a file group (its files are its outputs) or an
+/// action's own sources and full input set, with warnings about its srcs.
+enum Resolved {
+    FileGroup(Tree, Vec<String>),
+    Action(Arc<inputs::Srcs>, BTreeMap<String, EntryKind>, Vec<String>),
+}
+
+/// The target's own sources and the full input set: own sources, the deps'
+/// outputs, the workspace inputs, and for node_modules targets the deps'
+/// package.json.
+fn resolve(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>]) -> Result<Resolved> {
     let target = &ctx.ws.targets[idx];
     let srcs = ctx
         .srcs
         .get(ctx.ws, &ctx.index, ctx.store, ctx.stat_cache, idx)?;
+    let warnings: Vec<String> = ctx
+        .srcs
+        .unmatched(idx)
+        .iter()
+        .map(|p| format!("srcs pattern {p:?} matches no file"))
+        .collect();
+    if target.file_group {
+        // A file group's "outputs": its srcs and its deps' outputs, as they are.
+        let entries = inputs::resolve(&srcs, dep_outputs)
+            .into_iter()
+            .map(|(path, kind)| vbuild_store::TreeEntry { path, kind })
+            .collect();
+        return Ok(Resolved::FileGroup(Tree::new(entries)?, warnings));
+    }
     let mut inputs = inputs::resolve(&srcs, dep_outputs);
+    // Workspace inputs go under everything else (the same file from a src
+    // or a dep is the same content anyway).
+    let ws_inputs = ctx
+        .index
+        .workspace_inputs(ctx.ws, ctx.store, ctx.stat_cache)?;
+    for (path, entry) in ws_inputs.iter() {
+        inputs.entry(path.clone()).or_insert_with(|| entry.clone());
+    }
     if ctx.node_env(target).is_some() {
         // node_modules links to workspace packages (`@scope/lib -> ../lib`)
         // need each dep's package.json next to its outputs to resolve.
+        // The dep's own srcs (resolved when it ran) usually list it: no
+        // stat per dependency edge on a no-op.
         for &dep in &target.deps {
             let rel =
                 crate::workspace::join_package(&ctx.ws.targets[dep].label.package, "package.json");
+            if inputs.contains_key(&rel) {
+                continue;
+            }
+            let dep_srcs = ctx
+                .srcs
+                .get(ctx.ws, &ctx.index, ctx.store, ctx.stat_cache, dep)?;
+            if let Some(entry) = dep_srcs.get(&rel) {
+                inputs.insert(rel, entry.clone());
+                continue;
+            }
             let abs = ctx.ws.root.join(&rel);
-            if abs.is_file() && !inputs.contains_key(&rel) {
+            if abs.is_file() {
                 let entry = inputs::entry_for(ctx.store, ctx.stat_cache, &abs)?;
                 inputs.insert(rel, entry);
             }
         }
     }
-    Ok((srcs, inputs))
+    Ok(Resolved::Action(srcs, inputs, warnings))
 }
 
 /// The one call into the materializer: makes the target's declared outputs

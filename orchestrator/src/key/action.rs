@@ -255,5 +255,7 @@ fn static_key(ctx: &Ctx, target: &Target, sandbox: SandboxSetting) -> StaticKey 
         node: ctx
             .node_env(target)
             .map(|n| n.key_part(&target.label.package)),
+        workspace_inputs: ctx.ws.inputs.patterns.clone(),
+        cache_always: target.cache == vbuild_schema::CacheSetting::Always,
     }
 }

@@ -38,6 +38,8 @@ pub fn explain(before: &KeyInputs, now: &KeyInputs) -> String {
     }
     let config = [
         ("srcs", b.srcs != n.srcs),
+        ("workspace inputs", b.workspace_inputs != n.workspace_inputs),
+        ("cache = \"always\"", b.cache_always != n.cache_always),
         ("outs", b.outs != n.outs),
         ("deps", b.deps != n.deps),
         ("pass_env", b.pass_env != n.pass_env),

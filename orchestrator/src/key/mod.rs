@@ -52,6 +52,12 @@ pub struct StaticKey {
     /// otherwise, so other targets' keys are unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<BTreeMap<String, String>>,
+    /// `[workspace] inputs` patterns (their files are in the inputs).
+    #[serde(default)]
+    pub workspace_inputs: Vec<String>,
+    /// `cache = "always"`: a tool's disableCache() is overridden.
+    #[serde(default)]
+    pub cache_always: bool,
 }
 
 /// The sandbox as it is spelled in keys and explanations.
@@ -167,6 +173,8 @@ fn encode_static<S: Sink>(k: &StaticKey, out: &mut S) {
         None => e.absent(),
         Some(node) => e.str_map(node.iter()),
     };
+    e.field(13).strs(k.workspace_inputs.iter());
+    e.field(14).bool(k.cache_always);
 }
 
 pub fn weak_key(fixed: &StaticKey) -> WeakKey {

@@ -24,6 +24,8 @@ fn fixed() -> StaticKey {
         sandbox: sandbox_name(SandboxSetting::Namespaces).into(),
         network: false,
         node: None,
+        workspace_inputs: vec![],
+        cache_always: false,
     }
 }
 
@@ -82,55 +84,30 @@ fn golden_static_encoding_and_weak_key() {
     };
     let mut bytes = Vec::new();
     encode_static(&small, &mut bytes);
-    assert_eq!(
-        hex(&bytes),
-        concat!(
-            "766275696c642d7765616b00", // "vbuild-weak\0"
-            "2301",
-            "75",
-            "0300000000000000", // #1 version u 3
-            "2302",
-            "73",
-            "0c00000000000000",
-            "6c696e75782d7838365f3634", // #2 platform
-            "2303",
-            "6c",
-            "0100000000000000",
-            "73",
-            "0400000000000000",
-            "74727565", // #3 argv
-            "2304",
-            "73",
-            "0000000000000000", // #4 cwd ""
-            "2305",
-            "6d",
-            "0000000000000000", // #5 env {}
-            "2306",
-            "6c",
-            "0000000000000000", // #6 pass_env []
-            "2307",
-            "6c",
-            "0000000000000000", // #7 srcs []
-            "2308",
-            "6c",
-            "0000000000000000", // #8 outs []
-            "2309",
-            "6c",
-            "0000000000000000", // #9 deps []
-            "230a",
-            "73",
-            "0a00000000000000",
-            "6e616d65737061636573", // #10 sandbox
-            "230b",
-            "62",
-            "00", // #11 network false
-            "230c",
-            "2d", // #12 node absent
-        )
-    );
+    // One line per field: `#`, number, tag, payload.
+    let expected = [
+        "766275696c642d7765616b00",                              // "vbuild-weak\0"
+        "2301 75 0300000000000000",                              // #1 version 3
+        "2302 73 0c00000000000000 6c696e75782d7838365f3634",     // #2 "linux-x86_64"
+        "2303 6c 0100000000000000 73 0400000000000000 74727565", // #3 ["true"]
+        "2304 73 0000000000000000",                              // #4 cwd ""
+        "2305 6d 0000000000000000",                              // #5 env {}
+        "2306 6c 0000000000000000",                              // #6 pass_env []
+        "2307 6c 0000000000000000",                              // #7 srcs []
+        "2308 6c 0000000000000000",                              // #8 outs []
+        "2309 6c 0000000000000000",                              // #9 deps []
+        "230a 73 0a00000000000000 6e616d65737061636573",         // #10 "namespaces"
+        "230b 62 00",                                            // #11 network false
+        "230c 2d",                                               // #12 node absent
+        "230d 6c 0000000000000000",                              // #13 workspace inputs []
+        "230e 62 00",                                            // #14 cache_always false
+    ]
+    .concat()
+    .replace(' ', "");
+    assert_eq!(hex(&bytes), expected);
     assert_eq!(
         weak_key(&fixed()).to_hex(),
-        "8fbb683f4aede81f08c6fae0a0f8383f52c9c324b2661e85c760aaee974db02d"
+        "8d17714b0de193d15acc5ddccbb1c57efdd617b74fc9167692f8a38a00e04aa8"
     );
 }
 
@@ -146,11 +123,11 @@ fn golden_strong_key() {
     };
     assert_eq!(
         k.strong(&record).to_hex(),
-        "ae52879dc53f63ce8443ca77740773e310bf10270277aec8ab7ddb158b2d4cf3"
+        "464ac95567c6f0d5d33b8e474c6d03335e2eb4de989c205c7147af0e7a24c44f"
     );
     assert_eq!(
         k.strong(&k.default_record()).to_hex(),
-        "5c51daa3de22c66745ccb2ceec98ebb3f2553e56364d9a753392da7336858d91"
+        "7e7dea80d62188160190e7c461ccacaa7df8e0f1de0f86e096e2f5bcbb8ff9b3"
     );
 }
 
