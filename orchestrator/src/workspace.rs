@@ -748,6 +748,11 @@ fn walk_dir(dir: &Path, rel: &str, tree: &mut Tree) {
                 }
                 continue;
             }
+            // A temp file of a restore (ours, or one a killed run left) is
+            // never a source: it would become an input of the next run.
+            if vbuild_store::temp::is_temp_name(name) {
+                continue;
+            }
             let sub = if rel.is_empty() {
                 name.to_string()
             } else {

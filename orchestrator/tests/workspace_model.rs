@@ -301,3 +301,53 @@ fn cache_always_overrides_a_tools_disable_request() {
         assert_eq!(out.states(), ["uncached //p:dev", "uncached //p:test"]);
     }
 }
+
+#[test]
+fn staged_directories_are_writable_and_only_declared_outputs_come_back() {
+    for mode in modes() {
+        let ws = Ws::new(&[
+            ("p/vite.config.ts", "export default {}\n"),
+            ("p/src/index.ts", "index\n"),
+            (
+                "p/BUILD.toml",
+                r#"[target.build]
+command = """
+set -e
+# Vite 4 bundles its config next to it, loads it, deletes it.
+echo tmp > vite.config.ts.timestamp-1.mjs && rm vite.config.ts.timestamp-1.mjs
+# A cache beside the sources, and a generated source.
+echo cache > vite.config.ts.timestamp-2.mjs
+echo 'export const version = "1.0"' > src/version.ts
+# rimraf dist && tsc
+rm -rf dist && mkdir dist && cat src/*.ts > dist/index.js
+"""
+srcs = ["src/**", "vite.config.ts"]
+outs = ["dist/"]
+"#,
+            ),
+        ]);
+        let out = ws.run(&["run", "//p:build", "--sandbox", mode]);
+        out.assert_ok();
+        assert_eq!(
+            ws.read("p/dist/index.js"),
+            "index\nexport const version = \"1.0\"\n",
+            "{mode}"
+        );
+        // Nothing outside the declared outputs reached the workspace.
+        assert!(!ws.path("p/src/version.ts").exists(), "{mode}");
+        assert!(!ws.path("p/vite.config.ts.timestamp-2.mjs").exists());
+        if mode == "scratch" {
+            insta::assert_snapshot!(out.snapshot());
+        } else {
+            assert_eq!(
+                out.stderr
+                    .lines()
+                    .filter(|l| l.starts_with("warning:"))
+                    .count(),
+                1,
+                "{}",
+                out.stderr
+            );
+        }
+    }
+}

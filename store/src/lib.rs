@@ -5,7 +5,8 @@
 //! else `~/.cache/vbuild`):
 //! ```text
 //! cas/ab/cdef…      immutable blobs named by the BLAKE3 hex of their bytes
-//! tmp/              temp files, renamed into cas/ when complete
+//! tmp/              temp files (.vbuild-tmp-<pid>-…), renamed into cas/ or the
+//!                   workspace when complete; a dead run's are swept at open
 //! scratch/          per-action scratch directories (owned by the orchestrator)
 //! cache.db          SQLite (WAL): action cache + stat cache
 //! ```
@@ -16,6 +17,7 @@ mod digest;
 pub mod remote;
 mod schema;
 mod stat_cache;
+pub mod temp;
 mod tree;
 pub mod verify;
 

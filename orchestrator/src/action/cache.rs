@@ -158,7 +158,7 @@ impl<'c> Cache<'c> {
             .iter()
             .filter_map(|t| Record::from_text(t).ok())
             .collect();
-        let answer = remote.lookup(self.ctx.store, target, key, local)?;
+        let answer = remote.lookup(self.ctx.store, self.ctx.ws, target, key, local)?;
         found.warnings.extend(answer.warnings);
         let Some(got) = answer.hit else {
             return Ok(None);

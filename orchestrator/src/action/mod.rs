@@ -158,7 +158,7 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
             let found = cache.lookup(target, &mut key)?;
             warnings.extend(found.warnings);
             match found.hit {
-                Some(hit) => match place(ctx, target, &hit.tree) {
+                Some(hit) => match place(ctx, target, &key, &hit.tree) {
                     Ok(()) => {
                         let state = if hit.remote {
                             State::RemoteHit
@@ -192,6 +192,7 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
             .iter()
             .map(|r| format!("refused a tool request: {r}")),
     );
+    warnings.extend(discarded_warning(&run.discarded));
     if run.exit != ExitKind::Exited(0) {
         return Ok(Outcome {
             state: State::Failed(describe(run.exit, target)),
@@ -230,7 +231,7 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
     };
     // 6. Materialize (`none` ran in the workspace: its outputs are there).
     if key.sandbox != SandboxSetting::None {
-        place(ctx, target, &tree)?;
+        place(ctx, target, &key, &tree)?;
     }
     Ok(Outcome {
         state,
@@ -323,11 +324,29 @@ fn resolve(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>]) -> Result<Resolved>
 
 /// The one call into the materializer: makes the target's declared outputs
 /// in the workspace equal to `tree` (not under `vbuild why`).
-fn place(ctx: &Ctx, target: &Target, tree: &Tree) -> Result<()> {
+fn place(ctx: &Ctx, target: &Target, key: &ActionKey, tree: &Tree) -> Result<()> {
     if !ctx.opts.dry_run {
-        materialize::materialize(ctx.store, ctx.stat_cache, &ctx.ws.root, target, tree)?;
+        materialize::materialize(ctx.store, ctx.stat_cache, ctx.ws, target, &key.inputs, tree)?;
     }
     Ok(())
+}
+
+/// One line naming what an action wrote outside its declared outputs.
+fn discarded_warning(discarded: &[String]) -> Option<String> {
+    const SHOWN: usize = 3;
+    if discarded.is_empty() {
+        return None;
+    }
+    let mut line = format!(
+        "discarded {} write{} outside the declared outputs: {}",
+        discarded.len(),
+        if discarded.len() == 1 { "" } else { "s" },
+        discarded[..discarded.len().min(SHOWN)].join(", ")
+    );
+    if discarded.len() > SHOWN {
+        line.push_str(&format!(" (+{} more)", discarded.len() - SHOWN));
+    }
+    Some(line)
 }
 
 fn describe(exit: ExitKind, target: &Target) -> String {
