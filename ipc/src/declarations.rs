@@ -48,18 +48,24 @@ pub struct Declarations {
     pub env_patterns: Vec<EnvPattern>,
     /// Union of `reportUsedInputs`; `None` when the tool never reported.
     pub used_inputs: Option<BTreeSet<String>>,
+    /// Some path of a `reportUsedInputs` was refused: the report may have
+    /// named real inputs in a form the runner could not map, so it cannot
+    /// prove any input unread (the orchestrator then narrows nothing by it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub used_inputs_refused: bool,
     /// Human-readable descriptions of refused requests (the orchestrator
     /// logs them as warnings): one line per kind of refusal, the first
     /// instance with a count of the others. Never contain env values.
     pub refusals: Vec<String>,
-    /// What the bounds in [`crate::limits`] have used so far.
+    /// What the bounds in [`crate::limits`] have used so far (public only
+    /// so that `..Default::default()` works; its fields are private).
     #[serde(skip)]
-    budget: Budget,
+    pub budget: Budget,
 }
 
 /// Accounting for [`crate::limits`]; not part of what is stored.
 #[derive(Clone, Debug, Default, PartialEq)]
-struct Budget {
+pub struct Budget {
     kept_bytes: usize,
     /// The tool reported more used inputs than are kept: none are used.
     used_overflow: bool,
@@ -147,12 +153,11 @@ impl Declarations {
     }
 
     pub(crate) fn track_env(&mut self, name: String, value: EnvValue) -> Kept {
-        if !self.tracked_env.contains_key(&name) {
-            if self.tracked_env.len() >= MAX_TRACKED_ENV || !self.take_bytes(name.len() + 64) {
-                return self.uncacheable(&format!(
-                    "more than {MAX_TRACKED_ENV} tracked env names (or {MAX_KEPT_BYTES} bytes)"
-                ));
-            }
+        let full = self.tracked_env.len() >= MAX_TRACKED_ENV;
+        if !self.tracked_env.contains_key(&name) && (full || !self.take_bytes(name.len() + 64)) {
+            return self.uncacheable(&format!(
+                "more than {MAX_TRACKED_ENV} tracked env names (or {MAX_KEPT_BYTES} bytes)"
+            ));
         }
         self.tracked_env.insert(name, value);
         Kept::Yes

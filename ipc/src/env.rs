@@ -179,7 +179,10 @@ mod tests {
         );
         // Every value, not only secret-named ones: a credential such as
         // DATABASE_URL matches no pattern.
-        assert_eq!(s.record("CI", Some("1")), EnvValue::Hashed(hash_secret("1")));
+        assert_eq!(
+            s.record("CI", Some("1")),
+            EnvValue::Hashed(hash_secret("1"))
+        );
     }
 
     #[test]
@@ -193,7 +196,9 @@ mod tests {
         .into_iter()
         .map(|(a, b)| (a.to_owned(), b.to_owned()))
         .collect();
-        let policy = SecretMatcher::new(&["*TOKEN*"]).unwrap().hide(&["CACHE_CRED"]);
+        let policy = SecretMatcher::new(&["*TOKEN*"])
+            .unwrap()
+            .hide(&["CACHE_CRED"]);
         let all = EnvQueryMatcher::new(&EnvQuery::Glob("*".into())).unwrap();
         assert_eq!(
             all.select_visible(&env, &policy).keys().collect::<Vec<_>>(),

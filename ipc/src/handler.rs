@@ -79,7 +79,10 @@ impl Shared {
                         ),
                     );
                 }
-                let value = self.secrets.visible(&self.host_env, &name).map(str::to_owned);
+                let value = self
+                    .secrets
+                    .visible(&self.host_env, &name)
+                    .map(str::to_owned);
                 if tracked {
                     let record = self.secrets.record(&name, value.as_deref());
                     // Over the bound the run is not cached; the tool still
@@ -123,7 +126,10 @@ impl Shared {
                 // a report that shrinks the key is only ever a narrowing the
                 // tool asked for, and refusing the whole report would hide
                 // the inputs it did name.
-                let kept = self.decls().add_used_inputs(accepted);
+                let mut decls = self.decls();
+                let kept = decls.add_used_inputs(accepted);
+                decls.used_inputs_refused |= refused > 0;
+                drop(decls);
                 match first_refused {
                     None => Self::kept(kept, Response::Ack { path: None }),
                     Some(first) => {

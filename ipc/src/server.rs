@@ -17,9 +17,9 @@ use tokio::sync::{oneshot, watch};
 use crate::declarations::Declarations;
 use crate::env::SecretMatcher;
 use crate::handler::Shared;
+use crate::limits::MAX_CONNECTIONS;
 use crate::paths::Confinement;
 use crate::session::{Flow, Session};
-use crate::limits::MAX_CONNECTIONS;
 use crate::{ENV_NODE_CLIENT_PATH, ENV_SOCKET, ENV_TOKEN, NODE_CLIENT_FILE_NAME, NODE_CLIENT_JS};
 
 /// Name of the socket inside the private directory. Kept short because the

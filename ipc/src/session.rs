@@ -73,7 +73,8 @@ impl Session {
                     // action (or any process that found the socket) does not
                     // have the token.
                     if !token.as_deref().is_some_and(|t| same(t, &shared.token)) {
-                        let message = "the hello did not carry this action's token ($VBUILD_IPC_TOKEN)";
+                        let message =
+                            "the hello did not carry this action's token ($VBUILD_IPC_TOKEN)";
                         push(out, &shared.refuse("hello", message.to_owned()));
                         break Flow::Close;
                     }
@@ -111,8 +112,7 @@ fn apply_guarded(shared: &Shared, request: Request) -> Response {
 /// Compares without an early exit, so timing does not reveal a prefix.
 fn same(a: &str, b: &str) -> bool {
     a.len() == b.len()
-        && a
-            .bytes()
+        && a.bytes()
             .zip(b.bytes())
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0

@@ -92,7 +92,13 @@ fn a_hello_without_the_actions_token_is_refused() {
 #[test]
 fn socket_directories_have_unguessable_names() {
     let h = Harness::new();
-    let name = h.server().socket_dir().file_name().unwrap().to_string_lossy().into_owned();
+    let name = h
+        .server()
+        .socket_dir()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     let random = name.rsplit('-').next().unwrap();
     assert!(random.len() >= 24, "{name}");
 }
@@ -104,7 +110,11 @@ fn socket_directories_have_unguessable_names() {
 fn a_huge_glob_is_an_error_reply_not_a_panic() {
     let mut h = Harness::new();
     let mut s = greeted(&h);
-    for glob in ["a".repeat(500_000), "{a,b}".repeat(100_000), "[a-z]*".repeat(80_000)] {
+    for glob in [
+        "a".repeat(500_000),
+        "{a,b}".repeat(100_000),
+        "[a-z]*".repeat(80_000),
+    ] {
         let r = call(
             &mut s,
             &Request::GetEnvs {
@@ -125,7 +135,12 @@ fn a_huge_glob_is_an_error_reply_not_a_panic() {
             tracked: true,
         },
     );
-    assert_eq!(r, Response::Env { value: Some("yes".into()) });
+    assert_eq!(
+        r,
+        Response::Env {
+            value: Some("yes".into())
+        }
+    );
     drop(s);
     let d = h.finish(Duration::from_secs(1));
     assert!(d.env_patterns.is_empty());
@@ -148,7 +163,10 @@ fn tools_never_see_vbuild_settings_or_queried_secrets() {
         panic!("{r:?}")
     };
     for name in values.keys() {
-        assert!(!name.starts_with("VBUILD_") && !name.contains("TOKEN"), "{name} handed out");
+        assert!(
+            !name.starts_with("VBUILD_") && !name.contains("TOKEN"),
+            "{name} handed out"
+        );
     }
     assert!(values.contains_key("PRESENT"));
     let r = call(
@@ -158,7 +176,12 @@ fn tools_never_see_vbuild_settings_or_queried_secrets() {
             tracked: true,
         },
     );
-    assert_eq!(r, Response::Envs { values: Default::default() });
+    assert_eq!(
+        r,
+        Response::Envs {
+            values: Default::default()
+        }
+    );
     let r = call(
         &mut s,
         &Request::GetEnv {
@@ -205,7 +228,11 @@ fn refusals_and_oversized_declarations_are_bounded() {
     assert_eq!(d.refusals.len(), 2, "{:?}", d.refusals);
     let total: usize = d.refusals.iter().map(String::len).sum();
     assert!(total < 1000, "{total} bytes of refusals");
-    assert!(d.refusals.iter().all(|r| r.contains("199 more")), "{:?}", d.refusals);
+    assert!(
+        d.refusals.iter().all(|r| r.contains("199 more")),
+        "{:?}",
+        d.refusals
+    );
 }
 
 /// Item 9: counts are bounded too. Ignores past the bound are dropped
@@ -233,12 +260,17 @@ fn too_many_declarations_stop_being_kept_safely() {
         .collect();
     let answers = pipeline(&mut s, &reads);
     // The tool still gets its answers.
-    assert!(answers.iter().all(|r| matches!(r, Response::Env { value: None })));
+    assert!(answers
+        .iter()
+        .all(|r| matches!(r, Response::Env { value: None })));
     drop(s);
     let d = h.finish(Duration::from_secs(1));
     assert_eq!(d.ignored_inputs.len(), MAX_IGNORED);
     assert_eq!(d.tracked_env.len(), MAX_TRACKED_ENV);
-    assert!(d.cache_disabled, "a tracked read that was not kept must disable caching");
+    assert!(
+        d.cache_disabled,
+        "a tracked read that was not kept must disable caching"
+    );
     assert_eq!(d.refusals.len(), 2, "{:?}", d.refusals);
 }
 

@@ -119,9 +119,15 @@ fn every_call_through_the_real_package() {
     assert_eq!(d.ignored_outputs, BTreeSet::from(["pkg/dist/tmp".into()]));
     assert!(d.cache_disabled);
     let env = &d.tracked_env;
-    assert_eq!(env["PRESENT"], EnvValue::Hashed(vbuild_ipc::hash_secret("yes")));
+    assert_eq!(
+        env["PRESENT"],
+        EnvValue::Hashed(vbuild_ipc::hash_secret("yes"))
+    );
     assert_eq!(env["ABSENT"], EnvValue::Absent);
-    assert_eq!(env["NULLISH"], EnvValue::Hashed(vbuild_ipc::hash_secret("null")));
+    assert_eq!(
+        env["NULLISH"],
+        EnvValue::Hashed(vbuild_ipc::hash_secret("null"))
+    );
     assert_eq!(env["OTHER"], EnvValue::Hashed(vbuild_ipc::hash_secret("o")));
     assert!(!env.contains_key("UNTRACKED"));
     assert_eq!(env["NPM_TOKEN"], EnvValue::Hashed(hash_secret("s3cr3t")));

@@ -107,7 +107,12 @@ fn a_frame_at_the_limit_is_accepted() {
     let body_len = |paths: &[String]| encode_frame(&report(paths)).unwrap().len() - 4;
     let mut paths: Vec<String> = Vec::new();
     while body_len(&paths) + 4000 < MAX_FRAME_LEN {
-        paths.push(format!("{}/{:06}/{}", h.pkg().display(), paths.len(), "p".repeat(1000)));
+        paths.push(format!(
+            "{}/{:06}/{}",
+            h.pkg().display(),
+            paths.len(),
+            "p".repeat(1000)
+        ));
     }
     let prefix = format!("{}/last-", h.pkg().display());
     paths.push(prefix.clone());
@@ -293,7 +298,10 @@ fn frames_not_yet_read_by_the_server_are_applied_at_finish() {
         let d = server.finish(Duration::ZERO);
         assert!(t.elapsed() < Duration::from_secs(3), "round {round}");
         assert!(d.cache_disabled, "round {round}: frame lost");
-        assert_eq!(d.tracked_env["PRESENT"], EnvValue::Hashed(vbuild_ipc::hash_secret("yes")));
+        assert_eq!(
+            d.tracked_env["PRESENT"],
+            EnvValue::Hashed(vbuild_ipc::hash_secret("yes"))
+        );
         drop(s);
         let _ = stop_tx.send(());
         driver.join().unwrap();

@@ -106,7 +106,10 @@ mod tests {
         let mode = std::fs::metadata(&mine).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o300);
         let name = mine.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(name.starts_with(&format!("r{:x}-", std::process::id())), "{name}");
+        assert!(
+            name.starts_with(&format!("r{:x}-", std::process::id())),
+            "{name}"
+        );
         remove_tree(&mine);
         assert!(!mine.exists());
     }

@@ -9,6 +9,7 @@ mod key;
 mod materialize;
 mod migrate;
 mod node;
+mod overlap;
 mod remote;
 mod report;
 mod scheduler;
@@ -63,6 +64,8 @@ struct Session {
     ws: Workspace,
     /// The package the user stands in (for `:target` labels).
     current: Option<String>,
+    /// `--since REF`: the targets a run may select (by index).
+    only: Option<Vec<bool>>,
 }
 
 fn load(dir: &Option<PathBuf>) -> Result<Session> {
@@ -133,7 +136,14 @@ fn load_with<T>(
     let started = start(&root);
     let ws = Workspace::load(&root).map_err(anyhow::Error::new)?;
     let current = workspace::package_of(&ws.root, &cwd);
-    Ok((Session { ws, current }, started))
+    Ok((
+        Session {
+            ws,
+            current,
+            only: None,
+        },
+        started,
+    ))
 }
 
 fn open_store() -> Result<Store> {
@@ -152,8 +162,20 @@ fn parse_patterns(s: &Session, texts: &[String]) -> Result<Vec<Pattern>> {
 fn real_main(cli: Cli) -> Result<u8> {
     match cli.command {
         Cmd::Run(args) => {
-            let (session, opened) = load_with_store(&cli.dir)?;
-            let patterns = parse_patterns(&session, &args.patterns)?;
+            let (mut session, opened) = load_with_store(&cli.dir)?;
+            let texts = if args.patterns.is_empty() {
+                vec!["//...".to_string()]
+            } else {
+                args.patterns.clone()
+            };
+            let patterns = parse_patterns(&session, &texts)?;
+            if let Some(base) = &args.since {
+                session.only =
+                    Some(graph::changed_since(&session.ws, base).map_err(anyhow::Error::msg)?);
+            }
+            if !args.args.is_empty() {
+                append_args(&mut session.ws, &patterns, &args.args)?;
+            }
             let opts = action::RunOptions {
                 jobs: args.jobs.unwrap_or_else(default_jobs),
                 keep_going: args.keep_going,
@@ -203,7 +225,9 @@ fn real_main(cli: Cli) -> Result<u8> {
         Cmd::Clean => {
             let session = load(&cli.dir)?;
             let store = open_store()?;
-            let removed = store.action_cache.clear_workspace(session.ws.name())?;
+            let removed = store
+                .action_cache
+                .clear_workspace(&action::scope_of(&session.ws))?;
             println!(
                 "removed {removed} cache entries of workspace '{}'",
                 session.ws.name()
@@ -242,7 +266,67 @@ fn real_main(cli: Cli) -> Result<u8> {
             println!("entries: {}", store.action_cache.entry_count()?);
             Ok(0)
         }
+        Cmd::Store {
+            command: StoreCmd::Verify { repair },
+        } => store_verify(repair),
     }
+}
+
+/// `vbuild run //app:build -- --flag`: the arguments go to that one
+/// target's command (and so into its key); its deps are unchanged.
+fn append_args(ws: &mut Workspace, patterns: &[Pattern], extra: &[String]) -> Result<()> {
+    let [Pattern::Target(label)] = patterns else {
+        bail!("arguments after `--` go to one target: name exactly one label, e.g. `vbuild run //app:build -- --mode staging`");
+    };
+    let Some(t) = ws.targets.iter_mut().find(|t| t.label == *label) else {
+        return Ok(()); // selection reports the unknown label
+    };
+    match t.argv.as_slice() {
+        [sh, c, _] if sh == "/bin/sh" && c == "-c" => {
+            // A shell command: quoted words appended to the script.
+            let quoted: Vec<String> = extra.iter().map(|a| shell_quote(a)).collect();
+            let script = format!("{} {}", t.argv[2], quoted.join(" "));
+            t.argv[2] = script;
+        }
+        _ => t.argv.extend(extra.iter().cloned()),
+    }
+    Ok(())
+}
+
+fn shell_quote(a: &str) -> String {
+    if !a.is_empty()
+        && a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_=./:@%+,".contains(c))
+    {
+        a.to_string()
+    } else {
+        format!("'{}'", a.replace('\'', "'\\''"))
+    }
+}
+
+/// `vbuild store verify [--repair]`: 0 when all is sound, else 1.
+fn store_verify(repair: bool) -> Result<u8> {
+    let store = open_store()?;
+    let report = vbuild_store::verify::verify(&store, repair, &action::check_record)?;
+    for problem in &report.problems {
+        println!("problem: {problem}");
+    }
+    println!(
+        "checked {} blobs, {} entries, {} records in {}: {} problems{}",
+        report.blobs,
+        report.entries,
+        report.records,
+        store.root().display(),
+        report.problems.len(),
+        if repair {
+            format!(", {} repaired", report.repaired)
+        } else if report.problems.is_empty() {
+            String::new()
+        } else {
+            " (run `vbuild store verify --repair` to drop what is unusable)".into()
+        }
+    );
+    Ok(if report.problems.is_empty() { 0 } else { 1 })
 }
 
 /// Probes the namespace sandbox once, if any selected action asks for it.
@@ -379,7 +463,15 @@ fn build(
     remote_args: &RemoteArgs,
 ) -> Result<u8> {
     let ws = &session.ws;
-    let order = graph::select(ws, patterns).map_err(anyhow::Error::msg)?;
+    let order = match &session.only {
+        Some(keep) => graph::select_where(ws, patterns, |i| keep[i]),
+        None => graph::select(ws, patterns),
+    }
+    .map_err(anyhow::Error::msg)?;
+    if order.is_empty() {
+        eprintln!("vbuild: nothing changed since the given ref touches the selected targets");
+        return Ok(0);
+    }
     let (store, stat_cache) = opened?;
     let (opts_sandbox, strict) = (opts.sandbox, opts.strict);
     let secret_patterns: Vec<String> = DEFAULT_SECRETS
@@ -434,8 +526,12 @@ fn build(
         opts,
         node: if order.iter().any(|&i| ws.uses_node(&ws.targets[i])) {
             Some(
-                node::NodeEnv::detect(&ws.root, &store.root().join("toolchains"))
-                    .context("looking at node_modules and node")?,
+                node::NodeEnv::detect(
+                    &ws.root,
+                    ws.tree.module_dirs.clone(),
+                    &store.root().join("toolchains"),
+                )
+                .context("looking at node_modules and node")?,
             )
         } else {
             None

@@ -49,6 +49,16 @@ impl Reporter {
     }
 
     pub fn action(&mut self, label: &Label, outcome: &Outcome) {
+        if outcome.state == State::FileGroup {
+            // Not an action: only its warnings are worth a line.
+            if !outcome.warnings.is_empty() {
+                self.flush();
+                for warning in &outcome.warnings {
+                    eprintln!("warning: {label}: {warning}");
+                }
+            }
+            return;
+        }
         let c = &mut self.counts;
         let line = match &outcome.state {
             State::Hit => {
@@ -80,6 +90,7 @@ impl Reporter {
                 c.would_run += 1;
                 format!("would run {label}  ({why})")
             }
+            State::FileGroup => unreachable!("returned above"),
         };
         let quiet = matches!(outcome.state, State::Hit)
             && outcome.warnings.is_empty()
@@ -101,10 +112,14 @@ impl Reporter {
         let _ = err.flush();
         if !outcome.stdout.is_empty() {
             let mut out = std::io::stdout().lock();
-            let _ = out.write_all(&outcome.stdout);
+            if let Err(e) = outcome.stdout.write_to(&mut out) {
+                replay_failed(label, "stdout", &e);
+            }
             let _ = out.flush();
         }
-        let _ = err.write_all(&outcome.stderr);
+        if let Err(e) = outcome.stderr.write_to(&mut err) {
+            replay_failed(label, "stderr", &e);
+        }
     }
 
     /// Writes the pending hit lines.
@@ -149,5 +164,17 @@ impl Reporter {
         if !failed.is_empty() {
             eprintln!("error: {} failed: {}", failed.len(), failed.join(" "));
         }
+    }
+}
+
+/// A replayed log whose blob no longer matched its digest (the bytes
+/// before the mismatch were written). Write errors (a closed pipe) are
+/// not worth a message.
+fn replay_failed(label: &Label, what: &str, e: &std::io::Error) {
+    if e.kind() == std::io::ErrorKind::InvalidData {
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "warning: {label}: the replayed {what} is incomplete: {e}; the next build that uses it finds it corrupt and runs the action again"
+        );
     }
 }

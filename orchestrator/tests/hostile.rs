@@ -184,7 +184,11 @@ fn run_unprivileged(ws: &Ws, tmp: &Path, args: &[&str]) -> Out {
 /// are now non-dumpable, so the attach itself is refused.
 #[test]
 fn an_action_cannot_ptrace_vbuild_or_its_supervisor() {
-    if std::process::Command::new("python3").arg("-V").output().is_err() {
+    if std::process::Command::new("python3")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
         eprintln!("SKIP an_action_cannot_ptrace_vbuild_or_its_supervisor: no python3");
         return;
     }

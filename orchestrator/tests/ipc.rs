@@ -164,7 +164,11 @@ fn paths_outside_the_sandbox_are_refused_and_reported() {
         "{}",
         out.stderr
     );
-    assert!(out.stderr.contains("(and 1 more like it)"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("(and 1 more like it)"),
+        "{}",
+        out.stderr
+    );
     // Nothing was narrowed: changing any input still misses.
     ws.write("p/cache.txt", "changed");
     assert_eq!(states(&ws.run(&["run", "//p:build"])), ["miss //p:build"]);

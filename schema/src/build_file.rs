@@ -37,11 +37,47 @@ pub enum SandboxSetting {
     None,
 }
 
-/// One `[target.NAME]` table.
+/// `cache = true | false | "always"`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CacheSetting {
+    /// Cached unless the tool asks otherwise (`disableCache()`).
+    #[default]
+    On,
+    /// Never read or write the action cache.
+    Off,
+    /// Cached even when the tool asks not to be: for runs that are
+    /// hermetic although their tool's server calls `disableCache()`
+    /// (e.g. `vitest run`; never a dev or watch server).
+    Always,
+}
+
+impl<'de> Deserialize<'de> for CacheSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Text(String),
+        }
+        match Raw::deserialize(d) {
+            Ok(Raw::Bool(true)) => Ok(CacheSetting::On),
+            Ok(Raw::Bool(false)) => Ok(CacheSetting::Off),
+            Ok(Raw::Text(t)) if t == "always" => Ok(CacheSetting::Always),
+            _ => Err(serde::de::Error::custom(
+                "cache must be true, false or \"always\"",
+            )),
+        }
+    }
+}
+
+/// One `[target.NAME]` table. Without `command` it is a *file group*: its
+/// `srcs` (and its deps' outputs) become inputs of the targets that list it
+/// in `deps`; it runs nothing.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetDef {
-    pub command: Spanned<Command>,
+    #[serde(default)]
+    pub command: Option<Spanned<Command>>,
     #[serde(default)]
     pub srcs: Vec<Spanned<String>>,
     #[serde(default)]
@@ -52,8 +88,9 @@ pub struct TargetDef {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub pass_env: Vec<Spanned<String>>,
-    #[serde(default = "yes")]
-    pub cache: bool,
+    /// Unset means [`CacheSetting::On`].
+    #[serde(default)]
+    pub cache: Option<Spanned<CacheSetting>>,
     pub sandbox: Option<Spanned<SandboxSetting>>,
     /// Opens the network inside the namespace sandbox (part of the key).
     #[serde(default)]
@@ -64,10 +101,6 @@ pub struct TargetDef {
     /// node toolchain; overrides the workspace's `node_modules`.
     #[serde(default)]
     pub node_modules: Option<bool>,
-}
-
-fn yes() -> bool {
-    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,6 +128,19 @@ pub struct WorkspaceDef {
     /// docs/migrate.md); a target's own `node_modules` wins.
     #[serde(default)]
     pub node_modules: bool,
+    /// Paths and globs relative to the root that every action sees, staged
+    /// read-only and keyed by content (a root `tsconfig.base.json`,
+    /// `pnpm-workspace.yaml`, `.eslintrc.js`, `package.json`).
+    #[serde(default)]
+    pub inputs: Vec<Spanned<String>>,
+    /// Globs relative to the root that are never srcs of any target
+    /// (`**/coverage/**`): workspace-wide exclusions written once.
+    #[serde(default)]
+    pub exclude: Vec<Spanned<String>>,
+    /// `[defaults.NAME]` tables of the same file: fields a target named
+    /// NAME gets when its BUILD.toml leaves them unset.
+    #[serde(skip)]
+    pub defaults: BTreeMap<String, Spanned<TargetDefaults>>,
     /// The `[remote]` table of the same file (a sibling of `[workspace]`).
     #[serde(skip)]
     pub remote: Option<RemoteDef>,
@@ -157,6 +203,89 @@ struct WorkspaceFileDef {
     workspace: WorkspaceDef,
     #[serde(default)]
     remote: Option<RemoteDef>,
+    #[serde(default)]
+    defaults: BTreeMap<String, Spanned<TargetDefaults>>,
+}
+
+/// `[defaults.NAME]` in vbuild.toml: the fields of a target, all optional
+/// (turbo.json's task definitions, Nx's `targetDefaults`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetDefaults {
+    pub command: Option<Command>,
+    pub srcs: Option<Vec<String>>,
+    pub deps: Option<Vec<String>>,
+    pub outs: Option<Vec<String>>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub pass_env: Option<Vec<String>>,
+    pub cache: Option<CacheSetting>,
+    pub sandbox: Option<SandboxSetting>,
+    pub network: Option<bool>,
+    pub timeout: Option<String>,
+    pub node_modules: Option<bool>,
+}
+
+/// Fills the fields each target of a parsed BUILD.toml leaves unset from
+/// `[defaults.NAME]`. A defaulted value's span is the target's table, so a
+/// problem with it points at the target (and the message names vbuild.toml).
+pub fn apply_defaults(
+    targets: &mut BTreeMap<String, Spanned<TargetDef>>,
+    source: &str,
+    defaults: &BTreeMap<String, Spanned<TargetDefaults>>,
+) {
+    if defaults.is_empty() {
+        return;
+    }
+    // Which keys each target sets (the typed model cannot tell an unset
+    // list from an empty one). The file parsed already, so this does too.
+    let raw: toml::Table = toml::from_str(source).unwrap_or_default();
+    for (name, target) in targets.iter_mut() {
+        let Some(d) = defaults.get(name) else {
+            continue;
+        };
+        let d = d.get_ref();
+        let set: Vec<String> = raw
+            .get("target")
+            .and_then(|t| t.get(name))
+            .and_then(|t| t.as_table())
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default();
+        let unset = |k: &str| !set.iter().any(|s| s == k);
+        let span = target.span();
+        let sp = |v: String| Spanned::new(span.clone(), v);
+        let t = target.get_mut();
+        if let (true, Some(c)) = (unset("command"), &d.command) {
+            t.command = Some(Spanned::new(span.clone(), c.clone()));
+        }
+        for (key, field, value) in [
+            ("srcs", &mut t.srcs, &d.srcs),
+            ("deps", &mut t.deps, &d.deps),
+            ("outs", &mut t.outs, &d.outs),
+            ("pass_env", &mut t.pass_env, &d.pass_env),
+        ] {
+            if let (true, Some(v)) = (unset(key), value) {
+                *field = v.iter().cloned().map(sp).collect();
+            }
+        }
+        if let (true, Some(v)) = (unset("env"), &d.env) {
+            t.env = v.clone();
+        }
+        if let (true, Some(v)) = (unset("cache"), d.cache) {
+            t.cache = Some(Spanned::new(span.clone(), v));
+        }
+        if let (true, Some(v)) = (unset("sandbox"), d.sandbox) {
+            t.sandbox = Some(Spanned::new(span.clone(), v));
+        }
+        if let (true, Some(v)) = (unset("network"), d.network) {
+            t.network = v;
+        }
+        if let (true, Some(v)) = (unset("timeout"), &d.timeout) {
+            t.timeout = Some(sp(v.clone()));
+        }
+        if let (true, Some(v)) = (unset("node_modules"), d.node_modules) {
+            t.node_modules = Some(v);
+        }
+    }
 }
 
 fn toml_error(file: &Path, source: &str, err: toml::de::Error) -> Diagnostic {
@@ -206,8 +335,20 @@ pub fn parse_build_file(
 /// Parses `vbuild.toml`.
 pub fn parse_workspace_file(file: &Path, source: &str) -> Result<WorkspaceDef, Diagnostic> {
     let def: WorkspaceFileDef = toml::from_str(source).map_err(|e| toml_error(file, source, e))?;
+    for (name, d) in &def.defaults {
+        if !valid_target_name(name) {
+            return Err(Diagnostic::at(
+                file,
+                source,
+                Some(d.span()),
+                format!("invalid target name {name:?} in [defaults.{name}]"),
+            )
+            .with_help("[defaults.NAME] applies to targets named NAME; names use letters, digits and _ - . + only"));
+        }
+    }
     Ok(WorkspaceDef {
         remote: def.remote,
+        defaults: def.defaults,
         ..def.workspace
     })
 }
@@ -245,9 +386,32 @@ pass_env = ["CI"]
 "#;
         let targets = parse_build_file(Path::new("BUILD.toml"), src).unwrap();
         let t = targets["build"].get_ref();
-        assert_eq!(t.command.get_ref().argv(), ["/bin/sh", "-c", "make"]);
+        let command = t.command.as_ref().unwrap();
+        assert_eq!(command.get_ref().argv(), ["/bin/sh", "-c", "make"]);
         assert_eq!(t.srcs.len(), 2);
-        assert!(t.cache);
+        assert!(t.cache.is_none());
+    }
+
+    #[test]
+    fn cache_values() {
+        let parse = |v: &str| {
+            let src = format!("[target.t]\ncommand = \"x\"\ncache = {v}\n");
+            parse_build_file(Path::new("BUILD.toml"), &src)
+                .map(|t| t["t"].get_ref().cache.as_ref().map(|c| *c.get_ref()))
+        };
+        assert_eq!(parse("true").unwrap(), Some(CacheSetting::On));
+        assert_eq!(parse("false").unwrap(), Some(CacheSetting::Off));
+        assert_eq!(parse("\"always\"").unwrap(), Some(CacheSetting::Always));
+        let err = parse("\"sometimes\"").unwrap_err();
+        assert!(err.message.contains("\"always\""), "{}", err.message);
+        assert_eq!(err.line, 3);
+    }
+
+    #[test]
+    fn file_group_has_no_command() {
+        let src = "[target.files]\nsrcs = [\"base.json\"]\n";
+        let targets = parse_build_file(Path::new("BUILD.toml"), src).unwrap();
+        assert!(targets["files"].get_ref().command.is_none());
     }
 
     #[test]
@@ -256,6 +420,29 @@ pass_env = ["CI"]
         let err = parse_build_file(Path::new("p/BUILD.toml"), src).unwrap_err();
         assert_eq!(err.line, 3);
         assert!(err.message.contains("unknown field"), "{}", err.message);
+    }
+
+    #[test]
+    fn defaults_fill_unset_fields_only() {
+        let ws = parse_workspace_file(
+            Path::new("vbuild.toml"),
+            "[workspace]\nname = \"w\"\nexclude = [\"**/coverage/**\"]\n[defaults.build]\nouts = [\"dist/\"]\nsrcs = [\"src/**\"]\nenv = { NODE_ENV = \"production\" }\n",
+        )
+        .unwrap();
+        assert_eq!(ws.exclude[0].get_ref(), "**/coverage/**");
+        let src = "[target.build]\ncommand = \"x\"\nsrcs = []\n[target.test]\ncommand = \"y\"\n";
+        let mut targets = parse_build_file(Path::new("BUILD.toml"), src).unwrap();
+        apply_defaults(&mut targets, src, &ws.defaults);
+        let b = targets["build"].get_ref();
+        assert!(b.srcs.is_empty(), "set (even to []) wins over the default");
+        assert_eq!(b.outs[0].get_ref(), "dist/");
+        assert_eq!(b.env["NODE_ENV"], "production");
+        assert!(targets["test"].get_ref().outs.is_empty());
+        let bad = parse_workspace_file(
+            Path::new("vbuild.toml"),
+            "[workspace]\nname = \"w\"\n[defaults.build]\nouts = \"dist\"\n",
+        );
+        assert!(bad.is_err());
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! run where everything hits pays for none of it.
 use anyhow::Result;
 use std::path::{Path, PathBuf};
-use vbuild_schema::SandboxSetting;
 use std::sync::OnceLock;
+use vbuild_schema::SandboxSetting;
 
 /// Lazily built run-wide state for executing actions.
 #[derive(Default)]
