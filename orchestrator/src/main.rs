@@ -150,6 +150,7 @@ fn real_main(cli: Cli) -> Result<u8> {
         Cmd::Run(args) => {
             let (session, opened) = load_with_store(&cli.dir)?;
             let patterns = parse_patterns(&session, &args.patterns)?;
+            session.ws.check_broken(Some(&patterns))?;
             let opts = action::RunOptions {
                 jobs: args.jobs.unwrap_or_else(default_jobs),
                 keep_going: args.keep_going,
@@ -170,6 +171,7 @@ fn real_main(cli: Cli) -> Result<u8> {
             if !matches!(patterns[0], Pattern::Target(_)) {
                 bail!("`vbuild why` takes one target label, not a pattern");
             }
+            session.ws.check_broken(Some(&patterns))?;
             let opts = action::RunOptions {
                 jobs: 1,
                 dry_run: true,
@@ -189,6 +191,9 @@ fn real_main(cli: Cli) -> Result<u8> {
                 patterns
             };
             let patterns = parse_patterns(&session, &texts)?;
+            // Listing needs no package: errors are warnings, and the
+            // targets of broken packages are not listed.
+            session.ws.check_broken(None)?;
             for t in &session.ws.targets {
                 if patterns.iter().any(|p| p.matches(&t.label)) {
                     println!("{}", t.label);
@@ -198,6 +203,7 @@ fn real_main(cli: Cli) -> Result<u8> {
         }
         Cmd::Clean => {
             let session = load(&cli.dir)?;
+            session.ws.check_broken(None)?;
             let store = open_store()?;
             let removed = store.action_cache.clear_workspace(session.ws.name())?;
             println!(
@@ -218,6 +224,7 @@ fn real_main(cli: Cli) -> Result<u8> {
             command: RemoteCmd::Check(args),
         } => {
             let session = load(&cli.dir)?;
+            session.ws.check_broken(None)?;
             let env = std::env::vars().collect();
             match remote::resolve(&session.ws, &remote_overrides(&args), &env)? {
                 Some(cfg) => remote::check(&cfg),
