@@ -49,6 +49,8 @@ pub struct Workspace {
     pub packages: Vec<String>,
     /// Every file found when the workspace was loaded.
     pub tree: Tree,
+    /// `[workspace] exclude`: workspace-relative paths that are never srcs.
+    pub exclude: globset::GlobSet,
     /// `[workspace] inputs`: staged for every action.
     pub inputs: WorkspaceInputs,
     /// Packages whose BUILD.toml has errors; their targets, and every
@@ -204,6 +206,7 @@ impl Workspace {
         // Errors of one BUILD.toml, by package: fatal only for commands
         // that need that package (see `Workspace::broken`).
         let mut pkg_diags: BTreeMap<String, Vec<Diagnostic>> = BTreeMap::new();
+        let exclude = workspace_exclude(&def, &ws_file, &mut diags);
         let mut tree = walk_workspace(&root);
         let packages = tree.packages.clone();
         let mut parsed = Vec::new();
@@ -217,7 +220,10 @@ impl Workspace {
                 }
             };
             match parse_build_file(&rel_file, &source) {
-                Ok(targets) => parsed.push((pkg.clone(), rel_file, source, targets)),
+                Ok(mut targets) => {
+                    vbuild_schema::apply_defaults(&mut targets, &source, &def.defaults);
+                    parsed.push((pkg.clone(), rel_file, source, targets))
+                }
                 Err(d) => pkg_diags.entry(pkg.clone()).or_default().push(d),
             }
         }
@@ -292,7 +298,13 @@ impl Workspace {
                 unparsed: &unparsed,
                 into_unparsed: &mut into_unparsed,
             };
-            slots.push(ctx.validate(label, def.get_ref()));
+            let mut slot = ctx.validate(label, def.get_ref());
+            if let Some(t) = &mut slot {
+                // Workspace exclusions are part of what decides the inputs.
+                t.src_patterns
+                    .extend(exclude.1.iter().map(|g| format!("!//{g}")));
+            }
+            slots.push(slot);
             if diags.len() > before {
                 let found = diags.split_off(before);
                 pkg_diags
@@ -324,6 +336,7 @@ impl Workspace {
             targets,
             packages,
             tree,
+            exclude: exclude.0,
             inputs,
             broken,
             skipped,
@@ -681,6 +694,45 @@ impl TargetCtx<'_> {
             node_modules: def.node_modules,
         })
     }
+}
+
+/// `[workspace] exclude`, compiled (and the normalized globs, for the key).
+fn workspace_exclude(
+    def: &WorkspaceDef,
+    ws_file: &Path,
+    diags: &mut Vec<Diagnostic>,
+) -> (globset::GlobSet, Vec<String>) {
+    let mut set = globset::GlobSetBuilder::new();
+    let mut globs = Vec::new();
+    let source = std::fs::read_to_string(ws_file).unwrap_or_default();
+    for g in &def.exclude {
+        let text = g.get_ref();
+        let pattern = match normalize(text) {
+            Ok((p, true)) => format!("{p}/**"),
+            Ok((p, false)) => p,
+            Err(why) => {
+                diags.push(
+                    Diagnostic::at(Path::new(WORKSPACE_FILE), &source, Some(g.span()), format!("exclude entry {text:?}: {why}"))
+                        .with_help("exclude takes globs relative to the workspace root, e.g. \"**/coverage/**\""),
+                );
+                continue;
+            }
+        };
+        match crate::globs::glob(&pattern) {
+            Ok(glob) => {
+                set.add(glob);
+                globs.push(pattern);
+            }
+            Err(e) => diags.push(Diagnostic::at(
+                Path::new(WORKSPACE_FILE),
+                &source,
+                Some(g.span()),
+                format!("exclude entry {text:?} is not a valid glob: {}", e.kind()),
+            )),
+        }
+    }
+    let set = set.build().unwrap_or_else(|_| globset::GlobSet::empty());
+    (set, globs)
 }
 
 /// One parsed BUILD.toml: package, file, source text, targets.
