@@ -27,7 +27,8 @@ pub enum Cmd {
     },
     /// List targets matching patterns (default //...).
     Query { patterns: Vec<String> },
-    /// Remove this workspace's entries from the action cache.
+    /// Remove this workspace's entries from the action cache (entries a
+    /// copy of it at another path also built stay).
     Clean,
     /// Talk to the runner from inside an action (no-ops outside vbuild).
     Tool {
@@ -121,6 +122,15 @@ pub enum SandboxArg {
 pub enum StoreCmd {
     /// Blob count and bytes, action cache entries.
     Stats,
+    /// Check every blob (its bytes hash to its name) and every cache entry
+    /// and record (parses, points only at sound blobs); exit 1 if anything
+    /// was wrong.
+    Verify {
+        /// Delete bad blobs and drop the entries and records that are
+        /// unusable (those actions run again on the next build).
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -205,7 +205,9 @@ fn real_main(cli: Cli) -> Result<u8> {
             let session = load(&cli.dir)?;
             session.ws.check_broken(None)?;
             let store = open_store()?;
-            let removed = store.action_cache.clear_workspace(session.ws.name())?;
+            let removed = store
+                .action_cache
+                .clear_workspace(&action::scope_of(&session.ws))?;
             println!(
                 "removed {removed} cache entries of workspace '{}'",
                 session.ws.name()
@@ -245,7 +247,35 @@ fn real_main(cli: Cli) -> Result<u8> {
             println!("entries: {}", store.action_cache.entry_count()?);
             Ok(0)
         }
+        Cmd::Store {
+            command: StoreCmd::Verify { repair },
+        } => store_verify(repair),
     }
+}
+
+/// `vbuild store verify [--repair]`: 0 when all is sound, else 1.
+fn store_verify(repair: bool) -> Result<u8> {
+    let store = open_store()?;
+    let report = vbuild_store::verify::verify(&store, repair, &action::check_record)?;
+    for problem in &report.problems {
+        println!("problem: {problem}");
+    }
+    println!(
+        "checked {} blobs, {} entries, {} records in {}: {} problems{}",
+        report.blobs,
+        report.entries,
+        report.records,
+        store.root().display(),
+        report.problems.len(),
+        if repair {
+            format!(", {} repaired", report.repaired)
+        } else if report.problems.is_empty() {
+            String::new()
+        } else {
+            " (run `vbuild store verify --repair` to drop what is unusable)".into()
+        }
+    );
+    Ok(if report.problems.is_empty() { 0 } else { 1 })
 }
 
 /// Probes the namespace sandbox once, if any selected action asks for it.
