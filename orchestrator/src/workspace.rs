@@ -313,6 +313,17 @@ impl Workspace {
                     .extend(found);
             }
         }
+        // Overlapping outputs: an error of the package whose BUILD.toml the
+        // diagnostic points at.
+        let valid: Vec<&Target> = slots.iter().flatten().collect();
+        for d in overlaps(&defs, &valid, &packages) {
+            let package = d
+                .file
+                .parent()
+                .map(|p| p.to_string_lossy().replace('\\', "/"))
+                .unwrap_or_default();
+            pkg_diags.entry(package).or_default().push(d);
+        }
         if !diags.is_empty() {
             // vbuild.toml's own errors concern every command.
             diags.extend(pkg_diags.into_values().flatten());
@@ -355,8 +366,14 @@ impl Workspace {
         if self.broken.is_empty() {
             return Ok(());
         }
+        // Whether a pattern could select a target of `package` (whose
+        // targets may not even have parsed).
         let covers = |p: &Pattern, package: &str| match p {
             Pattern::Target(l) => l.package == package,
+            Pattern::Named { name, .. } => p.matches(&Label {
+                package: package.to_string(),
+                name: name.clone(),
+            }),
             _ => p.matches(&Label {
                 package: package.to_string(),
                 name: "x".into(),
@@ -768,6 +785,47 @@ fn known_targets_help(by_label: &HashMap<Label, usize>, missing: &Label) -> Stri
     } else {
         format!("//{} has: {}", missing.package, names.join(", "))
     }
+}
+
+/// The overlap rule (`crate::overlap`) over the targets that loaded, each
+/// output pointing at its `outs` entry (or the target, for one it did not
+/// write itself).
+fn overlaps(
+    defs: &[(Label, &PathBuf, &String, &vbuild_schema::Spanned<TargetDef>)],
+    targets: &[&Target],
+    packages: &[String],
+) -> Vec<Diagnostic> {
+    let by_label: HashMap<&Label, &Target> = targets.iter().map(|t| (&t.label, *t)).collect();
+    let declared: Vec<crate::overlap::Declared> = defs
+        .iter()
+        .filter_map(|(label, file, source, def)| {
+            let target = by_label.get(label)?;
+            let written: Vec<(OutSpec, std::ops::Range<usize>)> = def
+                .get_ref()
+                .outs
+                .iter()
+                .filter_map(|o| Some((OutSpec::parse(o.get_ref()).ok()?, o.span())))
+                .collect();
+            let outs = target
+                .outs
+                .iter()
+                .map(|spec| {
+                    let span = written
+                        .iter()
+                        .find(|(w, _)| w == spec)
+                        .map_or_else(|| def.span(), |(_, s)| s.clone());
+                    (spec.clone(), span)
+                })
+                .collect();
+            Some(crate::overlap::Declared {
+                label,
+                file,
+                source,
+                outs,
+            })
+        })
+        .collect();
+    crate::overlap::check(&declared, packages)
 }
 
 fn cycle_diagnostic(targets: &[Target], cycle: &[usize], parsed: &[ParsedFile]) -> Diagnostic {
