@@ -219,6 +219,7 @@ impl Workspace {
                 targets.push(t);
             }
         }
+        diags.extend(overlaps(&defs, &targets, &packages));
         if diags.is_empty() {
             if let Some(cycle) = crate::graph::find_cycle(&targets) {
                 diags.push(cycle_diagnostic(&targets, &cycle, &parsed));
@@ -601,6 +602,47 @@ fn known_targets_help(by_label: &HashMap<Label, usize>, missing: &Label) -> Stri
     } else {
         format!("//{} has: {}", missing.package, names.join(", "))
     }
+}
+
+/// The overlap rule (`crate::overlap`) over the targets that loaded, each
+/// output pointing at its `outs` entry (or the target, for one it did not
+/// write itself).
+fn overlaps(
+    defs: &[(Label, &PathBuf, &String, &vbuild_schema::Spanned<TargetDef>)],
+    targets: &[Target],
+    packages: &[String],
+) -> Vec<Diagnostic> {
+    let by_label: HashMap<&Label, &Target> = targets.iter().map(|t| (&t.label, t)).collect();
+    let declared: Vec<crate::overlap::Declared> = defs
+        .iter()
+        .filter_map(|(label, file, source, def)| {
+            let target = by_label.get(label)?;
+            let written: Vec<(OutSpec, std::ops::Range<usize>)> = def
+                .get_ref()
+                .outs
+                .iter()
+                .filter_map(|o| Some((OutSpec::parse(o.get_ref()).ok()?, o.span())))
+                .collect();
+            let outs = target
+                .outs
+                .iter()
+                .map(|spec| {
+                    let span = written
+                        .iter()
+                        .find(|(w, _)| w == spec)
+                        .map_or_else(|| def.span(), |(_, s)| s.clone());
+                    (spec.clone(), span)
+                })
+                .collect();
+            Some(crate::overlap::Declared {
+                label,
+                file,
+                source,
+                outs,
+            })
+        })
+        .collect();
+    crate::overlap::check(&declared, packages)
 }
 
 fn cycle_diagnostic(targets: &[Target], cycle: &[usize], parsed: &[ParsedFile]) -> Diagnostic {
