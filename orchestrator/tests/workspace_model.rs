@@ -415,3 +415,39 @@ fn errors_inside_the_closure_stay_errors() {
     let why = ws.run(&["why", "//app:build"]);
     assert_eq!(why.code, 2, "{}", why.snapshot());
 }
+
+#[test]
+fn failures_naming_unstaged_paths_get_a_hint() {
+    let ws = Ws::new(&[
+        ("tsconfig.base.json", "{}\n"),
+        ("cfg/base.json", "{}\n"),
+        ("cfg/BUILD.toml", "[target.files]\nsrcs = [\"base.json\"]\n"),
+        ("other/extra.json", "{}\n"),
+        ("other/BUILD.toml", "[target.gen]\ncommand = \"mkdir -p out && echo 1 > out/g.txt\"\nouts = [\"out/\"]\n"),
+        ("app/src/a.ts", "a\n"),
+        ("app/BUILD.toml", "[target.build]\ncommand = \"cat \\\"$VBUILD_WS_ROOT/$WANT\\\"\"\npass_env = [\"WANT\"]\n"),
+    ]);
+    let cases = [
+        ("tsconfig.base.json", "add \"tsconfig.base.json\" to [workspace] inputs in vbuild.toml"),
+        ("app/src/a.ts", "it is a file of this package: add \"src/a.ts\" to srcs"),
+        ("cfg/base.json", "add \"//cfg:files\" (a file group holding it) to deps"),
+        ("other/extra.json", "it belongs to //other: declare a file group there (srcs = [\"extra.json\"], no command) and add it to deps"),
+        ("other/out/g.txt", "it is an output of //other:gen: add \"//other:gen\" to deps"),
+    ];
+    for mode in modes() {
+        for (want, hint) in cases {
+            let out = ws.run_env(
+                &["run", "//app:build", "--sandbox", mode],
+                &[("WANT", want)],
+            );
+            assert_eq!(out.code, 1, "{}", out.snapshot());
+            let line = format!(
+                "warning: //app:build: the output names '{want}', which was not staged: {hint}\n"
+            );
+            assert!(out.stderr.contains(&line), "{mode} {want}: {}", out.stderr);
+            if mode == "namespaces" && want == "tsconfig.base.json" {
+                insta::assert_snapshot!(out.snapshot());
+            }
+        }
+    }
+}
