@@ -11,6 +11,7 @@ mod cache;
 mod env;
 mod exec_env;
 mod execute;
+mod hint;
 mod log;
 
 pub use cache::{check_record, scope_of};
@@ -174,6 +175,7 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
             .map(|r| format!("refused a tool request: {r}")),
     );
     warnings.extend(discarded_warning(&run.discarded));
+    warnings.extend(run.hint.clone());
     if run.exit != ExitKind::Exited(0) {
         return Ok(Outcome {
             state: State::Failed(describe(run.exit, target)),
