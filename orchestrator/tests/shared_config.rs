@@ -248,7 +248,7 @@ fn shared_config_packages_build_with_the_real_tools() {
     let Some(modules) = example_modules() else {
         return;
     };
-    if !vbuild_sandbox::probe_namespaces().is_ok() {
+    if vbuild_sandbox::probe_namespaces().is_err() {
         eprintln!("SKIP shared_config: namespaces unavailable");
         return;
     }
