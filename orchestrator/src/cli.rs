@@ -27,7 +27,8 @@ pub enum Cmd {
     },
     /// List targets matching patterns (default //...).
     Query { patterns: Vec<String> },
-    /// Remove this workspace's entries from the action cache.
+    /// Remove this workspace's entries from the action cache (entries a
+    /// copy of it at another path also built stay).
     Clean,
     /// Talk to the runner from inside an action (no-ops outside vbuild).
     Tool {
@@ -89,9 +90,17 @@ pub enum RemoteModeArg {
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// Labels or patterns: //app:build, :build, //..., //pkg/...
-    #[arg(required = true)]
+    /// Labels or patterns: //app:build, :build, //..., //pkg/..., or a
+    /// target name in every package: build (= //...:build)
+    #[arg(required_unless_present = "since")]
     pub patterns: Vec<String>,
+    /// Only targets of packages with files changed since this git ref
+    /// (committed or not), and their dependents (default pattern //...).
+    #[arg(long, value_name = "REF")]
+    pub since: Option<String>,
+    /// After `--`: extra arguments for the one target named (part of its key).
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<String>,
     /// Actions to run at once (default: twice the number of cores).
     #[arg(short = 'j', long = "jobs")]
     pub jobs: Option<usize>,
@@ -121,6 +130,15 @@ pub enum SandboxArg {
 pub enum StoreCmd {
     /// Blob count and bytes, action cache entries.
     Stats,
+    /// Check every blob (its bytes hash to its name) and every cache entry
+    /// and record (parses, points only at sound blobs); exit 1 if anything
+    /// was wrong.
+    Verify {
+        /// Delete bad blobs and drop the entries and records that are
+        /// unusable (those actions run again on the next build).
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -9,6 +9,7 @@ mod key;
 mod materialize;
 mod migrate;
 mod node;
+mod overlap;
 mod remote;
 mod report;
 mod scheduler;
@@ -42,6 +43,10 @@ const EXIT_ERROR: u8 = 2;
 const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
+    // Nothing an action starts may ptrace vbuild (or the forked supervisors,
+    // which inherit this) to run code outside the action's process tree;
+    // this also keeps /proc/<pid>/{mem,environ} of vbuild unreadable to them.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     let cli = Cli::parse();
     match real_main(cli) {
         Ok(code) => ExitCode::from(code),
@@ -59,6 +64,8 @@ struct Session {
     ws: Workspace,
     /// The package the user stands in (for `:target` labels).
     current: Option<String>,
+    /// `--since REF`: the targets a run may select (by index).
+    only: Option<Vec<bool>>,
 }
 
 fn load(dir: &Option<PathBuf>) -> Result<Session> {
@@ -129,7 +136,14 @@ fn load_with<T>(
     let started = start(&root);
     let ws = Workspace::load(&root).map_err(anyhow::Error::new)?;
     let current = workspace::package_of(&ws.root, &cwd);
-    Ok((Session { ws, current }, started))
+    Ok((
+        Session {
+            ws,
+            current,
+            only: None,
+        },
+        started,
+    ))
 }
 
 fn open_store() -> Result<Store> {
@@ -148,8 +162,21 @@ fn parse_patterns(s: &Session, texts: &[String]) -> Result<Vec<Pattern>> {
 fn real_main(cli: Cli) -> Result<u8> {
     match cli.command {
         Cmd::Run(args) => {
-            let (session, opened) = load_with_store(&cli.dir)?;
-            let patterns = parse_patterns(&session, &args.patterns)?;
+            let (mut session, opened) = load_with_store(&cli.dir)?;
+            let texts = if args.patterns.is_empty() {
+                vec!["//...".to_string()]
+            } else {
+                args.patterns.clone()
+            };
+            let patterns = parse_patterns(&session, &texts)?;
+            session.ws.check_broken(Some(&patterns))?;
+            if let Some(base) = &args.since {
+                session.only =
+                    Some(graph::changed_since(&session.ws, base).map_err(anyhow::Error::msg)?);
+            }
+            if !args.args.is_empty() {
+                append_args(&mut session.ws, &patterns, &args.args)?;
+            }
             let opts = action::RunOptions {
                 jobs: args.jobs.unwrap_or_else(default_jobs),
                 keep_going: args.keep_going,
@@ -170,6 +197,7 @@ fn real_main(cli: Cli) -> Result<u8> {
             if !matches!(patterns[0], Pattern::Target(_)) {
                 bail!("`vbuild why` takes one target label, not a pattern");
             }
+            session.ws.check_broken(Some(&patterns))?;
             let opts = action::RunOptions {
                 jobs: 1,
                 dry_run: true,
@@ -189,6 +217,9 @@ fn real_main(cli: Cli) -> Result<u8> {
                 patterns
             };
             let patterns = parse_patterns(&session, &texts)?;
+            // Listing needs no package: errors are warnings, and the
+            // targets of broken packages are not listed.
+            session.ws.check_broken(None)?;
             for t in &session.ws.targets {
                 if patterns.iter().any(|p| p.matches(&t.label)) {
                     println!("{}", t.label);
@@ -198,8 +229,11 @@ fn real_main(cli: Cli) -> Result<u8> {
         }
         Cmd::Clean => {
             let session = load(&cli.dir)?;
+            session.ws.check_broken(None)?;
             let store = open_store()?;
-            let removed = store.action_cache.clear_workspace(session.ws.name())?;
+            let removed = store
+                .action_cache
+                .clear_workspace(&action::scope_of(&session.ws))?;
             println!(
                 "removed {removed} cache entries of workspace '{}'",
                 session.ws.name()
@@ -218,6 +252,7 @@ fn real_main(cli: Cli) -> Result<u8> {
             command: RemoteCmd::Check(args),
         } => {
             let session = load(&cli.dir)?;
+            session.ws.check_broken(None)?;
             let env = std::env::vars().collect();
             match remote::resolve(&session.ws, &remote_overrides(&args), &env)? {
                 Some(cfg) => remote::check(&cfg),
@@ -238,7 +273,67 @@ fn real_main(cli: Cli) -> Result<u8> {
             println!("entries: {}", store.action_cache.entry_count()?);
             Ok(0)
         }
+        Cmd::Store {
+            command: StoreCmd::Verify { repair },
+        } => store_verify(repair),
     }
+}
+
+/// `vbuild run //app:build -- --flag`: the arguments go to that one
+/// target's command (and so into its key); its deps are unchanged.
+fn append_args(ws: &mut Workspace, patterns: &[Pattern], extra: &[String]) -> Result<()> {
+    let [Pattern::Target(label)] = patterns else {
+        bail!("arguments after `--` go to one target: name exactly one label, e.g. `vbuild run //app:build -- --mode staging`");
+    };
+    let Some(t) = ws.targets.iter_mut().find(|t| t.label == *label) else {
+        return Ok(()); // selection reports the unknown label
+    };
+    match t.argv.as_slice() {
+        [sh, c, _] if sh == "/bin/sh" && c == "-c" => {
+            // A shell command: quoted words appended to the script.
+            let quoted: Vec<String> = extra.iter().map(|a| shell_quote(a)).collect();
+            let script = format!("{} {}", t.argv[2], quoted.join(" "));
+            t.argv[2] = script;
+        }
+        _ => t.argv.extend(extra.iter().cloned()),
+    }
+    Ok(())
+}
+
+fn shell_quote(a: &str) -> String {
+    if !a.is_empty()
+        && a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_=./:@%+,".contains(c))
+    {
+        a.to_string()
+    } else {
+        format!("'{}'", a.replace('\'', "'\\''"))
+    }
+}
+
+/// `vbuild store verify [--repair]`: 0 when all is sound, else 1.
+fn store_verify(repair: bool) -> Result<u8> {
+    let store = open_store()?;
+    let report = vbuild_store::verify::verify(&store, repair, &action::check_record)?;
+    for problem in &report.problems {
+        println!("problem: {problem}");
+    }
+    println!(
+        "checked {} blobs, {} entries, {} records in {}: {} problems{}",
+        report.blobs,
+        report.entries,
+        report.records,
+        store.root().display(),
+        report.problems.len(),
+        if repair {
+            format!(", {} repaired", report.repaired)
+        } else if report.problems.is_empty() {
+            String::new()
+        } else {
+            " (run `vbuild store verify --repair` to drop what is unusable)".into()
+        }
+    );
+    Ok(if report.problems.is_empty() { 0 } else { 1 })
 }
 
 /// Probes the namespace sandbox once, if any selected action asks for it.
@@ -270,15 +365,19 @@ const DEFAULT_SECRETS: &[&str] = &["*TOKEN*", "*SECRET*", "*PASSWORD*", "*_KEY",
 
 /// A short, private directory for IPC sockets: socket paths are limited to
 /// 107 bytes, so the store (which may live deep) is no place for them.
-fn ipc_parent() -> Result<PathBuf> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    let uid = unsafe { libc::getuid() };
+fn ipc_base() -> Result<PathBuf> {
     let base = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
         .filter(|p| p.is_dir());
-    let dir = base
-        .unwrap_or_else(std::env::temp_dir)
-        .join(format!("vbuild-{uid}"));
+    private_dir(&base.unwrap_or_else(std::env::temp_dir))
+}
+
+/// `base/vbuild-<uid>`, created 0700 if missing, and refused unless it is
+/// a directory of ours that nobody else can enter.
+fn private_dir(base: &std::path::Path) -> Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let uid = unsafe { libc::getuid() };
+    let dir = base.join(format!("vbuild-{uid}"));
     match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -371,7 +470,15 @@ fn build(
     remote_args: &RemoteArgs,
 ) -> Result<u8> {
     let ws = &session.ws;
-    let order = graph::select(ws, patterns).map_err(anyhow::Error::msg)?;
+    let order = match &session.only {
+        Some(keep) => graph::select_where(ws, patterns, |i| keep[i]),
+        None => graph::select(ws, patterns),
+    }
+    .map_err(anyhow::Error::msg)?;
+    if order.is_empty() {
+        eprintln!("vbuild: nothing changed since the given ref touches the selected targets");
+        return Ok(0);
+    }
     let (store, stat_cache) = opened?;
     let (opts_sandbox, strict) = (opts.sandbox, opts.strict);
     let secret_patterns: Vec<String> = DEFAULT_SECRETS
@@ -379,8 +486,18 @@ fn build(
         .map(|s| s.to_string())
         .chain(ws.def.secret_env.iter().cloned())
         .collect();
-    let secrets =
-        vbuild_ipc::SecretMatcher::new(&secret_patterns).context("vbuild.toml: secret_env")?;
+    // The remote's credential variable is hidden from tools like vbuild's
+    // own VBUILD_* settings.
+    let credential_vars: Vec<&str> = ws
+        .def
+        .remote
+        .as_ref()
+        .and_then(|r| r.credentials_env.as_deref())
+        .into_iter()
+        .collect();
+    let secrets = vbuild_ipc::SecretMatcher::new(&secret_patterns)
+        .context("vbuild.toml: secret_env")?
+        .hide(&credential_vars);
     let host_env: HashMap<String, String> = std::env::vars().collect();
     // No remote when nothing is read or written (`--no-cache`, `why`).
     let remote_cfg = if opts.no_cache || opts.dry_run {
@@ -436,8 +553,8 @@ fn build(
     let mut reporter = report::Reporter::new();
     let failed = scheduler::run(&ctx, &order, &mut reporter);
     reporter.flush();
-    if let Some(scratch_parent) = ctx.exec_env.created_scratch() {
-        cleanup::remove_tree(scratch_parent);
+    for dir in ctx.exec_env.created_dirs() {
+        cleanup::remove_tree(dir);
     }
     store.action_cache.save_stat_cache(&stat_cache)?;
     if !ctx.opts.dry_run {

@@ -5,7 +5,8 @@
 //! else `~/.cache/vbuild`):
 //! ```text
 //! cas/ab/cdef…      immutable blobs named by the BLAKE3 hex of their bytes
-//! tmp/              temp files, renamed into cas/ when complete
+//! tmp/              temp files (.vbuild-tmp-<pid>-…), renamed into cas/ or the
+//!                   workspace when complete; a dead run's are swept at open
 //! scratch/          per-action scratch directories (owned by the orchestrator)
 //! cache.db          SQLite (WAL): action cache + stat cache
 //! ```
@@ -16,11 +17,16 @@ mod digest;
 pub mod remote;
 mod schema;
 mod stat_cache;
+pub mod temp;
 mod tree;
+pub mod verify;
 
-pub use action_cache::{ActionCache, ActionResult, CacheEntry, LastRun, MAX_RECORDS_PER_WEAK_KEY};
+pub use action_cache::{
+    parse_result, ActionCache, ActionResult, CacheEntry, LastRun, RawEntry,
+    MAX_RECORDS_PER_WEAK_KEY,
+};
 pub use cas::{BlobWriter, Cas, CasError};
-pub use digest::{Digest, ParseDigestError};
+pub use digest::{Digest, ParseDigestError, StrongKey, WeakKey};
 pub use schema::SCHEMA_VERSION;
 pub use stat_cache::{FileStat, StatCache, RACY_MARGIN_NS};
 pub use tree::{EntryKind, Tree, TreeEntry, TreeError, TREE_FORMAT_VERSION};
@@ -46,6 +52,8 @@ pub enum StoreError {
     },
     #[error("corrupt record in action cache: {0}")]
     Corrupt(String),
+    #[error("the action cache database {} is damaged ({detail}); remove it and its -wal and -shm files (`rm {}*`): the next build creates a new one (cached results are lost, the blobs in cas/ are kept)", path.display(), path.display())]
+    Damaged { path: PathBuf, detail: String },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

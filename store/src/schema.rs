@@ -19,12 +19,35 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 type Migration = fn(&Transaction<'_>) -> rusqlite::Result<()>;
 
 /// Step n takes the schema from version n to n+1.
-const MIGRATIONS: &[Migration] = &[v0_to_v1, v1_to_v2];
+const MIGRATIONS: &[Migration] = &[v0_to_v1, v1_to_v2, v2_to_v3];
 
 /// The schema version this build reads and writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 pub(crate) fn open(path: &Path) -> Result<Conn> {
+    open_inner(path).map_err(|e| damaged(e, path))
+}
+
+/// Turns SQLite's "not a database" and "malformed" errors into
+/// [`StoreError::Damaged`], which names the file and what to do.
+pub(crate) fn damaged(e: StoreError, path: &Path) -> StoreError {
+    match &e {
+        StoreError::Sqlite(inner)
+            if matches!(
+                inner.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+            ) =>
+        {
+            StoreError::Damaged {
+                path: path.to_path_buf(),
+                detail: inner.to_string(),
+            }
+        }
+        _ => e,
+    }
+}
+
+fn open_inner(path: &Path) -> Result<Conn> {
     let mut conn = Connection::open(path)?;
     // The busy timeout first: the pragmas below may need a lock.
     conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -192,4 +215,71 @@ fn v1_to_v2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
         ) WITHOUT ROWID;
         CREATE INDEX remote_digests_by_sha256 ON remote_digests (sha256);",
     )
+}
+
+/// v3: entries are owned by workspace scopes (a workspace's root, so two
+/// repos with the same name never share `clean` or `why`); `last_run` is
+/// keyed by scope. Existing rows keep their workspace name as their scope.
+fn v2_to_v3(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE entry_owners (
+            scope      TEXT NOT NULL,
+            strong_key BLOB NOT NULL REFERENCES entries (strong_key) ON DELETE CASCADE,
+            PRIMARY KEY (scope, strong_key)
+        ) WITHOUT ROWID;
+        CREATE INDEX entry_owners_by_strong_key ON entry_owners (strong_key);
+        INSERT INTO entry_owners (scope, strong_key) SELECT workspace, strong_key FROM entries;
+        ALTER TABLE last_run RENAME COLUMN workspace TO scope;",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ActionCache, StrongKey};
+
+    /// A v2 database with one entry migrates to v3: the entry is owned by
+    /// its old workspace name, whose `clean` still removes it.
+    #[test]
+    fn v2_database_migrates_to_scopes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            v0_to_v1(&tx).unwrap();
+            v1_to_v2(&tx).unwrap();
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', 2)",
+                [],
+            )
+            .unwrap();
+            let key = [7u8; 32];
+            tx.execute(
+                "INSERT INTO entries VALUES (?1, ?1, 'old', '//a', ?1, '{}', 0)",
+                [&key[..]],
+            )
+            .unwrap();
+            tx.execute("INSERT INTO last_run VALUES ('old', '//a', ?1)", [&key[..]])
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let cache = ActionCache::open(&path).unwrap();
+        let version: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        // The old row does not parse as a result: reported, not fatal.
+        assert!(cache.last_run("old", "//a").is_err());
+        assert_eq!(cache.clear_workspace("old").unwrap(), 1);
+        assert!(cache
+            .get(&StrongKey(crate::Digest([7; 32])))
+            .unwrap()
+            .is_none());
+    }
 }

@@ -1,7 +1,7 @@
-//! What an action sees and is keyed by: the sandbox it runs in, its
-//! environment (fixed, scrubbed, declared) and its static key.
+//! What an action sees: the sandbox it runs in and its environment (fixed,
+//! scrubbed, declared). What it is keyed by is `crate::key`'s.
 use super::Ctx;
-use crate::key::{self, EnvSource, EnvValue, StaticKey};
+use crate::key::{EnvSource, EnvValue};
 use crate::workspace::{Target, Workspace};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,16 +16,18 @@ pub const ACTION_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 pub const SOURCE_DATE_EPOCH: &str = "315532800";
 
 impl EnvSource for Ctx<'_> {
+    /// What the tool saw: vbuild's own settings are absent to it, so they
+    /// are absent here too (else the key would never match).
     fn value(&self, name: &str) -> EnvValue {
         self.secrets
-            .record(name, self.host_env.get(name).map(String::as_str))
+            .record(name, self.secrets.visible(&self.host_env, name))
     }
 
     fn matching(&self, query: &EnvQuery) -> BTreeMap<String, EnvValue> {
         let Ok(matcher) = EnvQueryMatcher::new(query) else {
             return BTreeMap::new();
         };
-        let found = matcher.select(&self.host_env);
+        let found = matcher.select_visible(&self.host_env, &self.secrets);
         found
             .keys()
             .map(|name| (name.clone(), self.value(name)))
@@ -36,52 +38,15 @@ impl EnvSource for Ctx<'_> {
 impl Ctx<'_> {
     /// The sandbox an action really runs in (and is keyed by). Probes the
     /// namespace sandbox the first time it is asked about one.
-    pub(super) fn sandbox_of(&self, target: &Target) -> SandboxSetting {
+    pub(crate) fn sandbox_of(&self, target: &Target) -> SandboxSetting {
         match requested_sandbox(self.opts.sandbox, target, self.ws) {
             SandboxSetting::Namespaces if !self.exec_env.namespaces() => SandboxSetting::Scratch,
             other => other,
         }
     }
 
-    pub(super) fn pass_env_names(&self, target: &Target) -> Vec<String> {
-        let mut names: Vec<String> = target
-            .pass_env
-            .iter()
-            .chain(&self.ws.def.pass_env)
-            .cloned()
-            .collect();
-        names.sort();
-        names.dedup();
-        names
-    }
-
-    pub(super) fn static_key(&self, target: &Target, sandbox: SandboxSetting) -> StaticKey {
-        StaticKey {
-            version: key::KEY_VERSION,
-            platform: key::platform(),
-            argv: target.argv.clone(),
-            cwd: target.label.package.clone(),
-            env: target.env.clone(),
-            pass_env: self.pass_env_names(target),
-            srcs: target.src_patterns.clone(),
-            outs: target.outs.iter().map(|o| o.text()).collect(),
-            deps: target
-                .deps
-                .iter()
-                .map(|&d| self.ws.targets[d].label.to_string())
-                .collect(),
-            sandbox: format!("{sandbox:?}").to_lowercase(),
-            network: target.network,
-            node: self
-                .node_env(target)
-                .map(|n| n.key_part(&target.label.package)),
-            workspace_inputs: self.ws.inputs.patterns.clone(),
-            cache_always: target.cache == vbuild_schema::CacheSetting::Always,
-        }
-    }
-
     /// The node_modules/toolchain view of a target that uses it.
-    pub(super) fn node_env(&self, target: &Target) -> Option<&crate::node::NodeEnv> {
+    pub(crate) fn node_env(&self, target: &Target) -> Option<&crate::node::NodeEnv> {
         self.node.as_ref().filter(|_| self.ws.uses_node(target))
     }
 
@@ -126,9 +91,11 @@ impl Ctx<'_> {
             ),
         ]);
         env.extend(ipc);
-        for name in self.pass_env_names(target) {
-            if let Some(v) = self.host_env.get(&name) {
-                env.insert(name, v.clone());
+        // The same view as the key's (`EnvSource::value`): vbuild's own
+        // settings and credentials are not passed, even when listed.
+        for name in crate::key::pass_env_names(self, target) {
+            if let Some(v) = self.secrets.visible(&self.host_env, &name) {
+                env.insert(name, v.to_owned());
             }
         }
         env.extend(target.env.clone());

@@ -28,6 +28,11 @@ pub(super) struct Executed {
     /// Captured outputs, on success.
     pub(super) tree: Option<Tree>,
     pub(super) decl: Declarations,
+    /// What it wrote outside its declared outputs (discarded), for the
+    /// warning: workspace-relative, described.
+    pub(super) discarded: Vec<String>,
+    /// On failure: which declaration would stage a path its logs name.
+    pub(super) hint: Option<String>,
 }
 
 /// The paths (workspace-relative) an action may write: its declared
@@ -64,7 +69,7 @@ pub(super) fn execute(
     sandbox: SandboxSetting,
     inputs: &BTreeMap<String, EntryKind>,
 ) -> Result<Executed> {
-    let scratch = Scratch::create(ctx.exec_env.scratch_parent()?)?;
+    let scratch = Scratch::create(ctx.exec_env.scratch_parent(sandbox)?)?;
     let mode = match sandbox {
         SandboxSetting::Namespaces => Some(SandboxMode::Namespaces),
         SandboxSetting::Scratch => Some(SandboxMode::Scratch),
@@ -77,14 +82,7 @@ pub(super) fn execute(
     let namespaced = mode == Some(SandboxMode::Namespaces);
     let mut writable = writable_paths(target);
     if mode.is_some() {
-        // Hard links need the store's filesystem (scratch may be a tmpfs).
-        let linking = namespaced && same_filesystem(&ws_root, ctx.store.root());
-        stage(
-            ctx,
-            &ws_root,
-            inputs,
-            linking.then_some(writable.as_slice()),
-        )?;
+        stage(ctx, &ws_root, inputs, namespaced)?;
     }
     let exe = ctx.exec_env.exe()?;
     let mut extra_ro_binds = vec![(exe.to_path_buf(), Path::new(BIN_INSIDE).join("vbuild"))];
@@ -95,7 +93,11 @@ pub(super) fn execute(
             &scratch.layout(mode).ws,
             namespaced,
         )?;
-        writable.extend(staged.writable);
+        // The namespace sandbox's overlay makes them writable anyway (and
+        // their tool caches are discarded with it).
+        if !namespaced {
+            writable.extend(staged.writable);
+        }
         extra_ro_binds.extend(staged.ro_binds);
         // A node outside the system directories: bind its install prefix.
         if let Some(prefix) = node.node_bin_dir.as_ref().and_then(|d| d.parent()) {
@@ -129,9 +131,9 @@ pub(super) fn execute(
         .context("starting the IPC server")?;
     let ipc_env = if namespaced {
         let inside = Path::new(IPC_INSIDE);
-        ActionServer::action_env(inside, &inside.join(vbuild_ipc::NODE_CLIENT_FILE_NAME))
+        server.action_env(inside, &inside.join(vbuild_ipc::NODE_CLIENT_FILE_NAME))
     } else {
-        ActionServer::action_env(server.socket_dir(), server.node_client_path())
+        server.action_env(server.socket_dir(), server.node_client_path())
     };
     let env = ctx.action_env(target, &layout, &bin, ipc_env);
     let (out_path, err_path) = (
@@ -168,10 +170,17 @@ pub(super) fn execute(
                 stderr: Log::from(msg.into_bytes()),
                 tree: None,
                 decl,
+                discarded: vec![],
+                hint: None,
             });
         }
         Err(e) => return Err(e).context("running the action"),
     };
+    let hint = (mode.is_some() && !outcome.success())
+        .then(|| {
+            super::hint::for_failure(ctx.ws, target, inputs, &layout.ws, [&out_path, &err_path])
+        })
+        .flatten();
     // Hashed into the store in chunks, however much the action printed.
     let stdout = Log::store_file(&ctx.store.cas, &out_path).context("storing stdout")?;
     let stderr = Log::store_file(&ctx.store.cas, &err_path).context("storing stderr")?;
@@ -182,36 +191,85 @@ pub(super) fn execute(
             stderr,
             tree: None,
             decl,
+            discarded: vec![],
+            hint,
         });
     }
+    let discarded = match mode {
+        Some(_) => discarded_writes(target, &scratch.writes()),
+        None => vec![],
+    };
     let input_paths: BTreeSet<&str> = inputs.keys().map(String::as_str).collect();
     let ignored: Vec<String> = decl.ignored_outputs.iter().cloned().collect();
-    let tree = materialize::capture(ctx.store, target, &ws_root, &input_paths, &ignored)?;
+    let conf = materialize::Confinement::new(ctx.ws, target).map_err(anyhow::Error::msg)?;
+    let tree = materialize::capture(ctx.store, ctx.ws, &conf, &ws_root, &input_paths, &ignored)?;
     Ok(Executed {
         exit: outcome.status,
         stdout,
         stderr,
         tree: Some(tree),
         decl,
+        discarded,
+        hint: None,
     })
 }
 
-/// Copies every input from the store into the scratch workspace, read-only.
+/// The writes of an action that no declared output covers, described
+/// (`path/` for a directory, `(modified)`, `(removed)`). Writes under
+/// node_modules are left out: those directories are writable for tools'
+/// caches, which are fresh in every action by design.
+fn discarded_writes(target: &Target, writes: &[vbuild_sandbox::Write]) -> Vec<String> {
+    let pkg = &target.label.package;
+    let globs: Vec<_> = target
+        .outs
+        .iter()
+        .map(|o| match o {
+            crate::globs::OutSpec::Glob(g) => crate::globs::out_glob(g).ok(),
+            _ => None,
+        })
+        .collect();
+    writes
+        .iter()
+        .filter_map(|w| {
+            let path = w.path.to_str()?;
+            if path.split('/').any(|c| c == "node_modules") {
+                return None;
+            }
+            let rel = match pkg.is_empty() {
+                true => Some(path),
+                false => path
+                    .strip_prefix(pkg.as_str())
+                    .and_then(|r| r.strip_prefix('/')),
+            };
+            let declared = rel.is_some_and(|rel| {
+                target.outs.iter().zip(&globs).any(|(o, g)| {
+                    o.covers(rel, g.as_ref())
+                        // The output directory itself (deleted, re-created).
+                        || matches!(o, crate::globs::OutSpec::Dir(d) if d == rel)
+                })
+            });
+            if declared {
+                return None;
+            }
+            let slash = if w.dir { "/" } else { "" };
+            Some(match w.kind {
+                vbuild_sandbox::WriteKind::Created => format!("{path}{slash}"),
+                vbuild_sandbox::WriteKind::Modified => format!("{path}{slash} (modified)"),
+                vbuild_sandbox::WriteKind::Removed => format!("{path}{slash} (removed)"),
+            })
+        })
+        .collect()
+}
+
 /// Whether an input may be staged as a hard link to its blob: only inside
-/// the namespace sandbox (`writable` given), where the staged workspace is
-/// mounted read-only, and only when no writable mount covers it: a write
-/// through the link would change the blob itself. Executables are copied
-/// (blobs are 0444; making a link executable would chmod the blob).
-fn linkable(path: &str, executable: bool, writable: Option<&[PathBuf]>) -> bool {
-    let Some(writable) = writable else {
-        return false;
-    };
-    let covered = |w: &PathBuf| {
-        let w = w.to_string_lossy();
-        let w = w.trim_end_matches('/');
-        w == "." || path == w || path.strip_prefix(w).is_some_and(|r| r.starts_with('/'))
-    };
-    !executable && !path.split('/').any(|c| c == "node_modules") && !writable.iter().any(covered)
+/// the namespace sandbox, where the staged tree is the overlay's lower
+/// layer that no write reaches (a write, even after `chmod`, copies the
+/// file up first; tested by `inputs_under_writable_outputs_never_alias_the_store`).
+/// In scratch mode the action writes the staged tree itself, so inputs are
+/// copies. Executables are copied (blobs are 0444; making a link executable
+/// would chmod the blob).
+fn linkable(path: &str, executable: bool, namespaced: bool) -> bool {
+    namespaced && !executable && !path.split('/').any(|c| c == "node_modules")
 }
 
 /// Puts every input into the scratch workspace, read-only: a verified hard
@@ -220,7 +278,7 @@ fn stage(
     ctx: &Ctx,
     ws_root: &Path,
     inputs: &BTreeMap<String, EntryKind>,
-    writable: Option<&[PathBuf]>,
+    namespaced: bool,
 ) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     // Directories made so far: one mkdir per directory, not per input.
@@ -239,7 +297,7 @@ fn stage(
             } => {
                 // Saves a copy and an inode per input; any failure (another
                 // filesystem, a corrupt blob, now removed) falls back to copying.
-                if linkable(path, *executable, writable)
+                if linkable(path, *executable, namespaced)
                     && ctx.store.cas.link_out(digest, &dest).is_ok()
                 {
                     continue;
@@ -262,12 +320,4 @@ fn stage(
         }
     }
     Ok(())
-}
-
-fn same_filesystem(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev(),
-        _ => false,
-    }
 }

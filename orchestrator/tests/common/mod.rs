@@ -76,7 +76,11 @@ pub fn redact(text: &str) -> String {
     let ids = regex::Regex::new(r"(action|act|vbipc)-[A-Za-z0-9-]+").unwrap();
     let uid = regex::Regex::new(r"/vbuild-\d+/").unwrap();
     let run = regex::Regex::new(r"/run-\d+/").unwrap();
+    let ipc_run = regex::Regex::new(r"/r[0-9a-f]+-[0-9a-f]{16}/").unwrap();
+    let token = regex::Regex::new(r"\b[0-9a-f]{64}\b").unwrap();
     let text = time.replace_all(text, "[time]");
+    let text = ipc_run.replace_all(&text, "/r[pid]-[random]/");
+    let text = token.replace_all(&text, "[token]");
     let text = ids.replace_all(&text, "$1-[id]");
     let text = uid.replace_all(&text, "/vbuild-[uid]/");
     let text = run.replace_all(&text, "/run-[pid]/");
@@ -105,6 +109,15 @@ impl Ws {
 
     pub fn root(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// What the action cache scopes this workspace's entries by: its root.
+    pub fn scope(&self) -> String {
+        self.root()
+            .canonicalize()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -192,4 +205,85 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Rewrites the output tree of the last cache entry of `label` in `ws`'s
+/// store, the way a corrupt or malicious writer of the store could: `edit`
+/// changes the entries (`file_entry` stores bytes for a new one).
+pub fn forge_tree(
+    ws: &Ws,
+    label: &str,
+    edit: impl FnOnce(&vbuild_store::Store, &mut Vec<vbuild_store::TreeEntry>),
+) {
+    use vbuild_store::{CacheEntry, Store, Tree};
+    let store = Store::open(&ws.cache).unwrap();
+    let scope = ws.scope();
+    let last = store
+        .action_cache
+        .last_run(&scope, label)
+        .unwrap()
+        .unwrap_or_else(|| panic!("no cache entry for {label}"));
+    let bytes = store.cas.read_verified(&last.result.output_tree).unwrap();
+    let mut entries = Tree::from_bytes(&bytes).unwrap().into_entries();
+    edit(&store, &mut entries);
+    let tree = Tree::new(entries).unwrap();
+    let mut result = last.result.clone();
+    result.output_tree = store.cas.put_bytes(&tree.to_canonical_bytes()).unwrap();
+    let record = store
+        .action_cache
+        .records(&last.weak_key)
+        .unwrap()
+        .remove(0);
+    store
+        .action_cache
+        .put(&CacheEntry {
+            weak_key: last.weak_key,
+            strong_key: last.strong_key,
+            record,
+            workspace: scope,
+            label: label.into(),
+            explain: last.explain,
+            result,
+        })
+        .unwrap();
+}
+
+/// A file entry whose bytes are stored in `store`.
+pub fn file_entry(
+    store: &vbuild_store::Store,
+    path: &str,
+    bytes: &[u8],
+) -> vbuild_store::TreeEntry {
+    vbuild_store::TreeEntry {
+        path: path.into(),
+        kind: vbuild_store::EntryKind::File {
+            digest: store.cas.put_bytes(bytes).unwrap(),
+            size: bytes.len() as u64,
+            executable: false,
+        },
+    }
+}
+
+pub fn link_entry(path: &str, target: &str) -> vbuild_store::TreeEntry {
+    vbuild_store::TreeEntry {
+        path: path.into(),
+        kind: vbuild_store::EntryKind::Symlink {
+            target: target.into(),
+        },
+    }
+}
+
+/// Every file and symlink under the workspace whose name says it is a
+/// vbuild temp file.
+pub fn temp_files(root: &Path) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(".vbuild-tmp"))
+        })
+        .map(|e| e.path().to_path_buf())
+        .collect()
 }
