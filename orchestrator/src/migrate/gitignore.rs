@@ -50,6 +50,10 @@ fn lines(root: &Path, dir: &str, undecided: &mut Vec<String>) -> Vec<String> {
             continue;
         }
         if line.starts_with('!') {
+            let body = line[1..].trim_start_matches('/');
+            if body.starts_with('.') || body.starts_with("node_modules") {
+                continue; // hidden and node_modules paths are never sources anyway
+            }
             undecided.push(format!(
                 "{}/.gitignore: negated pattern `{line}` not translated; files it re-includes stay out of srcs",
                 if dir.is_empty() { "." } else { dir }
