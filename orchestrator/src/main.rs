@@ -165,6 +165,7 @@ fn real_main(cli: Cli) -> Result<u8> {
                 args.patterns.clone()
             };
             let patterns = parse_patterns(&session, &texts)?;
+            session.ws.check_broken(Some(&patterns))?;
             if let Some(base) = &args.since {
                 session.only =
                     Some(graph::changed_since(&session.ws, base).map_err(anyhow::Error::msg)?);
@@ -192,6 +193,7 @@ fn real_main(cli: Cli) -> Result<u8> {
             if !matches!(patterns[0], Pattern::Target(_)) {
                 bail!("`vbuild why` takes one target label, not a pattern");
             }
+            session.ws.check_broken(Some(&patterns))?;
             let opts = action::RunOptions {
                 jobs: 1,
                 dry_run: true,
@@ -211,6 +213,9 @@ fn real_main(cli: Cli) -> Result<u8> {
                 patterns
             };
             let patterns = parse_patterns(&session, &texts)?;
+            // Listing needs no package: errors are warnings, and the
+            // targets of broken packages are not listed.
+            session.ws.check_broken(None)?;
             for t in &session.ws.targets {
                 if patterns.iter().any(|p| p.matches(&t.label)) {
                     println!("{}", t.label);
@@ -220,6 +225,7 @@ fn real_main(cli: Cli) -> Result<u8> {
         }
         Cmd::Clean => {
             let session = load(&cli.dir)?;
+            session.ws.check_broken(None)?;
             let store = open_store()?;
             let removed = store
                 .action_cache
@@ -242,6 +248,7 @@ fn real_main(cli: Cli) -> Result<u8> {
             command: RemoteCmd::Check(args),
         } => {
             let session = load(&cli.dir)?;
+            session.ws.check_broken(None)?;
             let env = std::env::vars().collect();
             match remote::resolve(&session.ws, &remote_overrides(&args), &env)? {
                 Some(cfg) => remote::check(&cfg),

@@ -100,6 +100,28 @@ impl Session {
     }
 }
 
+/// (mtime, ctime, inode) of every file outside node_modules.
+fn stamps(root: &Path) -> std::collections::BTreeMap<PathBuf, (i64, i64, i64, i64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_entry(|e| e.file_name() != "node_modules")
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            let m = e.metadata().unwrap();
+            let stamp = (
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec(),
+                m.ino(),
+            );
+            (e.path().to_path_buf(), stamp)
+        })
+        .collect()
+}
+
 /// Labels by state word, e.g. "hit" → {//a:b}.
 fn by_state(out: &Out, state: &str) -> BTreeSet<String> {
     out.states()
@@ -202,10 +224,15 @@ fn migrate_and_build_the_vite_example() {
         assert!(stray.is_empty(), "timestamped config left in {cfg}");
     }
 
-    // Nothing changed: every cacheable action hits.
-    let warm = s.run(&["run", "//..."], &[]);
-    assert_eq!(by_state(&warm, "hit"), all, "{}", warm.stderr);
-    assert!(by_state(&warm, "miss").is_empty());
+    // Nothing changed, ten times: every action hits (the vitest runs too,
+    // through cache = "always"), and no file of the workspace is rewritten.
+    let before = stamps(&s.root);
+    for i in 0..10 {
+        let warm = s.run(&["run", "//..."], &[]);
+        assert_eq!(by_state(&warm, "hit"), all, "run {i}: {}", warm.stderr);
+        assert!(by_state(&warm, "miss").is_empty());
+    }
+    assert_eq!(stamps(&s.root), before, "a no-op run rewrote a file");
 
     // Every dist/ deleted: restored from the store, nothing rebuilt.
     for pkg in [
@@ -290,6 +317,18 @@ fn migrate_and_build_the_vite_example() {
         prod_again.stderr
     );
     assert!(s.bundle().contains("MODE_MARKER_PRODUCTION"));
+
+    // The shared workspace input: every action would run, naming it.
+    let ws_yaml = s.root.join("pnpm-workspace.yaml");
+    let yaml = std::fs::read_to_string(&ws_yaml).unwrap();
+    std::fs::write(&ws_yaml, format!("{yaml}# edited\n")).unwrap();
+    let why = s.run(&["why", "//packages/core:test"], &[]);
+    assert!(
+        why.stderr.contains("('pnpm-workspace.yaml' modified)"),
+        "{}",
+        why.stderr
+    );
+    std::fs::write(&ws_yaml, yaml).unwrap();
 
     // The lockfile is part of the key: a change every package can reach
     // (the root importer) invalidates them all.
