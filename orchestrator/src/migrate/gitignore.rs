@@ -49,8 +49,8 @@ fn lines(root: &Path, dir: &str, undecided: &mut Vec<String>) -> Vec<String> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        if line.starts_with('!') {
-            let body = line[1..].trim_start_matches('/');
+        if let Some(body) = line.strip_prefix('!') {
+            let body = body.trim_start_matches('/');
             if body.starts_with('.') || body.starts_with("node_modules") {
                 continue; // hidden and node_modules paths are never sources anyway
             }
