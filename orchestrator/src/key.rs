@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use vbuild_store::{Digest, EntryKind};
 
 /// Bump when the encoding or the meaning of any field changes.
-pub const KEY_VERSION: u32 = 2;
+pub const KEY_VERSION: u32 = 3;
 
 /// The static part of an action: what the weak key hashes. Never holds an
 /// absolute path, so a copied workspace gets the same keys.
@@ -29,6 +29,10 @@ pub struct StaticKey {
     /// otherwise, so other targets' keys are unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<BTreeMap<String, String>>,
+    /// `FORCE_COLOR`'s value when the caller set it (actions then get it
+    /// instead of `NO_COLOR=1`; docs/guide.md, "Colour"). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub color: Option<String>,
 }
 
 use vbuild_ipc::EnvQuery;
@@ -198,6 +202,9 @@ pub fn explain(before: &KeyInputs, now: &KeyInputs) -> String {
             return format!("env '{name}' changed in the target's config");
         }
     }
+    if b.color != n.color {
+        return "colour setting changed (FORCE_COLOR)".into();
+    }
     let config = [
         ("srcs", b.srcs != n.srcs),
         ("outs", b.outs != n.outs),
@@ -278,6 +285,7 @@ mod tests {
                 sandbox: "scratch".into(),
                 network: false,
                 node: None,
+                color: None,
             },
             inputs: BTreeMap::from([
                 ("pkg/a".to_string(), file(1)),

@@ -8,11 +8,14 @@
 //! tmp/              temp files, renamed into cas/ when complete
 //! scratch/          per-action scratch directories (owned by the orchestrator)
 //! cache.db          SQLite (WAL): action cache + stat cache
+//! leases/           one locked file per running build (see gc.rs)
+//! gc.lock           held by the one collection running
 //! ```
 
 mod action_cache;
 mod cas;
 mod digest;
+mod gc;
 pub mod remote;
 mod schema;
 mod stat_cache;
@@ -21,6 +24,9 @@ mod tree;
 pub use action_cache::{ActionCache, ActionResult, CacheEntry, LastRun, MAX_RECORDS_PER_WEAK_KEY};
 pub use cas::{BlobWriter, Cas, CasError};
 pub use digest::{Digest, ParseDigestError};
+pub use gc::{
+    budget, collect, format_size, parse_size, GcReport, Lease, DEFAULT_MAX_SIZE, ENV_MAX_SIZE,
+};
 pub use schema::SCHEMA_VERSION;
 pub use stat_cache::{FileStat, StatCache, RACY_MARGIN_NS};
 pub use tree::{EntryKind, Tree, TreeEntry, TreeError, TREE_FORMAT_VERSION};
@@ -84,6 +90,15 @@ impl Store {
             cas,
             action_cache,
         })
+    }
+
+    /// Opens the store at `root` only if one exists there (`store stats`
+    /// must not create one).
+    pub fn open_existing(root: &Path) -> Result<Option<Store>> {
+        if !root.join("cache.db").is_file() {
+            return Ok(None);
+        }
+        Store::open(root).map(Some)
     }
 
     pub fn root(&self) -> &Path {

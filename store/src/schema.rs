@@ -19,7 +19,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 type Migration = fn(&Transaction<'_>) -> rusqlite::Result<()>;
 
 /// Step n takes the schema from version n to n+1.
-const MIGRATIONS: &[Migration] = &[v0_to_v1, v1_to_v2];
+const MIGRATIONS: &[Migration] = &[v0_to_v1, v1_to_v2, v2_to_v3];
 
 /// The schema version this build reads and writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -191,5 +191,15 @@ fn v1_to_v2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
             size   INTEGER NOT NULL
         ) WITHOUT ROWID;
         CREATE INDEX remote_digests_by_sha256 ON remote_digests (sha256);",
+    )
+}
+
+/// v3: when each entry was last used (ms since epoch), for the size
+/// budget's least-recently-used collection (`gc.rs`).
+fn v2_to_v3(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "ALTER TABLE entries ADD COLUMN last_used INTEGER NOT NULL DEFAULT 0;
+        UPDATE entries SET last_used = created_at;
+        CREATE INDEX entries_by_last_used ON entries (last_used);",
     )
 }

@@ -48,7 +48,8 @@ pub(super) fn lookup(
             continue;
         };
         match restore(ctx, target, &result) {
-            Ok(outcome) => {
+            Ok(mut outcome) => {
+                outcome.key = Some(strong);
                 // Most recently used first; the first record needs no write.
                 if nth > 0 {
                     ctx.store.action_cache.touch_record(weak, &text)?;
@@ -74,6 +75,7 @@ pub(crate) fn restore(ctx: &Ctx, target: &Target, result: &ActionResult) -> Resu
     if !ctx.opts.dry_run {
         outcome.stdout = cas.read_verified(&result.stdout)?;
         outcome.stderr = cas.read_verified(&result.stderr)?;
+        let _m = crate::profile::span("materialize");
         materialize::materialize(ctx.store, ctx.stat_cache, &ctx.ws.root, target, &tree)?;
     }
     outcome.outputs = Some(tree);

@@ -9,7 +9,7 @@ use vbuild_ipc::{EnvQuery, EnvQueryMatcher};
 use vbuild_schema::SandboxSetting;
 
 /// The fixed PATH actions see after vbuild's own bin directory; a change
-/// to it must bump `KEY_VERSION`.
+/// to it (or to the rest of the fixed environment) must bump `KEY_VERSION`.
 pub const ACTION_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// Epoch for `SOURCE_DATE_EPOCH`: 1980-01-01, the earliest zip can store.
@@ -75,6 +75,7 @@ impl Ctx<'_> {
             node: self
                 .node_env(target)
                 .map(|n| n.key_part(&target.label.package)),
+            color: self.opts.force_color.clone(),
         }
     }
 
@@ -123,6 +124,12 @@ impl Ctx<'_> {
                 SOURCE_DATE_EPOCH.to_string(),
             ),
         ]);
+        // Logs are replayed anywhere (pipes, CI, terminals), so tools are
+        // told not to colour unless the caller forces colour (keyed).
+        match &self.opts.force_color {
+            Some(v) => env.insert("FORCE_COLOR".to_string(), v.clone()),
+            None => env.insert("NO_COLOR".to_string(), "1".to_string()),
+        };
         env.extend(ipc);
         for name in self.pass_env_names(target) {
             if let Some(v) = self.host_env.get(&name) {

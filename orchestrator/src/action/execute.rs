@@ -75,6 +75,7 @@ pub(super) fn execute(
     };
     let namespaced = mode == Some(SandboxMode::Namespaces);
     let mut writable = writable_paths(target);
+    let stage_span = crate::profile::span("stage");
     if mode.is_some() {
         stage(
             ctx,
@@ -142,6 +143,8 @@ pub(super) fn execute(
         extra_ro_binds,
         extra_rw_binds: vec![(server.socket_dir().to_path_buf(), PathBuf::from(IPC_INSIDE))],
     };
+    drop(stage_span);
+    let run_span = crate::profile::span("run");
     let outcome = match mode {
         Some(mode) => scratch.run(mode, &spec),
         None => vbuild_sandbox::run_direct(&ctx.ws.root, &spec),
@@ -149,6 +152,7 @@ pub(super) fn execute(
     // Drain the channel before anything else: fire-and-forget calls made
     // just before exit must still count.
     let decl = server.finish(IPC_DRAIN);
+    drop(run_span);
     let outcome = match outcome {
         Ok(o) => o,
         Err(vbuild_sandbox::SandboxError::Spawn(e)) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -175,6 +179,7 @@ pub(super) fn execute(
             decl,
         });
     }
+    let _capture = crate::profile::span("capture");
     let input_paths: BTreeSet<&str> = inputs.keys().map(String::as_str).collect();
     let ignored: Vec<String> = decl.ignored_outputs.iter().cloned().collect();
     let tree = materialize::capture(ctx.store, target, &ws_root, &input_paths, &ignored)?;

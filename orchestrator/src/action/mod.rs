@@ -41,6 +41,9 @@ pub struct RunOptions {
     pub sandbox: Option<SandboxSetting>,
     /// Refuse to run rather than fall back from namespaces to scratch.
     pub strict: bool,
+    /// The caller's FORCE_COLOR, passed to actions (and keyed) instead of
+    /// the default NO_COLOR=1.
+    pub force_color: Option<String>,
 }
 
 /// Everything an action needs, shared by all workers of a run.
@@ -75,6 +78,8 @@ pub enum State {
     /// Ran and was not stored.
     Uncached(String),
     Failed(String),
+    /// Killed by Ctrl-C while it ran.
+    Cancelled(String),
     /// Not run because a dependency failed.
     Skipped(String),
     /// Dry run: would run, and why.
@@ -90,6 +95,8 @@ pub struct Outcome {
     pub duration: Duration,
     /// vbuild's own warnings about this action (e.g. refused tool requests).
     pub warnings: Vec<String>,
+    /// The action key its result is (or would be) stored under, when known.
+    pub key: Option<vbuild_store::Digest>,
 }
 
 impl Outcome {
@@ -101,6 +108,7 @@ impl Outcome {
             outputs: None,
             duration,
             warnings: vec![],
+            key: None,
         }
     }
 }
@@ -125,6 +133,7 @@ pub fn run(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>]) -> Outcome {
 fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -> Result<Outcome> {
     let target = &ctx.ws.targets[idx];
     let label = target.label.to_string();
+    let resolve_span = crate::profile::span("resolve");
     let srcs = ctx
         .srcs
         .get(ctx.ws, &ctx.index, ctx.store, ctx.stat_cache, idx)?;
@@ -142,6 +151,7 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
             }
         }
     }
+    drop(resolve_span);
     // Keyed optimistically by the sandbox asked for: a result produced in
     // the namespace sandbox is valid wherever it is found, so a hit needs
     // no probe. Only a miss asks whether namespaces work here; if they do
@@ -162,6 +172,7 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
             "sandbox = \"none\" is never cached".to_string()
         }
     } else {
+        let _lookup = crate::profile::span("lookup");
         let mut unusable = None;
         if let Some(outcome) = lookup(ctx, target, &weak, &inputs, &mut unusable)? {
             return Ok(Outcome {
@@ -182,7 +193,9 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
             }
         }
         // Remote cache: asked only after a local miss (docs/remote-cache.md).
-        if let (Some(remote), false) = (ctx.remote, ctx.opts.dry_run) {
+        // `why` asks too: a remote hit is fetched into the local store
+        // (never into the workspace), as the next run would.
+        if let Some(remote) = ctx.remote {
             let found = remote.lookup(ctx, target, &weak, &fixed, &inputs)?;
             remote_warnings = found.warnings;
             if let Some(outcome) = found.outcome {
@@ -226,13 +239,16 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
             outputs: None,
             duration: start.elapsed(),
             warnings,
+            key: None,
         });
     }
     let tree = Arc::new(run.tree.expect("captured on success"));
     let duration = start.elapsed();
+    let mut stored_key = None;
     let state = if run.decl.cache_disabled {
         State::Uncached("requested by tool".into())
     } else if cacheable {
+        let _record = crate::profile::span("record");
         let record = narrowed_record(ctx, target, &run.decl);
         let mut declarations = run.decl.clone();
         declarations.refusals.clear();
@@ -245,6 +261,7 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
             duration_ms: duration.as_millis() as u64,
         };
         let strong = key::strong_key(&weak, &record, &inputs, ctx);
+        stored_key = Some(strong);
         let env_values = key::env_values(&record, ctx);
         let explain = KeyInputs {
             fixed,
@@ -277,6 +294,7 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
         State::Uncached(reason)
     };
     if sandbox != SandboxSetting::None {
+        let _m = crate::profile::span("materialize");
         materialize::materialize(ctx.store, ctx.stat_cache, &ctx.ws.root, target, &tree)?;
     }
     Ok(Outcome {
@@ -286,6 +304,7 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
         outputs: Some(tree),
         duration,
         warnings,
+        key: stored_key,
     })
 }
 

@@ -112,6 +112,7 @@ impl Remote {
                     })?;
                     let mut outcome = crate::action::restore(ctx, target, &local)?;
                     outcome.state = State::RemoteHit;
+                    outcome.key = Some(strong);
                     outcome.duration = start.elapsed();
                     self.shared.stats.hits.fetch_add(1, Ordering::SeqCst);
                     found.outcome = Some(outcome);
