@@ -59,6 +59,9 @@ pub struct ReportOptions {
 
 /// What the Ctrl-C handler can reach: the live counts of the current run.
 static ACTIVE: Mutex<Option<Arc<Shared>>> = Mutex::new(None);
+/// Held while a summary is printed; true once one was: a second Ctrl-C
+/// during the normal summary waits for it instead of cutting it off.
+static SUMMARY_PRINTED: Mutex<bool> = Mutex::new(false);
 
 struct Shared {
     live: Arc<Live>,
@@ -203,7 +206,13 @@ impl Reporter {
         self.flush();
         shared.live.above(|| {
             let mut err = std::io::stderr().lock();
-            let _ = writeln!(err, "{line}");
+            let status = format!("{line}\n");
+            if shared.opts.dry_run {
+                // `why` answers a question: its answer goes to stdout.
+                let _ = std::io::stdout().lock().write_all(status.as_bytes());
+            } else {
+                let _ = err.write_all(status.as_bytes());
+            }
             for warning in &outcome.warnings {
                 let _ = writeln!(err, "warning: {label}: {warning}");
             }
@@ -223,9 +232,13 @@ impl Reporter {
     pub fn flush(&mut self) {
         if !self.pending.is_empty() {
             let pending = std::mem::take(&mut self.pending);
+            let to_stdout = self.shared.opts.dry_run;
             self.shared
                 .live
-                .above(|| std::io::stderr().lock().write_all(&pending))
+                .above(|| match to_stdout {
+                    true => std::io::stdout().lock().write_all(&pending),
+                    false => std::io::stderr().lock().write_all(&pending),
+                })
                 .ok();
         }
         self.flushed = Instant::now();
@@ -246,6 +259,8 @@ impl Reporter {
         }
         self.shared.live.clear();
         *ACTIVE.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let mut printed = SUMMARY_PRINTED.lock().unwrap_or_else(|p| p.into_inner());
+        *printed = true;
         self.shared.finish(failed, interrupted, false)
     }
 }
@@ -260,6 +275,18 @@ impl Shared {
     /// The summary line (or `run_finished` event) and the summary file.
     /// `abrupt`: a second Ctrl-C; actions still running count as cancelled.
     fn finish(&self, failed: &[String], interrupted: bool, abrupt: bool) -> anyhow::Result<()> {
+        let failed_so_far: Vec<String>;
+        let failed = if abrupt {
+            let records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+            failed_so_far = records
+                .iter()
+                .filter(|r| r.state == "failed")
+                .map(|r| r.label.clone())
+                .collect();
+            &failed_so_far[..]
+        } else {
+            failed
+        };
         let mut counts = {
             let state = self.live.lock();
             let mut c = state.counts;
@@ -351,10 +378,12 @@ pub fn notice(text: &str) {
 /// A second Ctrl-C: print what is known (running actions as cancelled)
 /// before the process exits.
 pub fn interrupted_exit_summary() {
+    let mut printed = SUMMARY_PRINTED.lock().unwrap_or_else(|p| p.into_inner());
     let active = ACTIVE.lock().unwrap_or_else(|p| p.into_inner()).take();
-    if let Some(shared) = active {
+    if let (Some(shared), false) = (active, *printed) {
         shared.live.clear();
         let _ = shared.finish(&[], true, true);
+        *printed = true;
     }
 }
 
