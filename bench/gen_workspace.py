@@ -41,14 +41,25 @@ for (const f of fs.readdirSync("src").sort()) {
   parts.push(fs.readFileSync(path.join("src", f), "utf8"));
 }
 for (const dep of Object.keys(pkg.dependencies || {}).sort()) {
-  // Workspace-relative, so no node_modules is needed (throws if the
-  // dependency has not been built: a wrong order fails).
-  const out = fs.readFileSync(path.join("..", dep, "dist", "out.js"), "utf8");
+  // Throws if the dependency has not been built: a wrong order fails.
+  const out = fs.readFileSync(DEP_PATH, "utf8");
   parts.push(`// from ${dep}: ${out.length} bytes`);
 }
 fs.mkdirSync("dist", { recursive: true });
 fs.writeFileSync(path.join("dist", "out.js"), parts.join("\\n") + "\\n");
 """
+
+
+# How build.js reaches a dependency's output. `hand`: workspace-relative, so
+# the hand-written BUILD.toml files need no node_modules. `migrate`: through
+# the package's node_modules link (`node_modules/pNNNN -> ../../pNNNN`), the
+# way real packages import each other, so `vbuild migrate`'s node_modules
+# staging is exercised.
+DEP_PATHS = {
+    "hand": 'path.join("..", dep, "dist", "out.js")',
+    "migrate": 'path.join("node_modules", dep, "dist", "out.js")',
+}
+MODES = list(DEP_PATHS)
 
 
 def graph(n, seed):
@@ -75,7 +86,9 @@ def pnpm_bin():
     return local if os.path.exists(local) else shutil.which("pnpm")
 
 
-def generate(n, out, seed=42, install=True, pnpm=None):
+def generate(n, out, seed=42, install=True, pnpm=None, mode="hand"):
+    """`mode` hand: vbuild.toml and BUILD.toml files written here; migrate:
+    none (the harness runs `vbuild migrate`)."""
     if os.path.exists(out):
         shutil.rmtree(out)
     os.makedirs(out)
@@ -104,7 +117,8 @@ def generate(n, out, seed=42, install=True, pnpm=None):
         )
         + "\n",
     )
-    write(os.path.join(out, "vbuild.toml"), f'[workspace]\nname = "bench-{n}"\n')
+    if mode == "hand":
+        write(os.path.join(out, "vbuild.toml"), f'[workspace]\nname = "bench-{n}"\n')
     write(
         os.path.join(out, ".gitignore"),
         "node_modules/\ndist/\n.turbo/\n",
@@ -117,7 +131,7 @@ def generate(n, out, seed=42, install=True, pnpm=None):
                 os.path.join(pkg, "src", f"f{j}.js"),
                 f"export const v{j} = {i * 5 + j}; // package {name} file {j}\n",
             )
-        write(os.path.join(pkg, "build.js"), BUILD_JS)
+        write(os.path.join(pkg, "build.js"), BUILD_JS.replace("DEP_PATH", DEP_PATHS[mode]))
         manifest = {
             "name": name,
             "version": "1.0.0",
@@ -127,6 +141,8 @@ def generate(n, out, seed=42, install=True, pnpm=None):
         if deps[i]:
             manifest["dependencies"] = {f"p{d:04d}": "workspace:*" for d in deps[i]}
         write(os.path.join(pkg, "package.json"), json.dumps(manifest, indent=2) + "\n")
+        if mode != "hand":
+            continue
         dep_labels = ", ".join(f'"//packages/p{d:04d}:build"' for d in deps[i])
         write(
             os.path.join(pkg, "BUILD.toml"),
@@ -161,8 +177,9 @@ def main():
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--pnpm", help="pnpm binary (default: bench/node_modules/.bin/pnpm)")
     ap.add_argument("--no-install", action="store_true", help="skip `pnpm install`")
+    ap.add_argument("--mode", choices=MODES, default="hand", help="hand-written BUILD.toml files, or none (for `vbuild migrate`)")
     args = ap.parse_args()
-    generate(args.n, args.dir, args.seed, not args.no_install, args.pnpm)
+    generate(args.n, args.dir, args.seed, not args.no_install, args.pnpm, args.mode)
 
 
 if __name__ == "__main__":

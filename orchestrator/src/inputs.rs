@@ -20,6 +20,8 @@ pub struct PackageFiles {
 /// Lazily listed packages, shared by all actions of a run.
 pub struct PackageIndex {
     lists: HashMap<String, OnceLock<Result<Arc<PackageFiles>, String>>>,
+    /// `[workspace] inputs`, resolved once per run.
+    workspace_inputs: OnceLock<Result<Arc<Srcs>, String>>,
     /// Targets of each package (their outputs are never sources).
     targets_of: HashMap<String, Vec<usize>>,
 }
@@ -38,7 +40,78 @@ impl PackageIndex {
                 .or_default()
                 .push(i);
         }
-        PackageIndex { lists, targets_of }
+        PackageIndex {
+            lists,
+            workspace_inputs: OnceLock::new(),
+            targets_of,
+        }
+    }
+
+    /// The files `[workspace] inputs` match, with their digests: any file
+    /// of the workspace except what a target declares as an output.
+    pub fn workspace_inputs(
+        &self,
+        ws: &Workspace,
+        store: &Store,
+        stat_cache: &StatCache,
+    ) -> Result<Arc<Srcs>> {
+        self.workspace_inputs
+            .get_or_init(|| {
+                self.resolve_workspace_inputs(ws, store, stat_cache)
+                    .map(Arc::new)
+                    .map_err(|e| format!("{e:#}"))
+            })
+            .clone()
+            .map_err(anyhow::Error::msg)
+    }
+
+    fn resolve_workspace_inputs(
+        &self,
+        ws: &Workspace,
+        store: &Store,
+        stat_cache: &StatCache,
+    ) -> Result<Srcs> {
+        let mut inputs = BTreeMap::new();
+        if ws.inputs.patterns.is_empty() {
+            return Ok(inputs);
+        }
+        let m = &ws.inputs.matcher;
+        for path in ws.tree.files.iter().filter(|p| m.matches(p)) {
+            if self.is_output(ws, path) {
+                continue;
+            }
+            let entry = entry_for(store, stat_cache, &ws.root.join(path))?;
+            inputs.insert(path.clone(), entry);
+        }
+        Ok(inputs)
+    }
+
+    /// Whether a workspace file is declared as an output by a target of
+    /// the package holding it.
+    fn is_output(&self, ws: &Workspace, path: &str) -> bool {
+        let mut dir = path;
+        let package = loop {
+            dir = dir.rfind('/').map_or("", |i| &dir[..i]);
+            if is_package(ws, dir) {
+                break dir;
+            }
+            if dir.is_empty() {
+                return false;
+            }
+        };
+        let rel = match package {
+            "" => path,
+            p => &path[p.len() + 1..],
+        };
+        self.targets_of
+            .get(package)
+            .into_iter()
+            .flatten()
+            .flat_map(|&i| ws.targets[i].outs.iter())
+            .any(|o| match o {
+                OutSpec::Glob(g) => o.covers(rel, crate::globs::out_glob(g).ok().as_ref()),
+                _ => o.covers(rel, None),
+            })
     }
 
     pub fn files(&self, ws: &Workspace, package: &str) -> Result<Arc<PackageFiles>> {
@@ -162,6 +235,8 @@ pub type Srcs = BTreeMap<String, EntryKind>;
 /// chains).
 pub struct SrcsCache {
     cells: Vec<OnceLock<Result<Arc<Srcs>, String>>>,
+    /// Per target: its srcs glob patterns that matched no file.
+    unmatched: Vec<OnceLock<Vec<String>>>,
     /// Next position in `order` to pre-resolve.
     next: std::sync::atomic::AtomicUsize,
 }
@@ -170,6 +245,7 @@ impl SrcsCache {
     pub fn new(targets: usize) -> SrcsCache {
         SrcsCache {
             cells: (0..targets).map(|_| OnceLock::new()).collect(),
+            unmatched: (0..targets).map(|_| OnceLock::new()).collect(),
             next: std::sync::atomic::AtomicUsize::new(0),
         }
     }
@@ -184,12 +260,22 @@ impl SrcsCache {
     ) -> Result<Arc<Srcs>> {
         self.cells[target_idx]
             .get_or_init(|| {
-                resolve_srcs(ws, index, store, stat_cache, target_idx)
-                    .map(Arc::new)
-                    .map_err(|e| format!("{e:#}"))
+                let srcs = resolve_srcs(ws, index, store, stat_cache, target_idx);
+                if let Ok(srcs) = &srcs {
+                    let target = &ws.targets[target_idx];
+                    let cut = target.label.package.len();
+                    let rel = srcs.keys().map(|p| p[cut..].trim_start_matches('/'));
+                    let _ = self.unmatched[target_idx].set(target.srcs.unmatched(rel));
+                }
+                srcs.map(Arc::new).map_err(|e| format!("{e:#}"))
             })
             .clone()
             .map_err(anyhow::Error::msg)
+    }
+
+    /// The srcs patterns of a resolved target that matched no file.
+    pub fn unmatched(&self, target_idx: usize) -> &[String] {
+        self.unmatched[target_idx].get().map_or(&[], Vec::as_slice)
     }
 
     /// Resolves the srcs of the next not yet claimed target of `order`;

@@ -33,6 +33,13 @@ pub struct StaticKey {
     /// instead of `NO_COLOR=1`; docs/guide.md, "Colour"). Absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub color: Option<String>,
+    /// `[workspace] inputs` patterns (their files are in the inputs).
+    /// Skipped when empty, so other workspaces' keys are unchanged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workspace_inputs: Vec<String>,
+    /// `cache = "always"`: a tool's disableCache() is overridden.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cache_always: bool,
 }
 
 use vbuild_ipc::EnvQuery;
@@ -207,6 +214,8 @@ pub fn explain(before: &KeyInputs, now: &KeyInputs) -> String {
     }
     let config = [
         ("srcs", b.srcs != n.srcs),
+        ("workspace inputs", b.workspace_inputs != n.workspace_inputs),
+        ("cache = \"always\"", b.cache_always != n.cache_always),
         ("outs", b.outs != n.outs),
         ("deps", b.deps != n.deps),
         ("pass_env", b.pass_env != n.pass_env),
@@ -286,6 +295,8 @@ mod tests {
                 network: false,
                 node: None,
                 color: None,
+                workspace_inputs: vec![],
+                cache_always: false,
             },
             inputs: BTreeMap::from([
                 ("pkg/a".to_string(), file(1)),

@@ -462,8 +462,12 @@ fn build(
         opts,
         node: if order.iter().any(|&i| ws.uses_node(&ws.targets[i])) {
             Some(
-                node::NodeEnv::detect(&ws.root, &store.root().join("toolchains"))
-                    .context("looking at node_modules and node")?,
+                node::NodeEnv::detect(
+                    &ws.root,
+                    ws.tree.module_dirs.clone(),
+                    &store.root().join("toolchains"),
+                )
+                .context("looking at node_modules and node")?,
             )
         } else {
             None

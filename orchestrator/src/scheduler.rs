@@ -79,7 +79,12 @@ pub fn run(ctx: &Ctx, order: &[usize], reporter: &mut Reporter) -> Vec<String> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .reporter
-        .run_started(n);
+        .run_started(
+            order
+                .iter()
+                .filter(|&&i| !ctx.ws.targets[i].file_group)
+                .count(),
+        );
     std::thread::scope(|scope| {
         for w in 1..jobs {
             let (graph, wake) = (&graph, &wake);
@@ -92,8 +97,6 @@ pub fn run(ctx: &Ctx, order: &[usize], reporter: &mut Reporter) -> Vec<String> {
         worker(ctx, order, &graph, &wake);
     });
     let g = graph.into_inner().unwrap_or_else(|p| p.into_inner());
-    let not_run = n - g.settled;
-    g.reporter.not_run(not_run);
     g.failed
 }
 
@@ -132,8 +135,11 @@ fn worker(ctx: &Ctx, order: &[usize], graph: &Mutex<Graph<'_>>, wake: &Condvar) 
             }
             Next::Run(pos, deps) => {
                 g.in_flight += 1;
-                let label = &ctx.ws.targets[order[pos]].label;
-                g.reporter.action_started(label);
+                let target = &ctx.ws.targets[order[pos]];
+                let label = &target.label;
+                if !target.file_group {
+                    g.reporter.action_started(label);
+                }
                 drop(g);
                 crate::profile::set_label(Some(label.to_string()));
                 let mut outcome = if cancelled() {

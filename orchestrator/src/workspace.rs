@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use vbuild_schema::build_file::parse_duration;
 use vbuild_schema::{
-    parse_build_file, parse_workspace_file, Command, Diagnostic, Label, SandboxSetting, TargetDef,
-    WorkspaceDef,
+    parse_build_file, parse_workspace_file, CacheSetting, Command, Diagnostic, Label,
+    SandboxSetting, TargetDef, WorkspaceDef,
 };
 
 pub const WORKSPACE_FILE: &str = "vbuild.toml";
@@ -18,7 +18,11 @@ pub const BUILD_FILE: &str = "BUILD.toml";
 #[derive(Debug)]
 pub struct Target {
     pub label: Label,
+    /// Empty for a file group.
     pub argv: Vec<String>,
+    /// No `command`: a file group, whose srcs (and deps' outputs) are its
+    /// "outputs" for dependents; it runs nothing.
+    pub file_group: bool,
     /// Normalized `srcs` as written (for the key), `!` kept.
     pub src_patterns: Vec<String>,
     pub srcs: SrcMatcher,
@@ -27,7 +31,7 @@ pub struct Target {
     pub outs: Vec<OutSpec>,
     pub env: BTreeMap<String, String>,
     pub pass_env: Vec<String>,
-    pub cache: bool,
+    pub cache: CacheSetting,
     pub sandbox: Option<SandboxSetting>,
     pub network: bool,
     pub timeout: Option<Duration>,
@@ -45,6 +49,16 @@ pub struct Workspace {
     pub packages: Vec<String>,
     /// Every file found when the workspace was loaded.
     pub tree: Tree,
+    /// `[workspace] inputs`: staged for every action.
+    pub inputs: WorkspaceInputs,
+}
+
+/// `[workspace] inputs`, validated: root-relative patterns.
+#[derive(Debug)]
+pub struct WorkspaceInputs {
+    /// Normalized as written (for the key), `!` kept.
+    pub patterns: Vec<String>,
+    pub matcher: SrcMatcher,
 }
 
 /// The failure to load: all diagnostics found.
@@ -104,12 +118,12 @@ impl Workspace {
                 Diagnostic::file(&rel_display(&root, path), format!("cannot read: {e}"))
             })
         };
-        let def = read(&ws_file)
-            .and_then(|src| parse_workspace_file(Path::new(WORKSPACE_FILE), &src))
+        let ws_source = read(&ws_file).map_err(|d| LoadError(vec![d]))?;
+        let def = parse_workspace_file(Path::new(WORKSPACE_FILE), &ws_source)
             .map_err(|d| LoadError(vec![d]))?;
 
         let mut diags = Vec::new();
-        let tree = walk_workspace(&root);
+        let mut tree = walk_workspace(&root);
         let packages = tree.packages.clone();
         let mut parsed = Vec::new();
         for pkg in &packages {
@@ -126,6 +140,28 @@ impl Workspace {
                 Err(d) => diags.push(d),
             }
         }
+
+        // Hidden directories are listed only where a pattern names them.
+        let mut hidden_roots: Vec<String> = parsed
+            .iter()
+            .flat_map(|(pkg, _, _, targets)| {
+                targets.values().flat_map(move |t| {
+                    t.get_ref().srcs.iter().filter_map(move |s| {
+                        let text = s.get_ref();
+                        let (path, _) = normalize(text.strip_prefix('!').unwrap_or(text)).ok()?;
+                        Some(join_package(pkg, &crate::globs::hidden_root(&path)?))
+                    })
+                })
+            })
+            .chain(def.inputs.iter().filter_map(|s| {
+                let (path, _) = normalize(s.get_ref()).ok()?;
+                crate::globs::hidden_root(&path)
+            }))
+            .collect();
+        hidden_roots.sort();
+        hidden_roots.dedup();
+        add_hidden_dirs(&root, &hidden_roots, &mut tree);
+        let inputs = workspace_inputs(&def, &ws_source, &tree, &mut diags);
 
         // Labels first, so deps can point at any package.
         let mut by_label = HashMap::new();
@@ -168,6 +204,7 @@ impl Workspace {
                 files: &tree.files,
                 matchers: &mut matchers,
                 package_outs: &package_outs,
+                target_span: def.span(),
             };
             if let Some(t) = ctx.validate(label, def.get_ref()) {
                 targets.push(t);
@@ -187,6 +224,7 @@ impl Workspace {
             targets,
             packages,
             tree,
+            inputs,
         })
     }
 
@@ -212,6 +250,8 @@ struct TargetCtx<'a> {
     matchers: &'a mut HashMap<Vec<(bool, String)>, SrcMatcher>,
     /// Outputs declared by each package's targets (never sources).
     package_outs: &'a HashMap<String, Vec<OutSpec>>,
+    /// The `[target.NAME]` table being validated.
+    target_span: std::ops::Range<usize>,
 }
 
 impl TargetCtx<'_> {
@@ -221,10 +261,10 @@ impl TargetCtx<'_> {
         let pkg_dir = self.root.join(package);
         let parts: Vec<&str> = rel.split('/').collect();
         let dirs = &parts[..parts.len() - 1];
-        if dirs.iter().any(|d| skipped_dir(d)) {
+        if dirs.contains(&"node_modules") {
             return Some((
-                "is inside node_modules or a hidden directory, which are never sources".into(),
-                "vbuild never stages these directories as srcs",
+                "is inside node_modules, which is never a source".into(),
+                "node_modules are staged with `node_modules = true`; depend on a workspace package's target for its files",
             ));
         }
         for depth in 1..=dirs.len() {
@@ -277,6 +317,59 @@ impl TargetCtx<'_> {
         }
     }
 
+    /// A target without `command` is a file group: it needs srcs, and the
+    /// settings of a command make no sense on it.
+    fn check_file_group(&mut self, label: &Label, def: &TargetDef) {
+        if def.srcs.is_empty() {
+            let d = Diagnostic::at(
+                self.file,
+                self.source,
+                Some(self.target_span.clone()),
+                format!("{label}: no `command` and no `srcs`"),
+            )
+            .with_help("give a command to run, or srcs to make it a file group (docs/guide.md#file-groups)");
+            self.diags.push(d);
+            return;
+        }
+        let mut set: Vec<(&str, Option<std::ops::Range<usize>>)> = vec![];
+        if let Some(o) = def.outs.first() {
+            set.push(("outs", Some(o.span())));
+        }
+        if let Some(p) = def.pass_env.first() {
+            set.push(("pass_env", Some(p.span())));
+        }
+        if let Some(c) = &def.cache {
+            set.push(("cache", Some(c.span())));
+        }
+        if let Some(s) = &def.sandbox {
+            set.push(("sandbox", Some(s.span())));
+        }
+        if let Some(t) = &def.timeout {
+            set.push(("timeout", Some(t.span())));
+        }
+        if !def.env.is_empty() {
+            set.push(("env", None));
+        }
+        if def.network {
+            set.push(("network", None));
+        }
+        if def.node_modules.is_some() {
+            set.push(("node_modules", None));
+        }
+        for (field, span) in set {
+            let d = Diagnostic::at(
+                self.file,
+                self.source,
+                Some(span.unwrap_or_else(|| self.target_span.clone())),
+                format!(
+                    "{label}: `{field}` has no effect on a file group (a target without `command`)"
+                ),
+            )
+            .with_help("a file group only has srcs and deps; add a command, or remove the field");
+            self.diags.push(d);
+        }
+    }
+
     fn error(&mut self, span: std::ops::Range<usize>, msg: String, help: &str) {
         let d = Diagnostic::at(self.file, self.source, Some(span), msg);
         self.diags.push(if help.is_empty() {
@@ -288,18 +381,26 @@ impl TargetCtx<'_> {
 
     fn validate(&mut self, label: &Label, def: &TargetDef) -> Option<Target> {
         let before = self.diags.len();
-        let argv = def.command.get_ref().argv();
-        let empty = match def.command.get_ref() {
-            Command::Shell(script) => script.trim().is_empty(),
-            Command::Argv(argv) => argv.first().is_none_or(|a| a.is_empty()),
+        let argv = match &def.command {
+            Some(command) => {
+                let empty = match command.get_ref() {
+                    Command::Shell(script) => script.trim().is_empty(),
+                    Command::Argv(argv) => argv.first().is_none_or(|a| a.is_empty()),
+                };
+                if empty {
+                    self.error(
+                        command.span(),
+                        format!("{label}: command is empty"),
+                        "give a shell string or a non-empty argv array",
+                    );
+                }
+                command.get_ref().argv()
+            }
+            None => {
+                self.check_file_group(label, def);
+                Vec::new()
+            }
         };
-        if empty {
-            self.error(
-                def.command.span(),
-                format!("{label}: command is empty"),
-                "give a shell string or a non-empty argv array",
-            );
-        }
         let mut src_patterns = Vec::new();
         for src in &def.srcs {
             let text = src.get_ref();
@@ -395,6 +496,7 @@ impl TargetCtx<'_> {
         }
         Some(Target {
             label: label.clone(),
+            file_group: def.command.is_none(),
             argv,
             src_patterns: src_patterns
                 .iter()
@@ -405,7 +507,10 @@ impl TargetCtx<'_> {
             outs,
             env: def.env.clone(),
             pass_env,
-            cache: def.cache,
+            cache: def
+                .cache
+                .as_ref()
+                .map_or(CacheSetting::On, |c| *c.get_ref()),
             sandbox: def.sandbox.as_ref().map(|s| *s.get_ref()),
             network: def.network,
             timeout,
@@ -481,6 +586,99 @@ fn cycle_diagnostic(targets: &[Target], cycle: &[usize], parsed: &[ParsedFile]) 
     .with_help("remove one of these deps; a target cannot depend on itself, even indirectly")
 }
 
+/// Checks and compiles `[workspace] inputs`: root-relative, no `..`, valid
+/// globs, literals naming a file the walk found.
+fn workspace_inputs(
+    def: &WorkspaceDef,
+    source: &str,
+    tree: &Tree,
+    diags: &mut Vec<Diagnostic>,
+) -> WorkspaceInputs {
+    let file = Path::new(WORKSPACE_FILE);
+    let mut patterns = Vec::new();
+    for input in &def.inputs {
+        let text = input.get_ref();
+        let (negated, body) = match text.strip_prefix('!') {
+            Some(rest) => (true, rest),
+            None => (false, text.as_str()),
+        };
+        let problem = match normalize(body) {
+            Err(why) => Some((
+                format!("workspace input {text:?} leaves the workspace: {why}"),
+                "inputs are paths or globs relative to the workspace root",
+            )),
+            Ok((path, is_dir)) => {
+                let pattern = if is_dir { format!("{path}/**") } else { path };
+                let problem = if let Err(e) = crate::globs::glob(&pattern) {
+                    Some((format!("invalid glob {text:?} in inputs: {}", e.kind()), ""))
+                } else if pattern.split('/').any(|s| s == "node_modules") {
+                    Some((
+                        format!("workspace input {text:?} is inside node_modules"),
+                        "node_modules are staged with `node_modules = true`",
+                    ))
+                } else if !negated
+                    && !crate::globs::is_glob(&pattern)
+                    && tree.files.binary_search(&pattern).is_err()
+                {
+                    let help = if root_is_dir(tree, &pattern) {
+                        "write it with a trailing / (\"dir/\") to include everything in it"
+                    } else {
+                        "create the file, fix the path (inputs are relative to the workspace root), or remove the entry"
+                    };
+                    Some((format!("workspace input {text:?} matches no file"), help))
+                } else {
+                    None
+                };
+                patterns.push((negated, pattern));
+                problem
+            }
+        };
+        if let Some((msg, help)) = problem {
+            let d = Diagnostic::at(file, source, Some(input.span()), msg);
+            diags.push(if help.is_empty() {
+                d
+            } else {
+                d.with_help(help)
+            });
+        }
+    }
+    let matcher = SrcMatcher::new(&patterns)
+        .unwrap_or_else(|_| SrcMatcher::new(&[]).expect("an empty matcher compiles"));
+    WorkspaceInputs {
+        patterns: patterns
+            .iter()
+            .map(|(neg, p)| if *neg { format!("!{p}") } else { p.clone() })
+            .collect(),
+        matcher,
+    }
+}
+
+/// Whether some file the walk found lies under `dir`.
+fn root_is_dir(tree: &Tree, dir: &str) -> bool {
+    let prefix = format!("{dir}/");
+    let at = tree.files.partition_point(|f| f.as_str() < prefix.as_str());
+    tree.files.get(at).is_some_and(|f| f.starts_with(&prefix))
+}
+
+/// Adds the files of hidden directories that patterns name literally
+/// (`.vitepress/**`): the load walk skips every hidden directory.
+fn add_hidden_dirs(root: &Path, dirs: &[String], tree: &mut Tree) {
+    let mut extra = Tree::default();
+    for dir in dirs {
+        let abs = root.join(dir);
+        if std::fs::symlink_metadata(&abs).is_ok_and(|m| m.is_dir()) {
+            walk_dir(&abs, dir, &mut extra);
+        }
+    }
+    if extra.files.is_empty() && extra.errors.is_empty() {
+        return;
+    }
+    tree.files.append(&mut extra.files);
+    tree.files.sort();
+    tree.files.dedup();
+    tree.errors.append(&mut extra.errors);
+}
+
 /// What one walk of the workspace finds (everything but `node_modules` and
 /// dot-directories): the packages and every file, so that listing a
 /// package's sources later needs no second walk.
@@ -494,11 +692,27 @@ pub struct Tree {
     /// Directories (workspace-relative) that could not be listed, and
     /// non-UTF-8 names, with the reason: an error for the package holding them.
     pub errors: Vec<(String, String)>,
+    /// Directories holding a `node_modules` directory ("" for the root),
+    /// sorted: recorded by the same walk, so node_modules staging needs
+    /// no second one.
+    pub module_dirs: Vec<String>,
 }
 
 /// Walks the workspace once. `read_dir` reports entry types without a
 /// `stat` per file.
 fn walk_workspace(root: &Path) -> Tree {
+    let mut tree = Tree::default();
+    walk_dir(root, "", &mut tree);
+    tree.packages.sort();
+    tree.files.sort();
+    tree.module_dirs.sort();
+    tree
+}
+
+/// Lists `dir` (workspace-relative `rel`) into `tree`, not descending into
+/// node_modules or hidden directories.
+fn walk_dir(dir: &Path, rel: &str, tree: &mut Tree) {
+    walk(dir, rel, tree);
     fn walk(dir: &Path, rel: &str, tree: &mut Tree) {
         let entries = match std::fs::read_dir(dir) {
             Ok(entries) => entries,
@@ -529,6 +743,14 @@ fn walk_workspace(root: &Path) -> Tree {
                 continue;
             };
             if file_type.is_dir() && skipped_dir(name) {
+                if name == "node_modules" {
+                    tree.module_dirs.push(rel.to_string());
+                }
+                continue;
+            }
+            // A temp file of a restore (ours, or one a killed run left) is
+            // never a source: it would become an input of the next run.
+            if vbuild_store::temp::is_temp_name(name) {
                 continue;
             }
             let sub = if rel.is_empty() {
@@ -546,11 +768,6 @@ fn walk_workspace(root: &Path) -> Tree {
             }
         }
     }
-    let mut tree = Tree::default();
-    walk(root, "", &mut tree);
-    tree.packages.sort();
-    tree.files.sort();
-    tree
 }
 
 impl std::fmt::Display for LoadError {

@@ -322,10 +322,10 @@ fn killed_build_leaves_no_entry_and_reruns() {
     assert!(stats.stdout.contains("entries: 0"), "{}", stats.stdout);
     let out = ws.run(&["why", "//p:build"]);
     assert!(
-        out.stderr
+        out.stdout
             .contains("would run //p:build  (no previous entry)"),
         "{}",
-        out.stderr
+        out.stdout
     );
 }
 

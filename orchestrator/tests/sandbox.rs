@@ -81,8 +81,21 @@ fn the_real_workspace_and_store_are_invisible_in_namespaces() {
 #[test]
 fn inputs_cannot_be_modified() {
     for mode in MODES {
-        let ws = target("chmod u+w data.txt 2>/dev/null; echo evil > data.txt 2>/dev/null; cat data.txt > out.txt", "outs = [\"out.txt\"]");
-        run_mode(&ws, mode).assert_ok();
+        let ws = target(
+            "echo evil > data.txt 2>/dev/null || echo read-only > out.txt; \
+             chmod u+w data.txt && echo evil > data.txt; cat data.txt >> out.txt",
+            "outs = [\"out.txt\"]",
+        );
+        let out = run_mode(&ws, mode);
+        out.assert_ok();
+        // A changed input is the action's own view, discarded and named.
+        assert!(
+            out.stderr.contains(
+                "warning: //p:build: discarded 1 write outside the declared outputs: p/data.txt (modified)"
+            ),
+            "{mode}: {}",
+            out.stderr
+        );
         assert_eq!(
             ws.read("p/data.txt"),
             "data",
@@ -98,8 +111,8 @@ fn inputs_cannot_be_modified() {
         if mode == "namespaces" {
             assert_eq!(
                 ws.read("p/out.txt"),
-                "data",
-                "inputs are read-only inside the sandbox"
+                "read-only\nevil\n",
+                "inputs are read-only by mode; their owner may chmod its own view"
             );
         }
     }
@@ -274,21 +287,26 @@ fn works_as_an_unprivileged_user() {
     assert_eq!(ws.read("p/out.txt"), format!("data{expected_uid}\n"));
 }
 
-/// Inputs may be staged as hard links to their blobs in the namespace
-/// sandbox; an input under a writable output location must not be, or a
-/// write through it would change the stored blob.
+/// Inputs are staged as hard links to their blobs in the namespace
+/// sandbox, where every staged directory is writable through the overlay:
+/// a chmod and a write must copy the file up, never change the blob.
 #[test]
 fn inputs_under_writable_outputs_never_alias_the_store() {
     if !namespaces_available() {
         eprintln!("skipped: namespaces unavailable");
         return;
     }
-    // A glob output makes the whole package directory writable.
+    // A glob output makes the whole package directory an output location.
     let ws = target(
-        "chmod u+w data.txt && echo evil > data.txt; cat data.txt > x.out",
+        "stat -c %h data.txt > links.out; chmod u+w data.txt && echo evil > data.txt; cat data.txt > x.out",
         "outs = [\"*.out\"]",
     );
     run_mode(&ws, "namespaces").assert_ok();
+    assert_ne!(
+        ws.read("p/links.out"),
+        "1\n",
+        "the input was staged as a hard link to its blob"
+    );
     let digest = blake3::hash(b"data").to_hex().to_string();
     let blob = ws.cache.join("cas").join(&digest[..2]).join(&digest[2..]);
     assert_eq!(

@@ -17,6 +17,7 @@ mod child;
 mod error;
 mod launch;
 mod outputs;
+mod overlay;
 mod plan;
 mod probe;
 mod reap;
@@ -65,6 +66,23 @@ impl SandboxMode {
             SandboxMode::Scratch => "scratch",
         }
     }
+}
+
+/// One path an action wrote in its staged workspace (see
+/// [`Scratch::writes`]), workspace-relative.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    pub path: PathBuf,
+    pub kind: WriteKind,
+    /// A directory, named once for everything in it.
+    pub dir: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    Created,
+    Modified,
+    Removed,
 }
 
 /// Paths as the action sees them; the orchestrator puts `home` in HOME and

@@ -1,8 +1,6 @@
-//! Declared output locations: validating them, creating their directories in
-//! the staged workspace, and computing which paths must be mounted writable
-//! (and which inputs next to file outputs must be re-protected read-only).
+//! Declared output locations: validating them and creating their
+//! directories in the staged workspace.
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -54,7 +52,7 @@ fn declared(ws: &Path, spec: &RunSpec) -> Result<Vec<Declared>, SandboxError> {
 /// Creates `ws/rel` as a real directory chain, refusing symlinks and
 /// non-directories on the way: a mount at a path that crosses a staged
 /// symlink could otherwise expose (and make writable) a host directory.
-fn make_dirs_nofollow(ws: &Path, rel: &Path) -> Result<(), SandboxError> {
+pub(crate) fn make_dirs_nofollow(ws: &Path, rel: &Path) -> Result<(), SandboxError> {
     let mut cur = ws.to_path_buf();
     for c in rel.components() {
         cur.push(c);
@@ -78,83 +76,21 @@ fn make_dirs_nofollow(ws: &Path, rel: &Path) -> Result<(), SandboxError> {
     Ok(())
 }
 
-/// The writable mounts of one action, in mount order.
-#[derive(Debug, Default)]
-pub(crate) struct WsMounts {
-    /// Whether the ws root itself is writable (a file output at the root, or
-    /// the whole ws declared as a directory).
-    pub root_rw: bool,
-    /// (relative path, writable) in the order they must be mounted: shallow
-    /// first, so deeper mounts override.
-    pub binds: Vec<(PathBuf, bool)>,
-}
-
-fn is_under(p: &Path, dir: &Path) -> bool {
-    p.starts_with(dir)
-}
-
-/// Scratch and namespaces modes: validates outputs, creates their
-/// directories in the staged ws, the cwd too, and plans the mounts.
-pub(crate) fn prepare(ws: &Path, spec: &RunSpec) -> Result<WsMounts, SandboxError> {
-    let decl = declared(ws, spec)?;
+/// Scratch and namespaces modes: validates outputs and creates their
+/// directories (for a file output, its parent) in the staged ws, the cwd
+/// too. In the namespace sandbox these become part of the overlay's lower
+/// layer: writable through it, never mount points, so an action may delete
+/// and re-create them.
+pub(crate) fn prepare(ws: &Path, spec: &RunSpec) -> Result<(), SandboxError> {
     make_dirs_nofollow(ws, &relative(&spec.cwd)?)?;
-
-    let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
-    let mut files: BTreeSet<PathBuf> = BTreeSet::new();
-    for d in &decl {
+    for d in declared(ws, spec)? {
         if d.is_dir {
             make_dirs_nofollow(ws, &d.rel)?;
-            dirs.insert(d.rel.clone());
         } else {
-            let parent = d.rel.parent().unwrap_or(Path::new("")).to_path_buf();
-            make_dirs_nofollow(ws, &parent)?;
-            files.insert(d.rel.clone());
+            make_dirs_nofollow(ws, d.rel.parent().unwrap_or(Path::new("")))?;
         }
     }
-    // Keep only outermost directory outputs.
-    let outer: Vec<PathBuf> = dirs
-        .iter()
-        .filter(|d| !dirs.iter().any(|o| o != *d && is_under(d, o)))
-        .cloned()
-        .collect();
-    let in_dir_output = |p: &Path| outer.iter().any(|d| is_under(p, d));
-    // Parents of file outputs that no directory output already covers.
-    let parents: BTreeSet<PathBuf> = files
-        .iter()
-        .filter(|f| !in_dir_output(f))
-        .map(|f| f.parent().unwrap_or(Path::new("")).to_path_buf())
-        .collect();
-
-    let mut writable: BTreeSet<PathBuf> = outer.iter().cloned().collect();
-    writable.extend(parents.iter().cloned());
-
-    let mut binds: Vec<(PathBuf, bool)> = Vec::new();
-    for w in &writable {
-        binds.push((w.clone(), true));
-    }
-    // Inputs sitting next to a file output stay read-only: bind each existing
-    // entry of the now-writable parent over itself, read-only. Deeper
-    // writable locations are mounted after (deeper) and win.
-    for p in &parents {
-        for entry in fs::read_dir(ws.join(p))? {
-            let entry = entry?;
-            let rel = p.join(entry.file_name());
-            let ft = entry.file_type()?;
-            // Symlinks cannot be bind targets without following them; they
-            // stay replaceable, but only in this scratch copy.
-            let bindable = ft.is_dir() || ft.is_file();
-            if bindable && !writable.contains(&rel) && !files.contains(&rel) {
-                binds.push((rel, false));
-            }
-        }
-    }
-    let root_rw = writable.contains(Path::new(""));
-    binds.retain(|(p, _)| !p.as_os_str().is_empty());
-    binds.sort_by(|a, b| {
-        let depth = |p: &Path| p.components().count();
-        depth(&a.0).cmp(&depth(&b.0)).then_with(|| a.0.cmp(&b.0))
-    });
-    Ok(WsMounts { root_rw, binds })
+    Ok(())
 }
 
 /// Mode "none": the real workspace. Creates output directories the way the
@@ -195,48 +131,18 @@ mod tests {
     }
 
     #[test]
-    fn dir_outputs_are_mounted_whole_and_nested_ones_dropped() -> Result<(), SandboxError> {
+    fn output_dirs_are_created_and_symlinks_refused() -> Result<(), SandboxError> {
         let ws = tempfile::tempdir()?;
-        let m = prepare(ws.path(), &spec(&["dist/", "dist/sub/", "pkg/lib/"]))?;
-        assert!(!m.root_rw);
-        assert_eq!(
-            m.binds,
-            vec![
-                (PathBuf::from("dist"), true),
-                (PathBuf::from("pkg/lib"), true)
-            ]
-        );
-        assert!(ws.path().join("pkg/lib").is_dir());
-        Ok(())
-    }
-
-    #[test]
-    fn file_outputs_reprotect_their_siblings() -> Result<(), SandboxError> {
-        let ws = tempfile::tempdir()?;
-        fs::create_dir_all(ws.path().join("pkg/src"))?;
-        fs::write(ws.path().join("pkg/build.js"), "")?;
-        fs::write(ws.path().join("pkg/out.txt"), "stale")?;
-        std::os::unix::fs::symlink("build.js", ws.path().join("pkg/link"))?;
-        let m = prepare(ws.path(), &spec(&["pkg/out.txt", "pkg/src/gen/"]))?;
-        assert_eq!(
-            m.binds,
-            vec![
-                (PathBuf::from("pkg"), true),
-                (PathBuf::from("pkg/build.js"), false),
-                (PathBuf::from("pkg/src"), false),
-                (PathBuf::from("pkg/src/gen"), true),
-            ]
-        );
-        Ok(())
-    }
-
-    #[test]
-    fn file_output_at_the_root_makes_the_root_writable() -> Result<(), SandboxError> {
-        let ws = tempfile::tempdir()?;
-        fs::write(ws.path().join("input"), "")?;
-        let m = prepare(ws.path(), &spec(&["out.txt"]))?;
-        assert!(m.root_rw);
-        assert_eq!(m.binds, vec![(PathBuf::from("input"), false)]);
+        prepare(
+            ws.path(),
+            &spec(&["dist/", "dist/sub/", "pkg/lib/", "pkg/out/a.txt"]),
+        )?;
+        for d in ["dist/sub", "pkg/lib", "pkg/out"] {
+            assert!(ws.path().join(d).is_dir(), "{d}");
+        }
+        assert!(!ws.path().join("pkg/out/a.txt").exists());
+        std::os::unix::fs::symlink("/tmp", ws.path().join("link"))?;
+        assert!(prepare(ws.path(), &spec(&["link/x/"])).is_err());
         Ok(())
     }
 }

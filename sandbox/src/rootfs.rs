@@ -10,7 +10,8 @@
 //!   are left out on purpose: they would make outputs depend on the machine;
 //! - a minimal /dev (null, zero, full, random, urandom, tty, a private
 //!   /dev/shm) and a /proc of the sandbox's own PID namespace;
-//! - /vbuild/ws (staged inputs, read-only; declared outputs read-write),
+//! - /vbuild/ws: an overlay of the staged inputs (read-only by mode; every
+//!   write lands in a scratch upper layer, see overlay.rs),
 //!   /vbuild/home and /vbuild/tmp (read-write, /tmp points there).
 
 use std::ffi::{CStr, CString};
@@ -20,7 +21,6 @@ use std::path::{Component, Path, PathBuf};
 use nix::mount::MsFlags;
 use nix::sys::statvfs::{statvfs, FsFlags};
 
-use crate::outputs::WsMounts;
 use crate::plan::{cpath, NsPlan, Op};
 use crate::{
     SandboxError, FIXED_HOME, FIXED_TMP, FIXED_WS, SANDBOX_GID, SANDBOX_HOSTNAME, SANDBOX_UID,
@@ -55,10 +55,13 @@ const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"]
 pub(crate) struct RootSpec<'a> {
     /// Empty host directory the tmpfs root is mounted on.
     pub new_root: &'a Path,
+    /// The staged workspace: the overlay's lower layer.
     pub ws: &'a Path,
+    /// The overlay's upper and work directories (empty, same filesystem).
+    pub upper: &'a Path,
+    pub work: &'a Path,
     pub home: &'a Path,
     pub tmp: &'a Path,
-    pub ws_mounts: &'a WsMounts,
     pub network: bool,
     pub extra_ro: &'a [(PathBuf, PathBuf)],
     pub extra_rw: &'a [(PathBuf, PathBuf)],
@@ -344,11 +347,19 @@ fn workspace(b: &mut Builder, r: &RootSpec) -> Result<(), SandboxError> {
     for d in [FIXED_WS, FIXED_HOME, FIXED_TMP] {
         b.mkdir(d)?;
     }
-    let ws_inside = Path::new(FIXED_WS);
-    b.bind_existing(r.ws, ws_inside, !r.ws_mounts.root_rw)?;
-    for (rel, rw) in &r.ws_mounts.binds {
-        b.bind_existing(&r.ws.join(rel), &ws_inside.join(rel), !rw)?;
-    }
+    // Writable staging (see overlay.rs): every write lands in `upper`.
+    // A gate: a kernel without unprivileged overlayfs (before 5.11) makes
+    // the probe fail, and the run falls back to scratch mode.
+    let data = crate::overlay::options(r.ws, r.upper, r.work)?;
+    b.plan.push_gate(
+        Op::Mount {
+            fstype: c"overlay",
+            dst: b.at(FIXED_WS)?,
+            flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            data,
+        },
+        format!("mount overlay on {FIXED_WS}"),
+    );
     b.bind_existing(r.home, Path::new(FIXED_HOME), false)?;
     b.bind_existing(r.tmp, Path::new(FIXED_TMP), false)?;
     // Tools that ignore TMPDIR still write to the action's own tmp.

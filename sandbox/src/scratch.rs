@@ -7,13 +7,17 @@ use std::path::{Path, PathBuf};
 use crate::outputs::{prepare, relative};
 use crate::plan::{ChildPlan, ExecPlan};
 use crate::rootfs::{self, RootSpec};
-use crate::{launch, remove};
-use crate::{Layout, Outcome, RunSpec, SandboxError, SandboxMode, FIXED_HOME, FIXED_TMP, FIXED_WS};
+use crate::{launch, overlay, remove};
+use crate::{
+    Layout, Outcome, RunSpec, SandboxError, SandboxMode, Write, FIXED_HOME, FIXED_TMP, FIXED_WS,
+};
+use std::sync::Mutex;
 
 /// A per-action scratch directory on the host:
-/// `<parent>/<unique>/{ws,home,tmp,out,root}`. `ws` mirrors the workspace
-/// layout and holds only the staged inputs; `root` is the (empty) mountpoint
-/// of the namespace sandbox's root. Removed on drop.
+/// `<parent>/<unique>/{ws,home,tmp,out,root,upper,work}`. `ws` mirrors the
+/// workspace layout and holds only the staged inputs; `root` is the (empty)
+/// mountpoint of the namespace sandbox's root; `upper` and `work` are the
+/// overlay's (see overlay.rs). Removed on drop.
 #[derive(Debug)]
 pub struct Scratch {
     root: PathBuf,
@@ -22,6 +26,10 @@ pub struct Scratch {
     tmp: PathBuf,
     out: PathBuf,
     mnt: PathBuf,
+    upper: PathBuf,
+    work: PathBuf,
+    /// What the last `run` wrote in the staged workspace.
+    writes: Mutex<Vec<Write>>,
 }
 
 impl Scratch {
@@ -38,9 +46,12 @@ impl Scratch {
             tmp: root.join("tmp"),
             out: root.join("out"),
             mnt: root.join("root"),
+            upper: root.join("upper"),
+            work: root.join("work"),
+            writes: Mutex::new(Vec::new()),
             root,
         };
-        for d in [&s.ws, &s.home, &s.tmp, &s.out, &s.mnt] {
+        for d in [&s.ws, &s.home, &s.tmp, &s.out, &s.mnt, &s.upper, &s.work] {
             // On failure `s` is dropped and the partial tree removed.
             fs::create_dir(d)?;
         }
@@ -91,9 +102,38 @@ impl Scratch {
     /// Runs the action. A failing command is an `Ok(Outcome)`; `Err` means
     /// it could not run as asked (for namespaces: see
     /// [`SandboxError::NamespacesUnavailable`]).
+    ///
+    /// Afterwards [`Scratch::writes`] lists what the action wrote in the
+    /// staged workspace; on success, what it wrote at its declared output
+    /// locations is in [`Scratch::host_ws`] (moved down from the overlay's
+    /// upper layer in namespaces mode), ready to be captured.
     pub fn run(&self, mode: SandboxMode, spec: &RunSpec) -> Result<Outcome, SandboxError> {
         let plan = self.plan(mode, spec)?;
-        launch::run(plan, spec)
+        let before = (mode == SandboxMode::Scratch).then(|| overlay::snapshot(&self.ws));
+        let outcome = launch::run(plan, spec)?;
+        let writes = match &before {
+            Some(before) => overlay::diff(&self.ws, before),
+            None => {
+                let writes = overlay::changes(&self.upper, &self.ws)?;
+                if outcome.success() {
+                    overlay::settle(&self.upper, &self.ws, &spec.writable)?;
+                }
+                writes
+            }
+        };
+        *self.writes.lock().unwrap_or_else(|p| p.into_inner()) = writes;
+        Ok(outcome)
+    }
+
+    /// What the last [`Scratch::run`] wrote in the staged workspace:
+    /// created, modified and removed paths, workspace-relative, sorted.
+    /// The orchestrator names those outside the declared outputs (which
+    /// are discarded) in a warning.
+    pub fn writes(&self) -> Vec<Write> {
+        self.writes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Builds the namespace sandbox for `spec` without running anything.
@@ -104,7 +144,7 @@ impl Scratch {
     }
 
     fn plan(&self, mode: SandboxMode, spec: &RunSpec) -> Result<ChildPlan, SandboxError> {
-        let ws_mounts = prepare(&self.ws, spec)?;
+        prepare(&self.ws, spec)?;
         let cwd = self.layout(mode).ws.join(relative(&spec.cwd)?);
         let mut exec = ExecPlan::new(spec, &cwd)?;
         match mode {
@@ -114,9 +154,10 @@ impl Scratch {
                 let ns = rootfs::build(&RootSpec {
                     new_root: &self.mnt,
                     ws: &self.ws,
+                    upper: &self.upper,
+                    work: &self.work,
                     home: &self.home,
                     tmp: &self.tmp,
-                    ws_mounts: &ws_mounts,
                     network: spec.network,
                     extra_ro: &spec.extra_ro_binds,
                     extra_rw: &spec.extra_rw_binds,

@@ -342,3 +342,38 @@ fn concurrent_actions_from_many_threads() {
         });
     }
 }
+
+#[test]
+fn writes_in_the_staged_workspace_are_listed_in_both_modes() {
+    for mode in modes(module_path!()) {
+        let f = fixture();
+        f.stage("src/keep.ts", "k");
+        f.stage("src/gone.ts", "g");
+        f.stage("src/edit.ts", "e");
+        let r = f.run_sh(
+            mode,
+            "chmod u+w src/edit.ts && echo x >> src/edit.ts && rm src/gone.ts && \
+             mkdir -p .cache/a && touch .cache/a/b gen.ts && echo out > dist/o.txt",
+        );
+        assert!(r.ok(), "{mode:?}: {r:?}");
+        let writes: Vec<String> = f
+            .scratch
+            .writes()
+            .iter()
+            .map(|w| format!("{:?} {}", w.kind, w.path.display()))
+            .collect();
+        let expected = [
+            "Created .cache",
+            "Created dist/o.txt",
+            "Created gen.ts",
+            "Modified src/edit.ts",
+            "Removed src/gone.ts",
+        ];
+        assert_eq!(writes, expected, "{mode:?}");
+        assert_eq!(
+            f.ws_file("dist/o.txt").as_deref(),
+            Some("out\n"),
+            "{mode:?}"
+        );
+    }
+}

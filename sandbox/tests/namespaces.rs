@@ -57,20 +57,65 @@ fn same_workspace_at_two_paths_gives_identical_bytes() {
         .starts_with("/vbuild/ws\n/vbuild/ws\n/vbuild/ws/build.js\n"));
 }
 
+/// Sets a staged file's mode, as the orchestrator stages inputs (0444).
+fn read_only(f: &common::Fixture, rel: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let p = f.scratch.host_ws().join(rel);
+    fs::set_permissions(p, fs::Permissions::from_mode(0o444)).expect("chmod");
+}
+
 #[test]
-fn inputs_are_read_only_and_host_copy_unchanged() {
+fn staged_directories_accept_writes_that_never_reach_the_staged_tree() {
     require_namespaces!();
     let f = fixture();
-    f.stage("src/a.ts", "original");
+    for name in ["a", "b", "c", "d"] {
+        f.stage(&format!("src/{name}.ts"), "original");
+        read_only(&f, &format!("src/{name}.ts"));
+    }
     let r = f.run_sh(
         NS,
-        "for cmd in 'echo changed > src/a.ts' 'rm -f src/a.ts' 'chmod 777 src/a.ts' 'touch new.txt' \
-           'mkdir newdir' 'mv src/a.ts src/b.ts'; do sh -c \"$cmd\" && echo allowed || echo denied; done",
+        "for cmd in 'echo changed > src/a.ts' 'chmod u+w src/b.ts && echo changed > src/b.ts' \
+           'rm -f src/c.ts' 'mv src/d.ts src/e.ts' 'touch new.txt' 'mkdir -p newdir/sub'; \
+         do sh -c \"$cmd\" 2>/dev/null && echo allowed || echo denied; done; cat src/b.ts",
     );
-    assert_eq!(r.stdout, "denied\n".repeat(6), "{r:?}");
-    assert!(r.stderr.contains("Read-only file system"), "{}", r.stderr);
-    assert_eq!(f.ws_file("src/a.ts").as_deref(), Some("original"));
-    assert!(f.ws_file("new.txt").is_none());
+    // Input files are read-only by mode; their owner may chmod its own
+    // view, and directories take new entries, all in the overlay only.
+    assert_eq!(
+        r.stdout,
+        format!("denied\n{}changed\n", "allowed\n".repeat(5)),
+        "{r:?}"
+    );
+    for name in ["a", "b", "c", "d"] {
+        assert_eq!(
+            f.ws_file(&format!("src/{name}.ts")).as_deref(),
+            Some("original")
+        );
+    }
+    assert!(f.ws_file("new.txt").is_none() && f.ws_file("src/e.ts").is_none());
+    let writes: Vec<String> = f
+        .scratch
+        .writes()
+        .iter()
+        .map(|w| {
+            format!(
+                "{:?} {}{}",
+                w.kind,
+                w.path.display(),
+                if w.dir { "/" } else { "" }
+            )
+        })
+        .collect();
+    assert_eq!(
+        writes,
+        [
+            "Created new.txt",
+            "Created newdir/",
+            "Modified src/b.ts",
+            "Removed src/c.ts",
+            "Removed src/d.ts",
+            "Created src/e.ts"
+        ]
+    );
 }
 
 #[test]
@@ -102,24 +147,29 @@ fn nothing_outside_is_writable_or_visible() {
 }
 
 #[test]
-fn file_outputs_make_their_directory_writable_but_not_its_inputs() {
+fn declared_outputs_can_be_removed_and_recreated_and_only_they_come_back() {
     require_namespaces!();
     let f = fixture();
     f.stage("pkg/build.js", "input");
-    f.stage("pkg/src/index.ts", "input");
+    read_only(&f, "pkg/build.js");
+    f.stage("pkg/dist/stale.js", "stale");
     let mut spec = f.sh(
         NS,
-        "echo tmp > out.tmp && mv out.tmp out.txt && cat out.txt; \
-         for cmd in 'echo x > build.js' 'rm -f build.js' 'echo x > src/index.ts' 'touch src/new' \
-           'mv src src2'; do sh -c \"$cmd\" && echo allowed || echo denied; done",
+        "rm -rf dist && mkdir dist && echo new > dist/a.js && \
+         echo tmp > out.tmp && mv out.tmp out.txt && echo side > side.txt && cat out.txt",
     );
     spec.cwd = "pkg".into();
-    spec.writable = vec!["pkg/out.txt".into()];
+    spec.writable = vec!["pkg/dist/".into(), "pkg/out.txt".into()];
     let r = f.run(NS, &spec).expect("run");
-    assert_eq!(r.stdout, format!("tmp\n{}", "denied\n".repeat(5)), "{r:?}");
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(r.stdout, "tmp\n");
+    // The declared outputs are in the staged tree, ready to be captured;
+    // nothing else the action wrote is.
+    assert_eq!(f.ws_file("pkg/dist/a.js").as_deref(), Some("new\n"));
+    assert!(f.ws_file("pkg/dist/stale.js").is_none());
     assert_eq!(f.ws_file("pkg/out.txt").as_deref(), Some("tmp\n"));
+    assert!(f.ws_file("pkg/side.txt").is_none());
     assert_eq!(f.ws_file("pkg/build.js").as_deref(), Some("input"));
-    assert_eq!(f.ws_file("pkg/src/index.ts").as_deref(), Some("input"));
 }
 
 #[test]

@@ -41,7 +41,9 @@ def main():
         failures += bool(errors)
     bad_build = [
         'target.build.comand = "x"',                      # unknown field
-        'target.build.srcs = ["a"]',                      # missing command
+        'target.build.outs = ["a"]',                      # no command, no srcs
+        'target.build.srcs = ["a"]\ntarget.build.outs = ["b"]',  # file group with outs
+        'target.build.command = "x"\ntarget.build.cache = "sometimes"',
         'target.build.command = []',                      # empty argv
         'target.build.command = 42',                      # wrong type
         'target.build.command = "x"\ntarget.build.sandbox = "docker"',

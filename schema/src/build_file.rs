@@ -37,11 +37,47 @@ pub enum SandboxSetting {
     None,
 }
 
-/// One `[target.NAME]` table.
+/// `cache = true | false | "always"`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CacheSetting {
+    /// Cached unless the tool asks otherwise (`disableCache()`).
+    #[default]
+    On,
+    /// Never read or write the action cache.
+    Off,
+    /// Cached even when the tool asks not to be: for runs that are
+    /// hermetic although their tool's server calls `disableCache()`
+    /// (e.g. `vitest run`; never a dev or watch server).
+    Always,
+}
+
+impl<'de> Deserialize<'de> for CacheSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Text(String),
+        }
+        match Raw::deserialize(d) {
+            Ok(Raw::Bool(true)) => Ok(CacheSetting::On),
+            Ok(Raw::Bool(false)) => Ok(CacheSetting::Off),
+            Ok(Raw::Text(t)) if t == "always" => Ok(CacheSetting::Always),
+            _ => Err(serde::de::Error::custom(
+                "cache must be true, false or \"always\"",
+            )),
+        }
+    }
+}
+
+/// One `[target.NAME]` table. Without `command` it is a *file group*: its
+/// `srcs` (and its deps' outputs) become inputs of the targets that list it
+/// in `deps`; it runs nothing.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetDef {
-    pub command: Spanned<Command>,
+    #[serde(default)]
+    pub command: Option<Spanned<Command>>,
     #[serde(default)]
     pub srcs: Vec<Spanned<String>>,
     #[serde(default)]
@@ -52,8 +88,9 @@ pub struct TargetDef {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub pass_env: Vec<Spanned<String>>,
-    #[serde(default = "yes")]
-    pub cache: bool,
+    /// Unset means [`CacheSetting::On`].
+    #[serde(default)]
+    pub cache: Option<Spanned<CacheSetting>>,
     pub sandbox: Option<Spanned<SandboxSetting>>,
     /// Opens the network inside the namespace sandbox (part of the key).
     #[serde(default)]
@@ -64,10 +101,6 @@ pub struct TargetDef {
     /// node toolchain; overrides the workspace's `node_modules`.
     #[serde(default)]
     pub node_modules: Option<bool>,
-}
-
-fn yes() -> bool {
-    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,6 +128,11 @@ pub struct WorkspaceDef {
     /// docs/migrate.md); a target's own `node_modules` wins.
     #[serde(default)]
     pub node_modules: bool,
+    /// Paths and globs relative to the root that every action sees, staged
+    /// read-only and keyed by content (a root `tsconfig.base.json`,
+    /// `pnpm-workspace.yaml`, `.eslintrc.js`, `package.json`).
+    #[serde(default)]
+    pub inputs: Vec<Spanned<String>>,
     /// The `[remote]` table of the same file (a sibling of `[workspace]`).
     #[serde(skip)]
     pub remote: Option<RemoteDef>,
@@ -245,9 +283,32 @@ pass_env = ["CI"]
 "#;
         let targets = parse_build_file(Path::new("BUILD.toml"), src).unwrap();
         let t = targets["build"].get_ref();
-        assert_eq!(t.command.get_ref().argv(), ["/bin/sh", "-c", "make"]);
+        let command = t.command.as_ref().unwrap();
+        assert_eq!(command.get_ref().argv(), ["/bin/sh", "-c", "make"]);
         assert_eq!(t.srcs.len(), 2);
-        assert!(t.cache);
+        assert!(t.cache.is_none());
+    }
+
+    #[test]
+    fn cache_values() {
+        let parse = |v: &str| {
+            let src = format!("[target.t]\ncommand = \"x\"\ncache = {v}\n");
+            parse_build_file(Path::new("BUILD.toml"), &src)
+                .map(|t| t["t"].get_ref().cache.as_ref().map(|c| *c.get_ref()))
+        };
+        assert_eq!(parse("true").unwrap(), Some(CacheSetting::On));
+        assert_eq!(parse("false").unwrap(), Some(CacheSetting::Off));
+        assert_eq!(parse("\"always\"").unwrap(), Some(CacheSetting::Always));
+        let err = parse("\"sometimes\"").unwrap_err();
+        assert!(err.message.contains("\"always\""), "{}", err.message);
+        assert_eq!(err.line, 3);
+    }
+
+    #[test]
+    fn file_group_has_no_command() {
+        let src = "[target.files]\nsrcs = [\"base.json\"]\n";
+        let targets = parse_build_file(Path::new("BUILD.toml"), src).unwrap();
+        assert!(targets["files"].get_ref().command.is_none());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! read verifies the BLAKE3 of what it reads, so such a blob is detected,
 //! deleted and rebuilt by the next build instead of being served. That trade
 //! keeps a cold build from paying one fsync per output file.
+use crate::temp::{self, Temp};
 use crate::{Digest, Result, StoreError};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -54,6 +55,8 @@ pub struct Cas {
     /// `<root>/tmp`: same filesystem as `cas/`, so the final rename is atomic.
     tmp_dir: PathBuf,
     written: std::sync::atomic::AtomicU64,
+    /// The device of `tmp/`: a restore to the same device is written there.
+    tmp_dev: Option<u64>,
 }
 
 impl Cas {
@@ -67,9 +70,14 @@ impl Cas {
                 source,
             })?;
         }
+        // Leftovers of killed runs (their pid is gone) are never renamed
+        // into place: remove them.
+        temp::sweep_store_tmp(&tmp_dir);
+        let tmp_dev = temp::dev_of(&tmp_dir);
         Ok(Cas {
             cas_dir,
             tmp_dir,
+            tmp_dev,
             written: Default::default(),
         })
     }
@@ -87,11 +95,13 @@ impl Cas {
         Ok(digest)
     }
 
-    /// Streams a file into the store while hashing it (one read of the file).
-    /// Returns (digest, size). Does not follow a symlink at `path` specially:
-    /// callers pass regular files only.
+    /// Streams a regular file into the store while hashing it (one read of
+    /// the file). Returns (digest, size). Anything else (a FIFO, a device,
+    /// a socket, a symlink put there after the caller looked) is refused
+    /// without blocking: the file is opened non-blocking, not following a
+    /// symlink, and checked before a byte is read.
     pub fn put_file(&self, path: &Path) -> Result<(Digest, u64), CasError> {
-        let mut src = File::open(path).map_err(io_err(path))?;
+        let mut src = open_regular(path)?;
         let mut tmp = self.new_temp()?;
         // The digest is only known once the whole file has been read, so the
         // bytes go to a temp file while hashing; if the blob turns out to
@@ -127,10 +137,6 @@ impl Cas {
         &self.cas_dir
     }
 
-    pub(crate) fn tmp_dir(&self) -> &Path {
-        &self.tmp_dir
-    }
-
     pub fn contains(&self, digest: &Digest) -> bool {
         self.blob_path(digest).is_file()
     }
@@ -162,13 +168,13 @@ impl Cas {
         Ok(bytes)
     }
 
-    /// Copies a blob to `dest` (a temp file next to `dest`, then rename over
-    /// it), hashing while copying; sets mode 0755 if `executable` else 0644.
-    /// On a hash mismatch the temp file and the blob are removed and
-    /// `CasError::Corrupt` is returned; `dest` is left untouched.
+    /// Copies a blob to `dest` through a temp file renamed over it (see
+    /// [`crate::temp`]: in the store's `tmp/` when on the same filesystem,
+    /// else an unnamed file beside `dest`), hashing while copying; sets mode
+    /// 0755 if `executable` else 0644. On a hash mismatch the temp file and
+    /// the blob are removed and `CasError::Corrupt` is returned; `dest` is
+    /// left untouched. No named file is ever left beside `dest` by a crash.
     pub fn copy_out(&self, digest: &Digest, dest: &Path, executable: bool) -> Result<(), CasError> {
-        let blob = self.blob_path(digest);
-        let mut src = File::open(&blob).map_err(|e| self.open_err(digest, &blob, e))?;
         // Renaming a file over a directory fails anyway, but only after the
         // copy; checking first gives a clear error and saves the work.
         if fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()) {
@@ -182,24 +188,40 @@ impl Cas {
             _ => Path::new("."),
         };
         fs::create_dir_all(parent).map_err(io_err(parent))?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".vbuild-tmp-")
-            .tempfile_in(parent)
-            .map_err(io_err(parent))?;
-        let (actual, _) = copy_hashing(&mut src, &blob, &mut tmp)?;
+        let tmp = Temp::for_dest(&self.tmp_dir, self.tmp_dev, parent).map_err(io_err(parent))?;
+        match self.copy_to_temp(digest, tmp, dest, executable) {
+            // A bind mount of the same device still refuses a rename across
+            // it: write beside `dest` instead.
+            Err(CasError::Io { source, .. }) if source.raw_os_error() == Some(libc::EXDEV) => {
+                let tmp = Temp::beside(parent).map_err(io_err(parent))?;
+                self.copy_to_temp(digest, tmp, dest, executable)
+            }
+            other => other,
+        }
+    }
+
+    fn copy_to_temp(
+        &self,
+        digest: &Digest,
+        mut tmp: Temp,
+        dest: &Path,
+        executable: bool,
+    ) -> Result<(), CasError> {
+        let blob = self.blob_path(digest);
+        let mut src = File::open(&blob).map_err(|e| self.open_err(digest, &blob, e))?;
+        let (actual, _) = with_thread_buffer(|buf| {
+            hash_chunks(&mut src, &blob, buf, |chunk| {
+                tmp.file().write_all(chunk).map_err(io_err(dest))
+            })
+        })?;
         if actual != *digest {
             drop(tmp); // deletes the temp file; `dest` was never touched
             return Err(self.quarantine(digest));
         }
-        set_mode(tmp.as_file(), if executable { 0o755 } else { 0o644 })
-            .map_err(io_err(tmp.path()))?;
+        set_mode(tmp.file(), if executable { 0o755 } else { 0o644 }).map_err(io_err(dest))?;
         // rename(2) atomically replaces a file or a symlink at `dest` (the
         // symlink itself, not its target).
-        tmp.persist(dest).map_err(|e| CasError::Io {
-            path: dest.to_path_buf(),
-            source: e.error,
-        })?;
-        Ok(())
+        tmp.persist(dest).map_err(io_err(dest))
     }
 
     /// Hard-links a blob at `dest` (which must not exist) after verifying its
@@ -277,7 +299,7 @@ impl Cas {
     }
 
     fn new_temp(&self) -> Result<NamedTempFile, CasError> {
-        NamedTempFile::new_in(&self.tmp_dir).map_err(io_err(&self.tmp_dir))
+        temp::named_in(&self.tmp_dir).map_err(io_err(&self.tmp_dir))
     }
 
     /// Makes a complete temp file the blob `digest`: read-only, then renamed
@@ -416,6 +438,27 @@ fn hash_chunks(
         size += n as u64;
     }
     Ok((hasher.finalize().into(), size))
+}
+
+/// Opens `path` for reading only if it is a regular file (see `put_file`).
+fn open_regular(path: &Path) -> Result<File, CasError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io_err(path))?;
+    let meta = file.metadata().map_err(io_err(path))?;
+    if !meta.is_file() {
+        return Err(CasError::Io {
+            path: path.to_path_buf(),
+            source: io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file (only regular files, directories and symlinks are stored)",
+            ),
+        });
+    }
+    Ok(file)
 }
 
 /// `read_dir` that treats a missing directory as empty.

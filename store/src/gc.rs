@@ -44,6 +44,10 @@ const SLACK_MS: i64 = 60 * 1000;
 /// budget, so the next runs do not collect again at once.
 pub const AUTO_TARGET_PERCENT: u64 = 80;
 
+/// Where a collection moves a blob before deciding to unlink it (not
+/// `tmp/`, whose sweep of old files must not race with it).
+const ASIDE: &str = "gc-aside";
+
 /// Parses a size: bytes, or a number with K, M, G or T (powers of 1024;
 /// `KB`, `KiB` and lower case accepted).
 pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
@@ -336,6 +340,10 @@ pub fn collect(store: &Store, target: u64) -> Result<GcReport> {
             ..Default::default()
         });
     }
+    // Blobs set aside by a collection that was killed: unneeded and old.
+    let aside = store.root().join(ASIDE);
+    let _ = fs::remove_dir_all(&aside);
+    fs::create_dir_all(&aside).map_err(io_err(&aside))?;
     let start = now_ms().min(store.oldest_lease()?.unwrap_or(i64::MAX));
     let entry_fence = start - TOUCH_MS;
     let blob_fence = start - SLACK_MS;
@@ -437,7 +445,7 @@ fn remove_entries(store: &Store, keys: &[Vec<u8>], fence: i64) -> Result<u64> {
 /// Renames the blob aside, checks it was not marked meanwhile, unlinks it.
 fn remove_blob(store: &Store, digest: &Digest, fence: i64) -> Result<bool> {
     let path = store.cas.blob_path(digest);
-    let aside = store.cas.tmp_dir().join(format!("gc-{}", digest.to_hex()));
+    let aside = store.root().join(ASIDE).join(digest.to_hex());
     match fs::rename(&path, &aside) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),

@@ -5,11 +5,13 @@
 //! else `~/.cache/vbuild`):
 //! ```text
 //! cas/ab/cdef…      immutable blobs named by the BLAKE3 hex of their bytes
-//! tmp/              temp files, renamed into cas/ when complete
+//! tmp/              temp files (.vbuild-tmp-<pid>-…), renamed into cas/ or the
+//!                   workspace when complete; a dead run's are swept at open
 //! scratch/          per-action scratch directories (owned by the orchestrator)
 //! cache.db          SQLite (WAL): action cache + stat cache
 //! leases/           one locked file per running build (see gc.rs)
 //! gc.lock           held by the one collection running
+//! gc-aside/         blobs a collection is about to unlink
 //! ```
 
 mod action_cache;
@@ -19,6 +21,7 @@ mod gc;
 pub mod remote;
 mod schema;
 mod stat_cache;
+pub mod temp;
 mod tree;
 
 pub use action_cache::{ActionCache, ActionResult, CacheEntry, LastRun, MAX_RECORDS_PER_WEAK_KEY};

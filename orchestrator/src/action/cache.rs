@@ -47,7 +47,7 @@ pub(super) fn lookup(
         let Some(result) = ctx.store.action_cache.get(&strong)? else {
             continue;
         };
-        match restore(ctx, target, &result) {
+        match restore(ctx, target, inputs, &result) {
             Ok(mut outcome) => {
                 outcome.key = Some(strong);
                 // Most recently used first; the first record needs no write.
@@ -68,15 +68,22 @@ pub(super) fn lookup(
 
 /// A hit: load the output tree and logs (verifying every blob), then make
 /// the workspace match. Any missing or corrupt blob fails the restore.
-pub(crate) fn restore(ctx: &Ctx, target: &Target, result: &ActionResult) -> Result<Outcome> {
+pub(crate) fn restore(
+    ctx: &Ctx,
+    target: &Target,
+    inputs: &BTreeMap<String, EntryKind>,
+    result: &ActionResult,
+) -> Result<Outcome> {
     let cas = &ctx.store.cas;
     let tree = Arc::new(Tree::from_bytes(&cas.read_verified(&result.output_tree)?)?);
     let mut outcome = Outcome::new(State::Hit, Duration::ZERO);
     if !ctx.opts.dry_run {
-        outcome.stdout = cas.read_verified(&result.stdout)?;
-        outcome.stderr = cas.read_verified(&result.stderr)?;
+        // Verified in chunks and replayed from the store: a hit with a
+        // large log costs no memory for it.
+        outcome.stdout = super::Log::verified_blob(cas, &result.stdout)?;
+        outcome.stderr = super::Log::verified_blob(cas, &result.stderr)?;
         let _m = crate::profile::span("materialize");
-        materialize::materialize(ctx.store, ctx.stat_cache, &ctx.ws.root, target, &tree)?;
+        materialize::materialize(ctx.store, ctx.stat_cache, ctx.ws, target, inputs, &tree)?;
     }
     outcome.outputs = Some(tree);
     Ok(outcome)

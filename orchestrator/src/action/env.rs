@@ -76,6 +76,8 @@ impl Ctx<'_> {
                 .node_env(target)
                 .map(|n| n.key_part(&target.label.package)),
             color: self.opts.force_color.clone(),
+            workspace_inputs: self.ws.inputs.patterns.clone(),
+            cache_always: target.cache == vbuild_schema::CacheSetting::Always,
         }
     }
 

@@ -1,6 +1,6 @@
 //! A miss that runs: stage the inputs into a scratch directory, start the
 //! IPC server, run the command in its sandbox, capture its outputs.
-use super::Ctx;
+use super::{Ctx, Log};
 use crate::materialize;
 use crate::workspace::Target;
 use anyhow::{Context, Result};
@@ -22,11 +22,15 @@ const IPC_DRAIN: Duration = Duration::from_secs(2);
 
 pub(super) struct Executed {
     pub(super) exit: ExitKind,
-    pub(super) stdout: Vec<u8>,
-    pub(super) stderr: Vec<u8>,
+    /// In the store already: never read into memory.
+    pub(super) stdout: Log,
+    pub(super) stderr: Log,
     /// Captured outputs, on success.
     pub(super) tree: Option<Tree>,
     pub(super) decl: Declarations,
+    /// What it wrote outside its declared outputs (discarded), for the
+    /// warning: workspace-relative, described.
+    pub(super) discarded: Vec<String>,
 }
 
 /// The paths (workspace-relative) an action may write: its declared
@@ -77,18 +81,22 @@ pub(super) fn execute(
     let mut writable = writable_paths(target);
     let stage_span = crate::profile::span("stage");
     if mode.is_some() {
-        stage(
-            ctx,
-            &ws_root,
-            inputs,
-            namespaced.then_some(writable.as_slice()),
-        )?;
+        stage(ctx, &ws_root, inputs, namespaced)?;
     }
     let exe = ctx.exec_env.exe()?;
     let mut extra_ro_binds = vec![(exe.to_path_buf(), Path::new(BIN_INSIDE).join("vbuild"))];
     if let (Some(node), Some(mode)) = (ctx.node_env(target), mode) {
-        let staged = node.stage(&ctx.ws.root, &ws_root, &scratch.layout(mode).ws, namespaced)?;
-        writable.extend(staged.writable);
+        let staged = node.stage(
+            &target.label.package,
+            &ws_root,
+            &scratch.layout(mode).ws,
+            namespaced,
+        )?;
+        // The namespace sandbox's overlay makes them writable anyway (and
+        // their tool caches are discarded with it).
+        if !namespaced {
+            writable.extend(staged.writable);
+        }
         extra_ro_binds.extend(staged.ro_binds);
         // A node outside the system directories: bind its install prefix.
         if let Some(prefix) = node.node_bin_dir.as_ref().and_then(|d| d.parent()) {
@@ -160,16 +168,18 @@ pub(super) fn execute(
             let msg = format!("vbuild: {}: command not found\n", target.argv[0]);
             return Ok(Executed {
                 exit: ExitKind::Exited(127),
-                stdout: vec![],
-                stderr: msg.into_bytes(),
+                stdout: Log::Empty,
+                stderr: Log::from(msg.into_bytes()),
                 tree: None,
                 decl,
+                discarded: vec![],
             });
         }
         Err(e) => return Err(e).context("running the action"),
     };
-    let stdout = std::fs::read(&out_path)?;
-    let stderr = std::fs::read(&err_path)?;
+    // Hashed into the store in chunks, however much the action printed.
+    let stdout = Log::store_file(&ctx.store.cas, &out_path).context("storing stdout")?;
+    let stderr = Log::store_file(&ctx.store.cas, &err_path).context("storing stderr")?;
     if !outcome.success() {
         return Ok(Executed {
             exit: outcome.status,
@@ -177,37 +187,84 @@ pub(super) fn execute(
             stderr,
             tree: None,
             decl,
+            discarded: vec![],
         });
     }
+    let discarded = match mode {
+        Some(_) => discarded_writes(target, &scratch.writes()),
+        None => vec![],
+    };
     let _capture = crate::profile::span("capture");
     let input_paths: BTreeSet<&str> = inputs.keys().map(String::as_str).collect();
     let ignored: Vec<String> = decl.ignored_outputs.iter().cloned().collect();
-    let tree = materialize::capture(ctx.store, target, &ws_root, &input_paths, &ignored)?;
+    let conf = materialize::Confinement::new(ctx.ws, target).map_err(anyhow::Error::msg)?;
+    let tree = materialize::capture(ctx.store, ctx.ws, &conf, &ws_root, &input_paths, &ignored)?;
     Ok(Executed {
         exit: outcome.status,
         stdout,
         stderr,
         tree: Some(tree),
         decl,
+        discarded,
     })
 }
 
-/// Copies every input from the store into the scratch workspace, read-only.
+/// The writes of an action that no declared output covers, described
+/// (`path/` for a directory, `(modified)`, `(removed)`). Writes under
+/// node_modules are left out: those directories are writable for tools'
+/// caches, which are fresh in every action by design.
+fn discarded_writes(target: &Target, writes: &[vbuild_sandbox::Write]) -> Vec<String> {
+    let pkg = &target.label.package;
+    let globs: Vec<_> = target
+        .outs
+        .iter()
+        .map(|o| match o {
+            crate::globs::OutSpec::Glob(g) => crate::globs::out_glob(g).ok(),
+            _ => None,
+        })
+        .collect();
+    writes
+        .iter()
+        .filter_map(|w| {
+            let path = w.path.to_str()?;
+            if path.split('/').any(|c| c == "node_modules") {
+                return None;
+            }
+            let rel = match pkg.is_empty() {
+                true => Some(path),
+                false => path
+                    .strip_prefix(pkg.as_str())
+                    .and_then(|r| r.strip_prefix('/')),
+            };
+            let declared = rel.is_some_and(|rel| {
+                target.outs.iter().zip(&globs).any(|(o, g)| {
+                    o.covers(rel, g.as_ref())
+                        // The output directory itself (deleted, re-created).
+                        || matches!(o, crate::globs::OutSpec::Dir(d) if d == rel)
+                })
+            });
+            if declared {
+                return None;
+            }
+            let slash = if w.dir { "/" } else { "" };
+            Some(match w.kind {
+                vbuild_sandbox::WriteKind::Created => format!("{path}{slash}"),
+                vbuild_sandbox::WriteKind::Modified => format!("{path}{slash} (modified)"),
+                vbuild_sandbox::WriteKind::Removed => format!("{path}{slash} (removed)"),
+            })
+        })
+        .collect()
+}
+
 /// Whether an input may be staged as a hard link to its blob: only inside
-/// the namespace sandbox (`writable` given), where the staged workspace is
-/// mounted read-only, and only when no writable mount covers it: a write
-/// through the link would change the blob itself. Executables are copied
-/// (blobs are 0444; making a link executable would chmod the blob).
-fn linkable(path: &str, executable: bool, writable: Option<&[PathBuf]>) -> bool {
-    let Some(writable) = writable else {
-        return false;
-    };
-    let covered = |w: &PathBuf| {
-        let w = w.to_string_lossy();
-        let w = w.trim_end_matches('/');
-        w == "." || path == w || path.strip_prefix(w).is_some_and(|r| r.starts_with('/'))
-    };
-    !executable && !path.split('/').any(|c| c == "node_modules") && !writable.iter().any(covered)
+/// the namespace sandbox, where the staged tree is the overlay's lower
+/// layer that no write reaches (a write, even after `chmod`, copies the
+/// file up first; tested by `inputs_under_writable_outputs_never_alias_the_store`).
+/// In scratch mode the action writes the staged tree itself, so inputs are
+/// copies. Executables are copied (blobs are 0444; making a link executable
+/// would chmod the blob).
+fn linkable(path: &str, executable: bool, namespaced: bool) -> bool {
+    namespaced && !executable && !path.split('/').any(|c| c == "node_modules")
 }
 
 /// Puts every input into the scratch workspace, read-only: a verified hard
@@ -216,7 +273,7 @@ fn stage(
     ctx: &Ctx,
     ws_root: &Path,
     inputs: &BTreeMap<String, EntryKind>,
-    writable: Option<&[PathBuf]>,
+    namespaced: bool,
 ) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     for (path, entry) in inputs {
@@ -230,7 +287,7 @@ fn stage(
             } => {
                 // Saves a copy and an inode per input; any failure (another
                 // filesystem, a corrupt blob, now removed) falls back to copying.
-                if linkable(path, *executable, writable)
+                if linkable(path, *executable, namespaced)
                     && ctx.store.cas.link_out(digest, &dest).is_ok()
                 {
                     continue;

@@ -11,10 +11,12 @@ mod cache;
 mod env;
 mod exec_env;
 mod execute;
+mod log;
 
 pub(crate) use cache::{narrowed_record, restore};
 pub use env::{requested_sandbox, ACTION_PATH};
 pub use exec_env::ExecEnv;
+pub use log::Log;
 
 use crate::inputs::{self, PackageIndex};
 use crate::key::{self, KeyInputs};
@@ -28,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vbuild_ipc::SecretMatcher;
 use vbuild_sandbox::ExitKind;
-use vbuild_schema::SandboxSetting;
+use vbuild_schema::{CacheSetting, SandboxSetting};
 use vbuild_store::{ActionResult, CacheEntry, StatCache, Store, Tree};
 
 #[derive(Clone, Debug, Default)]
@@ -84,12 +86,16 @@ pub enum State {
     Skipped(String),
     /// Dry run: would run, and why.
     WouldRun(String),
+    /// A file group: nothing ran; its files are staged for dependents.
+    /// Not reported, not counted as an action.
+    FileGroup,
 }
 
 pub struct Outcome {
     pub state: State,
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
+    /// Streamed when replayed (see `Log`).
+    pub stdout: Log,
+    pub stderr: Log,
     /// The output tree, for dependents.
     pub outputs: Option<Arc<Tree>>,
     pub duration: Duration,
@@ -103,8 +109,8 @@ impl Outcome {
     pub fn new(state: State, duration: Duration) -> Outcome {
         Outcome {
             state,
-            stdout: vec![],
-            stderr: vec![],
+            stdout: Log::Empty,
+            stderr: Log::Empty,
             outputs: None,
             duration,
             warnings: vec![],
@@ -137,15 +143,44 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
     let srcs = ctx
         .srcs
         .get(ctx.ws, &ctx.index, ctx.store, ctx.stat_cache, idx)?;
+    let src_warnings: Vec<String> = ctx
+        .srcs
+        .unmatched(idx)
+        .iter()
+        .map(|p| format!("srcs pattern {p:?} matches no file"))
+        .collect();
+    if target.file_group {
+        return file_group(srcs.as_ref(), dep_outputs, src_warnings, start);
+    }
     let mut inputs = inputs::resolve(&srcs, dep_outputs);
+    // Workspace inputs go under everything else (the same file from a src
+    // or a dep is the same content anyway).
+    let ws_inputs = ctx
+        .index
+        .workspace_inputs(ctx.ws, ctx.store, ctx.stat_cache)?;
+    for (path, entry) in ws_inputs.iter() {
+        inputs.entry(path.clone()).or_insert_with(|| entry.clone());
+    }
     if ctx.node_env(target).is_some() {
         // node_modules links to workspace packages (`@scope/lib -> ../lib`)
         // need each dep's package.json next to its outputs to resolve.
+        // The dep's own srcs (resolved when it ran) usually list it: no
+        // stat per dependency edge on a no-op.
         for &dep in &target.deps {
             let rel =
                 crate::workspace::join_package(&ctx.ws.targets[dep].label.package, "package.json");
+            if inputs.contains_key(&rel) {
+                continue;
+            }
+            let dep_srcs = ctx
+                .srcs
+                .get(ctx.ws, &ctx.index, ctx.store, ctx.stat_cache, dep)?;
+            if let Some(entry) = dep_srcs.get(&rel) {
+                inputs.insert(rel, entry.clone());
+                continue;
+            }
             let abs = ctx.ws.root.join(&rel);
-            if abs.is_file() && !inputs.contains_key(&rel) {
+            if abs.is_file() {
                 let entry = inputs::entry_for(ctx.store, ctx.stat_cache, &abs)?;
                 inputs.insert(rel, entry);
             }
@@ -160,13 +195,14 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
     let mut sandbox = requested;
     let mut fixed = ctx.static_key(target, sandbox);
     let mut weak = key::weak_key(&fixed);
-    let cacheable = target.cache && !ctx.opts.no_cache && sandbox != SandboxSetting::None;
+    let cacheable =
+        target.cache != CacheSetting::Off && !ctx.opts.no_cache && sandbox != SandboxSetting::None;
     let mut remote_warnings: Vec<String> = vec![];
 
     let reason = if !cacheable {
         if ctx.opts.no_cache {
             "--no-cache".to_string()
-        } else if !target.cache {
+        } else if target.cache == CacheSetting::Off {
             "cache = false".to_string()
         } else {
             "sandbox = \"none\" is never cached".to_string()
@@ -177,6 +213,7 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
         if let Some(outcome) = lookup(ctx, target, &weak, &inputs, &mut unusable)? {
             return Ok(Outcome {
                 duration: start.elapsed(),
+                warnings: [src_warnings, outcome.warnings].concat(),
                 ..outcome
             });
         }
@@ -222,14 +259,20 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
     }
 
     let run = execute(ctx, target, sandbox, &inputs)?;
-    let warnings = remote_warnings
+    // `cache = "always"`: the target vouches that this run is hermetic
+    // even though its tool asked not to be cached (e.g. Vite's server
+    // under `vitest run`).
+    let overridden = run.decl.cache_disabled && target.cache == CacheSetting::Always;
+    let warnings = src_warnings
         .into_iter()
+        .chain(remote_warnings)
         .chain(
             run.decl
                 .refusals
                 .iter()
                 .map(|r| format!("refused a tool request: {r}")),
         )
+        .chain(discarded_warning(&run.discarded))
         .collect();
     if run.exit != ExitKind::Exited(0) {
         return Ok(Outcome {
@@ -243,9 +286,10 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
         });
     }
     let tree = Arc::new(run.tree.expect("captured on success"));
+    let inputs_kept = inputs.clone();
     let duration = start.elapsed();
     let mut stored_key = None;
-    let state = if run.decl.cache_disabled {
+    let state = if run.decl.cache_disabled && !overridden {
         State::Uncached("requested by tool".into())
     } else if cacheable {
         let _record = crate::profile::span("record");
@@ -254,8 +298,8 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
         declarations.refusals.clear();
         let result = ActionResult {
             output_tree: ctx.store.cas.put_bytes(&tree.to_canonical_bytes())?,
-            stdout: ctx.store.cas.put_bytes(&run.stdout)?,
-            stderr: ctx.store.cas.put_bytes(&run.stderr)?,
+            stdout: run.stdout.digest(&ctx.store.cas)?,
+            stderr: run.stderr.digest(&ctx.store.cas)?,
             exit_code: 0,
             declarations: serde_json::to_value(&declarations)?,
             duration_ms: duration.as_millis() as u64,
@@ -289,13 +333,23 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
                 result,
             });
         }
-        State::Miss(reason)
+        State::Miss(match overridden {
+            true => format!("{reason}; cache = \"always\" overrode the tool's disableCache()"),
+            false => reason,
+        })
     } else {
         State::Uncached(reason)
     };
     if sandbox != SandboxSetting::None {
         let _m = crate::profile::span("materialize");
-        materialize::materialize(ctx.store, ctx.stat_cache, &ctx.ws.root, target, &tree)?;
+        materialize::materialize(
+            ctx.store,
+            ctx.stat_cache,
+            ctx.ws,
+            target,
+            &inputs_kept,
+            &tree,
+        )?;
     }
     Ok(Outcome {
         state,
@@ -305,6 +359,43 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
         duration,
         warnings,
         key: stored_key,
+    })
+}
+
+/// One line naming what an action wrote outside its declared outputs.
+fn discarded_warning(discarded: &[String]) -> Option<String> {
+    const SHOWN: usize = 3;
+    if discarded.is_empty() {
+        return None;
+    }
+    let mut line = format!(
+        "discarded {} write{} outside the declared outputs: {}",
+        discarded.len(),
+        if discarded.len() == 1 { "" } else { "s" },
+        discarded[..discarded.len().min(SHOWN)].join(", ")
+    );
+    if discarded.len() > SHOWN {
+        line.push_str(&format!(" (+{} more)", discarded.len() - SHOWN));
+    }
+    Some(line)
+}
+
+/// A file group's "outputs": its srcs and its deps' outputs, as they are.
+fn file_group(
+    srcs: &inputs::Srcs,
+    dep_outputs: &[Arc<Tree>],
+    warnings: Vec<String>,
+    start: Instant,
+) -> Result<Outcome> {
+    let entries = inputs::resolve(srcs, dep_outputs)
+        .into_iter()
+        .map(|(path, kind)| vbuild_store::TreeEntry { path, kind })
+        .collect();
+    let tree = Tree::new(entries)?;
+    Ok(Outcome {
+        outputs: Some(Arc::new(tree)),
+        warnings,
+        ..Outcome::new(State::FileGroup, start.elapsed())
     })
 }
 

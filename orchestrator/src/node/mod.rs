@@ -1,8 +1,14 @@
 //! Installed `node_modules` and the Node toolchain for actions that ask for
 //! them (`node_modules = true` in `vbuild.toml` or on a target).
 //!
-//! - **Staging, without copying**: each `node_modules` directory of the
-//!   workspace (the root's and every package's) is recreated in the scratch
+//! - **Only what the action can reach**: the node_modules directories of
+//!   its package and its ancestors up to the root, and of the workspace
+//!   packages those link to, transitively (for pnpm from the lockfile's
+//!   `link:` entries, which the key covers; otherwise from the links on
+//!   disk). Packages the action cannot resolve into cost it nothing, so
+//!   staging is O(what the action reaches), not O(workspace).
+//! - **Staging, without copying**: each reachable `node_modules` directory
+//!   is recreated in the scratch
 //!   workspace as a real, writable directory whose entries point at the
 //!   installed ones: symlinks are copied as symlinks (pnpm's relative links
 //!   then resolve inside the sandbox, e.g. `@demo/lib -> ../../lib` reaches
@@ -12,7 +18,8 @@
 //!   Tool caches (`.vite`, `.vite-temp`, `.cache`) are left out, so tools
 //!   write fresh ones into the scratch copy, never into the workspace.
 //! - **Key**: node_modules are not hashed. Their part of the key is the
-//!   package manager, the node version and the lockfile: for pnpm, the
+//!   package manager, the node version, the reachable node_modules
+//!   directories and the lockfile: for pnpm, the
 //!   slice of `pnpm-lock.yaml` the package can reach (its importer, the
 //!   root's, those of the workspace packages it links to, and the closure of
 //!   their snapshots); for other lockfiles, the whole file.
@@ -21,8 +28,9 @@ mod pnpm_lock;
 use crate::workspace::join_package;
 use anyhow::{Context, Result};
 use pnpm_lock::PnpmLock;
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// Entries of node_modules never exposed: tool caches, which actions must
 /// write fresh (and which must never leak a host build's state into one).
@@ -51,6 +59,10 @@ pub struct NodeEnv {
     /// bound read-only (its parent, the install prefix) in namespaces mode.
     pub node_bin_dir: Option<PathBuf>,
     lock: Lock,
+    root: PathBuf,
+    /// Workspace packages each node_modules directory links to (without a
+    /// pnpm lockfile), read at most once per run.
+    links: Mutex<HashMap<String, Arc<Vec<String>>>>,
 }
 
 enum Lock {
@@ -67,8 +79,8 @@ impl NodeEnv {
     /// Looks at the workspace once per run. `state_dir` caches the node
     /// version per binary (by inode, size and mtime), so a no-op run does
     /// not start node.
-    pub fn detect(root: &Path, state_dir: &Path) -> Result<NodeEnv> {
-        let module_dirs = find_module_dirs(root);
+    /// `module_dirs` come from the workspace walk (`Tree::module_dirs`).
+    pub fn detect(root: &Path, module_dirs: Vec<String>, state_dir: &Path) -> Result<NodeEnv> {
         let mut lock = Lock::None;
         let mut manager = "none".to_string();
         for (name, pm) in LOCKFILES {
@@ -116,7 +128,90 @@ impl NodeEnv {
             node_version,
             node_bin_dir,
             lock,
+            root: root.to_path_buf(),
+            links: Mutex::default(),
         })
+    }
+
+    /// The node_modules directories (workspace-relative, "" for the root,
+    /// sorted) an action in `package` can resolve into: its own and its
+    /// ancestors', then those of every workspace package reached through
+    /// a link, and their ancestors', transitively. With a pnpm lockfile the
+    /// links are its importers' `link:` versions (what the key's lockfile
+    /// slice covers); otherwise the symlinks found in node_modules.
+    pub fn reachable_dirs(&self, package: &str) -> Vec<String> {
+        let mut seen = BTreeSet::new();
+        let mut todo: Vec<String> = vec![package.to_string()];
+        if let Lock::Pnpm(p) = &self.lock {
+            todo.extend(p.reachable_importers(package).into_iter().map(|i| {
+                if i == "." {
+                    String::new()
+                } else {
+                    i
+                }
+            }));
+        }
+        let mut visited_pkgs = BTreeSet::new();
+        while let Some(pkg) = todo.pop() {
+            if !visited_pkgs.insert(pkg.clone()) {
+                continue;
+            }
+            for dir in ancestors(&pkg) {
+                if self.has_module_dir(dir)
+                    && seen.insert(dir.to_string())
+                    && !matches!(self.lock, Lock::Pnpm(_))
+                {
+                    todo.extend(self.links_of(dir).iter().cloned());
+                }
+            }
+        }
+        seen.into_iter().collect()
+    }
+
+    fn has_module_dir(&self, dir: &str) -> bool {
+        self.module_dirs
+            .binary_search_by(|d| d.as_str().cmp(dir))
+            .is_ok()
+    }
+
+    /// Workspace directories the symlinks in `dir`'s node_modules (and its
+    /// `@scope/` directories) point to, outside any node_modules.
+    fn links_of(&self, dir: &str) -> Arc<Vec<String>> {
+        if let Some(l) = self.links.lock().unwrap().get(dir) {
+            return l.clone();
+        }
+        let nm = join_package(dir, "node_modules");
+        let mut found = BTreeSet::new();
+        let mut scan = |rel_dir: &str| -> Vec<String> {
+            let mut scopes = vec![];
+            let Ok(entries) = std::fs::read_dir(self.root.join(rel_dir)) else {
+                return scopes;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Ok(ft) = e.file_type() else { continue };
+                if ft.is_dir() && name.starts_with('@') && rel_dir == nm {
+                    scopes.push(format!("{rel_dir}/{name}"));
+                } else if ft.is_symlink() {
+                    let Ok(target) = std::fs::read_link(e.path()) else {
+                        continue;
+                    };
+                    if let Some(t) = workspace_target(&self.root, rel_dir, &target) {
+                        found.insert(t);
+                    }
+                }
+            }
+            scopes
+        };
+        for scope in scan(&nm) {
+            scan(&scope);
+        }
+        let links = Arc::new(found.into_iter().collect::<Vec<_>>());
+        self.links
+            .lock()
+            .unwrap()
+            .insert(dir.to_string(), links.clone());
+        links
     }
 
     /// The part of an action's key standing for node_modules: package
@@ -132,24 +227,29 @@ impl NodeEnv {
         BTreeMap::from([
             ("manager".to_string(), self.manager.clone()),
             ("node".to_string(), self.node_version.clone()),
-            ("node_modules".to_string(), self.module_dirs.join(",")),
+            (
+                "node_modules".to_string(),
+                self.reachable_dirs(package).join(","),
+            ),
             ("lockfile".to_string(), lockfile),
         ])
     }
 
-    /// Recreates every node_modules directory under `scratch_ws` (the
-    /// host side of the staged workspace). Returns what the sandbox must
-    /// do: the node_modules directories to make writable and the read-only
+    /// Recreates the node_modules directories an action in `package` can
+    /// reach ([`NodeEnv::reachable_dirs`]) under `scratch_ws` (the host
+    /// side of the staged workspace). Returns what the sandbox must do:
+    /// the node_modules directories to make writable and the read-only
     /// binds (host path, path inside under `ws_inside`) of their entries.
     pub fn stage(
         &self,
-        root: &Path,
+        package: &str,
         scratch_ws: &Path,
         ws_inside: &Path,
         bind: bool,
     ) -> Result<Staged> {
+        let root = &self.root;
         let mut staged = Staged::default();
-        for dir in &self.module_dirs {
+        for dir in &self.reachable_dirs(package) {
             let rel = join_package(dir, "node_modules");
             let (host, dest) = (root.join(&rel), scratch_ws.join(&rel));
             std::fs::create_dir_all(&dest)
@@ -165,20 +265,45 @@ impl NodeEnv {
     /// the package managers put them on PATH: the package's first, then
     /// each ancestor's up to the root.
     pub fn bin_dirs(&self, ws_inside: &Path, package: &str) -> Vec<PathBuf> {
-        let mut dirs = Vec::new();
-        let mut pkg = Some(package);
-        while let Some(p) = pkg {
-            if self.module_dirs.iter().any(|d| d == p) {
-                dirs.push(ws_inside.join(join_package(p, "node_modules/.bin")));
-            }
-            pkg = if p.is_empty() {
-                None
-            } else {
-                Some(p.rsplit_once('/').map_or("", |(parent, _)| parent))
-            };
-        }
-        dirs
+        ancestors(package)
+            .filter(|p| self.has_module_dir(p))
+            .map(|p| ws_inside.join(join_package(p, "node_modules/.bin")))
+            .collect()
     }
+}
+
+/// `package`, its parent, ..., "" (the root).
+fn ancestors(package: &str) -> impl Iterator<Item = &str> {
+    std::iter::successors(Some(package), |p| {
+        (!p.is_empty()).then(|| p.rsplit_once('/').map_or("", |(parent, _)| parent))
+    })
+}
+
+/// The workspace-relative directory a symlink in `link_dir` (itself
+/// workspace-relative) points to, if it lies in the workspace outside any
+/// node_modules (a workspace package, not an installed one).
+fn workspace_target(root: &Path, link_dir: &str, target: &Path) -> Option<String> {
+    let mut parts: Vec<String> = if target.is_absolute() {
+        let rel = target.strip_prefix(root).ok()?;
+        return workspace_target(root, "", rel);
+    } else {
+        link_dir
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    for c in target.components() {
+        match c {
+            Component::Normal(n) => parts.push(n.to_str()?.to_string()),
+            Component::ParentDir => {
+                parts.pop()?;
+            }
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    (!parts.iter().any(|p| p == "node_modules")).then(|| parts.join("/"))
 }
 
 /// What staging asks of the sandbox.
@@ -228,21 +353,6 @@ fn stage_dir(
         }
     }
     Ok(())
-}
-
-/// Directories holding a `node_modules` directory: the root and any
-/// directory below it (not inside node_modules or hidden directories).
-fn find_module_dirs(root: &Path) -> Vec<String> {
-    let mut dirs = Vec::new();
-    for entry in crate::workspace::searched_dirs(root) {
-        let nm = entry.path().join("node_modules");
-        if std::fs::symlink_metadata(&nm).is_ok_and(|m| m.is_dir()) {
-            let rel = entry.path().strip_prefix(root).unwrap_or(Path::new(""));
-            dirs.push(rel.to_string_lossy().replace('\\', "/"));
-        }
-    }
-    dirs.sort();
-    dirs
 }
 
 /// The `packageManager` of the root package.json (e.g. `pnpm@10.4.1`), or
@@ -316,6 +426,18 @@ fn node_version(node: &Path, state_dir: &Path) -> Result<String> {
 mod tests {
     use super::*;
 
+    fn env(root: &Path, module_dirs: &[&str], lock: Lock) -> NodeEnv {
+        NodeEnv {
+            module_dirs: module_dirs.iter().map(|d| d.to_string()).collect(),
+            manager: "pnpm".into(),
+            node_version: "v1".into(),
+            node_bin_dir: None,
+            lock,
+            root: root.to_path_buf(),
+            links: Mutex::default(),
+        }
+    }
+
     #[test]
     fn staging_links_binds_and_skips_caches() {
         let root = tempfile::tempdir().unwrap();
@@ -331,17 +453,10 @@ mod tests {
         std::fs::write(r.join("node_modules/.modules.yaml"), "{}").unwrap();
         std::os::unix::fs::symlink("../../pkg", r.join("node_modules/@s/pkg")).unwrap();
         std::os::unix::fs::symlink(".pnpm/x", r.join("node_modules/x")).unwrap();
-        let env = NodeEnv {
-            module_dirs: find_module_dirs(r),
-            manager: "pnpm".into(),
-            node_version: "v1".into(),
-            node_bin_dir: None,
-            lock: Lock::None,
-        };
-        assert_eq!(env.module_dirs, vec!["".to_string(), "pkg".to_string()]);
+        let env = env(r, &["", "pkg"], Lock::None);
         let scratch = tempfile::tempdir().unwrap();
         let s = scratch.path();
-        let staged = env.stage(r, s, Path::new("/vbuild/ws"), true).unwrap();
+        let staged = env.stage("pkg", s, Path::new("/vbuild/ws"), true).unwrap();
         assert_eq!(
             staged.writable,
             vec![
@@ -374,7 +489,7 @@ mod tests {
         // Scratch mode: links to the real entries instead of binds.
         let scratch2 = tempfile::tempdir().unwrap();
         let staged = env
-            .stage(r, scratch2.path(), scratch2.path(), false)
+            .stage("pkg", scratch2.path(), scratch2.path(), false)
             .unwrap();
         assert!(staged.ro_binds.is_empty());
         assert_eq!(
@@ -387,6 +502,55 @@ mod tests {
                 PathBuf::from("/w/pkg/node_modules/.bin"),
                 PathBuf::from("/w/node_modules/.bin")
             ]
+        );
+    }
+
+    /// Only the node_modules an action can resolve into are staged: its
+    /// package's, its ancestors', and those of the workspace packages it
+    /// links to, transitively; never an unrelated package's.
+    #[test]
+    fn stages_only_reachable_node_modules() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        for d in ["node_modules", "apps/web", "libs/a", "libs/b", "libs/c"] {
+            std::fs::create_dir_all(r.join(d).join("node_modules/@s")).unwrap();
+        }
+        let link = |target: &str, at: &str| std::os::unix::fs::symlink(target, r.join(at)).unwrap();
+        link("../../../../libs/a", "apps/web/node_modules/@s/a");
+        link("../../b", "libs/a/node_modules/b");
+        link(".pnpm/leftpad", "libs/a/node_modules/leftpad");
+        let dirs = ["", "apps/web", "libs/a", "libs/b", "libs/c"];
+        // From the links on disk (no pnpm lockfile).
+        let fs_env = env(r, &dirs, Lock::None);
+        assert_eq!(
+            fs_env.reachable_dirs("apps/web"),
+            ["", "apps/web", "libs/a", "libs/b"]
+        );
+        assert_eq!(fs_env.reachable_dirs("libs/c"), ["", "libs/c"]);
+        let scratch = tempfile::tempdir().unwrap();
+        let staged = fs_env
+            .stage("libs/c", scratch.path(), Path::new("/vbuild/ws"), true)
+            .unwrap();
+        assert_eq!(
+            staged.writable,
+            [
+                PathBuf::from("node_modules/"),
+                PathBuf::from("libs/c/node_modules/")
+            ]
+        );
+        assert!(!scratch.path().join("libs/a").exists());
+        // From the lockfile's `link:` entries, which the key covers.
+        let lock = "lockfileVersion: '9.0'\n\nimporters:\n\n  .: {}\n\n  apps/web:\n    dependencies:\n      '@s/a':\n        specifier: workspace:*\n        version: link:../../libs/a\n\n  libs/a:\n    dependencies:\n      b:\n        specifier: workspace:*\n        version: link:../b\n\n  libs/b: {}\n\n  libs/c: {}\n";
+        let pnpm_env = env(r, &dirs, Lock::Pnpm(PnpmLock::parse(lock).unwrap()));
+        assert_eq!(
+            pnpm_env.reachable_dirs("apps/web"),
+            ["", "apps/web", "libs/a", "libs/b"]
+        );
+        assert_eq!(pnpm_env.reachable_dirs("libs/b"), ["", "libs/b"]);
+        assert_eq!(
+            pnpm_env.key_part("libs/c")["node_modules"],
+            ",libs/c",
+            "the key names the reachable directories only"
         );
     }
 }

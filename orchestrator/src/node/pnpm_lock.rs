@@ -119,7 +119,7 @@ impl PnpmLock {
 
     /// The importers `package` can reach: its own (if it is one), the
     /// root's, and those of workspace packages linked from them, transitively.
-    fn reachable_importers(&self, package: &str) -> BTreeSet<String> {
+    pub(super) fn reachable_importers(&self, package: &str) -> BTreeSet<String> {
         let start = if package.is_empty() { "." } else { package };
         let mut seen = BTreeSet::new();
         let mut todo = vec![".".to_string(), start.to_string()];

@@ -1,12 +1,12 @@
 //! Asking the remote after a local miss: candidate records, the entry of
 //! each, and fetching a found entry into the local store, verified first.
-use super::confine::{check_symlink_target, DeclaredOuts};
 use super::{
     ac_key, fetch_small, RecordsBlob, Remote, ACTION_TAG, DECLARATIONS_TYPE, MAX_RECORDS_BLOB,
     MAX_REMOTE_RECORDS, RECORDS_FILE, RECORDS_TAG,
 };
 use crate::action::{Ctx, Outcome, State};
 use crate::key::{self, KeyInputs, Record, StaticKey};
+use crate::materialize::Confinement;
 use crate::workspace::Target;
 use anyhow::Result;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -110,7 +110,7 @@ impl Remote {
                         explain: ctx.store.cas.put_bytes(&serde_json::to_vec(&explain)?)?,
                         result: local.clone(),
                     })?;
-                    let mut outcome = crate::action::restore(ctx, target, &local)?;
+                    let mut outcome = crate::action::restore(ctx, target, inputs, &local)?;
                     outcome.state = State::RemoteHit;
                     outcome.key = Some(strong);
                     outcome.duration = start.elapsed();
@@ -182,10 +182,11 @@ impl Remote {
                 "it has output directories; vbuild stores files and symlinks only".into(),
             ));
         }
-        let outs = DeclaredOuts::new(target).map_err(reject)?;
+        let outs = Confinement::new(ctx.ws, target).map_err(reject)?;
+        let is_input = |p: &str| inputs.contains_key(p);
         let mut files: Vec<(String, WireDigest, bool)> = Vec::new();
         for f in &result.output_files {
-            outs.check(&f.path, inputs).map_err(reject)?;
+            outs.check_path(&f.path, &is_input).map_err(reject)?;
             let digest = f
                 .digest
                 .as_ref()
@@ -205,8 +206,7 @@ impl Remote {
             .iter()
             .chain(&result.output_file_symlinks)
         {
-            outs.check(&s.path, inputs).map_err(reject)?;
-            check_symlink_target(&s.path, &s.target).map_err(reject)?;
+            outs.check_path(&s.path, &is_input).map_err(reject)?;
             if let Some(prev) = symlinks.insert(s.path.clone(), s.target.clone()) {
                 if prev != s.target {
                     return Err(reject(format!("symlink {:?} appears twice", s.path)));
@@ -243,7 +243,11 @@ impl Remote {
                 kind: EntryKind::Symlink { target: t.clone() },
             }))
             .collect();
-        Tree::new(probe).map_err(|e| reject(e.to_string()))?;
+        let probe = Tree::new(probe).map_err(|e| reject(e.to_string()))?;
+        // Symlinks are followed through each other (a chain of links that
+        // each stay inside may still lead out).
+        outs.check_tree(&ctx.ws.root, &probe, &is_input)
+            .map_err(reject)?;
 
         let mut wanted: BTreeSet<WireDigest> = files.iter().map(|(_, d, _)| *d).collect();
         for l in [&stdout, &stderr] {

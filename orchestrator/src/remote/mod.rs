@@ -15,12 +15,12 @@
 //!   declarations as JSON in `execution_metadata.auxiliary_metadata`.
 //!
 //! `config`: the `[remote]` settings with their overrides and credentials;
-//! `lookup`: asking the remote after a local miss, `confine`: what a remote
-//! entry may write; `upload`: background uploads; `health`: when to stop
-//! asking; `slots`: bounded transfers; `check`: `vbuild remote check`.
+//! `lookup`: asking the remote after a local miss (what an entry may write
+//! is `crate::materialize::Confinement`'s, as for every tree); `upload`:
+//! background uploads; `health`: when to stop asking; `slots`: bounded
+//! transfers; `check`: `vbuild remote check`.
 mod check;
 mod config;
-mod confine;
 mod health;
 mod lookup;
 mod slots;

@@ -47,6 +47,7 @@ impl Counts {
             State::Cancelled(_) => self.cancelled += 1,
             State::Skipped(_) => self.skipped += 1,
             State::WouldRun(_) => self.would_run += 1,
+            State::FileGroup => {}
         }
     }
 }
@@ -79,6 +80,7 @@ impl ActionRecord {
             State::Cancelled(r) => ("cancelled", None, Some(r.clone())),
             State::Skipped(r) => ("skipped", None, Some(r.clone())),
             State::WouldRun(r) => ("would_run", None, Some(r.clone())),
+            State::FileGroup => unreachable!("file groups are not reported as actions"),
         };
         let bytes_restored = match (&outcome.state, &outcome.outputs) {
             (State::Hit | State::RemoteHit, Some(tree)) => tree

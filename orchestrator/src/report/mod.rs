@@ -101,6 +101,7 @@ fn status_word(state: &State, color: bool) -> String {
         State::Cancelled(_) => ("cancelled", "31"),
         State::Skipped(_) => ("skipped  ", "2"),
         State::WouldRun(_) => ("would run", "33"),
+        State::FileGroup => ("", ""),
     };
     if color {
         format!("\x1b[{code}m{word}\x1b[0m")
@@ -119,6 +120,7 @@ fn status_line(label: &Label, outcome: &Outcome, color: bool) -> String {
             format!("{word} {label}  ({why})  {d}")
         }
         State::Skipped(why) | State::WouldRun(why) => format!("{word} {label}  ({why})"),
+        State::FileGroup => String::new(),
     }
 }
 
@@ -168,6 +170,18 @@ impl Reporter {
     }
 
     pub fn action(&mut self, label: &Label, outcome: &Outcome) {
+        if outcome.state == State::FileGroup {
+            // Not an action: only its warnings are worth a line.
+            if !outcome.warnings.is_empty() && !self.shared.opts.json {
+                self.flush();
+                self.shared.live.above(|| {
+                    for warning in &outcome.warnings {
+                        eprintln!("warning: {label}: {warning}");
+                    }
+                });
+            }
+            return;
+        }
         let shared = self.shared.clone();
         let text = label.to_string();
         shared.live.finished(&text);
@@ -175,8 +189,12 @@ impl Reporter {
         let record = ActionRecord::new(text, outcome);
         let show_logs = shared.opts.output_logs.shows(&outcome.state);
         if shared.opts.json {
-            let lossy = |b: &[u8]| {
-                (show_logs && !b.is_empty()).then(|| String::from_utf8_lossy(b).into_owned())
+            let lossy = |log: &crate::action::Log| {
+                (show_logs && !log.is_empty()).then(|| {
+                    let mut bytes = Vec::new();
+                    let _ = log.write_to(&mut bytes);
+                    String::from_utf8_lossy(&bytes).into_owned()
+                })
             };
             shared.json(&Event::ActionFinished {
                 action: &record,
@@ -220,10 +238,14 @@ impl Reporter {
             if show_logs {
                 if !outcome.stdout.is_empty() {
                     let mut out = std::io::stdout().lock();
-                    let _ = out.write_all(&outcome.stdout);
+                    if let Err(e) = outcome.stdout.write_to(&mut out) {
+                        replay_failed(label, "stdout", &e);
+                    }
                     let _ = out.flush();
                 }
-                let _ = err.write_all(&outcome.stderr);
+                if let Err(e) = outcome.stderr.write_to(&mut err) {
+                    replay_failed(label, "stderr", &e);
+                }
             }
         });
     }
@@ -242,10 +264,6 @@ impl Reporter {
                 .ok();
         }
         self.flushed = Instant::now();
-    }
-
-    pub fn not_run(&mut self, n: usize) {
-        self.shared.live.lock().counts.not_run += n;
     }
 
     /// Ends the run: removes the status area, prints the summary (not for
@@ -292,8 +310,9 @@ impl Shared {
             let mut c = state.counts;
             if abrupt {
                 c.cancelled += state.running.len();
-                c.not_run = state.total.saturating_sub(c.total());
             }
+            // Whatever did not finish never started (or, abruptly, still ran).
+            c.not_run = state.total.saturating_sub(c.total());
             c
         };
         if self.opts.dry_run {
@@ -364,6 +383,18 @@ fn summary_text(c: &Counts, elapsed: Duration, failed: &[String]) -> String {
         ));
     }
     text
+}
+
+/// A replayed log whose blob no longer matched its digest (the bytes
+/// before the mismatch were written). Write errors (a closed pipe) are
+/// not worth a message.
+fn replay_failed(label: &Label, what: &str, e: &std::io::Error) {
+    if e.kind() == std::io::ErrorKind::InvalidData {
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "warning: {label}: the replayed {what} is incomplete: {e}; the next build that uses it finds it corrupt and runs the action again"
+        );
+    }
 }
 
 /// Prints a line of vbuild's own above the status area (or plainly).

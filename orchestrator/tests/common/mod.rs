@@ -198,3 +198,83 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Rewrites the output tree of the last cache entry of `label` in `ws`'s
+/// store, the way a corrupt or malicious writer of the store could: `edit`
+/// changes the entries (`file_entry` stores bytes for a new one).
+pub fn forge_tree(
+    ws: &Ws,
+    label: &str,
+    edit: impl FnOnce(&vbuild_store::Store, &mut Vec<vbuild_store::TreeEntry>),
+) {
+    use vbuild_store::{CacheEntry, Store, Tree};
+    let store = Store::open(&ws.cache).unwrap();
+    let last = store
+        .action_cache
+        .last_run("test", label)
+        .unwrap()
+        .unwrap_or_else(|| panic!("no cache entry for {label}"));
+    let bytes = store.cas.read_verified(&last.result.output_tree).unwrap();
+    let mut entries = Tree::from_bytes(&bytes).unwrap().into_entries();
+    edit(&store, &mut entries);
+    let tree = Tree::new(entries).unwrap();
+    let mut result = last.result.clone();
+    result.output_tree = store.cas.put_bytes(&tree.to_canonical_bytes()).unwrap();
+    let record = store
+        .action_cache
+        .records(&last.weak_key)
+        .unwrap()
+        .remove(0);
+    store
+        .action_cache
+        .put(&CacheEntry {
+            weak_key: last.weak_key,
+            strong_key: last.strong_key,
+            record,
+            workspace: "test".into(),
+            label: label.into(),
+            explain: last.explain,
+            result,
+        })
+        .unwrap();
+}
+
+/// A file entry whose bytes are stored in `store`.
+pub fn file_entry(
+    store: &vbuild_store::Store,
+    path: &str,
+    bytes: &[u8],
+) -> vbuild_store::TreeEntry {
+    vbuild_store::TreeEntry {
+        path: path.into(),
+        kind: vbuild_store::EntryKind::File {
+            digest: store.cas.put_bytes(bytes).unwrap(),
+            size: bytes.len() as u64,
+            executable: false,
+        },
+    }
+}
+
+pub fn link_entry(path: &str, target: &str) -> vbuild_store::TreeEntry {
+    vbuild_store::TreeEntry {
+        path: path.into(),
+        kind: vbuild_store::EntryKind::Symlink {
+            target: target.into(),
+        },
+    }
+}
+
+/// Every file and symlink under the workspace whose name says it is a
+/// vbuild temp file.
+pub fn temp_files(root: &Path) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(".vbuild-tmp"))
+        })
+        .map(|e| e.path().to_path_buf())
+        .collect()
+}

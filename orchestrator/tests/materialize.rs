@@ -1,0 +1,276 @@
+//! End-to-end: the materializer writes only a target's declared outputs,
+//! whatever the tree it is given (forged in the store here, as a corrupt or
+//! malicious writer could leave it), and never through a symlink.
+mod common;
+use common::*;
+use std::path::Path;
+
+/// Two packages, each with a source and a `out/` directory output.
+fn two_packages() -> Ws {
+    let build = |name: &str| {
+        format!(
+            "[target.build]\ncommand = \"mkdir -p out && cp src/f.txt out/{name}.txt\"\nsrcs = [\"src/**\"]\nouts = [\"out/\"]\n"
+        )
+    };
+    Ws::new(&[
+        ("a/src/f.txt", "a source\n"),
+        ("a/BUILD.toml", &build("a")),
+        ("b/src/f.txt", "b source\n"),
+        ("b/BUILD.toml", &build("b")),
+    ])
+}
+
+/// The forged entry was refused and dropped: the target ran again.
+fn assert_refused(out: &Out, label: &str, why: &str) {
+    out.assert_ok();
+    assert_eq!(out.states(), [format!("miss {label}")], "{}", out.stderr);
+    assert!(
+        out.stderr.contains("cached entry unusable") && out.stderr.contains(why),
+        "wanted {why:?}:\n{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_local_entry_cannot_write_a_source_or_another_targets_outputs() {
+    let ws = two_packages();
+    ws.run(&["run", "//...", "-j1"]).assert_ok();
+    // Its tree also lists a source of its own package.
+    forge_tree(&ws, "//a:build", |store, entries| {
+        entries.push(file_entry(store, "a/src/f.txt", b"EVIL"));
+    });
+    let out = ws.run(&["run", "//a:build"]);
+    assert_refused(
+        &out,
+        "//a:build",
+        "\"a/src/f.txt\" is not a declared output of //a:build",
+    );
+    assert_eq!(ws.read("a/src/f.txt"), "a source\n");
+    // Its tree lists another target's output (and would delete nothing of
+    // it either: b's directory is not a's to sweep).
+    forge_tree(&ws, "//a:build", |store, entries| {
+        entries.push(file_entry(store, "b/out/b.txt", b"EVIL"));
+    });
+    let out = ws.run(&["run", "//a:build"]);
+    assert_refused(
+        &out,
+        "//a:build",
+        "\"b/out/b.txt\" is not a declared output",
+    );
+    assert_eq!(ws.read("b/out/b.txt"), "b source\n");
+    assert_eq!(ws.read("a/out/a.txt"), "a source\n");
+    ws.run(&["run", "//...", "-j1"]).assert_all("hit");
+}
+
+#[test]
+fn a_glob_output_never_reaches_into_a_sub_package() {
+    let ws = Ws::new(&[
+        (
+            "a/BUILD.toml",
+            // The command also writes into the sub-package's directory.
+            "[target.build]\ncommand = \"echo gen > gen.js && echo x > b/sneaky.js\"\nouts = [\"**/*.js\"]\n",
+        ),
+        ("a/b/src.js", "sub-package source\n"),
+        (
+            "a/b/BUILD.toml",
+            "[target.build]\ncommand = \"cp src.js out.js\"\nsrcs = [\"src.js\"]\nouts = [\"out.js\"]\n",
+        ),
+    ]);
+    // The scratch copy needs a/b to exist for the command's write.
+    ws.write(
+        "a/BUILD.toml",
+        &ws.read("a/BUILD.toml")
+            .replace("echo x", "mkdir -p b && echo x"),
+    );
+    ws.run(&["run", "//...", "-j1"]).assert_ok();
+    assert!(!ws.path("a/b/sneaky.js").exists(), "not captured into //a");
+    forge_tree(&ws, "//a:build", |store, entries| {
+        entries.push(file_entry(store, "a/b/src.js", b"EVIL"));
+    });
+    let out = ws.run(&["run", "//a:build"]);
+    assert_refused(&out, "//a:build", "\"a/b/src.js\" is inside package //a/b");
+    assert_eq!(ws.read("a/b/src.js"), "sub-package source\n");
+    assert_eq!(ws.read("a/gen.js"), "gen\n");
+}
+
+#[test]
+fn a_symlinked_parent_is_refused_before_anything_is_deleted() {
+    let ws = Ws::new(&[(
+        "a/BUILD.toml",
+        "[target.build]\ncommand = \"mkdir -p build/dist && echo out > build/dist/out.txt\"\nouts = [\"build/dist/\"]\n",
+    )]);
+    ws.run(&["run", "//a:build"]).assert_ok();
+    // The user replaces build/ with a symlink to a directory of their own.
+    let victim = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(victim.path().join("dist")).unwrap();
+    std::fs::write(victim.path().join("dist/keep.txt"), "keep").unwrap();
+    std::fs::remove_dir_all(ws.path("a/build")).unwrap();
+    std::os::unix::fs::symlink(victim.path(), ws.path("a/build")).unwrap();
+    let out = ws.run(&["run", "//a:build"]);
+    assert_ne!(out.code, 0, "{}", out.snapshot());
+    assert!(
+        out.stderr.contains("'a/build' is a symlink") && out.stderr.contains("rm a/build"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(victim.path().join("dist/keep.txt")).unwrap(),
+        "keep"
+    );
+    assert!(!victim.path().join("dist/out.txt").exists());
+    // With the symlink gone, the next run restores.
+    std::fs::remove_file(ws.path("a/build")).unwrap();
+    ws.run(&["run", "//a:build"]).assert_all("hit");
+    assert_eq!(ws.read("a/build/dist/out.txt"), "out\n");
+}
+
+#[test]
+fn symlinks_leading_out_of_the_workspace_are_refused() {
+    let ws = Ws::new(&[(
+        "a/BUILD.toml",
+        "[target.build]\ncommand = \"mkdir -p out/d && echo x > out/d/x\"\nouts = [\"out/\"]\n",
+    )]);
+    ws.run(&["run", "//a:build"]).assert_ok();
+    // Each link alone stays inside; `a` goes through `b` to /etc/passwd.
+    forge_tree(&ws, "//a:build", |_, entries| {
+        entries.push(link_entry("a/out/d/b", "../../.."));
+        entries.push(link_entry("a/out/d/a", "b/../../../etc/passwd"));
+    });
+    let out = ws.run(&["run", "//a:build"]);
+    assert_refused(&out, "//a:build", "outside the workspace");
+    assert!(std::fs::symlink_metadata(ws.path("a/out/d/a")).is_err());
+
+    // A build whose outputs link out of the workspace fails, naming the
+    // link, and caches nothing.
+    for target in ["/etc/passwd", "../../../x"] {
+        ws.write(
+            "a/BUILD.toml",
+            &format!("[target.build]\ncommand = \"mkdir -p out && ln -s {target} out/l\"\nouts = [\"out/\"]\n"),
+        );
+        let out = ws.run(&["run", "//a:build"]);
+        assert_eq!(out.states(), ["failed //a:build"], "{}", out.stderr);
+        assert!(
+            out.stderr.contains("symlink \"a/out/l\" points to")
+                && out.stderr.contains("outside the workspace"),
+            "{}",
+            out.stderr
+        );
+        let again = ws.run(&["run", "//a:build"]);
+        assert_eq!(again.states(), ["failed //a:build"], "nothing cached");
+        assert!(std::fs::symlink_metadata(ws.path("a/out/l")).is_err());
+    }
+    // Inside the workspace is fine.
+    ws.write(
+        "a/BUILD.toml",
+        "[target.build]\ncommand = \"mkdir -p out && ln -s ../BUILD.toml out/l\"\nouts = [\"out/\"]\n",
+    );
+    ws.run(&["run", "//a:build"]).assert_ok();
+    std::fs::remove_file(ws.path("a/out/l")).unwrap();
+    ws.run(&["run", "//a:build"]).assert_all("hit");
+    assert_eq!(
+        std::fs::read_link(ws.path("a/out/l")).unwrap(),
+        Path::new("../BUILD.toml")
+    );
+}
+
+#[test]
+fn temp_files_of_a_killed_run_are_never_inputs_and_are_swept() {
+    let ws = Ws::new(&[
+        ("a/src.txt", "x\n"),
+        (
+            "a/BUILD.toml",
+            "[target.build]\ncommand = \"cp src.txt out.bin\"\nsrcs = [\"**\"]\nouts = [\"out.bin\"]\n",
+        ),
+    ]);
+    ws.run(&["run", "//a:build"]).assert_ok();
+    // What a restore killed mid-copy left beside the output: an older
+    // vbuild's name (no pid) and one of a dead process.
+    let left = ["a/.vbuild-tmp-Xy12Zq", "a/.vbuild-tmp-999999999-abc"];
+    for p in left {
+        ws.write(p, "partial");
+    }
+    let out = ws.run(&["run", "//a:build"]);
+    out.assert_all("hit");
+    assert!(!out.stderr.contains("added"), "{}", out.stderr);
+    // The next restore into that directory removes them.
+    std::fs::remove_file(ws.path("a/out.bin")).unwrap();
+    ws.run(&["run", "//a:build"]).assert_all("hit");
+    for p in left {
+        assert!(!ws.path(p).exists(), "{p} was not swept");
+    }
+    assert_eq!(ws.read("a/out.bin"), "x\n");
+    // The store's tmp/: a dead run's temp file is swept when the store opens.
+    let dead = ws.cache.join("tmp/.vbuild-tmp-999999999-blob");
+    std::fs::write(&dead, "partial blob").unwrap();
+    ws.run(&["run", "//a:build"]).assert_all("hit");
+    assert!(!dead.exists());
+}
+
+#[test]
+fn a_restore_leaves_no_named_temp_file_in_the_workspace() {
+    // The store is on the same filesystem as the workspace here: temp
+    // files live in the store's tmp/ and are renamed into place.
+    let ws = Ws::new(&[(
+        "a/BUILD.toml",
+        "[target.build]\ncommand = \"mkdir -p out && for i in $(seq 1 50); do head -c 100000 /dev/zero > out/f$i; done\"\nouts = [\"out/\"]\n",
+    )]);
+    ws.run(&["run", "//a:build"]).assert_ok();
+    std::fs::remove_dir_all(ws.path("a/out")).unwrap();
+    // Watch the directory while restoring: no temp name ever appears.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vbuild"))
+        .current_dir(ws.root())
+        .args(["run", "//a:build"])
+        .env("VBUILD_CACHE_DIR", &ws.cache)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    while child.try_wait().unwrap().is_none() {
+        seen.extend(temp_files(ws.root()));
+    }
+    assert!(child.wait().unwrap().success());
+    assert!(
+        seen.is_empty(),
+        "temp files seen in the workspace: {seen:?}"
+    );
+    assert_eq!(std::fs::read_dir(ws.path("a/out")).unwrap().count(), 50);
+}
+
+#[test]
+fn concurrent_restores_of_one_workspace_all_succeed() {
+    let ws = Ws::new(&[
+        ("a/src.txt", "content\n"),
+        (
+            "a/BUILD.toml",
+            "[target.build]\ncommand = \"mkdir -p out/sub && for i in $(seq 1 150); do cp src.txt out/f$i; cp src.txt out/sub/g$i; done && ln -s f1 out/link\"\nsrcs = [\"src.txt\"]\nouts = [\"out/\"]\n",
+        ),
+    ]);
+    ws.run(&["run", "//a:build"]).assert_ok();
+    for round in 0..5 {
+        std::fs::remove_dir_all(ws.path("a/out")).unwrap();
+        let spawned: Vec<_> = (0..4)
+            .map(|_| {
+                std::process::Command::new(env!("CARGO_BIN_EXE_vbuild"))
+                    .current_dir(ws.root())
+                    .args(["run", "//a:build"])
+                    .env("VBUILD_CACHE_DIR", &ws.cache)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in spawned {
+            let out = child.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "round {round}: {stderr}");
+            assert!(stderr.contains("hit "), "round {round}: {stderr}");
+        }
+        for i in 1..=150 {
+            assert_eq!(ws.read(&format!("a/out/f{i}")), "content\n");
+            assert_eq!(ws.read(&format!("a/out/sub/g{i}")), "content\n");
+        }
+        assert_eq!(std::fs::read_dir(ws.path("a/out")).unwrap().count(), 152);
+        assert!(temp_files(ws.root()).is_empty());
+    }
+}

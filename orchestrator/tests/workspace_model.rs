@@ -1,0 +1,353 @@
+//! End-to-end: the workspace model real monorepos need (issue 10): file
+//! groups, workspace inputs, hidden directories as explicit srcs, srcs
+//! patterns matching nothing, `cache = "always"`.
+mod common;
+use common::*;
+
+const MODES: [&str; 2] = ["namespaces", "scratch"];
+
+fn namespaces_available() -> bool {
+    vbuild_sandbox::probe_namespaces().is_ok()
+}
+
+fn modes() -> Vec<&'static str> {
+    MODES
+        .into_iter()
+        .filter(|m| *m != "namespaces" || namespaces_available())
+        .collect()
+}
+
+/// A shared config package (no build step), two packages reading it and
+/// one that does not, plus a root file every action sees.
+fn shared_config(mode: &str) -> Ws {
+    let ws = Ws::new(&[
+        ("tsconfig.base.json", "{\"target\":\"es2022\"}\n"),
+        ("packages/tsconfig/base.json", "{\"strict\":true}\n"),
+        (
+            "packages/tsconfig/package.json",
+            "{\"name\":\"@acme/tsconfig\"}\n",
+        ),
+        (
+            "packages/tsconfig/BUILD.toml",
+            "[target.files]\nsrcs = [\"base.json\", \"package.json\"]\n",
+        ),
+        ("packages/a/src/a.ts", "a\n"),
+        ("packages/b/src/b.ts", "b\n"),
+        ("packages/c/src/c.ts", "c\n"),
+    ]);
+    ws.write(
+        "vbuild.toml",
+        &format!(
+            "[workspace]\nname = \"test\"\nsandbox = \"{mode}\"\ninputs = [\"tsconfig.base.json\"]\n"
+        ),
+    );
+    for pkg in ["a", "b"] {
+        ws.write(
+            &format!("packages/{pkg}/BUILD.toml"),
+            r#"[target.build]
+command = "mkdir -p dist && cat ../tsconfig/base.json ../../tsconfig.base.json src/* > dist/out.txt"
+srcs = ["src/**"]
+deps = ["//packages/tsconfig:files"]
+outs = ["dist/"]
+"#,
+        );
+    }
+    ws.write(
+        "packages/c/BUILD.toml",
+        r#"[target.build]
+command = "mkdir -p dist && cat ../../tsconfig.base.json src/* > dist/out.txt && test ! -e ../tsconfig/base.json"
+srcs = ["src/**"]
+outs = ["dist/"]
+"#,
+    );
+    ws
+}
+
+#[test]
+fn file_group_files_are_inputs_of_exactly_its_dependents() {
+    for mode in modes() {
+        let ws = shared_config(mode);
+        ws.run(&["run", "//...", "-j1"])
+            .assert_ok()
+            .assert_all("miss");
+        assert_eq!(
+            ws.read("packages/a/dist/out.txt"),
+            "{\"strict\":true}\n{\"target\":\"es2022\"}\na\n",
+            "{mode}"
+        );
+        ws.run(&["run", "//...", "-j1"])
+            .assert_ok()
+            .assert_all("hit");
+        // The config package's file: exactly its dependents re-run.
+        ws.write("packages/tsconfig/base.json", "{\"strict\":false}\n");
+        let out = ws.run(&["run", "//...", "-j1"]);
+        out.assert_ok();
+        let mut states = out.states();
+        states.sort_by(|a, b| a.split(' ').nth(1).cmp(&b.split(' ').nth(1)));
+        assert_eq!(
+            states,
+            [
+                "miss //packages/a:build",
+                "miss //packages/b:build",
+                "hit //packages/c:build"
+            ],
+            "{mode}: {}",
+            out.snapshot()
+        );
+        assert!(
+            out.stderr
+                .contains("('packages/tsconfig/base.json' modified)"),
+            "{}",
+            out.stderr
+        );
+        assert_eq!(
+            ws.read("packages/b/dist/out.txt"),
+            "{\"strict\":false}\n{\"target\":\"es2022\"}\nb\n"
+        );
+    }
+}
+
+#[test]
+fn workspace_inputs_are_seen_by_every_action() {
+    for mode in modes() {
+        let ws = shared_config(mode);
+        ws.run(&["run", "//...", "-j1"]).assert_ok();
+        ws.write("tsconfig.base.json", "{\"target\":\"es5\"}\n");
+        let why = ws.run(&["why", "//packages/c:build"]);
+        assert!(
+            why.stderr.contains("('tsconfig.base.json' modified)"),
+            "{}",
+            why.snapshot()
+        );
+        let out = ws.run(&["run", "//...", "-j1"]);
+        out.assert_ok().assert_all("miss");
+        assert_eq!(
+            ws.read("packages/c/dist/out.txt"),
+            "{\"target\":\"es5\"}\nc\n"
+        );
+        // Declaring workspace inputs changes the config, not just files.
+        ws.write(
+            "vbuild.toml",
+            &format!("[workspace]\nname = \"test\"\nsandbox = \"{mode}\"\ninputs = [\"tsconfig.base.json\", \"*.md\"]\n"),
+        );
+        let why = ws.run(&["why", "//packages/c:build"]);
+        assert!(
+            why.stderr
+                .contains("target config changed (workspace inputs)"),
+            "{}",
+            why.snapshot()
+        );
+    }
+}
+
+#[test]
+fn root_file_group_lists_root_files_next_to_other_root_targets() {
+    let ws = Ws::new(&[
+        ("tsconfig.base.json", "{}\n"),
+        (
+            "BUILD.toml",
+            r#"[target.config]
+srcs = ["tsconfig.base.json"]
+
+[target.lint]
+command = "echo linted > lint.txt"
+outs = ["lint.txt"]
+"#,
+        ),
+        (
+            "app/BUILD.toml",
+            "[target.build]\ncommand = \"cat ../tsconfig.base.json > out.txt\"\ndeps = [\"//:config\"]\nouts = [\"out.txt\"]\n",
+        ),
+    ]);
+    let out = ws.run(&["run", "//...", "-j1"]);
+    out.assert_ok();
+    // A file group is not an action: only the two commands are reported.
+    assert_eq!(out.states(), ["miss //:lint", "miss //app:build"]);
+    assert_eq!(ws.read("app/out.txt"), "{}\n");
+}
+
+#[test]
+fn config_package_is_reachable_through_its_node_modules_link() {
+    for mode in modes() {
+        let ws = shared_config(mode);
+        ws.write(
+            "vbuild.toml",
+            &format!("[workspace]\nname = \"test\"\nsandbox = \"{mode}\"\nnode_modules = true\n"),
+        );
+        std::fs::create_dir_all(ws.path("packages/a/node_modules/@acme")).unwrap();
+        std::os::unix::fs::symlink(
+            "../../../tsconfig",
+            ws.path("packages/a/node_modules/@acme/tsconfig"),
+        )
+        .unwrap();
+        ws.write(
+            "packages/a/BUILD.toml",
+            r#"[target.build]
+command = "mkdir -p dist && cat node_modules/@acme/tsconfig/base.json node_modules/@acme/tsconfig/package.json > dist/out.txt"
+deps = ["//packages/tsconfig:files"]
+outs = ["dist/"]
+"#,
+        );
+        ws.run(&["run", "//packages/a:build"]).assert_ok();
+        assert_eq!(
+            ws.read("packages/a/dist/out.txt"),
+            "{\"strict\":true}\n{\"name\":\"@acme/tsconfig\"}\n",
+            "{mode}"
+        );
+    }
+}
+
+#[test]
+fn file_group_mistakes_are_load_errors() {
+    let ws = Ws::new(&[
+        ("p/a.json", "{}"),
+        (
+            "p/BUILD.toml",
+            "[target.empty]\ndeps = []\n\n[target.files]\nsrcs = [\"a.json\"]\nouts = [\"dist/\"]\n",
+        ),
+    ]);
+    let out = ws.run(&["run", "//..."]);
+    assert_eq!(out.code, 2);
+    insta::assert_snapshot!(out.snapshot());
+}
+
+#[test]
+fn hidden_directory_srcs_and_patterns_matching_nothing() {
+    for mode in modes() {
+        let ws = Ws::new(&[
+            ("docs/.vitepress/config.ts", "export default {}\n"),
+            ("docs/.vitepress/theme/index.ts", "theme\n"),
+            ("docs/.cache/junk", "never\n"),
+            ("docs/index.md", "# hi\n"),
+            (
+                "docs/BUILD.toml",
+                r#"[target.build]
+command = "mkdir -p dist && cat .vitepress/config.ts .vitepress/theme/index.ts index.md > dist/site.txt && test ! -e .cache/junk"
+srcs = [".vitepress/**", "*.md", "src/**/*.vue"]
+outs = ["dist/"]
+"#,
+            ),
+            (
+                "lit/BUILD.toml",
+                "[target.build]\ncommand = \"cat .config/x.json > out.txt\"\nsrcs = [\".config/x.json\"]\nouts = [\"out.txt\"]\n",
+            ),
+            ("lit/.config/x.json", "{\"x\":1}\n"),
+        ]);
+        let out = ws.run(&["run", "//...", "-j1", "--sandbox", mode]);
+        out.assert_ok();
+        assert_eq!(
+            ws.read("docs/dist/site.txt"),
+            "export default {}\ntheme\n# hi\n"
+        );
+        assert_eq!(ws.read("lit/out.txt"), "{\"x\":1}\n");
+        if mode == "scratch" {
+            insta::assert_snapshot!(out.snapshot());
+        }
+        // A hidden file under an explicit pattern counts.
+        ws.write("docs/.vitepress/config.ts", "export default {x:1}\n");
+        let out = ws.run(&["run", "//docs:build", "--sandbox", mode]);
+        assert!(
+            out.stderr
+                .contains("('docs/.vitepress/config.ts' modified)"),
+            "{}",
+            out.snapshot()
+        );
+    }
+}
+
+#[test]
+fn cache_always_overrides_a_tools_disable_request() {
+    for mode in modes() {
+        let build = |cache: &str| {
+            format!(
+                "[target.test]\ncommand = \"vbuild tool disable-cache && echo tested\"\n{cache}\n\n\
+                 [target.dev]\ncommand = \"vbuild tool disable-cache && echo served\"\n"
+            )
+        };
+        let ws = Ws::new(&[("p/BUILD.toml", &build("cache = \"always\""))]);
+        ws.write(
+            "vbuild.toml",
+            &format!("[workspace]\nname = \"test\"\nsandbox = \"{mode}\"\n"),
+        );
+        let run = || ws.run(&["run", "//p:all", "-j1"]);
+        let out = run();
+        out.assert_ok();
+        assert_eq!(
+            out.states(),
+            ["uncached //p:dev", "miss //p:test"],
+            "{}",
+            out.snapshot()
+        );
+        assert!(
+            out.stderr.contains(
+                "(no previous entry; cache = \"always\" overrode the tool's disableCache())"
+            ),
+            "{}",
+            out.stderr
+        );
+        let out = run();
+        assert_eq!(out.states(), ["uncached //p:dev", "hit //p:test"]);
+        assert_eq!(out.stdout, "served\ntested\n");
+        // The setting is part of the key, and `why` names it.
+        ws.write("p/BUILD.toml", &build(""));
+        let why = ws.run(&["why", "//p:test"]);
+        assert!(
+            why.stderr
+                .contains("would run //p:test  (target config changed (cache = \"always\"))"),
+            "{}",
+            why.snapshot()
+        );
+        let out = run();
+        assert_eq!(out.states(), ["uncached //p:dev", "uncached //p:test"]);
+    }
+}
+
+#[test]
+fn staged_directories_are_writable_and_only_declared_outputs_come_back() {
+    for mode in modes() {
+        let ws = Ws::new(&[
+            ("p/vite.config.ts", "export default {}\n"),
+            ("p/src/index.ts", "index\n"),
+            (
+                "p/BUILD.toml",
+                r#"[target.build]
+command = """
+set -e
+# Vite 4 bundles its config next to it, loads it, deletes it.
+echo tmp > vite.config.ts.timestamp-1.mjs && rm vite.config.ts.timestamp-1.mjs
+# A cache beside the sources, and a generated source.
+echo cache > vite.config.ts.timestamp-2.mjs
+echo 'export const version = "1.0"' > src/version.ts
+# rimraf dist && tsc
+rm -rf dist && mkdir dist && cat src/*.ts > dist/index.js
+"""
+srcs = ["src/**", "vite.config.ts"]
+outs = ["dist/"]
+"#,
+            ),
+        ]);
+        let out = ws.run(&["run", "//p:build", "--sandbox", mode]);
+        out.assert_ok();
+        assert_eq!(
+            ws.read("p/dist/index.js"),
+            "index\nexport const version = \"1.0\"\n",
+            "{mode}"
+        );
+        // Nothing outside the declared outputs reached the workspace.
+        assert!(!ws.path("p/src/version.ts").exists(), "{mode}");
+        assert!(!ws.path("p/vite.config.ts.timestamp-2.mjs").exists());
+        if mode == "scratch" {
+            insta::assert_snapshot!(out.snapshot());
+        } else {
+            assert_eq!(
+                out.stderr
+                    .lines()
+                    .filter(|l| l.starts_with("warning:"))
+                    .count(),
+                1,
+                "{}",
+                out.stderr
+            );
+        }
+    }
+}
