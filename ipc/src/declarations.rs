@@ -42,6 +42,11 @@ pub struct Declarations {
     pub env_patterns: Vec<EnvPattern>,
     /// Union of `reportUsedInputs`; `None` when the tool never reported.
     pub used_inputs: Option<BTreeSet<String>>,
+    /// Some path of a `reportUsedInputs` was refused: the report may have
+    /// named real inputs in a form the runner could not map, so it cannot
+    /// prove any input unread (the orchestrator then narrows nothing by it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub used_inputs_refused: bool,
     /// Human-readable descriptions of refused requests (the orchestrator
     /// logs them as warnings). Never contain env values.
     pub refusals: Vec<String>,

@@ -98,10 +98,13 @@ impl Shared {
                 // a report that shrinks the key is only ever a narrowing the
                 // tool asked for, and refusing the whole report would hide
                 // the inputs it did name.
-                self.decls()
+                let mut decls = self.decls();
+                decls
                     .used_inputs
                     .get_or_insert_with(BTreeSet::new)
                     .extend(accepted);
+                decls.used_inputs_refused |= !refused.is_empty();
+                drop(decls);
                 if refused.is_empty() {
                     Response::Ack { path: None }
                 } else {

@@ -43,7 +43,8 @@ pub enum Cmd {
         /// `.vbuild/schema` at the workspace root (or here, outside one).
         dir: Option<PathBuf>,
     },
-    /// Remove this workspace's entries from the action cache.
+    /// Remove this workspace's entries from the action cache (entries a
+    /// copy of it at another path also built stay).
     Clean,
     /// Talk to the runner from inside an action (no-ops outside vbuild).
     Tool {
@@ -211,6 +212,15 @@ pub enum StoreCmd {
         /// store's budget, $VBUILD_STORE_MAX_SIZE or 10G).
         #[arg(long, value_name = "SIZE", value_parser = vbuild_store::parse_size)]
         max_size: Option<u64>,
+    },
+    /// Check every blob (its bytes hash to its name) and every cache entry
+    /// and record (parses, points only at sound blobs); exit 1 if anything
+    /// was wrong.
+    Verify {
+        /// Delete bad blobs and drop the entries and records that are
+        /// unusable (those actions run again on the next build).
+        #[arg(long)]
+        repair: bool,
     },
 }
 

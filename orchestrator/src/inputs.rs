@@ -311,6 +311,9 @@ fn resolve_srcs(
     let mut inputs = BTreeMap::new();
     for rel in files.paths.iter().filter(|p| target.srcs.matches(p)) {
         let path = join_package(package, rel);
+        if ws.exclude.is_match(&path) {
+            continue;
+        }
         let entry = entry_for(store, stat_cache, &ws.root.join(&path))?;
         inputs.insert(path, entry);
     }

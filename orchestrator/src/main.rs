@@ -9,6 +9,7 @@ mod key;
 mod materialize;
 mod migrate;
 mod node;
+mod overlap;
 mod profile;
 mod remote;
 mod report;
@@ -251,7 +252,9 @@ fn real_main(cli: Cli) -> Result<u8> {
         Cmd::Clean => {
             let session = load(&cli.dir)?;
             let store = open_store()?;
-            let removed = store.action_cache.clear_workspace(session.ws.name())?;
+            let removed = store
+                .action_cache
+                .clear_workspace(&action::scope_of(&session.ws))?;
             println!(
                 "removed {removed} cache entries of workspace '{}'",
                 session.ws.name()
@@ -281,6 +284,31 @@ fn real_main(cli: Cli) -> Result<u8> {
         }
         Cmd::Store { command } => store_cmd::run(command),
     }
+}
+
+/// `vbuild store verify [--repair]`: 0 when all is sound, else 1.
+pub(crate) fn store_verify(repair: bool) -> Result<u8> {
+    let store = open_store()?;
+    let report = vbuild_store::verify::verify(&store, repair, &action::check_record)?;
+    for problem in &report.problems {
+        println!("problem: {problem}");
+    }
+    println!(
+        "checked {} blobs, {} entries, {} records in {}: {} problems{}",
+        report.blobs,
+        report.entries,
+        report.records,
+        store.root().display(),
+        report.problems.len(),
+        if repair {
+            format!(", {} repaired", report.repaired)
+        } else if report.problems.is_empty() {
+            String::new()
+        } else {
+            " (run `vbuild store verify --repair` to drop what is unusable)".into()
+        }
+    );
+    Ok(if report.problems.is_empty() { 0 } else { 1 })
 }
 
 /// Probes the namespace sandbox once, if any selected action asks for it.

@@ -58,6 +58,7 @@ pub fn run(command: StoreCmd) -> Result<u8> {
             );
             Ok(0)
         }
+        StoreCmd::Verify { repair } => crate::store_verify(repair),
     }
 }
 

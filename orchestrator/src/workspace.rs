@@ -49,6 +49,8 @@ pub struct Workspace {
     pub packages: Vec<String>,
     /// Every file found when the workspace was loaded.
     pub tree: Tree,
+    /// `[workspace] exclude`: workspace-relative paths that are never srcs.
+    pub exclude: globset::GlobSet,
     /// `[workspace] inputs`: staged for every action.
     pub inputs: WorkspaceInputs,
 }
@@ -123,6 +125,7 @@ impl Workspace {
             .map_err(|d| LoadError(vec![d]))?;
 
         let mut diags = Vec::new();
+        let exclude = workspace_exclude(&def, &ws_file, &mut diags);
         let mut tree = walk_workspace(&root);
         let packages = tree.packages.clone();
         let mut parsed = Vec::new();
@@ -136,7 +139,10 @@ impl Workspace {
                 }
             };
             match parse_build_file(&rel_file, &source) {
-                Ok(targets) => parsed.push((pkg.clone(), rel_file, source, targets)),
+                Ok(mut targets) => {
+                    vbuild_schema::apply_defaults(&mut targets, &source, &def.defaults);
+                    parsed.push((pkg.clone(), rel_file, source, targets))
+                }
                 Err(d) => diags.push(d),
             }
         }
@@ -206,10 +212,14 @@ impl Workspace {
                 package_outs: &package_outs,
                 target_span: def.span(),
             };
-            if let Some(t) = ctx.validate(label, def.get_ref()) {
+            if let Some(mut t) = ctx.validate(label, def.get_ref()) {
+                // Workspace exclusions are part of what decides the inputs.
+                t.src_patterns
+                    .extend(exclude.1.iter().map(|g| format!("!//{g}")));
                 targets.push(t);
             }
         }
+        diags.extend(overlaps(&defs, &targets, &packages));
         if diags.is_empty() {
             if let Some(cycle) = crate::graph::find_cycle(&targets) {
                 diags.push(cycle_diagnostic(&targets, &cycle, &parsed));
@@ -224,6 +234,7 @@ impl Workspace {
             targets,
             packages,
             tree,
+            exclude: exclude.0,
             inputs,
         })
     }
@@ -519,6 +530,45 @@ impl TargetCtx<'_> {
     }
 }
 
+/// `[workspace] exclude`, compiled (and the normalized globs, for the key).
+fn workspace_exclude(
+    def: &WorkspaceDef,
+    ws_file: &Path,
+    diags: &mut Vec<Diagnostic>,
+) -> (globset::GlobSet, Vec<String>) {
+    let mut set = globset::GlobSetBuilder::new();
+    let mut globs = Vec::new();
+    let source = std::fs::read_to_string(ws_file).unwrap_or_default();
+    for g in &def.exclude {
+        let text = g.get_ref();
+        let pattern = match normalize(text) {
+            Ok((p, true)) => format!("{p}/**"),
+            Ok((p, false)) => p,
+            Err(why) => {
+                diags.push(
+                    Diagnostic::at(Path::new(WORKSPACE_FILE), &source, Some(g.span()), format!("exclude entry {text:?}: {why}"))
+                        .with_help("exclude takes globs relative to the workspace root, e.g. \"**/coverage/**\""),
+                );
+                continue;
+            }
+        };
+        match crate::globs::glob(&pattern) {
+            Ok(glob) => {
+                set.add(glob);
+                globs.push(pattern);
+            }
+            Err(e) => diags.push(Diagnostic::at(
+                Path::new(WORKSPACE_FILE),
+                &source,
+                Some(g.span()),
+                format!("exclude entry {text:?} is not a valid glob: {}", e.kind()),
+            )),
+        }
+    }
+    let set = set.build().unwrap_or_else(|_| globset::GlobSet::empty());
+    (set, globs)
+}
+
 /// One parsed BUILD.toml: package, file, source text, targets.
 type ParsedFile = (
     String,
@@ -552,6 +602,47 @@ fn known_targets_help(by_label: &HashMap<Label, usize>, missing: &Label) -> Stri
     } else {
         format!("//{} has: {}", missing.package, names.join(", "))
     }
+}
+
+/// The overlap rule (`crate::overlap`) over the targets that loaded, each
+/// output pointing at its `outs` entry (or the target, for one it did not
+/// write itself).
+fn overlaps(
+    defs: &[(Label, &PathBuf, &String, &vbuild_schema::Spanned<TargetDef>)],
+    targets: &[Target],
+    packages: &[String],
+) -> Vec<Diagnostic> {
+    let by_label: HashMap<&Label, &Target> = targets.iter().map(|t| (&t.label, t)).collect();
+    let declared: Vec<crate::overlap::Declared> = defs
+        .iter()
+        .filter_map(|(label, file, source, def)| {
+            let target = by_label.get(label)?;
+            let written: Vec<(OutSpec, std::ops::Range<usize>)> = def
+                .get_ref()
+                .outs
+                .iter()
+                .filter_map(|o| Some((OutSpec::parse(o.get_ref()).ok()?, o.span())))
+                .collect();
+            let outs = target
+                .outs
+                .iter()
+                .map(|spec| {
+                    let span = written
+                        .iter()
+                        .find(|(w, _)| w == spec)
+                        .map_or_else(|| def.span(), |(_, s)| s.clone());
+                    (spec.clone(), span)
+                })
+                .collect();
+            Some(crate::overlap::Declared {
+                label,
+                file,
+                source,
+                outs,
+            })
+        })
+        .collect();
+    crate::overlap::check(&declared, packages)
 }
 
 fn cycle_diagnostic(targets: &[Target], cycle: &[usize], parsed: &[ParsedFile]) -> Diagnostic {

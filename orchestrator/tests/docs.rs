@@ -125,7 +125,7 @@ fn guide_literal_directory_claim() {
 #[test]
 fn schema_readme_versions_are_the_code_s() {
     let readme = doc("schema/README.md");
-    let key = doc("orchestrator/src/key.rs");
+    let key = doc("orchestrator/src/key/mod.rs");
     let key_version = regex::Regex::new(r"pub const KEY_VERSION: u32 = (\d+);")
         .unwrap()
         .captures(&key)

@@ -274,3 +274,141 @@ fn concurrent_restores_of_one_workspace_all_succeed() {
         assert!(temp_files(ws.root()).is_empty());
     }
 }
+
+#[test]
+fn overlapping_outputs_are_a_load_error_naming_both_targets() {
+    let ws = Ws::new(&[
+        (
+            "ui/BUILD.toml",
+            r#"[target.types]
+command = "mkdir -p dist && echo t > dist/index.d.ts"
+outs = ["dist/"]
+
+[target.theme]
+command = "mkdir -p dist && echo c > dist/theme.css"
+outs = ["dist/"]
+
+[target.js]
+command = "echo x > a.js"
+outs = ["*.js"]
+
+[target.dts]
+command = "echo x > a.d.ts"
+outs = ["*.d.ts", "a.js"]
+"#,
+        ),
+        // A literal output inside a sub-package, which declares it too.
+        (
+            "app/BUILD.toml",
+            "[target.build]\ncommand = \"true\"\nouts = [\"lib/dist/\"]\n",
+        ),
+        (
+            "app/lib/BUILD.toml",
+            "[target.build]\ncommand = \"true\"\nouts = [\"dist/x.js\"]\n",
+        ),
+    ]);
+    let out = ws.run(&["run", "//...", "-j1"]);
+    assert_eq!(out.code, 2, "{}", out.snapshot());
+    insta::assert_snapshot!(out.snapshot());
+    // Disjoint directories and globs of one package are fine.
+    ws.write(
+        "ui/BUILD.toml",
+        r#"[target.types]
+command = "mkdir -p dist/types && echo t > dist/types/index.d.ts"
+outs = ["dist/types/"]
+
+[target.theme]
+command = "mkdir -p dist/theme && echo c > dist/theme/theme.css"
+outs = ["dist/theme/"]
+
+[target.js]
+command = "echo x > a.js"
+outs = ["*.js"]
+
+[target.dts]
+command = "echo x > a.d.ts"
+outs = ["*.d.ts"]
+"#,
+    );
+    ws.write(
+        "app/BUILD.toml",
+        "[target.build]\ncommand = \"echo a > a.txt\"\nouts = [\"a.txt\"]\n",
+    );
+    ws.write("app/lib/BUILD.toml", "[target.build]\ncommand = \"mkdir -p dist && echo x > dist/x.js\"\nouts = [\"dist/x.js\"]\n");
+    ws.run(&["run", "//...", "-j1"]).assert_ok();
+}
+
+#[test]
+fn a_restore_never_deletes_a_sub_packages_files() {
+    // //a's output directory holds the package //a/out/sub.
+    let ws = Ws::new(&[
+        (
+            "a/BUILD.toml",
+            "[target.build]\ncommand = \"mkdir -p out && echo a > out/a.txt\"\nouts = [\"out/\"]\n",
+        ),
+        (
+            "a/out/sub/BUILD.toml",
+            "[target.build]\ncommand = \"echo g > gen.txt\"\nouts = [\"gen.txt\"]\n",
+        ),
+        ("a/out/sub/src.txt", "source of //a/out/sub\n"),
+    ]);
+    ws.run(&["run", "//...", "-j1"]).assert_ok();
+    std::fs::remove_file(ws.path("a/out/a.txt")).unwrap();
+    ws.run(&["run", "//a:build"]).assert_all("hit");
+    assert_eq!(ws.read("a/out/a.txt"), "a\n");
+    for kept in [
+        "a/out/sub/BUILD.toml",
+        "a/out/sub/src.txt",
+        "a/out/sub/gen.txt",
+    ] {
+        assert!(ws.path(kept).exists(), "{kept} was deleted");
+    }
+}
+
+/// Runs vbuild, failing the test (instead of hanging it) after `secs`.
+fn run_bounded(ws: &Ws, args: &[&str], secs: u64) -> std::process::Output {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vbuild"))
+        .current_dir(ws.root())
+        .args(args)
+        .env("VBUILD_CACHE_DIR", &ws.cache)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed().as_secs() >= secs {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("vbuild {args:?} hung for {secs}s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_fifo_output_is_an_error_naming_it_never_a_hang() {
+    let ws = Ws::new(&[(
+        "a/BUILD.toml",
+        "[target.build]\ncommand = \"mkdir -p out && echo x > out/a && mkfifo out/p\"\nouts = [\"out/\"]\n",
+    )]);
+    let out = run_bounded(&ws, &["run", "//a:build"], 30);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("output 'a/out/p' is a FIFO (named pipe)"),
+        "{stderr}"
+    );
+    // A FIFO the target does not declare is not its business.
+    ws.write(
+        "a/BUILD.toml",
+        "[target.build]\ncommand = \"mkdir -p out && echo x > out/a && mkfifo p\"\nouts = [\"out/\"]\n",
+    );
+    let out = run_bounded(&ws, &["run", "//a:build"], 30);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

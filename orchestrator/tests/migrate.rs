@@ -43,7 +43,11 @@ fn dev_dependency_cycle_is_broken_where_sources_allow() {
     );
     let b = ws.read("packages/b/BUILD.toml");
     assert!(b.contains("command = \"node build.js\""), "{b}");
-    assert!(b.contains("deps = [\"//packages/a:build\"]"), "{b}");
+    // a's build declares no outputs: b also sees a's files (a file group).
+    assert!(
+        b.contains("deps = [\"//packages/a:build\", \"//packages/a:files\"]"),
+        "{b}"
+    );
     // The dropped edge stays visible, as a comment.
     let a = ws.read("packages/a/BUILD.toml");
     assert!(
@@ -60,7 +64,7 @@ fn dev_dependency_cycle_is_broken_where_sources_allow() {
     let q = ws.run(&["query"]);
     assert_eq!(
         q.stdout,
-        "//packages/a:build\n//packages/a:test\n//packages/b:build\n"
+        "//packages/a:build\n//packages/a:files\n//packages/a:test\n//packages/b:build\n"
     );
     // Existing files are kept without --force.
     let again = ws.run(&["migrate"]);
@@ -116,4 +120,341 @@ fn not_a_workspace() {
         "{}",
         out.stderr
     );
+}
+
+/// Installs a fake-free stand-in for an installed package: the real
+/// package.json an install leaves in node_modules (all migrate reads).
+fn installed(ws: &Ws, dir: &str, name: &str, version: &str) {
+    ws.write(
+        format!("{dir}/node_modules/{name}/package.json").trim_start_matches('/'),
+        &format!(r#"{{"name":"{name}","version":"{version}"}}"#),
+    );
+}
+
+const VITE_CONFIG: &str =
+    "import { defineConfig } from \"vite\";\n\nexport default defineConfig({\n  plugins: [],\n});\n";
+
+fn vite_ws() -> Ws {
+    npm_ws(&[
+        (
+            "package.json",
+            r#"{"name":"root","private":true,"workspaces":["packages/*"],"scripts":{"build":"npm run build --workspaces"}}"#,
+        ),
+        (
+            "packages/app/package.json",
+            r#"{"name":"app","version":"1.0.0","scripts":{"build":"cross-env NODE_ENV=production vite build"}}"#,
+        ),
+        ("packages/app/vite.config.ts", VITE_CONFIG),
+    ])
+}
+
+#[test]
+fn vite_configs_are_never_edited_into_a_broken_build() {
+    // Vite 4, no vite-plugin-vbuild installed: the config stays as it is,
+    // and the summary says what is lost.
+    let ws = vite_ws();
+    installed(&ws, "", "vite", "4.5.3");
+    let out = ws.run(&["migrate"]);
+    assert_eq!(out.code, 0, "{}", out.snapshot());
+    assert_eq!(ws.read("packages/app/vite.config.ts"), VITE_CONFIG);
+    assert!(
+        out.stdout.contains("packages/app: Vite 4 without vite-plugin-vbuild installed: its config is left alone; NODE_ENV and VITE_* variables are not tracked"),
+        "{}",
+        out.stdout
+    );
+    // cross-env in front of vite build: outs still found.
+    let build = ws.read("packages/app/BUILD.toml");
+    assert!(build.contains("outs = [\"dist/\"]"), "{build}");
+    assert!(!build.contains("VBUILD_VITE_REPORT_INPUTS"), "{build}");
+
+    // Vite 8 talks to the runner itself: no edit, nothing to report.
+    let ws = vite_ws();
+    installed(&ws, "", "vite", "8.0.1");
+    installed(&ws, "", "vite-plugin-vbuild", "0.1.0");
+    let out = ws.run(&["migrate"]);
+    assert_eq!(out.code, 0, "{}", out.snapshot());
+    assert_eq!(ws.read("packages/app/vite.config.ts"), VITE_CONFIG);
+    assert!(!out.stdout.contains("vite-plugin-vbuild"), "{}", out.stdout);
+}
+
+#[test]
+fn vite_5_to_7_gets_the_plugin_only_where_it_is_installed() {
+    let ws = vite_ws();
+    installed(&ws, "", "vite", "6.2.0");
+    installed(&ws, "", "vite-plugin-vbuild", "0.1.0");
+    let out = ws.run(&["migrate"]);
+    assert_eq!(out.code, 0, "{}", out.snapshot());
+    let cfg = ws.read("packages/app/vite.config.ts");
+    assert!(
+        cfg.contains("import vbuild from \"vite-plugin-vbuild\""),
+        "{cfg}"
+    );
+    assert!(cfg.contains("plugins: [vbuild(), ]"), "{cfg}");
+}
+
+fn turbo_ws(turbo: &str, extra: &[(&str, &str)]) -> Ws {
+    let mut files = vec![
+        (
+            "package.json",
+            r#"{"name":"root","private":true,"workspaces":["packages/*"],"scripts":{"build":"turbo run build","lint":"eslint .","format":"prettier --write .","lint:fix":"eslint . --fix"}}"#,
+        ),
+        ("turbo.json", turbo),
+    ];
+    files.extend_from_slice(extra);
+    npm_ws(&files)
+}
+
+#[test]
+fn overlapping_outputs_become_one_target() {
+    let ws = turbo_ws(
+        r#"{"tasks":{"build":{"dependsOn":["^build","types"],"outputs":["dist/**"]},"types":{"outputs":["dist/**"]},"theme":{"outputs":["dist/**"]}}}"#,
+        &[
+            (
+                "packages/ui/package.json",
+                r#"{"name":"ui","version":"1.0.0","scripts":{"build":"vite build","types":"tsc --emitDeclarationOnly","theme":"node theme.js > dist/theme.css"}}"#,
+            ),
+            (
+                "packages/ui/tsconfig.json",
+                r#"{"compilerOptions":{"outDir":"dist","declaration":true}}"#,
+            ),
+        ],
+    );
+    let out = ws.run(&["migrate"]);
+    assert_eq!(out.code, 0, "{}", out.snapshot());
+    let b = ws.read("packages/ui/BUILD.toml");
+    // types runs first (build dependsOn it); theme's outputs are turbo's
+    // dist/, so it joins too; one target owns dist/.
+    assert!(
+        b.contains("command = \"tsc --emitDeclarationOnly && (vite build && node theme.js > dist/theme.css)\""),
+        "{b}"
+    );
+    assert_eq!(b.matches("[target.").count(), 1, "{b}");
+    assert!(b.contains("outs = [\"dist/\"]"), "{b}");
+    let q = ws.run(&["query"]);
+    assert_eq!(q.stdout, "//packages/ui:build\n", "{}", q.snapshot());
+}
+
+#[test]
+fn turbo_depends_on_is_followed_exactly() {
+    let ws = turbo_ws(
+        r#"{"tasks":{"build":{"dependsOn":["^build","theme"],"outputs":["dist/**"]},"lint":{},"test":{"dependsOn":["build"]}}}"#,
+        &[
+            (
+                "packages/core/package.json",
+                r#"{"name":"core","version":"1.0.0","scripts":{"build":"tsc","lint":"eslint src && npm run lint:dist","lint:dist":"node check-dist.js","test":"node t.js"}}"#,
+            ),
+            (
+                "packages/core/tsconfig.json",
+                r#"{"compilerOptions":{"outDir":"dist"}}"#,
+            ),
+            (
+                "packages/app/package.json",
+                r#"{"name":"app","version":"1.0.0","scripts":{"build":"tsc","lint":"eslint src"},"dependencies":{"core":"*"}}"#,
+            ),
+            (
+                "packages/app/tsconfig.json",
+                r#"{"compilerOptions":{"outDir":"dist"}}"#,
+            ),
+        ],
+    );
+    let out = ws.run(&["migrate"]);
+    assert_eq!(out.code, 0, "{}", out.snapshot());
+    let app = ws.read("packages/app/BUILD.toml");
+    let lint = app.split("[target.lint]").nth(1).unwrap();
+    assert!(!lint.contains("deps"), "lint has no dependsOn: {app}");
+    assert!(app.contains("deps = [\"//packages/core:build\"]"), "{app}");
+    let core = ws.read("packages/core/BUILD.toml");
+    assert!(
+        core.contains(
+            "[target.test]\ncommand = \"node t.js\"\nsrcs = [\"**\"]\ndeps = [\":build\"]"
+        ),
+        "{core}"
+    );
+    // The helper a step calls is inlined, not a target of its own.
+    assert!(!core.contains("lint-dist"), "{core}");
+    // turbo skips a missing task (`theme`) silently; so does migrate.
+    assert!(!out.stdout.contains("theme"), "{}", out.stdout);
+    // Root scripts: orchestration and whole-repo runs are not targets;
+    // source rewriters never are.
+    assert!(!ws.path("BUILD.toml").exists());
+    assert!(
+        out.stdout
+            .contains("(root): `build` runs the workspace's `build`"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("(root): `lint` runs over the whole repository (`eslint .`)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("(root): `format` rewrites sources"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        ws.run(&["query"]).stdout,
+        "//packages/app:build\n//packages/app:lint\n//packages/core:build\n//packages/core:lint\n//packages/core:test\n"
+    );
+    // The workspace is named after its directory, not "root".
+    let toml = ws.read("vbuild.toml");
+    assert!(!toml.contains("name = \"root\""), "{toml}");
+    assert!(out.stdout.starts_with("vbuild migrate: npm workspace with turbo.json, 2 packages with 5 targets (2 writing outputs)"), "{}", out.stdout);
+}
+
+#[test]
+fn source_rewriting_scripts_are_never_targets() {
+    let ws = npm_ws(&[
+        (
+            "package.json",
+            r#"{"name":"r","private":true,"workspaces":["packages/*"]}"#,
+        ),
+        (
+            "packages/a/package.json",
+            r#"{"name":"a","version":"1.0.0","scripts":{"build":"node b.js","lint":"eslint src","lint:fix":"eslint src --fix","format":"prettier --write src","test":"vitest run","test-unit":"vitest run","test:update-snapshots":"vitest run -u"}}"#,
+        ),
+    ]);
+    let out = ws.run(&["migrate"]);
+    assert_eq!(out.code, 0, "{}", out.snapshot());
+    let a = ws.read("packages/a/BUILD.toml");
+    for t in ["lint-fix", "format", "update-snapshots", "test-unit"] {
+        assert!(!a.contains(&format!("[target.{t}")), "{t}: {a}");
+    }
+    assert!(
+        a.contains("# also package.json \"test-unit\" (the same command)"),
+        "{a}"
+    );
+    assert!(
+        out.stdout
+            .contains("`lint:fix` rewrites sources: not a target"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn workspace_flags_and_script_cycles_end_with_a_message() {
+    // Used to inline `build` into itself until memory ran out.
+    let ws = npm_ws(&[
+        (
+            "package.json",
+            r#"{"name":"r","private":true,"workspaces":["packages/*"],"scripts":{"build":"npm run build -w packages/a && npm run build --workspace=packages/b"}}"#,
+        ),
+        (
+            "packages/a/package.json",
+            r#"{"name":"a","version":"1.0.0","scripts":{"build":"npm run compile","compile":"npm run build"}}"#,
+        ),
+        (
+            "packages/b/package.json",
+            r#"{"name":"b","version":"1.0.0","scripts":{"build":"node b.js && pnpm --filter a run x"}}"#,
+        ),
+    ]);
+    let out = ws.run(&["migrate"]);
+    assert_eq!(out.code, 0, "{}", out.snapshot());
+    assert!(
+        out.stdout.contains("packages/a:build: scripts call each other in a cycle: build → compile → build; no target written"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("packages/b:build: `pnpm --filter a run x` runs a script of other workspace packages (`--filter`)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("(root): `build` runs the workspace's `build`"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(ws.run(&["query"]).stdout, "//packages/b:build\n");
+}
+
+#[test]
+fn gitignore_directories_are_excluded_once_for_the_workspace() {
+    let ws = npm_ws(&[
+        (
+            "package.json",
+            r#"{"name":"r","private":true,"workspaces":["packages/*"],"scripts":{"build":"npm run build -ws"}}"#,
+        ),
+        (".gitignore", "node_modules\ncoverage\ndist/\n*.log\n"),
+        (
+            "packages/a/package.json",
+            r#"{"name":"a","version":"1.0.0","scripts":{"build":"node build.js > out.txt"}}"#,
+        ),
+        ("packages/a/.gitignore", "generated/\n"),
+        ("packages/a/build.js", "console.log('built')\n"),
+    ]);
+    let out = ws.run(&["migrate"]);
+    assert_eq!(out.code, 0, "{}", out.snapshot());
+    let toml = ws.read("vbuild.toml");
+    assert!(
+        toml.contains("exclude = [\"**/coverage\", \"**/coverage/**\", \"**/dist/**\", \"**/*.log\", \"**/*.tsbuildinfo\"]"),
+        "{toml}"
+    );
+    let a = ws.read("packages/a/BUILD.toml");
+    assert!(a.contains("srcs = [\"**\", \"!**/generated/**\"]"), "{a}");
+    // Coverage written after the build does not invalidate it.
+    ws.run(&["run", "//packages/a:build"]).assert_ok();
+    ws.write("packages/a/coverage/lcov.info", "TN:\n");
+    ws.write("packages/a/generated/x.txt", "x");
+    ws.run(&["run", "//packages/a:build"]).assert_all("hit");
+}
+
+#[test]
+fn files_outside_the_package_are_declared_or_listed() {
+    let ws = npm_ws(&[
+        (
+            "package.json",
+            r#"{"name":"root","version":"2.0.0","private":true,"workspaces":["packages/*"],"scripts":{"build":"npm run build -ws","lint":"npm run lint -ws"}}"#,
+        ),
+        ("tsconfig.base.json", r#"{"compilerOptions":{"strict":true}}"#),
+        (".eslintrc.js", "module.exports = { root: true };\n"),
+        ("packages/config/package.json", r#"{"name":"@acme/config","version":"1.0.0","files":["base.json"]}"#),
+        ("packages/config/base.json", r#"{"level":1}"#),
+        (
+            "packages/a/package.json",
+            r#"{"name":"a","version":"1.0.0","scripts":{"build":"node build.js > out.txt","lint":"eslint -c ../../configs/missing.js src"},"devDependencies":{"@acme/config":"workspace:*"}}"#,
+        ),
+        ("packages/a/tsconfig.json", r#"{"extends":"../../tsconfig.base.json"}"#),
+        (
+            "packages/a/build.js",
+            "const fs = require('fs');\nconst v = require('../../package.json').version;\nconsole.log(v, fs.readFileSync('../config/base.json', 'utf8'));\n",
+        ),
+    ]);
+    let out = ws.run(&["migrate"]);
+    assert_eq!(out.code, 0, "{}", out.snapshot());
+    let toml = ws.read("vbuild.toml");
+    assert!(
+        toml.contains("inputs = [\".eslintrc.js\", \"package.json\", \"tsconfig.base.json\"]"),
+        "{toml}"
+    );
+    let a = ws.read("packages/a/BUILD.toml");
+    assert!(a.contains("deps = [\"//packages/config:files\"]"), "{a}");
+    // The shared config package (no build step) is a file group.
+    let config = ws.read("packages/config/BUILD.toml");
+    assert!(
+        config.contains("[target.files]\nsrcs = [\"**\"]\n"),
+        "{config}"
+    );
+    assert!(!config.contains("command"), "{config}");
+    assert!(
+        out.stdout.contains("packages/a:lint: `eslint -c ../../configs/missing.js`: configs/missing.js does not exist"),
+        "{}",
+        out.stdout
+    );
+    // They are inputs: the build sees them, and a change re-runs it.
+    ws.run(&["run", "//packages/a:build"]).assert_all("miss");
+    assert_eq!(ws.read("packages/a/out.txt"), "2.0.0 {\"level\":1}\n");
+    ws.run(&["run", "//packages/a:build"]).assert_all("hit");
+    ws.write("packages/config/base.json", r#"{"level":2}"#);
+    ws.run(&["run", "//packages/a:build"]).assert_all("miss");
+    assert_eq!(ws.read("packages/a/out.txt"), "2.0.0 {\"level\":2}\n");
+    ws.write(
+        "tsconfig.base.json",
+        r#"{"compilerOptions":{"strict":false}}"#,
+    );
+    ws.run(&["run", "//packages/a:build"]).assert_all("miss");
 }

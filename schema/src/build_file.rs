@@ -133,6 +133,14 @@ pub struct WorkspaceDef {
     /// `pnpm-workspace.yaml`, `.eslintrc.js`, `package.json`).
     #[serde(default)]
     pub inputs: Vec<Spanned<String>>,
+    /// Globs relative to the root that are never srcs of any target
+    /// (`**/coverage/**`): workspace-wide exclusions written once.
+    #[serde(default)]
+    pub exclude: Vec<Spanned<String>>,
+    /// `[defaults.NAME]` tables of the same file: fields a target named
+    /// NAME gets when its BUILD.toml leaves them unset.
+    #[serde(skip)]
+    pub defaults: BTreeMap<String, Spanned<TargetDefaults>>,
     /// The `[remote]` table of the same file (a sibling of `[workspace]`).
     #[serde(skip)]
     pub remote: Option<RemoteDef>,
@@ -195,6 +203,89 @@ struct WorkspaceFileDef {
     workspace: WorkspaceDef,
     #[serde(default)]
     remote: Option<RemoteDef>,
+    #[serde(default)]
+    defaults: BTreeMap<String, Spanned<TargetDefaults>>,
+}
+
+/// `[defaults.NAME]` in vbuild.toml: the fields of a target, all optional
+/// (turbo.json's task definitions, Nx's `targetDefaults`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetDefaults {
+    pub command: Option<Command>,
+    pub srcs: Option<Vec<String>>,
+    pub deps: Option<Vec<String>>,
+    pub outs: Option<Vec<String>>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub pass_env: Option<Vec<String>>,
+    pub cache: Option<CacheSetting>,
+    pub sandbox: Option<SandboxSetting>,
+    pub network: Option<bool>,
+    pub timeout: Option<String>,
+    pub node_modules: Option<bool>,
+}
+
+/// Fills the fields each target of a parsed BUILD.toml leaves unset from
+/// `[defaults.NAME]`. A defaulted value's span is the target's table, so a
+/// problem with it points at the target (and the message names vbuild.toml).
+pub fn apply_defaults(
+    targets: &mut BTreeMap<String, Spanned<TargetDef>>,
+    source: &str,
+    defaults: &BTreeMap<String, Spanned<TargetDefaults>>,
+) {
+    if defaults.is_empty() {
+        return;
+    }
+    // Which keys each target sets (the typed model cannot tell an unset
+    // list from an empty one). The file parsed already, so this does too.
+    let raw: toml::Table = toml::from_str(source).unwrap_or_default();
+    for (name, target) in targets.iter_mut() {
+        let Some(d) = defaults.get(name) else {
+            continue;
+        };
+        let d = d.get_ref();
+        let set: Vec<String> = raw
+            .get("target")
+            .and_then(|t| t.get(name))
+            .and_then(|t| t.as_table())
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default();
+        let unset = |k: &str| !set.iter().any(|s| s == k);
+        let span = target.span();
+        let sp = |v: String| Spanned::new(span.clone(), v);
+        let t = target.get_mut();
+        if let (true, Some(c)) = (unset("command"), &d.command) {
+            t.command = Some(Spanned::new(span.clone(), c.clone()));
+        }
+        for (key, field, value) in [
+            ("srcs", &mut t.srcs, &d.srcs),
+            ("deps", &mut t.deps, &d.deps),
+            ("outs", &mut t.outs, &d.outs),
+            ("pass_env", &mut t.pass_env, &d.pass_env),
+        ] {
+            if let (true, Some(v)) = (unset(key), value) {
+                *field = v.iter().cloned().map(sp).collect();
+            }
+        }
+        if let (true, Some(v)) = (unset("env"), &d.env) {
+            t.env = v.clone();
+        }
+        if let (true, Some(v)) = (unset("cache"), d.cache) {
+            t.cache = Some(Spanned::new(span.clone(), v));
+        }
+        if let (true, Some(v)) = (unset("sandbox"), d.sandbox) {
+            t.sandbox = Some(Spanned::new(span.clone(), v));
+        }
+        if let (true, Some(v)) = (unset("network"), d.network) {
+            t.network = v;
+        }
+        if let (true, Some(v)) = (unset("timeout"), &d.timeout) {
+            t.timeout = Some(sp(v.clone()));
+        }
+        if let (true, Some(v)) = (unset("node_modules"), d.node_modules) {
+            t.node_modules = Some(v);
+        }
+    }
 }
 
 fn toml_error(file: &Path, source: &str, err: toml::de::Error) -> Diagnostic {
@@ -244,8 +335,20 @@ pub fn parse_build_file(
 /// Parses `vbuild.toml`.
 pub fn parse_workspace_file(file: &Path, source: &str) -> Result<WorkspaceDef, Diagnostic> {
     let def: WorkspaceFileDef = toml::from_str(source).map_err(|e| toml_error(file, source, e))?;
+    for (name, d) in &def.defaults {
+        if !valid_target_name(name) {
+            return Err(Diagnostic::at(
+                file,
+                source,
+                Some(d.span()),
+                format!("invalid target name {name:?} in [defaults.{name}]"),
+            )
+            .with_help("[defaults.NAME] applies to targets named NAME; names use letters, digits and _ - . + only"));
+        }
+    }
     Ok(WorkspaceDef {
         remote: def.remote,
+        defaults: def.defaults,
         ..def.workspace
     })
 }
@@ -317,6 +420,29 @@ pass_env = ["CI"]
         let err = parse_build_file(Path::new("p/BUILD.toml"), src).unwrap_err();
         assert_eq!(err.line, 3);
         assert!(err.message.contains("unknown field"), "{}", err.message);
+    }
+
+    #[test]
+    fn defaults_fill_unset_fields_only() {
+        let ws = parse_workspace_file(
+            Path::new("vbuild.toml"),
+            "[workspace]\nname = \"w\"\nexclude = [\"**/coverage/**\"]\n[defaults.build]\nouts = [\"dist/\"]\nsrcs = [\"src/**\"]\nenv = { NODE_ENV = \"production\" }\n",
+        )
+        .unwrap();
+        assert_eq!(ws.exclude[0].get_ref(), "**/coverage/**");
+        let src = "[target.build]\ncommand = \"x\"\nsrcs = []\n[target.test]\ncommand = \"y\"\n";
+        let mut targets = parse_build_file(Path::new("BUILD.toml"), src).unwrap();
+        apply_defaults(&mut targets, src, &ws.defaults);
+        let b = targets["build"].get_ref();
+        assert!(b.srcs.is_empty(), "set (even to []) wins over the default");
+        assert_eq!(b.outs[0].get_ref(), "dist/");
+        assert_eq!(b.env["NODE_ENV"], "production");
+        assert!(targets["test"].get_ref().outs.is_empty());
+        let bad = parse_workspace_file(
+            Path::new("vbuild.toml"),
+            "[workspace]\nname = \"w\"\n[defaults.build]\nouts = \"dist\"\n",
+        );
+        assert!(bad.is_err());
     }
 
     #[test]

@@ -13,8 +13,8 @@ pub mod diagnostic;
 pub mod label;
 
 pub use build_file::{
-    parse_build_file, parse_workspace_file, CacheSetting, Command, RemoteAuth, RemoteDef,
-    RemoteMode, SandboxSetting, TargetDef, WorkspaceDef,
+    apply_defaults, parse_build_file, parse_workspace_file, CacheSetting, Command, RemoteAuth,
+    RemoteDef, RemoteMode, SandboxSetting, TargetDef, TargetDefaults, WorkspaceDef,
 };
 pub use diagnostic::Diagnostic;
 pub use label::{Label, LabelError, Pattern};

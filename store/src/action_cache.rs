@@ -13,7 +13,7 @@
 //! caught by the CAS's verify-on-read and the entry can then be `remove`d.
 use crate::schema::{self, Conn};
 use crate::stat_cache::{Entry as StatEntry, FileStat};
-use crate::{Digest, Result, StatCache, StoreError};
+use crate::{Digest, Result, StatCache, StoreError, StrongKey, WeakKey};
 use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -40,12 +40,14 @@ pub struct ActionResult {
 /// One row written after a successful cacheable action.
 #[derive(Clone, Debug)]
 pub struct CacheEntry {
-    pub weak_key: Digest,
-    pub strong_key: Digest,
+    pub weak_key: WeakKey,
+    pub strong_key: StrongKey,
     /// Narrowing record (opaque JSON text owned by the orchestrator). Stored
     /// once per (weak_key, record) pair.
     pub record: String,
-    /// Workspace name and label: for `vbuild clean`, `vbuild why`.
+    /// The workspace's scope (its root: two repos with the same name are two
+    /// scopes) and the label: for `vbuild clean` and `vbuild why`. Never
+    /// part of a key, so a copy of the workspace elsewhere still hits.
     pub workspace: String,
     pub label: String,
     /// Blob (in CAS) describing the key's inputs, used to explain a later miss.
@@ -53,11 +55,28 @@ pub struct CacheEntry {
     pub result: ActionResult,
 }
 
+/// One `records` row as stored: (weak key bytes, record text).
+pub type RawRecord = (Vec<u8>, String);
+
+/// One `entries` row as stored, for checking it.
+#[derive(Clone, Debug)]
+pub struct RawEntry {
+    pub strong_key: Vec<u8>,
+    pub label: String,
+    pub explain: Vec<u8>,
+    pub result: String,
+}
+
+/// Parses a stored result: `Err(StoreError::Corrupt)` on bad JSON or digests.
+pub fn parse_result(json: &str) -> Result<ActionResult> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("action result: {e}")))
+}
+
 /// The most recent entry written for (workspace, label).
 #[derive(Clone, Debug)]
 pub struct LastRun {
-    pub weak_key: Digest,
-    pub strong_key: Digest,
+    pub weak_key: WeakKey,
+    pub strong_key: StrongKey,
     pub explain: Digest,
     pub result: ActionResult,
 }
@@ -90,47 +109,61 @@ impl ActionCache {
     }
 
     /// All records stored under a weak key, most recently used first.
-    pub fn records(&self, weak_key: &Digest) -> Result<Vec<String>> {
+    pub fn records(&self, weak_key: &WeakKey) -> Result<Vec<String>> {
+        self.checked(self.records_inner(weak_key))
+    }
+
+    fn records_inner(&self, weak_key: &WeakKey) -> Result<Vec<String>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT record FROM records WHERE weak_key = ?1 ORDER BY last_used DESC",
         )?;
-        let rows = stmt.query_map([&weak_key.0[..]], |r| r.get::<_, String>(0))?;
+        let rows = stmt.query_map([weak_key.as_bytes()], |r| r.get::<_, String>(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// The result stored under a strong key. Using an entry marks it as
-    /// used (`last_used`) when that mark is older than
-    /// [`crate::gc::TOUCH_MS`]: the garbage collector never removes an
-    /// entry marked within that interval before the oldest running build
-    /// started, so an entry returned here stays while the caller restores
-    /// it (`gc.rs` has the argument). If the entry vanished between the read
-    /// and the mark (collected meanwhile), it is a miss.
-    pub fn get(&self, strong_key: &Digest) -> Result<Option<ActionResult>> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare_cached("SELECT result, last_used FROM entries WHERE strong_key = ?1")?;
-        let row: Option<(String, i64)> = stmt
-            .query_row([&strong_key.0[..]], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        let Some((json, last_used)) = row else {
-            return Ok(None);
-        };
-        let now = now_ms();
-        if last_used < now - crate::gc::TOUCH_MS {
-            let marked = conn
-                .prepare_cached("UPDATE entries SET last_used = ?2 WHERE strong_key = ?1")?
-                .execute(params![&strong_key.0[..], now])?;
-            if marked == 0 {
+    /// The result stored under a strong key. A row that does not parse is
+    /// `Err(StoreError::Corrupt)`: the caller reports it, `remove`s it and
+    /// runs the action, as for a corrupt blob.
+    ///
+    /// Using an entry marks it as used (`last_used`) when that mark is
+    /// older than [`crate::gc::TOUCH_MS`]: the garbage collector never
+    /// removes an entry marked within that interval before the oldest
+    /// running build started, so an entry returned here stays while the
+    /// caller restores it (`gc.rs` has the argument). If the entry vanished
+    /// between the read and the mark (collected meanwhile), it is a miss.
+    pub fn get(&self, strong_key: &StrongKey) -> Result<Option<ActionResult>> {
+        let row: Option<(String, i64)> = self.checked((|| {
+            let conn = self.conn();
+            let mut stmt =
+                conn.prepare_cached("SELECT result, last_used FROM entries WHERE strong_key = ?1")?;
+            let row: Option<(String, i64)> = stmt
+                .query_row([strong_key.as_bytes()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((json, last_used)) = row else {
                 return Ok(None);
+            };
+            let now = now_ms();
+            if last_used < now - crate::gc::TOUCH_MS {
+                let marked = conn
+                    .prepare_cached("UPDATE entries SET last_used = ?2 WHERE strong_key = ?1")?
+                    .execute(params![strong_key.as_bytes(), now])?;
+                if marked == 0 {
+                    return Ok(None);
+                }
             }
-        }
-        parse_result(&json).map(Some)
+            Ok(Some((json, last_used)))
+        })())?;
+        row.map(|(j, _)| parse_result(&j)).transpose()
     }
 
     /// Inserts record (if new), the entry (replacing an existing strong key),
     /// and updates the (workspace, label) → last pointer: one transaction.
     pub fn put(&self, entry: &CacheEntry) -> Result<()> {
+        self.checked(self.put_inner(entry))
+    }
+
+    fn put_inner(&self, entry: &CacheEntry) -> Result<()> {
         let result_json = serde_json::to_string(&entry.result)
             .map_err(|e| StoreError::Corrupt(format!("cannot encode action result: {e}")))?;
         let mut conn = self.conn();
@@ -148,22 +181,29 @@ impl ActionCache {
                last_used = excluded.last_used",
         )?
         .execute(params![
-            &entry.strong_key.0[..],
-            &entry.weak_key.0[..],
+            entry.strong_key.as_bytes(),
+            entry.weak_key.as_bytes(),
             entry.workspace,
             entry.label,
             &entry.explain.0[..],
             result_json,
             now_ms(),
         ])?;
+        // Several workspaces (a copy at another path) may own one entry;
+        // `clear_workspace` deletes an entry only when its last owner goes.
         tx.prepare_cached(
-            "INSERT INTO last_run (workspace, label, strong_key) VALUES (?1, ?2, ?3)
-             ON CONFLICT (workspace, label) DO UPDATE SET strong_key = excluded.strong_key",
+            "INSERT INTO entry_owners (scope, strong_key) VALUES (?1, ?2)
+             ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![entry.workspace, entry.strong_key.as_bytes()])?;
+        tx.prepare_cached(
+            "INSERT INTO last_run (scope, label, strong_key) VALUES (?1, ?2, ?3)
+             ON CONFLICT (scope, label) DO UPDATE SET strong_key = excluded.strong_key",
         )?
         .execute(params![
             entry.workspace,
             entry.label,
-            &entry.strong_key.0[..]
+            entry.strong_key.as_bytes()
         ])?;
         tx.commit()?;
         Ok(())
@@ -171,37 +211,53 @@ impl ActionCache {
 
     /// Marks a record as just used (call on a cache hit found through it), so
     /// `records` tries it first next time and eviction keeps it.
-    pub fn touch_record(&self, weak_key: &Digest, record: &str) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        bump_record(&tx, weak_key, record)?;
-        tx.commit()?;
-        Ok(())
+    pub fn touch_record(&self, weak_key: &WeakKey, record: &str) -> Result<()> {
+        self.checked((|| {
+            let mut conn = self.conn();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            bump_record(&tx, weak_key, record)?;
+            tx.commit()?;
+            Ok(())
+        })())
     }
 
+    /// Drops one record (it did not parse): it only costs a miss.
+    pub fn remove_record(&self, weak_key: &WeakKey, record: &str) -> Result<()> {
+        self.checked((|| {
+            let conn = self.conn();
+            conn.prepare_cached("DELETE FROM records WHERE weak_key = ?1 AND record = ?2")?
+                .execute(params![weak_key.as_bytes(), record])?;
+            Ok(())
+        })())
+    }
+
+    /// The last entry written for (workspace scope, label). A row that does
+    /// not parse is `Err(StoreError::Corrupt)`.
     pub fn last_run(&self, workspace: &str, label: &str) -> Result<Option<LastRun>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT e.weak_key, e.strong_key, e.explain, e.result
-             FROM last_run l JOIN entries e ON e.strong_key = l.strong_key
-             WHERE l.workspace = ?1 AND l.label = ?2",
-        )?;
-        let row = stmt
-            .query_row(params![workspace, label], |r| {
-                Ok((
-                    blob(r, 0)?,
-                    blob(r, 1)?,
-                    blob(r, 2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })
-            .optional()?;
+        let row = self.checked((|| {
+            let conn = self.conn();
+            let mut stmt = conn.prepare_cached(
+                "SELECT e.weak_key, e.strong_key, e.explain, e.result
+                 FROM last_run l JOIN entries e ON e.strong_key = l.strong_key
+                 WHERE l.scope = ?1 AND l.label = ?2",
+            )?;
+            Ok(stmt
+                .query_row(params![workspace, label], |r| {
+                    Ok((
+                        blob(r, 0)?,
+                        blob(r, 1)?,
+                        blob(r, 2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                })
+                .optional()?)
+        })())?;
         let Some((weak, strong, explain, json)) = row else {
             return Ok(None);
         };
         Ok(Some(LastRun {
-            weak_key: to_digest(&weak)?,
-            strong_key: to_digest(&strong)?,
+            weak_key: WeakKey(to_digest(&weak)?),
+            strong_key: StrongKey(to_digest(&strong)?),
             explain: to_digest(&explain)?,
             result: parse_result(&json)?,
         }))
@@ -210,46 +266,72 @@ impl ActionCache {
     /// Removes a strong-key entry (e.g. its blobs were found corrupt).
     /// Last-run pointers to it go too (foreign key cascade); the records
     /// under its weak key stay, as they still describe what the tool reads.
-    pub fn remove(&self, strong_key: &Digest) -> Result<()> {
-        let conn = self.conn();
-        conn.prepare_cached("DELETE FROM entries WHERE strong_key = ?1")?
-            .execute([&strong_key.0[..]])?;
-        Ok(())
+    pub fn remove(&self, strong_key: &StrongKey) -> Result<()> {
+        self.checked((|| {
+            let conn = self.conn();
+            conn.prepare_cached("DELETE FROM entries WHERE strong_key = ?1")?
+                .execute([strong_key.as_bytes()])?;
+            Ok(())
+        })())
     }
 
-    /// Deletes every entry, record and last pointer of a workspace; returns entries removed.
-    /// Records are shared per weak key, so only those left with no entry at
-    /// all (from any workspace) are deleted.
+    /// Forgets a workspace scope: its last-run pointers and its ownership
+    /// of entries. Entries no other scope owns are deleted, and the records
+    /// of their weak keys once no entry is left under them. Returns the
+    /// entries deleted; entries another scope (a copy of the workspace at
+    /// another path) also owns stay, since that scope still uses them.
     pub fn clear_workspace(&self, workspace: &str) -> Result<u64> {
+        self.checked(self.clear_inner(workspace))
+    }
+
+    fn clear_inner(&self, workspace: &str) -> Result<u64> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.prepare_cached("DELETE FROM last_run WHERE workspace = ?1")?
+        tx.prepare_cached("DELETE FROM last_run WHERE scope = ?1")?
             .execute([workspace])?;
-        tx.prepare_cached(
-            "DELETE FROM records
-             WHERE weak_key IN (SELECT weak_key FROM entries WHERE workspace = ?1)
-               AND NOT EXISTS (SELECT 1 FROM entries e
-                               WHERE e.weak_key = records.weak_key AND e.workspace <> ?1)",
-        )?
-        .execute([workspace])?;
-        let removed = tx
-            .prepare_cached("DELETE FROM entries WHERE workspace = ?1")?
+        let doomed: Vec<(Vec<u8>, Vec<u8>)> = tx
+            .prepare_cached(
+                "SELECT e.strong_key, e.weak_key FROM entries e
+                 JOIN entry_owners o ON o.strong_key = e.strong_key AND o.scope = ?1
+                 WHERE NOT EXISTS (SELECT 1 FROM entry_owners x
+                                   WHERE x.strong_key = e.strong_key AND x.scope <> ?1)",
+            )?
+            .query_map([workspace], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        tx.prepare_cached("DELETE FROM entry_owners WHERE scope = ?1")?
             .execute([workspace])?;
+        for (strong, _) in &doomed {
+            tx.prepare_cached("DELETE FROM entries WHERE strong_key = ?1")?
+                .execute([strong])?;
+        }
+        for (_, weak) in &doomed {
+            tx.prepare_cached(
+                "DELETE FROM records WHERE weak_key = ?1
+                   AND NOT EXISTS (SELECT 1 FROM entries WHERE weak_key = ?1)",
+            )?
+            .execute([weak])?;
+        }
         tx.commit()?;
-        Ok(removed as u64)
+        Ok(doomed.len() as u64)
     }
 
     /// Number of entries.
     pub fn entry_count(&self) -> Result<u64> {
-        let conn = self.conn();
-        let n: i64 = conn
-            .prepare_cached("SELECT COUNT(*) FROM entries")?
-            .query_row([], |r| r.get(0))?;
-        Ok(n as u64)
+        self.checked((|| {
+            let conn = self.conn();
+            let n: i64 = conn
+                .prepare_cached("SELECT COUNT(*) FROM entries")?
+                .query_row([], |r| r.get(0))?;
+            Ok(n as u64)
+        })())
     }
 
     /// Loads the stat cache rows whose path starts with `prefix`.
     pub fn load_stat_cache(&self, prefix: &str) -> Result<crate::StatCache> {
+        self.checked(self.load_stat_inner(prefix))
+    }
+
+    fn load_stat_inner(&self, prefix: &str) -> Result<crate::StatCache> {
         let cache = StatCache::empty();
         let conn = self.conn();
         // A range over the primary key (not LIKE/substr) so SQLite seeks
@@ -344,6 +426,73 @@ impl ActionCache {
         Ok(())
     }
 
+    /// Every entry as stored, unparsed (for `vbuild store verify`).
+    pub fn raw_entries(&self) -> Result<Vec<RawEntry>> {
+        self.checked((|| {
+            let conn = self.conn();
+            let mut stmt =
+                conn.prepare("SELECT strong_key, label, explain, result FROM entries")?;
+            let rows = stmt.query_map([], |r| {
+                Ok(RawEntry {
+                    strong_key: r.get(0)?,
+                    label: r.get(1)?,
+                    explain: r.get(2)?,
+                    result: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })())
+    }
+
+    /// Every narrowing record as stored: (weak key bytes, record text).
+    pub fn raw_records(&self) -> Result<Vec<RawRecord>> {
+        self.checked((|| {
+            let conn = self.conn();
+            let mut stmt = conn.prepare("SELECT weak_key, record FROM records")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })())
+    }
+
+    /// Deletes rows by their raw key bytes (which may not even be a digest).
+    pub fn remove_raw(
+        &self,
+        strong_key: Option<&[u8]>,
+        record: Option<(&[u8], &str)>,
+    ) -> Result<()> {
+        self.checked((|| {
+            let conn = self.conn();
+            if let Some(k) = strong_key {
+                conn.execute("DELETE FROM entries WHERE strong_key = ?1", [k])?;
+            }
+            if let Some((weak, text)) = record {
+                conn.execute(
+                    "DELETE FROM records WHERE weak_key = ?1 AND record = ?2",
+                    params![weak, text],
+                )?;
+            }
+            Ok(())
+        })())
+    }
+
+    /// SQLite's own structural check: empty when the file is sound.
+    pub fn integrity_problems(&self) -> Result<Vec<String>> {
+        self.checked((|| {
+            let conn = self.conn();
+            let mut stmt = conn.prepare("PRAGMA integrity_check")?;
+            let rows: Vec<String> = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows.into_iter().filter(|r| r != "ok").collect())
+        })())
+    }
+
+    /// A damaged database file (not a database, malformed pages) becomes
+    /// an error naming the file and what to do; other errors pass through.
+    fn checked<T>(&self, r: Result<T>) -> Result<T> {
+        r.map_err(|e| schema::damaged(e, &self.path))
+    }
+
     pub(crate) fn conn(&self) -> MutexGuard<'_, Conn> {
         // A panic mid-transaction rolls the transaction back as it unwinds
         // (Transaction's Drop), so the connection is still usable.
@@ -356,7 +505,7 @@ const STAT_SELECT: &str =
 
 /// Inserts the record or bumps its `last_used`, then evicts the oldest
 /// records beyond [`MAX_RECORDS_PER_WEAK_KEY`].
-fn bump_record(tx: &rusqlite::Transaction<'_>, weak_key: &Digest, record: &str) -> Result<()> {
+fn bump_record(tx: &rusqlite::Transaction<'_>, weak_key: &WeakKey, record: &str) -> Result<()> {
     // Strictly above the newest record of this weak key, so order follows
     // use even when two uses share a clock reading.
     tx.prepare_cached(
@@ -364,17 +513,13 @@ fn bump_record(tx: &rusqlite::Transaction<'_>, weak_key: &Digest, record: &str) 
          VALUES (?1, ?2, max(?3, coalesce((SELECT max(last_used) + 1 FROM records WHERE weak_key = ?1), 0)))
          ON CONFLICT (weak_key, record) DO UPDATE SET last_used = excluded.last_used",
     )?
-    .execute(params![&weak_key.0[..], record, crate::stat_cache::now_ns()])?;
+    .execute(params![weak_key.as_bytes(), record, crate::stat_cache::now_ns()])?;
     tx.prepare_cached(
         "DELETE FROM records WHERE weak_key = ?1 AND record NOT IN
            (SELECT record FROM records WHERE weak_key = ?1 ORDER BY last_used DESC LIMIT ?2)",
     )?
-    .execute(params![&weak_key.0[..], MAX_RECORDS_PER_WEAK_KEY])?;
+    .execute(params![weak_key.as_bytes(), MAX_RECORDS_PER_WEAK_KEY])?;
     Ok(())
-}
-
-pub(crate) fn parse_result(json: &str) -> Result<ActionResult> {
-    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("action result: {e}")))
 }
 
 fn blob(row: &Row<'_>, idx: usize) -> rusqlite::Result<Vec<u8>> {

@@ -76,6 +76,52 @@ impl fmt::Debug for Digest {
     }
 }
 
+/// Declares a key type: a BLAKE3 digest that is not a blob's name, so a
+/// weak key, a strong key and a blob digest can never be mixed up.
+macro_rules! key_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub Digest);
+
+        impl $name {
+            pub fn as_bytes(&self) -> &[u8; 32] {
+                self.0.as_bytes()
+            }
+            pub fn to_hex(&self) -> String {
+                self.0.to_hex()
+            }
+            /// Parses a 32-byte slice (a BLOB column); `None` on any other length.
+            pub fn from_slice(bytes: &[u8]) -> Option<$name> {
+                Digest::from_slice(bytes).map($name)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({}…)", stringify!($name), &self.0.to_hex()[..12])
+            }
+        }
+    };
+}
+
+key_type!(
+    /// The weak key of an action: everything static (command, env, declared
+    /// input paths, platform). Narrowing records are stored under it.
+    WeakKey
+);
+key_type!(
+    /// The strong key of an action: its weak key narrowed by one record,
+    /// with the digests of the inputs that count. Entries are stored under it.
+    StrongKey
+);
+
 /// Error from parsing a digest from text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not a digest (expected 64 hex characters): {0:?}")]

@@ -23,10 +23,14 @@ mod schema;
 mod stat_cache;
 pub mod temp;
 mod tree;
+pub mod verify;
 
-pub use action_cache::{ActionCache, ActionResult, CacheEntry, LastRun, MAX_RECORDS_PER_WEAK_KEY};
+pub use action_cache::{
+    parse_result, ActionCache, ActionResult, CacheEntry, LastRun, RawEntry,
+    MAX_RECORDS_PER_WEAK_KEY,
+};
 pub use cas::{BlobWriter, Cas, CasError};
-pub use digest::{Digest, ParseDigestError};
+pub use digest::{Digest, ParseDigestError, StrongKey, WeakKey};
 pub use gc::{
     budget, collect, format_size, parse_size, GcReport, Lease, DEFAULT_MAX_SIZE, ENV_MAX_SIZE,
 };
@@ -55,6 +59,8 @@ pub enum StoreError {
     },
     #[error("corrupt record in action cache: {0}")]
     Corrupt(String),
+    #[error("the action cache database {} is damaged ({detail}); remove it and its -wal and -shm files (`rm {}*`): the next build creates a new one (cached results are lost, the blobs in cas/ are kept)", path.display(), path.display())]
+    Damaged { path: PathBuf, detail: String },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -19,12 +19,35 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 type Migration = fn(&Transaction<'_>) -> rusqlite::Result<()>;
 
 /// Step n takes the schema from version n to n+1.
-const MIGRATIONS: &[Migration] = &[v0_to_v1, v1_to_v2, v2_to_v3];
+const MIGRATIONS: &[Migration] = &[v0_to_v1, v1_to_v2, v2_to_v3, v3_to_v4];
 
 /// The schema version this build reads and writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 pub(crate) fn open(path: &Path) -> Result<Conn> {
+    open_inner(path).map_err(|e| damaged(e, path))
+}
+
+/// Turns SQLite's "not a database" and "malformed" errors into
+/// [`StoreError::Damaged`], which names the file and what to do.
+pub(crate) fn damaged(e: StoreError, path: &Path) -> StoreError {
+    match &e {
+        StoreError::Sqlite(inner)
+            if matches!(
+                inner.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+            ) =>
+        {
+            StoreError::Damaged {
+                path: path.to_path_buf(),
+                detail: inner.to_string(),
+            }
+        }
+        _ => e,
+    }
+}
+
+fn open_inner(path: &Path) -> Result<Conn> {
     let mut conn = Connection::open(path)?;
     // The busy timeout first: the pragmas below may need a lock.
     conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -194,9 +217,25 @@ fn v1_to_v2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     )
 }
 
-/// v3: when each entry was last used (ms since epoch), for the size
-/// budget's least-recently-used collection (`gc.rs`).
+/// v3: entries are owned by workspace scopes (a workspace's root, so two
+/// repos with the same name never share `clean` or `why`); `last_run` is
+/// keyed by scope. Existing rows keep their workspace name as their scope.
 fn v2_to_v3(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE entry_owners (
+            scope      TEXT NOT NULL,
+            strong_key BLOB NOT NULL REFERENCES entries (strong_key) ON DELETE CASCADE,
+            PRIMARY KEY (scope, strong_key)
+        ) WITHOUT ROWID;
+        CREATE INDEX entry_owners_by_strong_key ON entry_owners (strong_key);
+        INSERT INTO entry_owners (scope, strong_key) SELECT workspace, strong_key FROM entries;
+        ALTER TABLE last_run RENAME COLUMN workspace TO scope;",
+    )
+}
+
+/// v4: when each entry was last used (ms since epoch), for the size
+/// budget's least-recently-used collection (`gc.rs`).
+fn v3_to_v4(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(
         "ALTER TABLE entries ADD COLUMN last_used INTEGER NOT NULL DEFAULT 0;
         UPDATE entries SET last_used = created_at;

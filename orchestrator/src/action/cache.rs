@@ -1,113 +1,302 @@
-//! The local action cache side of an action: trying its records, restoring
-//! a hit, explaining a miss, and the record a run stores.
-use super::{Ctx, Outcome, State};
-use crate::key::{self, KeyInputs, Record, StaticKey};
-use crate::materialize;
-use crate::workspace::Target;
-use anyhow::{Context, Result};
-use std::collections::{BTreeMap, BTreeSet};
+//! The action cache of a run as one interface over its tiers, the way
+//! sccache layers its storage: `lookup` asks the local cache, then the
+//! remote, and a verified remote hit fills the local cache; `record` is the
+//! one way an entry is written (after a run, or filling from the remote);
+//! `assemble` is the one place an `ActionResult` is built. Nothing here
+//! writes into the workspace: the pipeline restores a hit once, after the
+//! lookup.
+use super::{Ctx, Log, Outcome};
+use crate::key::{self, ActionKey, KeyInputs, Record};
+use crate::workspace::{Target, Workspace};
+use anyhow::Result;
 use std::sync::Arc;
 use std::time::Duration;
 use vbuild_ipc::Declarations;
-use vbuild_store::{ActionResult, EntryKind, Tree};
+use vbuild_store::{ActionResult, CacheEntry, Store, StoreError, StrongKey, Tree};
 
-/// The record to store: the target's pass_env plus what the tool declared.
-pub(crate) fn narrowed_record(ctx: &Ctx, target: &Target, decl: &Declarations) -> Record {
-    let mut tracked: BTreeSet<String> = ctx.pass_env_names(target).into_iter().collect();
-    tracked.extend(decl.tracked_env.keys().cloned());
-    Record {
-        ignored_inputs: decl.ignored_inputs.iter().cloned().collect(),
-        tracked_env: tracked.into_iter().collect(),
-        env_patterns: decl.env_patterns.iter().map(|p| p.query.clone()).collect(),
-        used_inputs: decl
-            .used_inputs
-            .as_ref()
-            .map(|u| u.iter().cloned().collect()),
-    }
+/// A verified hit: the entry's blobs are all present and sound.
+pub(crate) struct Hit {
+    pub(crate) strong: StrongKey,
+    pub(crate) tree: Arc<Tree>,
+    pub(crate) stdout: Log,
+    pub(crate) stderr: Log,
+    /// Found in the remote (and now filled into the local cache).
+    pub(crate) remote: bool,
 }
 
-/// Tries every record under `weak`; restores and returns the first hit.
-/// An entry whose blobs are unusable is removed and noted in `unusable`.
-pub(super) fn lookup(
-    ctx: &Ctx,
-    target: &Target,
-    weak: &vbuild_store::Digest,
-    inputs: &BTreeMap<String, EntryKind>,
-    unusable: &mut Option<String>,
-) -> Result<Option<Outcome>> {
-    for (nth, text) in ctx
-        .store
-        .action_cache
-        .records(weak)?
-        .into_iter()
-        .enumerate()
-    {
-        let record: Record = serde_json::from_str(&text).context("reading a narrowing record")?;
-        let strong = key::strong_key(weak, &record, inputs, ctx);
-        let Some(result) = ctx.store.action_cache.get(&strong)? else {
-            continue;
-        };
-        match restore(ctx, target, inputs, &result) {
-            Ok(mut outcome) => {
-                outcome.key = Some(strong);
-                // Most recently used first; the first record needs no write.
-                if nth > 0 {
-                    ctx.store.action_cache.touch_record(weak, &text)?;
+/// What a lookup found.
+#[derive(Default)]
+pub(crate) struct Found {
+    pub(crate) hit: Option<Hit>,
+    /// Why a found entry could not be used (it was dropped).
+    pub(crate) unusable: Option<String>,
+    /// One line per dropped entry or rejected remote answer.
+    pub(crate) warnings: Vec<String>,
+}
+
+/// What a run (or a remote entry) produced, to be recorded.
+pub(crate) struct Produced<'a> {
+    pub(crate) tree: &'a Tree,
+    pub(crate) stdout: &'a Log,
+    pub(crate) stderr: &'a Log,
+    pub(crate) declarations: serde_json::Value,
+    pub(crate) duration: Duration,
+}
+
+/// The one place an `ActionResult` is built: the tree and logs go into the
+/// store first (blobs before rows: an entry never points at a missing blob).
+pub(crate) fn assemble(store: &Store, p: &Produced) -> Result<ActionResult> {
+    Ok(ActionResult {
+        output_tree: store.cas.put_bytes(&p.tree.to_canonical_bytes())?,
+        stdout: p.stdout.digest(&store.cas)?,
+        stderr: p.stderr.digest(&store.cas)?,
+        exit_code: 0,
+        declarations: p.declarations.clone(),
+        duration_ms: p.duration.as_millis() as u64,
+    })
+}
+
+/// The tool's declarations as stored with an entry (refusals are this
+/// run's warnings, not part of the result).
+pub(crate) fn stored_declarations(decl: &Declarations) -> Result<serde_json::Value> {
+    let mut d = decl.clone();
+    d.refusals.clear();
+    Ok(serde_json::to_value(&d)?)
+}
+
+/// Entries, miss explanations and `vbuild clean` are scoped by the
+/// workspace's root: two repos with the same name never share them, while
+/// keys (path-independent) still let a copy elsewhere hit.
+pub fn scope_of(ws: &Workspace) -> String {
+    ws.root.to_string_lossy().into_owned()
+}
+
+pub(crate) struct Cache<'c> {
+    ctx: &'c Ctx<'c>,
+}
+
+impl<'c> Cache<'c> {
+    pub(crate) fn new(ctx: &'c Ctx<'c>) -> Cache<'c> {
+        Cache { ctx }
+    }
+
+    /// Local, then remote. The key is first the one of the requested
+    /// sandbox (a result made in the namespace sandbox is valid anywhere,
+    /// so a hit needs no probe); on a local miss it is re-keyed for the
+    /// sandbox this run really has (probing it) and asked again.
+    pub(crate) fn lookup(&self, target: &Target, key: &mut ActionKey) -> Result<Found> {
+        let mut found = Found::default();
+        found.hit = self.local(key, &mut found)?;
+        if found.hit.is_none() && key.resandbox(self.ctx, target, self.ctx.sandbox_of(target)) {
+            found.hit = self.local(key, &mut found)?;
+        }
+        // `why` asks too: a remote hit is fetched into the local store
+        // (never into the workspace), as the next run would.
+        if found.hit.is_none() {
+            found.hit = self.remote(target, key, &mut found)?;
+        }
+        Ok(found)
+    }
+
+    /// Tries every local record under the weak key, most recently used first.
+    fn local(&self, key: &ActionKey, found: &mut Found) -> Result<Option<Hit>> {
+        let ac = &self.ctx.store.action_cache;
+        for (nth, text) in ac.records(&key.weak)?.into_iter().enumerate() {
+            let record = match Record::from_text(&text) {
+                Ok(r) => r,
+                Err(e) => {
+                    found
+                        .warnings
+                        .push(format!("dropped a corrupt action-cache record ({e})"));
+                    ac.remove_record(&key.weak, &text)?;
+                    continue;
                 }
-                return Ok(Some(outcome));
-            }
-            Err(e) => {
-                // Never trust an entry whose blobs are gone or corrupt.
-                ctx.store.action_cache.remove(&strong)?;
-                *unusable = Some(format!("cached entry unusable ({e:#})"));
+            };
+            let strong = key.strong(&record);
+            let result = match ac.get(&strong) {
+                Ok(Some(r)) => r,
+                Ok(None) => continue,
+                Err(StoreError::Corrupt(why)) => {
+                    // Like a corrupt blob: report, drop, run again.
+                    found.warnings.push(format!(
+                        "dropped a corrupt action-cache entry ({why}); running the action"
+                    ));
+                    ac.remove(&strong)?;
+                    found.unusable = Some(format!("cached entry unusable ({why})"));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match self.load(strong, &result) {
+                Ok(hit) => {
+                    // The first record needs no write.
+                    if nth > 0 {
+                        ac.touch_record(&key.weak, &text)?;
+                    }
+                    return Ok(Some(hit));
+                }
+                Err(e) => {
+                    // Never trust an entry whose blobs are gone or corrupt.
+                    ac.remove(&strong)?;
+                    found.unusable = Some(format!("cached entry unusable ({e:#})"));
+                }
             }
         }
+        Ok(None)
     }
-    Ok(None)
-}
 
-/// A hit: load the output tree and logs (verifying every blob), then make
-/// the workspace match. Any missing or corrupt blob fails the restore.
-pub(crate) fn restore(
-    ctx: &Ctx,
-    target: &Target,
-    inputs: &BTreeMap<String, EntryKind>,
-    result: &ActionResult,
-) -> Result<Outcome> {
-    let cas = &ctx.store.cas;
-    let tree = Arc::new(Tree::from_bytes(&cas.read_verified(&result.output_tree)?)?);
-    let mut outcome = Outcome::new(State::Hit, Duration::ZERO);
-    if !ctx.opts.dry_run {
+    /// Asks the remote; a verified entry is filled into the local cache
+    /// under the record without its input narrowing (a remote's record is
+    /// not something a local run declared), then loaded like a local hit.
+    fn remote(&self, target: &Target, key: &ActionKey, found: &mut Found) -> Result<Option<Hit>> {
+        let Some(remote) = self.ctx.remote else {
+            return Ok(None);
+        };
+        let local: Vec<Record> = self
+            .ctx
+            .store
+            .action_cache
+            .records(&key.weak)?
+            .iter()
+            .filter_map(|t| Record::from_text(t).ok())
+            .collect();
+        let answer = remote.lookup(self.ctx.store, self.ctx.ws, target, key, local)?;
+        found.warnings.extend(answer.warnings);
+        let Some(got) = answer.hit else {
+            return Ok(None);
+        };
+        let record = key.unnarrowed(&got.record);
+        let cas = &self.ctx.store.cas;
+        let (stdout, stderr) = (
+            Log::verified_blob(cas, &got.stdout)?,
+            Log::verified_blob(cas, &got.stderr)?,
+        );
+        let produced = Produced {
+            tree: &got.tree,
+            stdout: &stdout,
+            stderr: &stderr,
+            declarations: got.declarations,
+            duration: Duration::ZERO,
+        };
+        let (strong, result) = self.put(target, key, &record, &produced)?;
+        let mut hit = self.load(strong, &result)?;
+        hit.remote = true;
+        Ok(Some(hit))
+    }
+
+    /// Records a successful run: locally, then queued for the remote.
+    pub(crate) fn record(
+        &self,
+        target: &Target,
+        key: &ActionKey,
+        record: &Record,
+        tree: &Arc<Tree>,
+        produced: &Produced,
+    ) -> Result<()> {
+        let (strong, result) = self.put(target, key, record, produced)?;
+        if let Some(remote) = self.ctx.remote {
+            remote.upload(crate::remote::Upload {
+                weak: key.weak,
+                strong,
+                record: record.to_text(),
+                tree: tree.clone(),
+                result,
+            });
+        }
+        Ok(())
+    }
+
+    /// The one writer of local entries: blobs, the explanation, then the
+    /// row (record, entry, last-run pointer) in one transaction.
+    fn put(
+        &self,
+        target: &Target,
+        key: &ActionKey,
+        record: &Record,
+        produced: &Produced,
+    ) -> Result<(StrongKey, ActionResult)> {
+        let store = self.ctx.store;
+        let result = assemble(store, produced)?;
+        let strong = key.strong(record);
+        let explain = serde_json::to_vec(&key.explanation(record))?;
+        store.action_cache.put(&CacheEntry {
+            weak_key: key.weak,
+            strong_key: strong,
+            record: record.to_text(),
+            workspace: scope_of(self.ctx.ws),
+            label: target.label.to_string(),
+            explain: store.cas.put_bytes(&explain)?,
+            result: result.clone(),
+        })?;
+        Ok((strong, result))
+    }
+
+    /// Loads an entry's tree and logs, verifying every blob read.
+    fn load(&self, strong: StrongKey, result: &ActionResult) -> Result<Hit> {
+        let cas = &self.ctx.store.cas;
+        let tree = Arc::new(Tree::from_bytes(&cas.read_verified(&result.output_tree)?)?);
         // Verified in chunks and replayed from the store: a hit with a
         // large log costs no memory for it.
-        outcome.stdout = super::Log::verified_blob(cas, &result.stdout)?;
-        outcome.stderr = super::Log::verified_blob(cas, &result.stderr)?;
-        let _m = crate::profile::span("materialize");
-        materialize::materialize(ctx.store, ctx.stat_cache, ctx.ws, target, inputs, &tree)?;
+        let (stdout, stderr) = if self.ctx.opts.dry_run {
+            (Log::Empty, Log::Empty)
+        } else {
+            (
+                Log::verified_blob(cas, &result.stdout)?,
+                Log::verified_blob(cas, &result.stderr)?,
+            )
+        };
+        Ok(Hit {
+            strong,
+            tree,
+            stdout,
+            stderr,
+            remote: false,
+        })
     }
-    outcome.outputs = Some(tree);
-    Ok(outcome)
+
+    /// Drops an entry whose restore failed (a blob turned out corrupt).
+    pub(crate) fn forget(&self, strong: &StrongKey) -> Result<()> {
+        Ok(self.ctx.store.action_cache.remove(strong)?)
+    }
+
+    /// Names what changed since the last entry of this target here.
+    pub(crate) fn explain_miss(&self, target: &Target, key: &ActionKey) -> Result<String> {
+        let label = target.label.to_string();
+        let last = match self
+            .ctx
+            .store
+            .action_cache
+            .last_run(&scope_of(self.ctx.ws), &label)
+        {
+            Ok(Some(last)) => last,
+            Ok(None) | Err(StoreError::Corrupt(_)) => return Ok("no previous entry".into()),
+            Err(e) => return Err(e.into()),
+        };
+        let Ok(bytes) = self.ctx.store.cas.read_verified(&last.explain) else {
+            return Ok("no previous entry".into());
+        };
+        let Ok(before) = serde_json::from_slice::<KeyInputs>(&bytes) else {
+            return Ok("no previous entry".into());
+        };
+        Ok(key::explain(&before, &key.explanation(&before.record)))
+    }
 }
 
-pub(super) fn explain_miss(
-    ctx: &Ctx,
-    label: &str,
-    fixed: &StaticKey,
-    inputs: &BTreeMap<String, EntryKind>,
-) -> Result<String> {
-    let Some(last) = ctx.store.action_cache.last_run(ctx.ws.name(), label)? else {
-        return Ok("no previous entry".into());
-    };
-    let Ok(bytes) = ctx.store.cas.read_verified(&last.explain) else {
-        return Ok("no previous entry".into());
-    };
-    let before: KeyInputs =
-        serde_json::from_slice(&bytes).context("reading a cached explanation")?;
-    let now = KeyInputs {
-        fixed: fixed.clone(),
-        inputs: inputs.clone(),
-        env_values: key::env_values(&before.record, ctx),
-        record: before.record.clone(),
-    };
-    Ok(key::explain(&before, &now))
+impl Hit {
+    pub(crate) fn outcome(self, state: super::State, duration: Duration) -> Outcome {
+        Outcome {
+            state,
+            stdout: self.stdout,
+            stderr: self.stderr,
+            outputs: Some(self.tree),
+            duration,
+            warnings: vec![],
+            key: None,
+        }
+    }
+}
+
+/// Reads a stored record's text for `vbuild store verify`.
+pub fn check_record(text: &str) -> std::result::Result<(), String> {
+    Record::from_text(text).map(|_| ())
 }

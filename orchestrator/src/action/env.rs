@@ -1,7 +1,7 @@
-//! What an action sees and is keyed by: the sandbox it runs in, its
-//! environment (fixed, scrubbed, declared) and its static key.
+//! What an action sees: the sandbox it runs in and its environment (fixed,
+//! scrubbed, declared). What it is keyed by is `crate::key`'s.
 use super::Ctx;
-use crate::key::{self, EnvSource, EnvValue, StaticKey};
+use crate::key::{EnvSource, EnvValue};
 use crate::workspace::{Target, Workspace};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -36,53 +36,15 @@ impl EnvSource for Ctx<'_> {
 impl Ctx<'_> {
     /// The sandbox an action really runs in (and is keyed by). Probes the
     /// namespace sandbox the first time it is asked about one.
-    pub(super) fn sandbox_of(&self, target: &Target) -> SandboxSetting {
+    pub(crate) fn sandbox_of(&self, target: &Target) -> SandboxSetting {
         match requested_sandbox(self.opts.sandbox, target, self.ws) {
             SandboxSetting::Namespaces if !self.exec_env.namespaces() => SandboxSetting::Scratch,
             other => other,
         }
     }
 
-    pub(super) fn pass_env_names(&self, target: &Target) -> Vec<String> {
-        let mut names: Vec<String> = target
-            .pass_env
-            .iter()
-            .chain(&self.ws.def.pass_env)
-            .cloned()
-            .collect();
-        names.sort();
-        names.dedup();
-        names
-    }
-
-    pub(super) fn static_key(&self, target: &Target, sandbox: SandboxSetting) -> StaticKey {
-        StaticKey {
-            version: key::KEY_VERSION,
-            platform: key::platform(),
-            argv: target.argv.clone(),
-            cwd: target.label.package.clone(),
-            env: target.env.clone(),
-            pass_env: self.pass_env_names(target),
-            srcs: target.src_patterns.clone(),
-            outs: target.outs.iter().map(|o| o.text()).collect(),
-            deps: target
-                .deps
-                .iter()
-                .map(|&d| self.ws.targets[d].label.to_string())
-                .collect(),
-            sandbox: format!("{sandbox:?}").to_lowercase(),
-            network: target.network,
-            node: self
-                .node_env(target)
-                .map(|n| n.key_part(&target.label.package)),
-            color: self.opts.force_color.clone(),
-            workspace_inputs: self.ws.inputs.patterns.clone(),
-            cache_always: target.cache == vbuild_schema::CacheSetting::Always,
-        }
-    }
-
     /// The node_modules/toolchain view of a target that uses it.
-    pub(super) fn node_env(&self, target: &Target) -> Option<&crate::node::NodeEnv> {
+    pub(crate) fn node_env(&self, target: &Target) -> Option<&crate::node::NodeEnv> {
         self.node.as_ref().filter(|_| self.ws.uses_node(target))
     }
 
@@ -133,7 +95,7 @@ impl Ctx<'_> {
             None => env.insert("NO_COLOR".to_string(), "1".to_string()),
         };
         env.extend(ipc);
-        for name in self.pass_env_names(target) {
+        for name in crate::key::pass_env_names(self, target) {
             if let Some(v) = self.host_env.get(&name) {
                 env.insert(name, v.clone());
             }

@@ -1,10 +1,10 @@
-//! One action from start to end: resolve inputs, look the key up, and on a
-//! hit restore; on a miss run it in a scratch directory with its IPC
-//! server, narrow the key by what the tool declared, store its outputs and
-//! record the result.
+//! One action from start to end, as one straight walk (`run_inner`):
+//! resolve inputs, key them, look the key up (local, then remote), on a
+//! miss run it in a scratch directory with its IPC server and record the
+//! result under the record its tool declared, then materialize.
 //!
-//! `cache`: the local lookup, restore and miss explanation; `env`: what an
-//! action sees and is keyed by (environment, sandbox, static key);
+//! `cache`: the layered action cache (lookup, record, miss explanation);
+//! `env`: what an action sees (environment, sandbox);
 //! `execute`: staging, the sandbox run with its IPC server, capture;
 //! `exec_env`: the run-wide state only executing actions need.
 mod cache;
@@ -13,25 +13,25 @@ mod exec_env;
 mod execute;
 mod log;
 
-pub(crate) use cache::{narrowed_record, restore};
+pub use cache::{check_record, scope_of};
 pub use env::{requested_sandbox, ACTION_PATH};
 pub use exec_env::ExecEnv;
 pub use log::Log;
 
 use crate::inputs::{self, PackageIndex};
-use crate::key::{self, KeyInputs};
+use crate::key::ActionKey;
 use crate::materialize;
 use crate::workspace::{Target, Workspace};
 use anyhow::Result;
-use cache::{explain_miss, lookup};
+use cache::{Cache, Produced};
 use execute::execute;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vbuild_ipc::SecretMatcher;
 use vbuild_sandbox::ExitKind;
 use vbuild_schema::{CacheSetting, SandboxSetting};
-use vbuild_store::{ActionResult, CacheEntry, StatCache, Store, Tree};
+use vbuild_store::{EntryKind, StatCache, Store, Tree};
 
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
@@ -101,8 +101,8 @@ pub struct Outcome {
     pub duration: Duration,
     /// vbuild's own warnings about this action (e.g. refused tool requests).
     pub warnings: Vec<String>,
-    /// The action key its result is (or would be) stored under, when known.
-    pub key: Option<vbuild_store::Digest>,
+    /// The action key (hex) its result is stored or was found under.
+    pub key: Option<String>,
 }
 
 impl Outcome {
@@ -136,21 +136,173 @@ pub fn run(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>]) -> Outcome {
     }
 }
 
+/// The steps of the design brief, in order: resolve, key, look up, and on
+/// a miss execute and record; then materialize (a hit's outputs or the
+/// fresh ones) through the one materializer call, `place`.
 fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -> Result<Outcome> {
     let target = &ctx.ws.targets[idx];
-    let label = target.label.to_string();
+    // 1. Resolve the inputs.
     let resolve_span = crate::profile::span("resolve");
+    let (own, inputs, mut warnings) = match resolve(ctx, idx, dep_outputs)? {
+        Resolved::FileGroup(tree, warnings) => {
+            return Ok(Outcome {
+                outputs: Some(Arc::new(tree)),
+                warnings,
+                ..Outcome::new(State::FileGroup, start.elapsed())
+            })
+        }
+        Resolved::Action(own, inputs, warnings) => (own, inputs, warnings),
+    };
+    // 2. Key them (for the sandbox asked for; `Cache::lookup` re-keys).
+    let requested = requested_sandbox(ctx.opts.sandbox, target, ctx.ws);
+    let mut key = ActionKey::new(ctx, target, requested, inputs, &own);
+    drop(resolve_span);
+    let cache = Cache::new(ctx);
+    // 3. Look up: local, then remote; a hit is restored once, here.
+    let reason = match uncacheable(ctx, target, requested) {
+        Some(why) => {
+            key.resandbox(ctx, target, ctx.sandbox_of(target));
+            why
+        }
+        None => {
+            let lookup_span = crate::profile::span("lookup");
+            let found = cache.lookup(target, &mut key)?;
+            drop(lookup_span);
+            warnings.extend(found.warnings);
+            match found.hit {
+                Some(hit) => match place(ctx, target, &key, &hit.tree) {
+                    Ok(()) => {
+                        let state = if hit.remote {
+                            State::RemoteHit
+                        } else {
+                            State::Hit
+                        };
+                        let strong = hit.strong.to_hex();
+                        let mut outcome = hit.outcome(state, start.elapsed());
+                        outcome.warnings = warnings;
+                        outcome.key = Some(strong);
+                        return Ok(outcome);
+                    }
+                    Err(e) => {
+                        cache.forget(&hit.strong)?;
+                        format!("cached entry unusable ({e:#})")
+                    }
+                },
+                None => match found.unusable {
+                    Some(why) => why,
+                    None => cache.explain_miss(target, &key)?,
+                },
+            }
+        }
+    };
+    if ctx.opts.dry_run {
+        return Ok(Outcome::new(State::WouldRun(reason), start.elapsed()));
+    }
+    // 4. Execute on a miss.
+    let run = execute(ctx, target, key.sandbox, &key.inputs)?;
+    warnings.extend(
+        run.decl
+            .refusals
+            .iter()
+            .map(|r| format!("refused a tool request: {r}")),
+    );
+    warnings.extend(discarded_warning(&run.discarded));
+    if run.exit != ExitKind::Exited(0) {
+        return Ok(Outcome {
+            state: State::Failed(describe(run.exit, target)),
+            stdout: run.stdout,
+            stderr: run.stderr,
+            outputs: None,
+            duration: start.elapsed(),
+            warnings,
+            key: None,
+        });
+    }
+    let tree = Arc::new(run.tree.expect("captured on success"));
+    let duration = start.elapsed();
+    // 5. Record (a cacheable run the tool did not ask to keep out).
+    // `cache = "always"`: the target vouches that this run is hermetic
+    // even though its tool asked not to be cached (e.g. Vite's server
+    // under `vitest run`).
+    let overridden = run.decl.cache_disabled && target.cache == CacheSetting::Always;
+    let mut stored_key = None;
+    let state = if run.decl.cache_disabled && !overridden {
+        State::Uncached("requested by tool".into())
+    } else if uncacheable(ctx, target, requested).is_none() {
+        let _record = crate::profile::span("record");
+        let record = key.record_of(&run.decl);
+        stored_key = Some(key.strong(&record).to_hex());
+        let produced = Produced {
+            tree: &tree,
+            stdout: &run.stdout,
+            stderr: &run.stderr,
+            declarations: cache::stored_declarations(&run.decl)?,
+            duration,
+        };
+        cache.record(target, &key, &record, &tree, &produced)?;
+        State::Miss(match overridden {
+            true => format!("{reason}; cache = \"always\" overrode the tool's disableCache()"),
+            false => reason,
+        })
+    } else {
+        State::Uncached(reason)
+    };
+    // 6. Materialize (`none` ran in the workspace: its outputs are there).
+    if key.sandbox != SandboxSetting::None {
+        place(ctx, target, &key, &tree)?;
+    }
+    Ok(Outcome {
+        state,
+        stdout: run.stdout,
+        stderr: run.stderr,
+        outputs: Some(tree),
+        duration,
+        warnings,
+        key: stored_key,
+    })
+}
+
+/// Why an action is never looked up or stored, if it is not.
+fn uncacheable(ctx: &Ctx, target: &Target, requested: SandboxSetting) -> Option<String> {
+    if ctx.opts.no_cache {
+        Some("--no-cache".into())
+    } else if target.cache == CacheSetting::Off {
+        Some("cache = false".into())
+    } else if requested == SandboxSetting::None {
+        Some("sandbox = \"none\" is never cached".into())
+    } else {
+        None
+    }
+}
+
+/// What resolving found: a file group (its files are its outputs) or an
+/// action's own sources and full input set, with warnings about its srcs.
+enum Resolved {
+    FileGroup(Tree, Vec<String>),
+    Action(Arc<inputs::Srcs>, BTreeMap<String, EntryKind>, Vec<String>),
+}
+
+/// The target's own sources and the full input set: own sources, the deps'
+/// outputs, the workspace inputs, and for node_modules targets the deps'
+/// package.json.
+fn resolve(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>]) -> Result<Resolved> {
+    let target = &ctx.ws.targets[idx];
     let srcs = ctx
         .srcs
         .get(ctx.ws, &ctx.index, ctx.store, ctx.stat_cache, idx)?;
-    let src_warnings: Vec<String> = ctx
+    let warnings: Vec<String> = ctx
         .srcs
         .unmatched(idx)
         .iter()
         .map(|p| format!("srcs pattern {p:?} matches no file"))
         .collect();
     if target.file_group {
-        return file_group(srcs.as_ref(), dep_outputs, src_warnings, start);
+        // A file group's "outputs": its srcs and its deps' outputs, as they are.
+        let entries = inputs::resolve(&srcs, dep_outputs)
+            .into_iter()
+            .map(|(path, kind)| vbuild_store::TreeEntry { path, kind })
+            .collect();
+        return Ok(Resolved::FileGroup(Tree::new(entries)?, warnings));
     }
     let mut inputs = inputs::resolve(&srcs, dep_outputs);
     // Workspace inputs go under everything else (the same file from a src
@@ -186,180 +338,17 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
             }
         }
     }
-    drop(resolve_span);
-    // Keyed optimistically by the sandbox asked for: a result produced in
-    // the namespace sandbox is valid wherever it is found, so a hit needs
-    // no probe. Only a miss asks whether namespaces work here; if they do
-    // not, the action is keyed (and looked up again) as `scratch`.
-    let requested = requested_sandbox(ctx.opts.sandbox, target, ctx.ws);
-    let mut sandbox = requested;
-    let mut fixed = ctx.static_key(target, sandbox);
-    let mut weak = key::weak_key(&fixed);
-    let cacheable =
-        target.cache != CacheSetting::Off && !ctx.opts.no_cache && sandbox != SandboxSetting::None;
-    let mut remote_warnings: Vec<String> = vec![];
+    Ok(Resolved::Action(srcs, inputs, warnings))
+}
 
-    let reason = if !cacheable {
-        if ctx.opts.no_cache {
-            "--no-cache".to_string()
-        } else if target.cache == CacheSetting::Off {
-            "cache = false".to_string()
-        } else {
-            "sandbox = \"none\" is never cached".to_string()
-        }
-    } else {
-        let _lookup = crate::profile::span("lookup");
-        let mut unusable = None;
-        if let Some(outcome) = lookup(ctx, target, &weak, &inputs, &mut unusable)? {
-            return Ok(Outcome {
-                duration: start.elapsed(),
-                warnings: [src_warnings, outcome.warnings].concat(),
-                ..outcome
-            });
-        }
-        let effective = ctx.sandbox_of(target);
-        if effective != sandbox {
-            sandbox = effective;
-            fixed = ctx.static_key(target, sandbox);
-            weak = key::weak_key(&fixed);
-            if let Some(outcome) = lookup(ctx, target, &weak, &inputs, &mut unusable)? {
-                return Ok(Outcome {
-                    duration: start.elapsed(),
-                    ..outcome
-                });
-            }
-        }
-        // Remote cache: asked only after a local miss (docs/remote-cache.md).
-        // `why` asks too: a remote hit is fetched into the local store
-        // (never into the workspace), as the next run would.
-        if let Some(remote) = ctx.remote {
-            let found = remote.lookup(ctx, target, &weak, &fixed, &inputs)?;
-            remote_warnings = found.warnings;
-            if let Some(outcome) = found.outcome {
-                return Ok(Outcome {
-                    duration: start.elapsed(),
-                    warnings: remote_warnings,
-                    ..outcome
-                });
-            }
-        }
-        match unusable {
-            Some(why) => why,
-            None => explain_miss(ctx, &label, &fixed, &inputs)?,
-        }
-    };
-    // Uncacheable actions skipped the lookup: resolve the sandbox now.
-    let sandbox = if cacheable {
-        sandbox
-    } else {
-        ctx.sandbox_of(target)
-    };
-    if ctx.opts.dry_run {
-        return Ok(Outcome::new(State::WouldRun(reason), start.elapsed()));
-    }
-
-    let run = execute(ctx, target, sandbox, &inputs)?;
-    // `cache = "always"`: the target vouches that this run is hermetic
-    // even though its tool asked not to be cached (e.g. Vite's server
-    // under `vitest run`).
-    let overridden = run.decl.cache_disabled && target.cache == CacheSetting::Always;
-    let warnings = src_warnings
-        .into_iter()
-        .chain(remote_warnings)
-        .chain(
-            run.decl
-                .refusals
-                .iter()
-                .map(|r| format!("refused a tool request: {r}")),
-        )
-        .chain(discarded_warning(&run.discarded))
-        .collect();
-    if run.exit != ExitKind::Exited(0) {
-        return Ok(Outcome {
-            state: State::Failed(describe(run.exit, target)),
-            stdout: run.stdout,
-            stderr: run.stderr,
-            outputs: None,
-            duration: start.elapsed(),
-            warnings,
-            key: None,
-        });
-    }
-    let tree = Arc::new(run.tree.expect("captured on success"));
-    let inputs_kept = inputs.clone();
-    let duration = start.elapsed();
-    let mut stored_key = None;
-    let state = if run.decl.cache_disabled && !overridden {
-        State::Uncached("requested by tool".into())
-    } else if cacheable {
-        let _record = crate::profile::span("record");
-        let record = narrowed_record(ctx, target, &run.decl);
-        let mut declarations = run.decl.clone();
-        declarations.refusals.clear();
-        let result = ActionResult {
-            output_tree: ctx.store.cas.put_bytes(&tree.to_canonical_bytes())?,
-            stdout: run.stdout.digest(&ctx.store.cas)?,
-            stderr: run.stderr.digest(&ctx.store.cas)?,
-            exit_code: 0,
-            declarations: serde_json::to_value(&declarations)?,
-            duration_ms: duration.as_millis() as u64,
-        };
-        let strong = key::strong_key(&weak, &record, &inputs, ctx);
-        stored_key = Some(strong);
-        let env_values = key::env_values(&record, ctx);
-        let explain = KeyInputs {
-            fixed,
-            inputs,
-            env_values,
-            record: record.clone(),
-        };
-        let record_text = serde_json::to_string(&record)?;
-        ctx.store.action_cache.put(&CacheEntry {
-            weak_key: weak,
-            strong_key: strong,
-            record: record_text.clone(),
-            workspace: ctx.ws.name().to_string(),
-            label,
-            explain: ctx.store.cas.put_bytes(&serde_json::to_vec(&explain)?)?,
-            result: result.clone(),
-        })?;
-        // Remote cache: queued, uploaded in the background (read-write mode).
-        if let Some(remote) = ctx.remote {
-            remote.upload(crate::remote::Upload {
-                weak,
-                strong,
-                record: record_text,
-                tree: tree.clone(),
-                result,
-            });
-        }
-        State::Miss(match overridden {
-            true => format!("{reason}; cache = \"always\" overrode the tool's disableCache()"),
-            false => reason,
-        })
-    } else {
-        State::Uncached(reason)
-    };
-    if sandbox != SandboxSetting::None {
+/// The one call into the materializer: makes the target's declared outputs
+/// in the workspace equal to `tree` (not under `vbuild why`).
+fn place(ctx: &Ctx, target: &Target, key: &ActionKey, tree: &Tree) -> Result<()> {
+    if !ctx.opts.dry_run {
         let _m = crate::profile::span("materialize");
-        materialize::materialize(
-            ctx.store,
-            ctx.stat_cache,
-            ctx.ws,
-            target,
-            &inputs_kept,
-            &tree,
-        )?;
+        materialize::materialize(ctx.store, ctx.stat_cache, ctx.ws, target, &key.inputs, tree)?;
     }
-    Ok(Outcome {
-        state,
-        stdout: run.stdout,
-        stderr: run.stderr,
-        outputs: Some(tree),
-        duration,
-        warnings,
-        key: stored_key,
-    })
+    Ok(())
 }
 
 /// One line naming what an action wrote outside its declared outputs.
@@ -378,25 +367,6 @@ fn discarded_warning(discarded: &[String]) -> Option<String> {
         line.push_str(&format!(" (+{} more)", discarded.len() - SHOWN));
     }
     Some(line)
-}
-
-/// A file group's "outputs": its srcs and its deps' outputs, as they are.
-fn file_group(
-    srcs: &inputs::Srcs,
-    dep_outputs: &[Arc<Tree>],
-    warnings: Vec<String>,
-    start: Instant,
-) -> Result<Outcome> {
-    let entries = inputs::resolve(srcs, dep_outputs)
-        .into_iter()
-        .map(|(path, kind)| vbuild_store::TreeEntry { path, kind })
-        .collect();
-    let tree = Tree::new(entries)?;
-    Ok(Outcome {
-        outputs: Some(Arc::new(tree)),
-        warnings,
-        ..Outcome::new(State::FileGroup, start.elapsed())
-    })
 }
 
 fn describe(exit: ExitKind, target: &Target) -> String {

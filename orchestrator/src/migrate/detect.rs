@@ -26,8 +26,6 @@ pub struct Layout {
     pub manager: Manager,
     /// Package directories relative to the root ("" is the root), sorted.
     pub packages: Vec<String>,
-    /// The globs they came from, for the summary.
-    pub globs: Vec<String>,
 }
 
 /// `packages:` of pnpm-workspace.yaml: a YAML list of strings. Read line by
@@ -86,11 +84,7 @@ pub fn detect(root: &Path) -> Result<Layout> {
         (manager, list)
     };
     let packages = expand(root, &globs)?;
-    Ok(Layout {
-        manager,
-        packages,
-        globs,
-    })
+    Ok(Layout { manager, packages })
 }
 
 /// Directories matching the workspace globs (`!` excludes) that hold a

@@ -23,7 +23,8 @@ pub struct TargetOut {
     pub name: String,
     /// Comment lines above the table (without `# `).
     pub notes: Vec<String>,
-    pub command: String,
+    /// None: a file group (srcs other targets see, nothing run).
+    pub command: Option<String>,
     pub srcs: Vec<String>,
     pub deps: Vec<String>,
     /// Deps left out on purpose (cycles), written as comments.
@@ -31,7 +32,8 @@ pub struct TargetOut {
     pub outs: Vec<String>,
     pub env: Vec<(String, String)>,
     pub pass_env: Vec<String>,
-    pub cache: bool,
+    /// None: cached (the default); "false" or "\"always\"" as written.
+    pub cache: Option<&'static str>,
 }
 
 pub fn build_file(targets: &[TargetOut]) -> String {
@@ -43,7 +45,9 @@ pub fn build_file(targets: &[TargetOut]) -> String {
             out.push_str(&format!("# {n}\n"));
         }
         out.push_str(&format!("[target.{}]\n", t.name));
-        out.push_str(&format!("command = {}\n", toml_str(&t.command)));
+        if let Some(c) = &t.command {
+            out.push_str(&format!("command = {}\n", toml_str(c)));
+        }
         out.push_str(&format!("srcs = {}\n", toml_list(&t.srcs)));
         if !t.deps.is_empty() || !t.commented_deps.is_empty() {
             if t.commented_deps.is_empty() {
@@ -73,14 +77,20 @@ pub fn build_file(targets: &[TargetOut]) -> String {
         if !t.pass_env.is_empty() {
             out.push_str(&format!("pass_env = {}\n", toml_list(&t.pass_env)));
         }
-        if !t.cache {
-            out.push_str("cache = false\n");
+        if let Some(c) = t.cache {
+            out.push_str(&format!("cache = {c}\n"));
         }
     }
     out
 }
 
-pub fn workspace_file(name: &str, manager: &str, pass_env: &[String]) -> String {
+pub fn workspace_file(
+    name: &str,
+    manager: &str,
+    pass_env: &[String],
+    inputs: &[String],
+    exclude: &[String],
+) -> String {
     let mut out = format!(
         "# Written by `vbuild migrate` from a {manager} workspace; see docs/migrate.md.\n\
          [workspace]\n\
@@ -93,6 +103,16 @@ pub fn workspace_file(name: &str, manager: &str, pass_env: &[String]) -> String 
     );
     if !pass_env.is_empty() {
         out.push_str(&format!("pass_env = {}\n", toml_list(pass_env)));
+    }
+    if !inputs.is_empty() {
+        out.push_str(
+            "# Root files the tools read (tsconfig extends, lint and test configs, ...).\n",
+        );
+        out.push_str(&format!("inputs = {}\n", toml_list(inputs)));
+    }
+    if !exclude.is_empty() {
+        out.push_str("# Never sources of any target: the root .gitignore, and tsc's build info.\n");
+        out.push_str(&format!("exclude = {}\n", toml_list(exclude)));
     }
     out
 }

@@ -14,6 +14,17 @@ pub struct Manifest {
     pub scripts: Vec<(String, String)>,
     /// name → (range, is_dev).
     pub deps: BTreeMap<String, (String, bool)>,
+    /// Files `main`, `module`, `types`, `typings`, `exports` point at.
+    pub entries: Vec<String>,
+}
+
+fn leaves(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => out.push(s.trim_start_matches("./").to_string()),
+        Value::Array(a) => a.iter().for_each(|v| leaves(v, out)),
+        Value::Object(o) => o.values().for_each(|v| leaves(v, out)),
+        _ => {}
+    }
 }
 
 pub fn read_manifest(dir: &Path) -> Result<Manifest> {
@@ -27,6 +38,11 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
         version: text("version"),
         ..Default::default()
     };
+    for k in ["main", "module", "types", "typings", "exports"] {
+        if let Some(e) = v.get(k) {
+            leaves(e, &mut m.entries);
+        }
+    }
     if let Some(scripts) = v.get("scripts").and_then(Value::as_object) {
         for (k, s) in scripts {
             if let Some(s) = s.as_str() {
@@ -238,47 +254,6 @@ pub fn vite_out_dir(source: &str) -> Option<String> {
             .trim_end_matches('/')
             .to_string()
     })
-}
-
-/// `compilerOptions.outDir` / `declarationDir` of a tsconfig (following a
-/// relative `extends` inside the package), as written.
-pub fn tsc_out_dirs(dir: &Path, config: &str) -> Result<(Vec<String>, Option<String>)> {
-    let mut dirs = Vec::new();
-    let mut escapes = None;
-    let mut file = dir.join(config);
-    for _ in 0..8 {
-        let Ok(text) = std::fs::read_to_string(&file) else {
-            break;
-        };
-        let v: Value = serde_json::from_str(&strip_jsonc(&text))
-            .with_context(|| format!("parsing {}", file.display()))?;
-        let opts = v.get("compilerOptions");
-        for key in ["outDir", "declarationDir"] {
-            if let Some(d) = opts.and_then(|o| o.get(key)).and_then(Value::as_str) {
-                let d = d.trim_start_matches("./").trim_end_matches('/').to_string();
-                if !dirs.contains(&d) {
-                    dirs.push(d);
-                }
-            }
-        }
-        match v.get("extends").and_then(Value::as_str) {
-            Some(ext) if ext.starts_with('.') => {
-                let next = file.parent().unwrap_or(dir).join(ext);
-                let next = if next.extension().is_none() {
-                    next.with_extension("json")
-                } else {
-                    next
-                };
-                if !crate::migrate::is_inside(dir, &next) {
-                    escapes = Some(ext.to_string());
-                    break;
-                }
-                file = next;
-            }
-            _ => break,
-        }
-    }
-    Ok((dirs, escapes))
 }
 
 /// turbo's `outputs` → vbuild `outs` (`dist/**` → `dist/`).

@@ -13,9 +13,11 @@
 //! - `write`: writing or printing the plan, and the summary.
 mod detect;
 mod emit;
+mod external;
 mod gitignore;
 mod graph;
 mod manifest;
+mod outs;
 mod scripts;
 mod write;
 
@@ -24,7 +26,7 @@ pub use write::run;
 use anyhow::Result;
 use emit::TargetOut;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub struct Options {
     pub dry_run: bool,
@@ -45,28 +47,13 @@ pub struct Plan {
     pub files: Vec<Planned>,
     /// Per package: the targets created.
     pub created: Vec<(String, Vec<String>)>,
+    /// Targets that write outputs.
+    pub build_steps: usize,
     /// What was skipped on purpose (servers, watchers), one line each.
     pub skipped: Vec<String>,
     /// What migrate could not decide and the user should look at.
     pub undecided: Vec<String>,
     pub turbo: bool,
-}
-
-pub fn is_inside(dir: &Path, path: &Path) -> bool {
-    let norm = |p: &Path| {
-        let mut out = PathBuf::new();
-        for c in p.components() {
-            match c {
-                std::path::Component::ParentDir => {
-                    out.pop();
-                }
-                std::path::Component::CurDir => {}
-                c => out.push(c),
-            }
-        }
-        out
-    };
-    norm(path).starts_with(norm(dir))
 }
 
 fn label(pkg: &str, target: &str) -> String {
@@ -87,20 +74,18 @@ fn target_name(script: &str) -> String {
         .collect()
 }
 
-pub fn plan(root: &Path) -> Result<Plan> {
-    let layout = detect::detect(root)?;
-    let turbo = manifest::read_turbo(root)?;
-    let manifests: Vec<manifest::Manifest> = layout
-        .packages
-        .iter()
-        .map(|p| manifest::read_manifest(&root.join(p)))
-        .collect::<Result<_>>()?;
+/// The dependency graph with cycles broken where sources allow; the
+/// dropped edges (kept as comments) with why.
+#[allow(clippy::type_complexity)]
+fn break_cycles(
+    root: &Path,
+    layout: &detect::Layout,
+    manifests: &[manifest::Manifest],
+    undecided: &mut Vec<String>,
+    skipped: &mut Vec<String>,
+) -> (Vec<graph::Edge>, BTreeMap<(usize, usize), String>) {
     let n = layout.packages.len();
-    let mut undecided = Vec::new();
-    let mut skipped = Vec::new();
-
-    // The dependency graph; cycles broken only where sources allow.
-    let mut edges = graph::edges(&manifests);
+    let mut edges = graph::edges(manifests);
     let mut dropped: BTreeMap<(usize, usize), String> = BTreeMap::new();
     for cycle in graph::cycles(n, &edges) {
         let names: Vec<String> = cycle
@@ -173,96 +158,353 @@ pub fn plan(root: &Path) -> Result<Plan> {
         }
         edges.retain(|e| !(in_cycle.contains(&e.from) && in_cycle.contains(&e.to)));
     }
-    let closure = graph::closure(n, &edges);
+    (edges, dropped)
+}
 
-    let turbo_names = turbo.as_ref().map(|t| t.task_names()).unwrap_or_default();
-    // First pass: which scripts become targets, per package.
-    let mut steps: Vec<Vec<(String, String)>> = Vec::new();
-    for (i, m) in manifests.iter().enumerate() {
-        let pkg = &layout.packages[i];
-        let shown = if pkg.is_empty() {
+/// One target in the making: the scripts it stands for (merged steps and
+/// identical commands become one target).
+struct Proto {
+    name: String,
+    scripts: Vec<String>,
+    command: String,
+    notes: Vec<String>,
+    outs: Vec<String>,
+    vite_build: bool,
+}
+
+/// Installed major version of `pkg` as seen from `dir` (walking up).
+fn installed_major(root: &Path, dir: &Path, pkg: &str) -> Option<u64> {
+    let mut d = dir.to_path_buf();
+    loop {
+        let m = d.join("node_modules").join(pkg).join("package.json");
+        if let Ok(text) = std::fs::read_to_string(&m) {
+            let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+            return v.get("version")?.as_str()?.split('.').next()?.parse().ok();
+        }
+        if d == root || !d.pop() {
+            return None;
+        }
+    }
+}
+
+fn resolvable(root: &Path, dir: &Path, pkg: &str) -> bool {
+    dir.ancestors()
+        .take_while(|a| a.starts_with(root))
+        .any(|a| {
+            a.join("node_modules")
+                .join(pkg)
+                .join("package.json")
+                .is_file()
+        })
+}
+
+/// Names of scripts another script of the same package calls.
+fn called_scripts(scripts: &[(String, String)]) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (_, cmd) in scripts {
+        for seg in scripts::segments(cmd) {
+            let w = scripts::tool_words(seg);
+            if !w
+                .first()
+                .is_some_and(|t| matches!(t.as_str(), "npm" | "pnpm" | "yarn" | "bun"))
+            {
+                continue;
+            }
+            for x in &w[1..] {
+                if x.starts_with('-') || x == "run" || x == "run-script" {
+                    continue;
+                }
+                if scripts.iter().any(|(n, _)| n == x) {
+                    out.insert(x.clone());
+                }
+                break;
+            }
+        }
+    }
+    out
+}
+
+const RELEASE: &[&str] = &[
+    "release",
+    "publish",
+    "version",
+    "changeset",
+    "prepare",
+    "postinstall",
+    "preinstall",
+    "install",
+    "clean",
+    "reset",
+];
+
+pub fn plan(root: &Path) -> Result<Plan> {
+    let layout = detect::detect(root)?;
+    let turbo = manifest::read_turbo(root)?;
+    let manifests: Vec<manifest::Manifest> = layout
+        .packages
+        .iter()
+        .map(|p| manifest::read_manifest(&root.join(p)))
+        .collect::<Result<_>>()?;
+    let n = layout.packages.len();
+    let mut undecided = Vec::new();
+    let mut skipped = Vec::new();
+    let (edges, dropped) = break_cycles(root, &layout, &manifests, &mut undecided, &mut skipped);
+    let closure = graph::closure(n, &edges);
+    let shown = |i: usize| {
+        if layout.packages[i].is_empty() {
             "(root)".to_string()
         } else {
-            pkg.clone()
-        };
-        let mut list = Vec::new();
+            layout.packages[i].clone()
+        }
+    };
+
+    // The pipeline: turbo's tasks, else what the root scripts run across
+    // the workspace. Only its tasks become targets.
+    let mut pipeline: BTreeSet<String> = turbo
+        .as_ref()
+        .map(|t| t.task_names().into_iter().collect())
+        .unwrap_or_default();
+    let root_idx = layout.packages.iter().position(|p| p.is_empty());
+    let mut grouped: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    if let Some(r) = root_idx {
+        for (name, cmd) in &manifests[r].scripts {
+            let tasks = scripts::orchestrated_tasks(cmd);
+            let base = name.split(':').next().unwrap_or(name);
+            if turbo.is_none() && !RELEASE.contains(&base) {
+                pipeline.extend(tasks.iter().cloned());
+            }
+            let why = if !tasks.is_empty() {
+                format!(
+                    "`{name}` runs the workspace's `{}` (`vbuild run {}` replaces it)",
+                    tasks.join("`, `"),
+                    tasks.first().map_or("//...", |t| t.as_str())
+                )
+            } else if scripts::modifies_sources(name, cmd).is_some() {
+                format!("`{name}` rewrites sources (run it with your package manager)")
+            } else if scripts::STEP_NAMES.contains(&base) {
+                format!("`{name}` runs over the whole repository (`{}`); a target sees only what it declares, so it would check less than it says: run it with your package manager", cmd.chars().take(60).collect::<String>())
+            } else {
+                continue;
+            };
+            skipped.push(format!("(root): {why}"));
+        }
+    }
+    let fallback = pipeline.is_empty();
+
+    // Per package: the steps, then their commands and outputs.
+    let mut protos: Vec<Vec<Proto>> = (0..n).map(|_| Vec::new()).collect();
+    // (package, script) → target name, for deps.
+    let mut alias: BTreeMap<(usize, String), String> = BTreeMap::new();
+    for (i, m) in manifests.iter().enumerate() {
+        let pkg = &layout.packages[i];
+        if pkg.is_empty() {
+            continue;
+        }
+        let dir = root.join(pkg);
+        let called = called_scripts(&m.scripts);
         for (name, cmd) in &m.scripts {
-            if name.starts_with("pre")
-                && m.scripts
-                    .iter()
-                    .any(|(n, _)| Some(n.as_str()) == name.strip_prefix("pre"))
-                || name.starts_with("post")
-                    && m.scripts
-                        .iter()
-                        .any(|(n, _)| Some(n.as_str()) == name.strip_prefix("post"))
-            {
+            let hook = |p: &str| {
+                name.strip_prefix(p)
+                    .is_some_and(|b| m.scripts.iter().any(|(n, _)| n == b))
+            };
+            if hook("pre") || hook("post") {
                 continue; // run as part of the script they belong to
             }
             let task = turbo.as_ref().and_then(|t| t.task(m.name.as_deref(), name));
-            match scripts::classify(name, cmd, &turbo_names, task.is_some_and(|t| t.persistent)) {
-                scripts::Kind::Step => {
-                    if pkg.is_empty()
-                        && (cmd.contains(" -r ")
-                            || cmd.contains("--filter")
-                            || cmd.contains("--workspaces")
-                            || cmd.starts_with("turbo "))
-                    {
-                        skipped.push(format!("{shown}: `{name}` runs the workspace through {} (`vbuild run //...` replaces it)", cmd.split_whitespace().next().unwrap_or("")));
-                        continue;
-                    }
-                    list.push((name.clone(), cmd.clone()));
-                }
+            let kind = scripts::classify(name, cmd, &[], task.is_some_and(|t| t.persistent));
+            let in_pipeline = if fallback {
+                kind == scripts::Kind::Step && !called.contains(name)
+            } else {
+                pipeline.contains(name)
+            };
+            match kind {
                 scripts::Kind::LongRunning(why) => {
-                    skipped.push(format!("{shown}: `{name}` never exits ({why})"))
+                    if in_pipeline
+                        || pipeline.contains(name)
+                        || scripts::SERVER_NAMES.contains(&name.as_str())
+                    {
+                        skipped.push(format!("{}: `{name}` never exits ({why})", shown(i)));
+                    }
+                    continue;
                 }
-                scripts::Kind::Other => {}
+                scripts::Kind::ModifiesSources(_) => {
+                    grouped.entry(format!("`{name}` rewrites sources: not a target (run it with your package manager)")).or_default().push(shown(i));
+                    continue;
+                }
+                _ if !in_pipeline => continue,
+                _ => {}
             }
+            let what = format!("{}:{name}", shown(i));
+            let mut problems = Vec::new();
+            let command = scripts::expand(name, &m.scripts, &mut problems);
+            if let Some(cycle) = problems.iter().find(|p| p.contains("cycle")) {
+                undecided.push(format!(
+                    "{what}: {cycle}; no target written (fix the scripts, then migrate again)"
+                ));
+                continue;
+            }
+            for p in problems {
+                undecided.push(format!("{what}: {p}; kept as written (it starts the package manager inside the action)"));
+            }
+            let found = outs::detect(&dir, &command);
+            let mut outs_list = found.outs.clone();
+            if let Some(outputs) = task.and_then(|t| t.outputs.clone()) {
+                let declared = manifest::turbo_outs(&outputs, &mut undecided, &what);
+                if !found.known {
+                    // turbo's outputs are globs that may match nothing; a
+                    // declared vbuild output must be written. Keep those the
+                    // native build produced.
+                    let (kept, missing): (Vec<String>, Vec<String>) =
+                        declared.into_iter().partition(|o| {
+                            let base = o.trim_end_matches('/');
+                            crate::globs::is_glob(base) || dir.join(base).exists()
+                        });
+                    if !missing.is_empty() && found.outs.is_empty() {
+                        undecided.push(format!(
+                            "{what}: turbo outputs {} not found on disk, so not declared (a declared output must be written); run the native build before migrating, or add outs by hand",
+                            missing.join(", ")
+                        ));
+                    }
+                    outs_list = found.outs.clone();
+                    outs_list.extend(kept.into_iter().filter(|k| !found.outs.contains(k)));
+                }
+            } else {
+                for p in &found.problems {
+                    undecided.push(format!("{what}: {p}"));
+                }
+            }
+            if outs_list.is_empty() && name.split(':').next() == Some("build") && !found.known {
+                undecided.push(format!("{what}: could not tell what it writes; add outs by hand (the build's outputs are not cached or staged for dependents until then)"));
+            }
+            let script_text = m
+                .scripts
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or("", |(_, c)| c.as_str());
+            let proto = Proto {
+                name: target_name(name),
+                scripts: vec![name.clone()],
+                notes: vec![format!("package.json \"{name}\": {script_text}")],
+                command,
+                outs: outs_list,
+                vite_build: found.vite_build,
+            };
+            // Identical commands are one target.
+            if let Some(same) = protos[i].iter_mut().find(|p| p.command == proto.command) {
+                same.scripts.push(name.clone());
+                same.notes
+                    .push(format!("also package.json \"{name}\" (the same command)"));
+                alias.insert((i, name.clone()), same.name.clone());
+                continue;
+            }
+            alias.insert((i, name.clone()), proto.name.clone());
+            protos[i].push(proto);
         }
-        steps.push(list);
+        merge_overlapping(
+            i,
+            &mut protos[i],
+            &mut alias,
+            turbo.as_ref(),
+            m.name.as_deref(),
+        );
     }
-    let has_target = |pkg: usize, name: &str| steps[pkg].iter().any(|(n, _)| n == name);
+    for (why, pkgs) in grouped {
+        skipped.push(format!("{} in {}", why, list_short(&pkgs)));
+    }
 
-    let mut files = Vec::new();
-    let mut created = Vec::new();
-    for (i, m) in manifests.iter().enumerate() {
-        if steps[i].is_empty() {
+    let resolve = |q: usize, task: &str| alias.get(&(q, task.to_string())).cloned();
+    // Packages others read as files (configs, sources): a file group.
+    let covered_by_outs = |q: usize, path: &str| {
+        protos[q].iter().any(|p| {
+            p.outs.iter().any(|o| {
+                let base = o
+                    .split(['*', '?', '[', '{'])
+                    .next()
+                    .unwrap_or(o)
+                    .trim_end_matches('/');
+                path == base || path.starts_with(&format!("{base}/"))
+            })
+        })
+    };
+    let needs_group: Vec<bool> = (0..n)
+        .map(|q| {
+            !layout.packages[q].is_empty()
+                && (protos[q].iter().all(|p| p.outs.is_empty())
+                    || manifests[q].entries.iter().any(|e| !covered_by_outs(q, e)))
+        })
+        .collect();
+    let names: Vec<Option<String>> = manifests.iter().map(|m| m.name.clone()).collect();
+    let ctx = external::Ctx {
+        root,
+        packages: &layout.packages,
+        names: &names,
+    };
+    let mut ws_inputs: BTreeSet<String> = BTreeSet::new();
+    ws_inputs.insert(match layout.manager {
+        detect::Manager::Pnpm => "pnpm-workspace.yaml".to_string(),
+        _ => "package.json".to_string(),
+    });
+    let mut group_wanted = vec![false; n];
+    let mut pass_env_globs: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut out_targets: Vec<Vec<TargetOut>> = (0..n).map(|_| Vec::new()).collect();
+    let mut plugin_edits = Vec::new();
+    for i in 0..n {
+        if protos[i].is_empty() {
             continue;
         }
         let pkg = layout.packages[i].clone();
         let dir = root.join(&pkg);
-        let shown = if pkg.is_empty() {
-            "(root)".to_string()
-        } else {
-            pkg.clone()
-        };
+        let ignores = gitignore::package_excludes(root, &pkg, &mut undecided);
+        let vite_major = installed_major(root, &dir, "vite");
+        let any_vite = protos[i].iter().any(|p| p.vite_build);
         let vite_cfg = manifest::vite_config(&dir);
-        let ignores = gitignore::gitignore_excludes(root, &pkg, &mut undecided);
-        let mut targets = Vec::new();
-        let mut wants_plugin = false;
-        for (name, _) in &steps[i] {
-            let what = format!("{shown}:{name}");
-            let mut problems = Vec::new();
-            let command = scripts::expand(name, &m.scripts, &mut problems);
-            for p in problems {
-                undecided.push(format!("{what}: {p}; kept as written (it starts the package manager inside the action)"));
+        // Vite 8 talks to the runner itself; older Vite only through the
+        // plugin, and only where it is installed and supports that Vite.
+        let plugin = any_vite
+            && vite_major.is_some_and(|v| (5..8).contains(&v))
+            && resolvable(root, &dir, emit::PLUGIN)
+            && vite_cfg
+                .as_ref()
+                .is_some_and(|c| !c.ends_with(".cjs") && !c.ends_with(".cts"));
+        let env_tracked = any_vite && (vite_major.is_some_and(|v| v >= 8) || plugin);
+        if plugin {
+            let cfg = vite_cfg.clone().unwrap_or_default();
+            let rel = if pkg.is_empty() {
+                cfg.clone()
+            } else {
+                format!("{pkg}/{cfg}")
+            };
+            let src = std::fs::read_to_string(dir.join(&cfg))?;
+            match emit::add_vite_plugin(&src) {
+                Ok(Some(text)) => plugin_edits.push(Planned { path: rel, contents: text, edit: true }),
+                Ok(None) => {}
+                Err(why) => undecided.push(format!("{rel}: vite-plugin-vbuild not added ({why}); NODE_ENV and VITE_* are not tracked")),
             }
-            let task = turbo.as_ref().and_then(|t| t.task(m.name.as_deref(), name));
+        } else if any_vite && vite_major.is_none_or(|v| v < 8) {
+            undecided.push(format!(
+                "{}: Vite {} without vite-plugin-vbuild installed: its config is left alone; NODE_ENV and VITE_* variables are not tracked (list the ones the build reads in pass_env) and every staged file counts as an input",
+                shown(i),
+                vite_major.map_or("(not installed)".to_string(), |v| v.to_string())
+            ));
+        }
+        let m = &manifests[i];
+        for p in &protos[i] {
+            let what = format!("{}:{}", shown(i), p.name);
+            let tasks: Vec<&manifest::TurboTask> = p
+                .scripts
+                .iter()
+                .filter_map(|s| turbo.as_ref().and_then(|t| t.task(m.name.as_deref(), s)))
+                .collect();
             let mut t = TargetOut {
-                name: target_name(name),
-                notes: vec![format!(
-                    "package.json \"{name}\": {}",
-                    m.scripts
-                        .iter()
-                        .find(|(n, _)| n == name)
-                        .map_or("", |(_, c)| c)
-                )],
-                command: command.clone(),
-                cache: true,
+                name: p.name.clone(),
+                notes: p.notes.clone(),
+                command: Some(p.command.clone()),
+                outs: p.outs.clone(),
                 ..Default::default()
             };
             // srcs
             t.srcs = vec!["**".to_string()];
-            if let Some(inputs) = task.and_then(|t| t.inputs.clone()) {
+            if let Some(inputs) = tasks.iter().find_map(|t| t.inputs.clone()) {
                 t.srcs = inputs
                     .iter()
                     .map(|s| {
@@ -281,197 +523,159 @@ pub fn plan(root: &Path) -> Result<Plan> {
             if t.srcs.iter().any(|s| s == "**") {
                 t.srcs.extend(ignores.iter().cloned());
             }
-            // deps
+            // deps: turbo's dependsOn exactly; without turbo, `^build`.
+            let depends_on: Vec<String> = if turbo.is_some() {
+                let mut d: Vec<String> = tasks
+                    .iter()
+                    .flat_map(|t| t.depends_on.clone().unwrap_or_default())
+                    .collect();
+                d.dedup();
+                d
+            } else {
+                vec!["^build".to_string()]
+            };
             let mut deps: Vec<String> = Vec::new();
-            let default_deps = vec!["^build".to_string()];
-            let depends_on = task
-                .and_then(|t| t.depends_on.clone())
-                .unwrap_or(default_deps);
             for d in &depends_on {
                 if let Some(task) = d.strip_prefix('^') {
                     for &q in &closure[i] {
-                        if has_target(q, task) {
-                            deps.push(label(&layout.packages[q], &target_name(task)));
+                        if let Some(tn) = resolve(q, task) {
+                            deps.push(label(&layout.packages[q], &tn));
                         }
                     }
                 } else if let Some((pname, task)) = d.split_once('#') {
-                    match manifests
+                    // turbo skips a missing task silently; so does migrate.
+                    if let Some(q) = manifests
                         .iter()
                         .position(|m| m.name.as_deref() == Some(pname))
                     {
-                        Some(q) if has_target(q, task) => {
-                            deps.push(label(&layout.packages[q], &target_name(task)))
+                        if let Some(tn) = resolve(q, task) {
+                            deps.push(label(&layout.packages[q], &tn));
                         }
-                        _ => undecided.push(format!(
-                            "{what}: turbo dependsOn `{d}` names no script vbuild migrated"
-                        )),
                     }
                 } else if let Some(var) = d.strip_prefix('$') {
                     t.pass_env.push(var.to_string());
-                } else if has_target(i, d) && d != name {
-                    deps.push(format!(":{}", target_name(d)));
-                } else if d != name {
-                    undecided.push(format!(
-                        "{what}: turbo dependsOn `{d}`: the package has no such step"
-                    ));
+                } else if let Some(tn) = resolve(i, d).filter(|tn| *tn != p.name) {
+                    deps.push(format!(":{tn}"));
                 }
             }
-            // Outputs of transitive deps must be staged too: vbuild stages
-            // direct deps' outputs only, and bundlers follow links all the way.
-            if depends_on.iter().any(|d| d.starts_with('^')) {
-                for &q in &closure[i] {
-                    if let Some(((_, _), why)) =
-                        dropped.iter().find(|((f, tq), _)| *f == i && *tq == q)
-                    {
-                        for task in depends_on.iter().filter_map(|d| d.strip_prefix('^')) {
-                            if has_target(q, task) {
-                                t.commented_deps.push((
-                                    label(&layout.packages[q], &target_name(task)),
-                                    why.clone(),
-                                ));
-                            }
-                        }
-                    }
-                }
-            }
+            // Dropped cycle edges stay visible, as comments.
+            let carets: Vec<&str> = depends_on
+                .iter()
+                .filter_map(|d| d.strip_prefix('^'))
+                .collect();
             for ((f, q), why) in &dropped {
-                if *f == i && !closure[i].contains(q) {
-                    for task in depends_on.iter().filter_map(|d| d.strip_prefix('^')) {
-                        if has_target(*q, task) {
-                            let l = label(&layout.packages[*q], &target_name(task));
-                            if !t.commented_deps.iter().any(|(x, _)| *x == l) {
-                                t.commented_deps.push((l, why.clone()));
-                            }
+                if *f != i {
+                    continue;
+                }
+                for task in &carets {
+                    if let Some(tn) = resolve(*q, task) {
+                        let l = label(&layout.packages[*q], &tn);
+                        if !t.commented_deps.iter().any(|(x, _)| *x == l) {
+                            t.commented_deps.push((l, why.clone()));
                         }
                     }
                 }
+            }
+            // Files outside the package.
+            let ext = external::find(&ctx, i, &p.command);
+            for u in &ext.unresolved {
+                undecided.push(format!("{what}: {u}"));
+            }
+            ws_inputs.extend(ext.ws_inputs.iter().cloned());
+            let mut groups: BTreeSet<usize> = ext.groups.clone();
+            groups.extend(closure[i].iter().copied().filter(|&q| needs_group[q]));
+            for q in groups {
+                if q == i || layout.packages[q].is_empty() || dropped.contains_key(&(i, q)) {
+                    continue;
+                }
+                group_wanted[q] = true;
+                deps.push(label(&layout.packages[q], GROUP));
             }
             deps.sort();
             deps.dedup();
             t.deps = deps;
-            // outs
-            let runs_vite_build = scripts::runs(&command, "vite")
-                .iter()
-                .any(|w| w.get(1).is_some_and(|s| s == "build"));
-            let tsc_runs: Vec<Vec<String>> = scripts::runs(&command, "tsc")
-                .into_iter()
-                .filter(|w| !w.iter().any(|a| a == "--noEmit" || a == "--noemit"))
-                .collect();
-            if let Some(outputs) = task.and_then(|t| t.outputs.clone()) {
-                t.outs = manifest::turbo_outs(&outputs, &mut undecided, &what);
-            } else {
-                if runs_vite_build {
-                    match vite_cfg
-                        .as_ref()
-                        .map(|f| std::fs::read_to_string(dir.join(f)).unwrap_or_default())
-                    {
-                        Some(src) => match manifest::vite_out_dir(&src) {
-                            Some(d) => t.outs.push(format!("{d}/")),
-                            None => undecided.push(format!(
-                                "{what}: build.outDir in {} is computed; add it to outs by hand",
-                                vite_cfg.as_deref().unwrap_or("")
-                            )),
-                        },
-                        None => t.outs.push("dist/".into()),
-                    }
-                }
-                for words in &tsc_runs {
-                    let config = words
-                        .iter()
-                        .position(|w| w == "-p" || w == "--project" || w == "-b" || w == "--build")
-                        .and_then(|p| words.get(p + 1))
-                        .filter(|c| !c.starts_with('-'))
-                        .cloned()
-                        .unwrap_or_else(|| "tsconfig.json".into());
-                    let config = if dir.join(&config).is_dir() {
-                        format!("{config}/tsconfig.json")
-                    } else {
-                        config
-                    };
-                    let (dirs, escapes) = manifest::tsc_out_dirs(&dir, &config)?;
-                    if let Some(ext) = escapes {
-                        undecided.push(format!("{what}: {config} extends `{ext}`, outside the package; copy what it needs into the package's tsconfig (a target only sees its own package's files)"));
-                    }
-                    if dirs.is_empty() {
-                        undecided.push(format!("{what}: tsc writes next to the sources (no outDir in {config}); add outs by hand"));
-                    }
-                    for d in dirs {
-                        let d = format!("{d}/");
-                        if !t.outs.contains(&d) {
-                            t.outs.push(d);
-                        }
-                    }
-                }
-                if t.outs.is_empty() && name.split(':').next() == Some("build") {
-                    undecided.push(format!("{what}: could not tell what it writes; add outs by hand (the build's outputs are not cached or staged for dependents until then)"));
-                }
-            }
             // env
-            let uses_vite = runs_vite_build || !scripts::runs(&command, "vitest").is_empty();
-            if let Some(task) = task {
+            for task in &tasks {
                 for v in task.env.iter().chain(&task.pass_through_env) {
-                    let covered =
-                        uses_vite && runs_vite_build && (v == "NODE_ENV" || v.starts_with("VITE_"));
-                    if covered {
-                        continue; // vite-plugin-vbuild tracks these
+                    if env_tracked && p.vite_build && (v == "NODE_ENV" || v.starts_with("VITE_")) {
+                        continue; // Vite 8 / vite-plugin-vbuild track these
                     }
                     if crate::globs::is_glob(v) || v.starts_with('!') {
-                        undecided.push(format!(
-                            "{what}: turbo env pattern `{v}` not translated (pass_env takes names)"
-                        ));
+                        pass_env_globs
+                            .entry(v.clone())
+                            .or_default()
+                            .push(what.clone());
                         continue;
                     }
                     if !t.pass_env.contains(v) {
                         t.pass_env.push(v.clone());
                     }
                 }
-                if !task.pass_through_env.is_empty() {
+                if !task.pass_through_env.is_empty()
+                    && !t.notes.iter().any(|n| n.contains("passThroughEnv"))
+                {
                     t.notes.push("turbo's passThroughEnv became pass_env: vbuild tracks every variable it passes".into());
                 }
                 if task.cache == Some(false) {
-                    t.cache = false;
+                    t.cache = Some("false");
                     t.notes.push("turbo.json: cache = false".into());
                 }
             }
-            if runs_vite_build {
-                wants_plugin = true;
-                let lone = scripts::segments(&command).len() == 1;
-                if lone {
-                    t.env.push(("VBUILD_VITE_REPORT_INPUTS".into(), "1".into()));
-                }
+            let vitest = scripts::runs(&p.command, "vitest");
+            if t.cache.is_none() && !vitest.is_empty() {
+                // vitest's Vite server calls disableCache(); a run (not a
+                // watcher) in the sandbox is hermetic.
+                t.cache = Some("\"always\"");
             }
-            targets.push(t);
+            if plugin && p.vite_build && scripts::segments(&p.command).len() == 1 {
+                t.env.push(("VBUILD_VITE_REPORT_INPUTS".into(), "1".into()));
+            }
+            out_targets[i].push(t);
         }
-        if wants_plugin {
-            if let Some(cfg) = &vite_cfg {
-                let rel = if pkg.is_empty() {
-                    cfg.clone()
-                } else {
-                    format!("{pkg}/{cfg}")
-                };
-                let src = std::fs::read_to_string(dir.join(cfg))?;
-                match emit::add_vite_plugin(&src) {
-                    Ok(Some(text)) => files.push(Planned {
-                        path: rel,
-                        contents: text,
-                        edit: true,
-                    }),
-                    Ok(None) => {}
-                    Err(why) => {
-                        undecided.push(format!("{rel}: add vite-plugin-vbuild by hand ({why})"))
-                    }
-                }
-                let declared = manifests[i].deps.contains_key(emit::PLUGIN)
-                    || manifests.first().is_some_and(|r| {
-                        layout.packages[0].is_empty() && r.deps.contains_key(emit::PLUGIN)
-                    });
-                if !declared {
-                    undecided.push(format!("{shown}: add {} to devDependencies (npm/vite-plugin-vbuild in the vbuild repository) and install", emit::PLUGIN));
-                }
+    }
+    for (v, users) in pass_env_globs {
+        undecided.push(format!(
+            "turbo env pattern `{v}` ({}) not translated: pass_env takes names; list the variables the build reads",
+            list_short(&users)
+        ));
+    }
+
+    let mut files = Vec::new();
+    let mut created = Vec::new();
+    let mut build_steps = 0;
+    for i in 0..n {
+        let mut targets = std::mem::take(&mut out_targets[i]);
+        if group_wanted[i] {
+            let mut srcs = vec!["**".to_string()];
+            srcs.extend(gitignore::package_excludes(
+                root,
+                &layout.packages[i],
+                &mut Vec::new(),
+            ));
+            let name = if targets.iter().any(|t| t.name == GROUP) {
+                format!("{GROUP}-group")
             } else {
-                undecided.push(format!("{shown}: runs vite build without a vite.config.*: NODE_ENV and VITE_* are not tracked; add a config with vite-plugin-vbuild"));
-            }
+                GROUP.to_string()
+            };
+            targets.push(TargetOut {
+                name,
+                notes: vec![
+                    "Files other packages read (configs, sources): a file group, it runs nothing."
+                        .into(),
+                ],
+                command: None,
+                srcs,
+                ..Default::default()
+            });
         }
+        if targets.is_empty() {
+            continue;
+        }
+        build_steps += targets
+            .iter()
+            .filter(|t| t.command.is_some() && !t.outs.is_empty())
+            .count();
+        let pkg = &layout.packages[i];
         let path = if pkg.is_empty() {
             "BUILD.toml".to_string()
         } else {
@@ -480,17 +684,20 @@ pub fn plan(root: &Path) -> Result<Plan> {
         let text = emit::build_file(&targets);
         vbuild_schema::parse_build_file(Path::new(&path), &text)
             .map_err(|d| anyhow::anyhow!("migrate produced an invalid {path} (a bug): {d}"))?;
-        created.push((shown, targets.iter().map(|t| t.name.clone()).collect()));
+        created.push((shown(i), targets.iter().map(|t| t.name.clone()).collect()));
         files.push(Planned {
             path,
             contents: text,
             edit: false,
         });
     }
+    files.extend(plugin_edits);
+
     let name = manifests
         .first()
-        .filter(|_| layout.packages.first().is_some_and(|p| p.is_empty()))
+        .filter(|_| root_idx == Some(0))
         .and_then(|m| m.name.clone())
+        .filter(|n| !matches!(n.as_str(), "root" | "monorepo" | "workspace" | ""))
         .or_else(|| root.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "workspace".into());
     let mut pass_env = Vec::new();
@@ -504,14 +711,23 @@ pub fn plan(root: &Path) -> Result<Plan> {
                 pass_env.push(v.clone());
             }
         }
-        if !t.global_dependencies.is_empty() {
-            undecided.push(format!(
-                "turbo.json: globalDependencies {:?} not translated: a target sees only its own package's files",
-                t.global_dependencies
-            ));
+        for g in &t.global_dependencies {
+            let g = g.trim_start_matches("./");
+            if g.starts_with('!') || g.starts_with("..") {
+                undecided.push(format!(
+                    "turbo.json: globalDependencies `{g}` not translated"
+                ));
+            } else {
+                ws_inputs.insert(g.to_string());
+            }
         }
     }
-    let ws_text = emit::workspace_file(&name, layout.manager.name(), &pass_env);
+    let mut exclude = gitignore::root_excludes(root, &mut undecided);
+    if !exclude.iter().any(|e| e == "**/*.tsbuildinfo") {
+        exclude.push("**/*.tsbuildinfo".to_string());
+    }
+    let inputs: Vec<String> = ws_inputs.into_iter().collect();
+    let ws_text = emit::workspace_file(&name, layout.manager.name(), &pass_env, &inputs, &exclude);
     vbuild_schema::parse_workspace_file(Path::new("vbuild.toml"), &ws_text)
         .map_err(|d| anyhow::anyhow!("migrate produced an invalid vbuild.toml (a bug): {d}"))?;
     files.insert(
@@ -522,13 +738,108 @@ pub fn plan(root: &Path) -> Result<Plan> {
             edit: false,
         },
     );
-    let _ = &layout.globs;
     Ok(Plan {
         manager: layout.manager,
         files,
         created,
+        build_steps,
         skipped,
         undecided,
         turbo: turbo.is_some(),
     })
+}
+
+/// The file group's target name.
+const GROUP: &str = "files";
+
+fn list_short(items: &[String]) -> String {
+    if items.len() <= 4 {
+        items.join(", ")
+    } else {
+        format!("{}, and {} more", items[..3].join(", "), items.len() - 3)
+    }
+}
+
+/// Targets of one package whose outs overlap become one (a target that
+/// is already part of another's command is dropped): vbuild refuses
+/// overlapping outputs, and they would overwrite each other.
+fn merge_overlapping(
+    i: usize,
+    protos: &mut Vec<Proto>,
+    alias: &mut BTreeMap<(usize, String), String>,
+    turbo: Option<&manifest::Turbo>,
+    pkg_name: Option<&str>,
+) {
+    loop {
+        let mut pair = None;
+        'find: for a in 0..protos.len() {
+            for b in a + 1..protos.len() {
+                if protos[a]
+                    .outs
+                    .iter()
+                    .any(|x| protos[b].outs.iter().any(|y| outs::overlap(x, y)))
+                {
+                    pair = Some((a, b));
+                    break 'find;
+                }
+            }
+        }
+        let Some((a, b)) = pair else { return };
+        // Keep `build` (or the first) as the name.
+        let (keep, gone) = if protos[b].name == "build" {
+            (b, a)
+        } else {
+            (a, b)
+        };
+        let g = protos.remove(gone);
+        let keep = if gone < keep { keep - 1 } else { keep };
+        let k = &mut protos[keep];
+        for s in &g.scripts {
+            alias.insert((i, s.clone()), k.name.clone());
+        }
+        if k.command.contains(&g.command) {
+            k.notes.push(format!(
+                "`{}` is part of this command; not a target of its own",
+                g.name
+            ));
+        } else {
+            // The one turbo says runs first, first.
+            let first = turbo
+                .and_then(|t| t.task(pkg_name, &k.scripts[0]))
+                .and_then(|t| t.depends_on.as_ref())
+                .is_some_and(|d| g.scripts.iter().any(|s| d.contains(s)));
+            k.command = if first {
+                format!("{} && {}", group(&g.command), group(&k.command))
+            } else {
+                format!("{} && {}", group(&k.command), group(&g.command))
+            };
+            k.notes.push(format!(
+                "merged with `{}`: both write {}",
+                g.name,
+                g.outs.join(", ")
+            ));
+            k.notes.extend(g.notes);
+            for o in g.outs {
+                if !k.outs.contains(&o) {
+                    k.outs.push(o);
+                }
+            }
+            k.vite_build |= g.vite_build;
+        }
+        k.scripts.extend(g.scripts);
+        // A narrower out inside a wider one is redundant.
+        let all = k.outs.clone();
+        k.outs.retain(|o| {
+            !all.iter()
+                .any(|w| w != o && w.ends_with('/') && o.starts_with(w.as_str()))
+        });
+    }
+}
+
+fn group(cmd: &str) -> String {
+    if scripts::segments(cmd).len() > 1 {
+        format!("({cmd})")
+    } else {
+        cmd.to_string()
+    }
 }

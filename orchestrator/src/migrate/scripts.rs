@@ -8,11 +8,52 @@ pub enum Kind {
     Step,
     /// A server or watcher: skipped, with the reason.
     LongRunning(String),
+    /// Rewrites the package's own sources (`lint:fix`, `format`,
+    /// snapshot updates): never a cached target, with the reason.
+    ModifiesSources(String),
     /// Not a build step (a helper other scripts call, release, clean...).
     Other,
 }
 
-const STEP_NAMES: &[&str] = &[
+/// Why a script rewrites sources, if it looks that way: a cached target
+/// would replay "fixed" without fixing anything, and `//...` would edit
+/// the checkout.
+pub fn modifies_sources(name: &str, command: &str) -> Option<String> {
+    let lower = name.to_ascii_lowercase();
+    let by_name = lower.split([':', '-', '_']).any(|w| {
+        matches!(
+            w,
+            "fix" | "format" | "fmt" | "prettier" | "prettify" | "write" | "update" | "u"
+        )
+    }) || lower.contains("update-snapshot")
+        || lower.contains("updatesnapshot");
+    if by_name {
+        return Some(format!("`{name}` rewrites sources"));
+    }
+    for seg in segments(command) {
+        let words = tool_words(seg);
+        let tool = words.first().map(String::as_str).unwrap_or("");
+        let has = |f: &str| {
+            words
+                .iter()
+                .any(|w| w == f || w.starts_with(&format!("{f}=")))
+        };
+        let testing = matches!(tool, "vitest" | "jest");
+        if has("--fix")
+            || has("--write")
+            || has("--apply")
+            || has("--updateSnapshot")
+            || has("--update")
+            || testing && has("-u")
+            || tool == "prettier" && !has("--check") && !has("-c") && !has("--list-different")
+        {
+            return Some(format!("`{}` rewrites sources", seg.trim()));
+        }
+    }
+    None
+}
+
+pub const STEP_NAMES: &[&str] = &[
     "build",
     "typecheck",
     "type-check",
@@ -23,7 +64,7 @@ const STEP_NAMES: &[&str] = &[
     "test",
     "check",
 ];
-const SERVER_NAMES: &[&str] = &["dev", "start", "preview", "watch", "serve", "storybook"];
+pub const SERVER_NAMES: &[&str] = &["dev", "start", "preview", "watch", "serve", "storybook"];
 
 pub fn classify(name: &str, command: &str, turbo_names: &[String], persistent: bool) -> Kind {
     let base = name.split(':').next().unwrap_or(name);
@@ -36,7 +77,15 @@ pub fn classify(name: &str, command: &str, turbo_names: &[String], persistent: b
     if let Some(why) = never_exits(command) {
         return Kind::LongRunning(why);
     }
-    if STEP_NAMES.contains(&base) || turbo_names.iter().any(|t| t == name) {
+    if let Some(why) = modifies_sources(name, command) {
+        return Kind::ModifiesSources(why);
+    }
+    let dashed = name.split(['-', '_']).next().unwrap_or(name);
+    if STEP_NAMES.contains(&name)
+        || STEP_NAMES.contains(&base)
+        || STEP_NAMES.contains(&dashed)
+        || turbo_names.iter().any(|t| t == name)
+    {
         Kind::Step
     } else {
         Kind::Other
@@ -46,7 +95,7 @@ pub fn classify(name: &str, command: &str, turbo_names: &[String], persistent: b
 /// Why a command would not exit on its own, if it looks that way.
 fn never_exits(command: &str) -> Option<String> {
     for seg in segments(command) {
-        let words = split_words(seg.trim());
+        let words = tool_words(seg);
         if words
             .iter()
             .any(|w| w == "--watch" || w == "-w" && words.first().is_some_and(|c| c == "tsc"))
@@ -123,6 +172,168 @@ pub fn split_words(seg: &str) -> Vec<String> {
     words
 }
 
+/// The words of a segment with what only sets up the environment removed:
+/// `cross-env A=1`, `env A=1`, `A=1`, `npx`, `pnpm exec`, `yarn`-less
+/// `dotenv --`, so `cross-env NODE_ENV=production vite build` is `vite build`.
+pub fn tool_words(seg: &str) -> Vec<String> {
+    let seg = seg.trim_matches(|c: char| c.is_whitespace() || c == '(' || c == ')');
+    let mut words = split_words(seg);
+    loop {
+        let first = words.first().cloned().unwrap_or_default();
+        let first = first.as_str();
+        let is_assign = first.split_once('=').is_some_and(|(k, _)| {
+            !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        });
+        if is_assign
+            || matches!(
+                first,
+                "cross-env" | "cross-env-shell" | "env" | "npx" | "bunx" | "time" | "nice"
+            )
+        {
+            words.remove(0);
+            // `npx -y tool`, `npx --no-install tool`
+            while words.first().is_some_and(|w| {
+                w.starts_with('-') && first != "env" || first == "env" && w == "-i"
+            }) {
+                words.remove(0);
+            }
+        } else if matches!(first, "pnpm" | "yarn" | "npm" | "bun")
+            && words
+                .get(1)
+                .is_some_and(|w| w == "exec" || w == "dlx" || first == "npm" && w == "x")
+        {
+            words.drain(..2);
+            if words.first().is_some_and(|w| w == "--") {
+                words.remove(0);
+            }
+        } else if first == "dotenv" {
+            match words.iter().position(|w| w == "--") {
+                Some(p) => {
+                    words.drain(..=p);
+                }
+                None => break,
+            }
+        } else {
+            break;
+        }
+    }
+    words
+}
+
+/// A workspace flag of npm, pnpm, yarn or bun: the call runs a script in
+/// other packages (or all of them), never the current package's.
+fn workspace_flag(w: &str) -> bool {
+    let flag = w.split('=').next().unwrap_or(w);
+    matches!(
+        flag,
+        "-w" | "--workspace"
+            | "-ws"
+            | "--workspaces"
+            | "--filter"
+            | "-F"
+            | "-r"
+            | "--recursive"
+            | "--include-workspace-root"
+            | "-W"
+            | "--workspace-root"
+    )
+}
+
+/// The tasks a root script runs across workspace packages (`pnpm -r build`,
+/// `npm run build --workspaces`, `npm run build -w packages/a`,
+/// `yarn workspaces run build`, `yarn workspaces foreach -A run build`,
+/// `lerna run build`, `turbo run build lint`, `nx run-many -t build`).
+pub fn orchestrated_tasks(command: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for seg in segments(command) {
+        let words = tool_words(seg);
+        let Some(tool) = words.first().map(String::as_str) else {
+            continue;
+        };
+        let rest: Vec<&str> = words[1..].iter().map(String::as_str).collect();
+        // Positional words, skipping flags and the values of flags that take one.
+        let positional = |skip_values: &[&str]| -> Vec<String> {
+            let mut pos = Vec::new();
+            let mut i = 0;
+            while i < rest.len() {
+                let w = rest[i];
+                if w == "--" {
+                    break;
+                }
+                if w.starts_with('-') {
+                    if skip_values.contains(&w) && !w.contains('=') {
+                        i += 1;
+                    }
+                } else {
+                    pos.push(w.to_string());
+                }
+                i += 1;
+            }
+            pos
+        };
+        match tool {
+            "pnpm" | "npm" | "bun" | "yarn" if rest.iter().any(|w| workspace_flag(w)) => {
+                let values = ["-w", "--workspace", "--filter", "-F"];
+                let pos = positional(&values);
+                let pos: Vec<&String> = pos
+                    .iter()
+                    .filter(|w| *w != "run" && *w != "run-script")
+                    .collect();
+                if let Some(task) = pos.first() {
+                    out.push(task.to_string());
+                }
+            }
+            "yarn" if rest.first() == Some(&"workspaces") => {
+                let pos = positional(&["--include", "--exclude", "--from", "--since"]);
+                if let Some(i) = pos.iter().position(|w| w == "run") {
+                    if let Some(t) = pos.get(i + 1) {
+                        out.push(t.clone());
+                    }
+                }
+            }
+            "lerna" if rest.first() == Some(&"run") => {
+                let pos = positional(&["--scope", "--ignore", "--since", "--concurrency"]);
+                if let Some(t) = pos.get(1) {
+                    out.push(t.clone());
+                }
+            }
+            "turbo" => {
+                let pos = positional(&[
+                    "--filter",
+                    "-F",
+                    "--concurrency",
+                    "--cache-dir",
+                    "--output-logs",
+                    "--log-order",
+                ]);
+                let start = usize::from(pos.first().is_some_and(|w| w == "run"));
+                out.extend(pos[start..].iter().cloned());
+            }
+            "nx" => {
+                let mut i = 0;
+                while i < rest.len() {
+                    let w = rest[i];
+                    if let Some(v) = w
+                        .strip_prefix("--target=")
+                        .or_else(|| w.strip_prefix("--targets="))
+                        .or_else(|| w.strip_prefix("-t="))
+                    {
+                        out.extend(v.split(',').map(str::to_string));
+                    } else if matches!(w, "-t" | "--target" | "--targets") {
+                        if let Some(v) = rest.get(i + 1) {
+                            out.extend(v.split(',').map(str::to_string));
+                        }
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// A called script: name, extra arguments, `--if-present`.
 type Call = (String, Vec<String>, bool);
 
@@ -142,6 +353,12 @@ fn called_script(words: &[String], scripts: &[(String, String)]) -> Option<Resul
             "run" | "run-script" if !explicit_run => explicit_run = true,
             "-s" | "--silent" | "--quiet" => {}
             "--if-present" => if_present = true,
+            w if workspace_flag(w) => {
+                return Some(Err(format!(
+                    "`{}` runs a script of other workspace packages (`{w}`)",
+                    words.join(" ")
+                )))
+            }
             w if w.starts_with('-') => {
                 return Some(Err(format!("`{}` runs {pm} with `{w}`", words.join(" "))))
             }
@@ -157,7 +374,24 @@ fn called_script(words: &[String], scripts: &[(String, String)]) -> Option<Resul
         return Some(Err(format!("`{}` runs {pm} itself", words.join(" "))));
     }
     let mut args: Vec<String> = rest[1..].to_vec();
-    if args.first().is_some_and(|a| a == "--") {
+    if let Some(w) = args
+        .iter()
+        .take_while(|a| *a != "--")
+        .find(|a| workspace_flag(a))
+    {
+        return Some(Err(format!(
+            "`{}` runs a script of other workspace packages (`{w}`)",
+            words.join(" ")
+        )));
+    }
+    if pm == "npm" {
+        // npm passes only what follows `--` to the script; anything before
+        // it is npm's own configuration.
+        args = match args.iter().position(|a| a == "--") {
+            Some(p) => args[p + 1..].to_vec(),
+            None => args.into_iter().filter(|a| a == "--if-present").collect(),
+        };
+    } else if args.first().is_some_and(|a| a == "--") {
         args.remove(0);
     }
     if args.iter().any(|a| a == "--if-present") {
@@ -171,7 +405,8 @@ fn called_script(words: &[String], scripts: &[(String, String)]) -> Option<Resul
 /// scripts) inlined. Problems (a call that cannot be inlined) are returned
 /// alongside; the command then keeps that call as written.
 pub fn expand(name: &str, scripts: &[(String, String)], problems: &mut Vec<String>) -> String {
-    expand_depth(name, &[], scripts, problems, 0).unwrap_or_default()
+    let mut stack = Vec::new();
+    expand_depth(name, &[], scripts, problems, &mut stack).unwrap_or_default()
 }
 
 fn lookup<'a>(scripts: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -186,13 +421,23 @@ fn expand_depth(
     args: &[String],
     scripts: &[(String, String)],
     problems: &mut Vec<String>,
-    depth: usize,
+    stack: &mut Vec<String>,
 ) -> Option<String> {
     let body = lookup(scripts, name)?;
-    if depth > 8 {
+    if let Some(at) = stack.iter().position(|s| s == name) {
+        let mut cycle = stack[at..].to_vec();
+        cycle.push(name.to_string());
+        problems.push(format!(
+            "scripts call each other in a cycle: {}",
+            cycle.join(" → ")
+        ));
+        return Some(body.to_string());
+    }
+    if stack.len() > 16 {
         problems.push(format!("scripts call each other too deeply at `{name}`"));
         return Some(body.to_string());
     }
+    stack.push(name.to_string());
     let mut parts = Vec::new();
     for hook in [
         format!("pre{name}"),
@@ -202,7 +447,7 @@ fn expand_depth(
         let Some(cmd) = lookup(scripts, &hook) else {
             continue;
         };
-        let mut part = expand_command(cmd, scripts, problems, depth);
+        let mut part = expand_command(cmd, scripts, problems, stack);
         if hook == name && !args.is_empty() {
             if segments(&part).len() > 1 {
                 part = format!("({part})");
@@ -211,6 +456,7 @@ fn expand_depth(
         }
         parts.push(part);
     }
+    stack.pop();
     Some(parts.join(" && "))
 }
 
@@ -218,14 +464,19 @@ fn expand_command(
     cmd: &str,
     scripts: &[(String, String)],
     problems: &mut Vec<String>,
-    depth: usize,
+    stack: &mut Vec<String>,
 ) -> String {
     let segs = segments(cmd);
-    if segs.len() == 1 && !cmd.contains(['|', '>', '<', '`', '$']) {
+    if segs.len() == 1 && cmd.contains(['|', '>', '<', '`', '$']) {
+        // Redirections, pipes, substitutions: kept as written (inlining a
+        // call inside them could change what they mean).
+        return cmd.trim().to_string();
+    }
+    if segs.len() == 1 {
         let words = split_words(cmd.trim());
         return match called_script(&words, scripts) {
             Some(Ok((called, args, if_present))) => {
-                match expand_depth(&called, &args, scripts, problems, depth + 1) {
+                match expand_depth(&called, &args, scripts, problems, stack) {
                     Some(inner) => inner,
                     None if if_present => "true".to_string(),
                     None => {
@@ -248,7 +499,7 @@ fn expand_command(
     let mut out = String::new();
     let mut rest = cmd;
     for (i, seg) in segs.iter().enumerate() {
-        let expanded = expand_command(seg, scripts, problems, depth);
+        let expanded = expand_command(seg, scripts, problems, stack);
         let needs_group = segments(&expanded).len() > 1;
         if needs_group {
             out.push_str(&format!("({expanded})"));
@@ -276,7 +527,7 @@ fn expand_command(
 pub fn runs(command: &str, tool: &str) -> Vec<Vec<String>> {
     segments(command)
         .into_iter()
-        .map(|s| split_words(s.trim_matches(|c: char| c.is_whitespace() || c == '(' || c == ')')))
+        .map(tool_words)
         .filter(|w| w.first().is_some_and(|t| t == tool))
         .collect()
 }
@@ -308,7 +559,71 @@ mod tests {
         );
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(expand("all", &scripts, &mut problems), "pnpm -r build");
-        assert_eq!(problems, ["`pnpm -r build` runs pnpm with `-r`"]);
+        assert_eq!(
+            problems,
+            ["`pnpm -r build` runs a script of other workspace packages (`-r`)"]
+        );
+    }
+
+    #[test]
+    fn script_cycles_end() {
+        let scripts = s(&[
+            ("build", "npm run build -- --x"),
+            ("a", "pnpm b"),
+            ("b", "yarn a"),
+        ]);
+        let mut problems = vec![];
+        expand("build", &scripts, &mut problems);
+        assert_eq!(
+            problems,
+            ["scripts call each other in a cycle: build → build"]
+        );
+        problems.clear();
+        expand("a", &scripts, &mut problems);
+        assert_eq!(problems, ["scripts call each other in a cycle: a → b → a"]);
+    }
+
+    #[test]
+    fn workspace_orchestration() {
+        let t = |c: &str| orchestrated_tasks(c);
+        assert_eq!(t("pnpm -r build"), ["build"]);
+        assert_eq!(t("pnpm --filter './packages/*' run test"), ["test"]);
+        assert_eq!(t("npm run build --workspaces --if-present"), ["build"]);
+        assert_eq!(
+            t("npm run build -w packages/a && npm run lint -ws"),
+            ["build", "lint"]
+        );
+        assert_eq!(
+            t("yarn workspaces foreach -A --topological run build"),
+            ["build"]
+        );
+        assert_eq!(t("yarn workspaces run test"), ["test"]);
+        assert_eq!(t("lerna run build --stream"), ["build"]);
+        assert_eq!(t("turbo run build lint --filter=web"), ["build", "lint"]);
+        assert_eq!(t("nx run-many -t build,test"), ["build", "test"]);
+        assert!(t("vite build").is_empty());
+        assert!(t("npm run build").is_empty());
+    }
+
+    #[test]
+    fn env_prefixes_are_not_the_tool() {
+        assert_eq!(
+            tool_words("cross-env NODE_ENV=production vite build"),
+            ["vite", "build"]
+        );
+        assert_eq!(tool_words("env A=1 B=2 tsc -b"), ["tsc", "-b"]);
+        assert_eq!(
+            tool_words("NODE_OPTIONS=--max-old-space-size=4096 npx -y tsup"),
+            ["tsup"]
+        );
+        assert_eq!(
+            tool_words("pnpm exec vue-tsc --noEmit"),
+            ["vue-tsc", "--noEmit"]
+        );
+        assert!(modifies_sources("lint:fix", "eslint .").is_some());
+        assert!(modifies_sources("test:update-snapshots", "vitest -u").is_some());
+        assert!(modifies_sources("check", "prettier --check .").is_none());
+        assert!(modifies_sources("lint", "eslint . && prettier --write .").is_some());
     }
 
     #[test]

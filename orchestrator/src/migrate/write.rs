@@ -35,12 +35,15 @@ pub fn run(root: &Path, opts: &Options) -> Result<u8> {
     if opts.dry_run {
         print!("{out}");
     }
+    let targets: usize = plan.created.iter().map(|(_, t)| t.len()).sum();
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
     println!(
-        "vbuild migrate: {} workspace{}, {} package{} with build steps",
+        "vbuild migrate: {} workspace{}, {} with {} ({} writing outputs)",
         plan.manager.name(),
         if plan.turbo { " with turbo.json" } else { "" },
-        plan.created.len(),
-        if plan.created.len() == 1 { "" } else { "s" }
+        plural(plan.created.len(), "package"),
+        plural(targets, "target"),
+        plan.build_steps
     );
     let verb = if opts.dry_run { "would write" } else { "wrote" };
     for f in if opts.dry_run {

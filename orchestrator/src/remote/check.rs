@@ -45,7 +45,7 @@ pub fn check(cfg: &Config) -> Result<u8> {
     let absent = ac_key(
         df,
         "vbuild-check-absent",
-        &Digest::of_bytes(nonce.as_bytes()),
+        Digest::of_bytes(nonce.as_bytes()).as_bytes(),
     );
     match client.get_action_result(&absent, cfg.max_result) {
         Ok(None) => println!("read:            ok (an unknown action reads as a miss)"),
@@ -65,7 +65,7 @@ pub fn check(cfg: &Config) -> Result<u8> {
     let blob_path = dir.path().join("probe");
     std::fs::write(&blob_path, nonce.as_bytes())?;
     let blob = WireDigest::of_bytes(df, nonce.as_bytes());
-    let probe_key = ac_key(df, "vbuild-check", &Digest::of_bytes(b"probe"));
+    let probe_key = ac_key(df, "vbuild-check", Digest::of_bytes(b"probe").as_bytes());
     let write = (|| -> Result<(), RemoteError> {
         client.write_blob(&blob, &blob_path)?;
         let back = fetch_small(&*client, &blob, blob.size)?;

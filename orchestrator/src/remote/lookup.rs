@@ -4,76 +4,88 @@ use super::{
     ac_key, fetch_small, RecordsBlob, Remote, ACTION_TAG, DECLARATIONS_TYPE, MAX_RECORDS_BLOB,
     MAX_REMOTE_RECORDS, RECORDS_FILE, RECORDS_TAG,
 };
-use crate::action::{Ctx, Outcome, State};
-use crate::key::{self, KeyInputs, Record, StaticKey};
+use crate::key::{ActionKey, Record};
 use crate::materialize::Confinement;
-use crate::workspace::Target;
+use crate::workspace::{Target, Workspace};
 use anyhow::Result;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
 use vbuild_store::remote::{self as wire, reapi, RemoteError, WireDigest};
-use vbuild_store::{ActionResult, CacheEntry, Digest, EntryKind, Store, Tree, TreeEntry};
+use vbuild_store::{Digest, EntryKind, Store, Tree, TreeEntry, WeakKey};
 
-/// What a lookup found.
+/// What a remote lookup found.
 #[derive(Default)]
-pub struct Lookup {
-    /// A restored hit.
-    pub outcome: Option<Outcome>,
+pub struct Answer {
+    pub hit: Option<Fetched>,
     /// One line per rejected remote entry (it was treated as a miss).
     pub warnings: Vec<String>,
 }
 
+/// A verified remote entry whose blobs are now in the local store. It is
+/// not in the local action cache yet: the caller (the layered cache) does
+/// that, and restores it.
+pub struct Fetched {
+    /// The record it was found under (confined to this action).
+    pub record: Record,
+    pub tree: Tree,
+    pub stdout: Digest,
+    pub stderr: Digest,
+    pub declarations: serde_json::Value,
+}
+
 impl Remote {
-    /// After a local miss: asks the remote for the action, under every
-    /// record it or the local cache knows (the default record last). A
-    /// hit is verified, stored locally, restored, and returned.
+    /// After a local miss: asks the remote for the action under every
+    /// record it or the local cache knows (the default record last), each
+    /// confined by the action's key first: a remote's record is untrusted.
     pub fn lookup(
         &self,
-        ctx: &Ctx,
+        store: &Store,
+        ws: &Workspace,
         target: &Target,
-        weak: &Digest,
-        fixed: &StaticKey,
-        inputs: &BTreeMap<String, EntryKind>,
-    ) -> Result<Lookup> {
-        let mut found = Lookup::default();
+        key: &ActionKey,
+        local: Vec<Record>,
+    ) -> Result<Answer> {
+        let mut found = Answer::default();
         if !self.shared.health.usable() {
             return Ok(found);
         }
         let df = self.client().digest_fn();
-        let label = target.label.to_string();
-        let mut candidates: Vec<String> = match self.remote_records(weak) {
-            Ok(list) => list,
-            Err(RemoteError::Rejected(e)) => {
-                found
-                    .warnings
-                    .push(format!("remote records rejected: {e}; treated as a miss"));
-                vec![]
+        let mut candidates: Vec<Record> = Vec::new();
+        match self.remote_records(&key.weak) {
+            Ok(list) => {
+                for text in list {
+                    match Record::from_text(&text) {
+                        Ok(r) => candidates.push(r),
+                        Err(_) => found.warnings.push(
+                            "remote records rejected: a record is not valid JSON; treated as a miss"
+                                .into(),
+                        ),
+                    }
+                }
             }
+            Err(RemoteError::Rejected(e)) => found
+                .warnings
+                .push(format!("remote records rejected: {e}; treated as a miss")),
             Err(e) => {
                 self.shared.health.report(&e);
                 return Ok(found);
             }
-        };
-        candidates.extend(ctx.store.action_cache.records(weak)?);
-        let default_record =
-            crate::action::narrowed_record(ctx, target, &vbuild_ipc::Declarations::default());
-        candidates.push(serde_json::to_string(&default_record)?);
+        }
+        candidates.extend(local);
+        candidates.push(key.default_record());
         let mut seen = BTreeSet::new();
-        candidates.retain(|c| seen.insert(c.clone()));
-        for text in candidates {
+        let candidates: Vec<Record> = candidates
+            .into_iter()
+            .map(|r| key.confine(r))
+            .filter(|r| seen.insert(r.to_text()))
+            .collect();
+        for record in candidates {
             if !self.shared.health.usable() {
                 break;
             }
-            let Ok(record) = serde_json::from_str::<Record>(&text) else {
-                found.warnings.push(
-                    "remote records rejected: a record is not valid JSON; treated as a miss".into(),
-                );
-                continue;
-            };
-            let strong = key::strong_key(weak, &record, inputs, ctx);
-            let ac = ac_key(df, ACTION_TAG, &strong);
+            let strong = key.strong(&record);
+            let ac = ac_key(df, ACTION_TAG, strong.as_bytes());
             let result = match self
                 .client()
                 .get_action_result(&ac, self.shared.cfg.max_result)
@@ -91,31 +103,16 @@ impl Remote {
                     return Ok(found);
                 }
             };
-            let start = Instant::now();
-            match self.fetch_entry(ctx, target, inputs, &result) {
-                Ok(local) => {
-                    // Into the local cache first: the next run hits locally.
-                    let explain = KeyInputs {
-                        fixed: fixed.clone(),
-                        inputs: inputs.clone(),
-                        env_values: key::env_values(&record, ctx),
-                        record: record.clone(),
-                    };
-                    ctx.store.action_cache.put(&CacheEntry {
-                        weak_key: *weak,
-                        strong_key: strong,
-                        record: text.clone(),
-                        workspace: ctx.ws.name().to_string(),
-                        label: label.clone(),
-                        explain: ctx.store.cas.put_bytes(&serde_json::to_vec(&explain)?)?,
-                        result: local.clone(),
-                    })?;
-                    let mut outcome = crate::action::restore(ctx, target, inputs, &local)?;
-                    outcome.state = State::RemoteHit;
-                    outcome.key = Some(strong);
-                    outcome.duration = start.elapsed();
+            match self.fetch_entry(store, ws, target, &key.inputs, &result) {
+                Ok((tree, stdout, stderr, declarations)) => {
                     self.shared.stats.hits.fetch_add(1, Ordering::SeqCst);
-                    found.outcome = Some(outcome);
+                    found.hit = Some(Fetched {
+                        record,
+                        tree,
+                        stdout,
+                        stderr,
+                        declarations,
+                    });
                     return Ok(found);
                 }
                 Err(RemoteError::Rejected(e)) => found
@@ -131,9 +128,9 @@ impl Remote {
     }
 
     /// The records list stored under the weak key (empty when none).
-    fn remote_records(&self, weak: &Digest) -> Result<Vec<String>, RemoteError> {
+    fn remote_records(&self, weak: &WeakKey) -> Result<Vec<String>, RemoteError> {
         let df = self.client().digest_fn();
-        let key = ac_key(df, RECORDS_TAG, weak);
+        let key = ac_key(df, RECORDS_TAG, weak.as_bytes());
         let Some(result) = self.client().get_action_result(&key, MAX_RECORDS_BLOB)? else {
             return Ok(vec![]);
         };
@@ -157,18 +154,19 @@ impl Remote {
 
     /// Checks a remote `ActionResult` against the target, downloads and
     /// verifies every blob it names, and only then puts them into the
-    /// local store. Returns the local `ActionResult`. On any rejection the
-    /// store and the workspace are left as they were.
+    /// local store. Returns the tree, the logs' local digests and the
+    /// declarations. On any rejection the store is left as it was.
     // `output_file_symlinks` and `output_directory_symlinks` are deprecated
     // in REAPI v2.1 but older servers and clients still send them.
     #[allow(deprecated)]
     fn fetch_entry(
         &self,
-        ctx: &Ctx,
+        store: &Store,
+        ws: &Workspace,
         target: &Target,
         inputs: &BTreeMap<String, EntryKind>,
         result: &reapi::ActionResult,
-    ) -> Result<ActionResult, RemoteError> {
+    ) -> Result<(Tree, Digest, Digest, serde_json::Value), RemoteError> {
         let reject = RemoteError::Rejected;
         let cfg = &self.shared.cfg;
         if result.exit_code != 0 {
@@ -182,7 +180,7 @@ impl Remote {
                 "it has output directories; vbuild stores files and symlinks only".into(),
             ));
         }
-        let outs = Confinement::new(ctx.ws, target).map_err(reject)?;
+        let outs = Confinement::new(ws, target).map_err(reject)?;
         let is_input = |p: &str| inputs.contains_key(p);
         let mut files: Vec<(String, WireDigest, bool)> = Vec::new();
         for f in &result.output_files {
@@ -246,7 +244,7 @@ impl Remote {
         let probe = Tree::new(probe).map_err(|e| reject(e.to_string()))?;
         // Symlinks are followed through each other (a chain of links that
         // each stay inside may still lead out).
-        outs.check_tree(&ctx.ws.root, &probe, &is_input)
+        outs.check_tree(&ws.root, &probe, &is_input)
             .map_err(reject)?;
 
         let mut wanted: BTreeSet<WireDigest> = files.iter().map(|(_, d, _)| *d).collect();
@@ -256,13 +254,13 @@ impl Remote {
             }
         }
         let wanted: Vec<WireDigest> = wanted.into_iter().collect();
-        let pending = self.download_all(ctx.store, &wanted)?;
+        let pending = self.download_all(store, &wanted)?;
         // Every blob verified: now, and only now, into the store.
         let mut local: HashMap<WireDigest, Digest> = HashMap::new();
         for (w, p) in wanted.iter().zip(pending) {
             let fetched = p.is_fetched();
             let d = p
-                .commit(ctx.store)
+                .commit(store)
                 .map_err(|e| RemoteError::Unavailable(format!("local store: {e}")))?;
             if fetched {
                 let s = &self.shared.stats;
@@ -292,7 +290,7 @@ impl Remote {
         let log_digest = |l: &Log| -> Result<Digest, RemoteError> {
             match l {
                 Log::Blob(w) => Ok(local[w]),
-                Log::Raw(bytes) => ctx.store.cas.put_bytes(bytes).map_err(store_err),
+                Log::Raw(bytes) => store.cas.put_bytes(bytes).map_err(store_err),
             }
         };
         let declarations = result
@@ -305,18 +303,12 @@ impl Remote {
             })
             .and_then(|a| serde_json::from_slice(&a.value).ok())
             .unwrap_or(serde_json::Value::Null);
-        Ok(ActionResult {
-            output_tree: ctx
-                .store
-                .cas
-                .put_bytes(&tree.to_canonical_bytes())
-                .map_err(store_err)?,
-            stdout: log_digest(&stdout)?,
-            stderr: log_digest(&stderr)?,
-            exit_code: 0,
+        Ok((
+            tree,
+            log_digest(&stdout)?,
+            log_digest(&stderr)?,
             declarations,
-            duration_ms: 0,
-        })
+        ))
     }
 
     /// Downloads blobs with bounded parallelism; all verified or an error.

@@ -38,7 +38,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use vbuild_schema::RemoteMode;
 use vbuild_store::remote::{self as wire, DigestFn, RemoteCache, RemoteError, VecSink, WireDigest};
-use vbuild_store::Digest;
 
 /// Largest records list accepted from a remote.
 const MAX_RECORDS_BLOB: u64 = 1 << 20;
@@ -160,11 +159,11 @@ struct RecordsBlob {
 }
 
 /// The action cache key of a vbuild key (strong or weak) under `tag`.
-fn ac_key(df: DigestFn, tag: &str, key: &Digest) -> WireDigest {
+fn ac_key(df: DigestFn, tag: &str, key: &[u8; 32]) -> WireDigest {
     let mut preimage = Vec::with_capacity(tag.len() + 33);
     preimage.extend_from_slice(tag.as_bytes());
     preimage.push(0);
-    preimage.extend_from_slice(key.as_bytes());
+    preimage.extend_from_slice(key);
     WireDigest::of_bytes(df, &preimage)
 }
 
@@ -202,10 +201,11 @@ fn fetch_small(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vbuild_store::Digest;
 
     #[test]
     fn ac_keys_differ_by_tag_and_function() {
-        let k = Digest::of_bytes(b"k");
+        let k = *Digest::of_bytes(b"k").as_bytes();
         assert_ne!(
             ac_key(DigestFn::Sha256, ACTION_TAG, &k),
             ac_key(DigestFn::Sha256, RECORDS_TAG, &k)

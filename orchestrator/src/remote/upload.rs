@@ -11,12 +11,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Mutex};
 use vbuild_schema::RemoteMode;
 use vbuild_store::remote::{self as wire, reapi, RemoteError, WireDigest};
-use vbuild_store::{ActionResult, Digest, EntryKind, Store, Tree};
+use vbuild_store::{ActionResult, Digest, EntryKind, Store, StrongKey, Tree, WeakKey};
 
 /// One action's result to upload.
 pub struct Upload {
-    pub weak: Digest,
-    pub strong: Digest,
+    pub weak: WeakKey,
+    pub strong: StrongKey,
     pub record: String,
     pub tree: Arc<Tree>,
     pub result: ActionResult,
@@ -108,7 +108,7 @@ fn upload(shared: &Shared, store: &Store, job: &Upload) -> Result<(), RemoteErro
         }),
         ..Default::default()
     };
-    client.update_action_result(&ac_key(df, ACTION_TAG, &job.strong), &result)?;
+    client.update_action_result(&ac_key(df, ACTION_TAG, job.strong.as_bytes()), &result)?;
     shared.stats.uploaded_results.fetch_add(1, Ordering::SeqCst);
     publish_record(shared, store, &job.weak, &job.record)
 }
@@ -155,12 +155,12 @@ fn send_blobs(
 fn publish_record(
     shared: &Shared,
     store: &Store,
-    weak: &Digest,
+    weak: &WeakKey,
     record: &str,
 ) -> Result<(), RemoteError> {
     let client = &*shared.client;
     let df = client.digest_fn();
-    let key = ac_key(df, RECORDS_TAG, weak);
+    let key = ac_key(df, RECORDS_TAG, weak.as_bytes());
     let mut records = match client.get_action_result(&key, MAX_RECORDS_BLOB) {
         Ok(Some(r)) => r
             .output_files

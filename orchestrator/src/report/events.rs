@@ -98,7 +98,7 @@ impl ActionRecord {
             state,
             source,
             reason,
-            key: outcome.key.map(|k| k.to_hex()),
+            key: outcome.key.clone(),
             duration_ms: outcome.duration.as_millis() as u64,
             bytes_restored,
             warnings: outcome.warnings.clone(),

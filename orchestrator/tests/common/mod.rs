@@ -107,6 +107,15 @@ impl Ws {
         self.dir.path()
     }
 
+    /// What the action cache scopes this workspace's entries by: its root.
+    pub fn scope(&self) -> String {
+        self.root()
+            .canonicalize()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
@@ -209,9 +218,10 @@ pub fn forge_tree(
 ) {
     use vbuild_store::{CacheEntry, Store, Tree};
     let store = Store::open(&ws.cache).unwrap();
+    let scope = ws.scope();
     let last = store
         .action_cache
-        .last_run("test", label)
+        .last_run(&scope, label)
         .unwrap()
         .unwrap_or_else(|| panic!("no cache entry for {label}"));
     let bytes = store.cas.read_verified(&last.result.output_tree).unwrap();
@@ -231,7 +241,7 @@ pub fn forge_tree(
             weak_key: last.weak_key,
             strong_key: last.strong_key,
             record,
-            workspace: "test".into(),
+            workspace: scope,
             label: label.into(),
             explain: last.explain,
             result,

@@ -5,6 +5,14 @@ fn d(s: &str) -> Digest {
     Digest::of_bytes(s.as_bytes())
 }
 
+fn wk(s: &str) -> WeakKey {
+    WeakKey(d(s))
+}
+
+fn sk(s: &str) -> StrongKey {
+    StrongKey(d(s))
+}
+
 fn result(tag: &str) -> ActionResult {
     ActionResult {
         output_tree: d(&format!("{tag}-tree")),
@@ -18,8 +26,8 @@ fn result(tag: &str) -> ActionResult {
 
 fn entry(ws: &str, label: &str, weak: &str, strong: &str, record: &str) -> CacheEntry {
     CacheEntry {
-        weak_key: d(weak),
-        strong_key: d(strong),
+        weak_key: wk(weak),
+        strong_key: sk(strong),
         record: record.into(),
         workspace: ws.into(),
         label: label.into(),
@@ -64,32 +72,32 @@ fn open_sets_wal_and_schema_version() {
 fn put_get_records_last_run() {
     let dir = tempfile::tempdir().unwrap();
     let cache = open_in(dir.path());
-    assert_eq!(cache.get(&d("s1")).unwrap(), None);
-    assert!(cache.records(&d("w")).unwrap().is_empty());
+    assert_eq!(cache.get(&sk("s1")).unwrap(), None);
+    assert!(cache.records(&wk("w")).unwrap().is_empty());
     assert!(cache.last_run("ws", "//a:b").unwrap().is_none());
 
     cache.put(&entry("ws", "//a:b", "w", "s1", "rec1")).unwrap();
-    assert_eq!(cache.get(&d("s1")).unwrap(), Some(result("s1")));
-    assert_eq!(cache.records(&d("w")).unwrap(), ["rec1"]);
+    assert_eq!(cache.get(&sk("s1")).unwrap(), Some(result("s1")));
+    assert_eq!(cache.records(&wk("w")).unwrap(), ["rec1"]);
     let last = cache.last_run("ws", "//a:b").unwrap().unwrap();
     assert_eq!(
         (last.weak_key, last.strong_key, last.explain),
-        (d("w"), d("s1"), d("s1-explain"))
+        (wk("w"), sk("s1"), d("s1-explain"))
     );
     assert_eq!(last.result, result("s1"));
 
     // A second record under the same weak key; most recently used first.
     cache.put(&entry("ws", "//a:b", "w", "s2", "rec2")).unwrap();
-    assert_eq!(cache.records(&d("w")).unwrap(), ["rec2", "rec1"]);
+    assert_eq!(cache.records(&wk("w")).unwrap(), ["rec2", "rec1"]);
     assert_eq!(
         cache.last_run("ws", "//a:b").unwrap().unwrap().strong_key,
-        d("s2")
+        sk("s2")
     );
     // Re-putting rec1 bumps it back to the front, without duplicating it.
     cache.put(&entry("ws", "//a:b", "w", "s1", "rec1")).unwrap();
-    assert_eq!(cache.records(&d("w")).unwrap(), ["rec1", "rec2"]);
-    cache.touch_record(&d("w"), "rec2").unwrap();
-    assert_eq!(cache.records(&d("w")).unwrap(), ["rec2", "rec1"]);
+    assert_eq!(cache.records(&wk("w")).unwrap(), ["rec1", "rec2"]);
+    cache.touch_record(&wk("w"), "rec2").unwrap();
+    assert_eq!(cache.records(&wk("w")).unwrap(), ["rec2", "rec1"]);
     assert_eq!(cache.entry_count().unwrap(), 2);
 
     // Replacing an existing strong key updates its result in place.
@@ -97,7 +105,7 @@ fn put_get_records_last_run() {
     e.result.exit_code = 0;
     e.result.duration_ms = 7;
     cache.put(&e).unwrap();
-    assert_eq!(cache.get(&d("s1")).unwrap().unwrap().duration_ms, 7);
+    assert_eq!(cache.get(&sk("s1")).unwrap().unwrap().duration_ms, 7);
     assert_eq!(cache.entry_count().unwrap(), 2);
 }
 
@@ -107,14 +115,14 @@ fn remove_drops_entry_and_last_pointer() {
     let cache = open_in(dir.path());
     cache.put(&entry("ws", "//a", "w", "s1", "r")).unwrap();
     cache.put(&entry("ws", "//b", "w2", "s2", "r")).unwrap();
-    cache.remove(&d("s1")).unwrap();
-    assert_eq!(cache.get(&d("s1")).unwrap(), None);
+    cache.remove(&sk("s1")).unwrap();
+    assert_eq!(cache.get(&sk("s1")).unwrap(), None);
     assert!(cache.last_run("ws", "//a").unwrap().is_none());
     assert!(cache.last_run("ws", "//b").unwrap().is_some());
     assert_eq!(cache.entry_count().unwrap(), 1);
     // Records survive: they still say what the tool reads.
-    assert_eq!(cache.records(&d("w")).unwrap(), ["r"]);
-    cache.remove(&d("never-stored")).unwrap();
+    assert_eq!(cache.records(&wk("w")).unwrap(), ["r"]);
+    cache.remove(&sk("never-stored")).unwrap();
 }
 
 #[test]
@@ -136,19 +144,54 @@ fn clear_workspace_keeps_shared_records() {
 
     assert_eq!(cache.clear_workspace("one").unwrap(), 2);
     assert_eq!(cache.entry_count().unwrap(), 2);
-    assert_eq!(cache.get(&d("s1")).unwrap(), None);
-    assert_eq!(cache.get(&d("s2")).unwrap(), None);
+    assert_eq!(cache.get(&sk("s1")).unwrap(), None);
+    assert_eq!(cache.get(&sk("s2")).unwrap(), None);
     assert!(cache.last_run("one", "//a").unwrap().is_none());
     assert!(cache.last_run("one", "//b").unwrap().is_none());
     // w-one has no entry left: its records go. w-shared still has one in "two".
-    assert!(cache.records(&d("w-one")).unwrap().is_empty());
-    assert_eq!(cache.records(&d("w-shared")).unwrap(), ["r3", "r1"]);
+    assert!(cache.records(&wk("w-one")).unwrap().is_empty());
+    assert_eq!(cache.records(&wk("w-shared")).unwrap(), ["r3", "r1"]);
     assert!(cache.last_run("two", "//a").unwrap().is_some());
 
     assert_eq!(cache.clear_workspace("two").unwrap(), 2);
     assert_eq!(cache.entry_count().unwrap(), 0);
-    assert!(cache.records(&d("w-shared")).unwrap().is_empty());
+    assert!(cache.records(&wk("w-shared")).unwrap().is_empty());
     assert_eq!(cache.clear_workspace("nobody").unwrap(), 0);
+}
+
+#[test]
+fn clear_keeps_entries_another_scope_owns() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open_in(dir.path());
+    // The same action built in a workspace and in its copy at another path.
+    cache.put(&entry("/ws/one", "//a", "w", "s", "r")).unwrap();
+    cache
+        .put(&entry("/copy/one", "//a", "w", "s", "r"))
+        .unwrap();
+    cache
+        .put(&entry("/ws/one", "//b", "w2", "s2", "r"))
+        .unwrap();
+    assert_eq!(cache.clear_workspace("/ws/one").unwrap(), 1);
+    assert!(cache.get(&sk("s")).unwrap().is_some());
+    assert!(cache.get(&sk("s2")).unwrap().is_none());
+    assert!(cache.last_run("/ws/one", "//a").unwrap().is_none());
+    assert!(cache.last_run("/copy/one", "//a").unwrap().is_some());
+    assert_eq!(cache.records(&wk("w")).unwrap(), ["r"]);
+    assert!(cache.records(&wk("w2")).unwrap().is_empty());
+    assert_eq!(cache.clear_workspace("/copy/one").unwrap(), 1);
+    assert_eq!(cache.entry_count().unwrap(), 0);
+}
+
+#[test]
+fn damaged_database_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache.db");
+    std::fs::write(&path, vec![b'x'; 8192]).unwrap();
+    let err = ActionCache::open(&path).err().expect("garbage is refused");
+    assert!(matches!(err, StoreError::Damaged { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(text.contains("rm "), "{text}");
 }
 
 #[test]
@@ -161,7 +204,7 @@ fn records_are_capped_per_weak_key() {
             .put(&entry("ws", "//a", "w", &format!("s{i}"), &format!("r{i}")))
             .unwrap();
     }
-    let recs = cache.records(&d("w")).unwrap();
+    let recs = cache.records(&wk("w")).unwrap();
     assert_eq!(recs.len() as i64, MAX_RECORDS_PER_WEAK_KEY);
     assert_eq!(recs[0], format!("r{}", n - 1));
     assert!(!recs.contains(&"r0".to_string()));
@@ -203,7 +246,7 @@ fn corrupt_result_json_is_reported() {
         .conn()
         .execute("UPDATE entries SET result = '{not json'", [])
         .unwrap();
-    assert!(matches!(cache.get(&d("s")), Err(StoreError::Corrupt(_))));
+    assert!(matches!(cache.get(&sk("s")), Err(StoreError::Corrupt(_))));
     assert!(matches!(
         cache.last_run("ws", "//a"),
         Err(StoreError::Corrupt(_))
@@ -250,7 +293,7 @@ fn concurrent_writers_on_two_connections() {
     let cache = ActionCache::open(&path).unwrap();
     assert_eq!(cache.entry_count().unwrap(), 2 * PER_THREAD as u64);
     assert_eq!(
-        cache.records(&d("w")).unwrap().len() as i64,
+        cache.records(&wk("w")).unwrap().len() as i64,
         MAX_RECORDS_PER_WEAK_KEY
     );
     assert_eq!(cache.load_stat_cache("/ws0/").unwrap().len(), PER_THREAD);
@@ -399,5 +442,5 @@ fn concurrent_processes() {
     }
     let cache = ActionCache::open(&db).unwrap();
     assert_eq!(cache.entry_count().unwrap(), 300);
-    assert_eq!(cache.records(&d("w7")).unwrap().len(), 3);
+    assert_eq!(cache.records(&wk("w7")).unwrap().len(), 3);
 }
