@@ -253,7 +253,7 @@ fn profile_is_a_chrome_trace_with_the_phases() {
         .filter(|e| e["ph"] == "X")
         .map(|e| e["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["resolve", "materialize", "lookup"]);
+    assert_eq!(names, ["resolve", "lookup", "materialize"]);
 }
 
 /// Waits until `path` exists (an action has started).
