@@ -16,7 +16,9 @@ import { getEnv, getEnvs, ignoreInput, ignoreOutput } from "@voidzero-dev/vite-t
 
 // Files whose contents only matter if Vite loaded them (they show up in the
 // module graph). Every other staged file (package.json, tsconfig.json, .env,
-// public/, lockfiles...) is always reported as used.
+// public/, lockfiles...) is always reported as used. vbuild itself lets a
+// report narrow only the target's own sources: files of other packages
+// (shared configs) always count.
 const MODULE_EXTS = new Set([
   ".js", ".mjs", ".cjs", ".jsx", ".ts", ".mts", ".cts", ".tsx",
   ".vue", ".svelte", ".astro", ".css", ".scss", ".sass", ".less", ".styl", ".stylus",
@@ -98,12 +100,19 @@ export default function vbuild(options = {}) {
           used.add(file);
         }
       }
+      // A module file is reported unused only beside a file the bundle
+      // reached (an unimported sibling in src/). Elsewhere it may have been
+      // read while the config loaded (a helper it required at runtime, a
+      // postcss or tailwind config), which the module graph does not show.
+      const graphDirs = new Set([...used].map((f) => path.dirname(f)));
       for (const dep of resolved.configFileDependencies ?? []) {
         if (isInside(wsRoot, dep)) used.add(dep);
       }
       if (resolved.configFile) used.add(resolved.configFile);
       for (const file of walk(wsRoot)) {
-        if (!MODULE_EXTS.has(path.extname(file))) used.add(file);
+        if (!MODULE_EXTS.has(path.extname(file)) || !graphDirs.has(path.dirname(file))) {
+          used.add(file);
+        }
       }
       runner()?.reportUsedInputs?.([...used].sort());
     },

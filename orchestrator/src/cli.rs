@@ -90,9 +90,17 @@ pub enum RemoteModeArg {
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// Labels or patterns: //app:build, :build, //..., //pkg/...
-    #[arg(required = true)]
+    /// Labels or patterns: //app:build, :build, //..., //pkg/..., or a
+    /// target name in every package: build (= //...:build)
+    #[arg(required_unless_present = "since")]
     pub patterns: Vec<String>,
+    /// Only targets of packages with files changed since this git ref
+    /// (committed or not), and their dependents (default pattern //...).
+    #[arg(long, value_name = "REF")]
+    pub since: Option<String>,
+    /// After `--`: extra arguments for the one target named (part of its key).
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<String>,
     /// Actions to run at once (default: twice the number of cores).
     #[arg(short = 'j', long = "jobs")]
     pub jobs: Option<usize>,

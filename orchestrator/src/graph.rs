@@ -45,23 +45,27 @@ pub fn find_cycle(targets: &[Target]) -> Option<Vec<usize>> {
 /// topological order (deps first) that is deterministic: among ready
 /// targets, label order.
 pub fn select(ws: &Workspace, patterns: &[Pattern]) -> Result<Vec<usize>, String> {
+    select_where(ws, patterns, |_| true)
+}
+
+/// Like [`select`], keeping only matched targets for which `keep` holds
+/// (their deps are still added).
+pub fn select_where(
+    ws: &Workspace,
+    patterns: &[Pattern],
+    keep: impl Fn(usize) -> bool,
+) -> Result<Vec<usize>, String> {
     let mut wanted = vec![false; ws.targets.len()];
     for pattern in patterns {
         let mut any = false;
         for (i, t) in ws.targets.iter().enumerate() {
             if pattern.matches(&t.label) {
-                wanted[i] = true;
+                wanted[i] = keep(i);
                 any = true;
             }
         }
         if !any {
-            return Err(match pattern {
-                Pattern::Target(l) => {
-                    format!("no target {l} in the workspace; `vbuild query //...` lists them")
-                }
-                Pattern::Package(p) => format!("package //{p} has no targets"),
-                Pattern::Recursive(p) => format!("no targets under //{p}"),
-            });
+            return Err(no_match(ws, pattern));
         }
     }
     let mut stack: Vec<usize> = (0..wanted.len()).filter(|&i| wanted[i]).collect();
@@ -98,4 +102,147 @@ fn topo_order(ws: &Workspace, wanted: &[bool]) -> Vec<usize> {
         }
     }
     order
+}
+
+/// Why a pattern matched nothing, with the closest label when there is one
+/// (`did you mean //app:build?`).
+fn no_match(ws: &Workspace, pattern: &Pattern) -> String {
+    let closest = |wanted: &str, candidates: &mut dyn Iterator<Item = String>| {
+        candidates
+            .map(|c| (edit_distance(wanted, &c), c))
+            .filter(|(d, c)| *d <= 2.max(c.len() / 4))
+            .min()
+            .map(|(_, c)| c)
+    };
+    let hint = |found: Option<String>| match found {
+        Some(l) => format!("; did you mean {l}?"),
+        None => "; `vbuild query //...` lists them".to_string(),
+    };
+    match pattern {
+        Pattern::Target(l) => {
+            let found = closest(
+                &l.to_string(),
+                &mut ws.targets.iter().map(|t| t.label.to_string()),
+            );
+            format!("no target {l} in the workspace{}", hint(found))
+        }
+        Pattern::Package(p) => {
+            let found = closest(p, &mut ws.packages.iter().cloned()).map(|p| format!("//{p}:all"));
+            format!("package //{p} has no targets{}", hint(found))
+        }
+        Pattern::Recursive(p) => format!("no targets under //{p}{}", hint(None)),
+        Pattern::Named { prefix, name } => {
+            let mut names: Vec<String> = ws.targets.iter().map(|t| t.label.name.clone()).collect();
+            names.sort();
+            names.dedup();
+            let found = closest(name, &mut names.into_iter());
+            let place = if prefix.is_empty() {
+                "in any package".to_string()
+            } else {
+                format!("under //{prefix}")
+            };
+            format!("no target named {name} {place}{}", hint(found))
+        }
+    }
+}
+
+/// Levenshtein distance over chars.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// Targets whose package holds a file changed since `base` (committed,
+/// staged, unstaged or untracked), plus every target depending on them.
+/// A change to vbuild.toml, a lockfile or a workspace input affects all.
+pub fn changed_since(ws: &Workspace, base: &str) -> Result<Vec<bool>, String> {
+    let git = |args: &[&str]| -> Result<String, String> {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&ws.root)
+            .args(args)
+            .output()
+            .map_err(|e| format!("--since needs git: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "--since {base}: git {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let mut files: Vec<String> = Vec::new();
+    for args in [
+        &[
+            "diff",
+            "--name-only",
+            "--relative",
+            "--no-renames",
+            base,
+            "--",
+        ][..],
+        &["ls-files", "--others", "--exclude-standard"][..],
+    ] {
+        files.extend(git(args)?.lines().map(str::to_string));
+    }
+    let mut affected = vec![false; ws.targets.len()];
+    let mut packages = std::collections::BTreeSet::new();
+    let mut all = false;
+    for f in &files {
+        let name = f.rsplit('/').next().unwrap_or(f);
+        let global = f == crate::workspace::WORKSPACE_FILE
+            || matches!(
+                name,
+                "pnpm-lock.yaml" | "package-lock.json" | "yarn.lock" | "bun.lock" | "bun.lockb"
+            ) && !f.contains('/')
+            || ws.inputs.matcher.matches(f);
+        if global {
+            all = true;
+            break;
+        }
+        let owner = ws
+            .packages
+            .iter()
+            .filter(|p| p.is_empty() || f.starts_with(&format!("{p}/")))
+            .max_by_key(|p| p.len());
+        if let Some(p) = owner {
+            packages.insert(p.clone());
+        }
+    }
+    for (i, t) in ws.targets.iter().enumerate() {
+        affected[i] = all || packages.contains(&t.label.package);
+    }
+    // Dependents, to a fixed point (targets are few; deps lists short).
+    let mut grew = !all;
+    while grew {
+        grew = false;
+        for (i, t) in ws.targets.iter().enumerate() {
+            if !affected[i] && t.deps.iter().any(|&d| affected[d]) {
+                affected[i] = true;
+                grew = true;
+            }
+        }
+    }
+    Ok(affected)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn edit_distance() {
+        assert_eq!(super::edit_distance("//app:biuld", "//app:build"), 2);
+        assert_eq!(super::edit_distance("build", "build"), 0);
+        assert_eq!(super::edit_distance("", "ab"), 2);
+    }
 }

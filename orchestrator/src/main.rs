@@ -60,6 +60,8 @@ struct Session {
     ws: Workspace,
     /// The package the user stands in (for `:target` labels).
     current: Option<String>,
+    /// `--since REF`: the targets a run may select (by index).
+    only: Option<Vec<bool>>,
 }
 
 fn load(dir: &Option<PathBuf>) -> Result<Session> {
@@ -130,7 +132,14 @@ fn load_with<T>(
     let started = start(&root);
     let ws = Workspace::load(&root).map_err(anyhow::Error::new)?;
     let current = workspace::package_of(&ws.root, &cwd);
-    Ok((Session { ws, current }, started))
+    Ok((
+        Session {
+            ws,
+            current,
+            only: None,
+        },
+        started,
+    ))
 }
 
 fn open_store() -> Result<Store> {
@@ -149,8 +158,21 @@ fn parse_patterns(s: &Session, texts: &[String]) -> Result<Vec<Pattern>> {
 fn real_main(cli: Cli) -> Result<u8> {
     match cli.command {
         Cmd::Run(args) => {
-            let (session, opened) = load_with_store(&cli.dir)?;
-            let patterns = parse_patterns(&session, &args.patterns)?;
+            let (mut session, opened) = load_with_store(&cli.dir)?;
+            let texts = if args.patterns.is_empty() {
+                vec!["//...".to_string()]
+            } else {
+                args.patterns.clone()
+            };
+            let patterns = parse_patterns(&session, &texts)?;
+            session.ws.check_broken(Some(&patterns))?;
+            if let Some(base) = &args.since {
+                session.only =
+                    Some(graph::changed_since(&session.ws, base).map_err(anyhow::Error::msg)?);
+            }
+            if !args.args.is_empty() {
+                append_args(&mut session.ws, &patterns, &args.args)?;
+            }
             let opts = action::RunOptions {
                 jobs: args.jobs.unwrap_or_else(default_jobs),
                 keep_going: args.keep_going,
@@ -171,6 +193,7 @@ fn real_main(cli: Cli) -> Result<u8> {
             if !matches!(patterns[0], Pattern::Target(_)) {
                 bail!("`vbuild why` takes one target label, not a pattern");
             }
+            session.ws.check_broken(Some(&patterns))?;
             let opts = action::RunOptions {
                 jobs: 1,
                 dry_run: true,
@@ -190,6 +213,9 @@ fn real_main(cli: Cli) -> Result<u8> {
                 patterns
             };
             let patterns = parse_patterns(&session, &texts)?;
+            // Listing needs no package: errors are warnings, and the
+            // targets of broken packages are not listed.
+            session.ws.check_broken(None)?;
             for t in &session.ws.targets {
                 if patterns.iter().any(|p| p.matches(&t.label)) {
                     println!("{}", t.label);
@@ -199,6 +225,7 @@ fn real_main(cli: Cli) -> Result<u8> {
         }
         Cmd::Clean => {
             let session = load(&cli.dir)?;
+            session.ws.check_broken(None)?;
             let store = open_store()?;
             let removed = store
                 .action_cache
@@ -221,6 +248,7 @@ fn real_main(cli: Cli) -> Result<u8> {
             command: RemoteCmd::Check(args),
         } => {
             let session = load(&cli.dir)?;
+            session.ws.check_broken(None)?;
             let env = std::env::vars().collect();
             match remote::resolve(&session.ws, &remote_overrides(&args), &env)? {
                 Some(cfg) => remote::check(&cfg),
@@ -244,6 +272,38 @@ fn real_main(cli: Cli) -> Result<u8> {
         Cmd::Store {
             command: StoreCmd::Verify { repair },
         } => store_verify(repair),
+    }
+}
+
+/// `vbuild run //app:build -- --flag`: the arguments go to that one
+/// target's command (and so into its key); its deps are unchanged.
+fn append_args(ws: &mut Workspace, patterns: &[Pattern], extra: &[String]) -> Result<()> {
+    let [Pattern::Target(label)] = patterns else {
+        bail!("arguments after `--` go to one target: name exactly one label, e.g. `vbuild run //app:build -- --mode staging`");
+    };
+    let Some(t) = ws.targets.iter_mut().find(|t| t.label == *label) else {
+        return Ok(()); // selection reports the unknown label
+    };
+    match t.argv.as_slice() {
+        [sh, c, _] if sh == "/bin/sh" && c == "-c" => {
+            // A shell command: quoted words appended to the script.
+            let quoted: Vec<String> = extra.iter().map(|a| shell_quote(a)).collect();
+            let script = format!("{} {}", t.argv[2], quoted.join(" "));
+            t.argv[2] = script;
+        }
+        _ => t.argv.extend(extra.iter().cloned()),
+    }
+    Ok(())
+}
+
+fn shell_quote(a: &str) -> String {
+    if !a.is_empty()
+        && a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_=./:@%+,".contains(c))
+    {
+        a.to_string()
+    } else {
+        format!("'{}'", a.replace('\'', "'\\''"))
     }
 }
 
@@ -402,7 +462,15 @@ fn build(
     remote_args: &RemoteArgs,
 ) -> Result<u8> {
     let ws = &session.ws;
-    let order = graph::select(ws, patterns).map_err(anyhow::Error::msg)?;
+    let order = match &session.only {
+        Some(keep) => graph::select_where(ws, patterns, |i| keep[i]),
+        None => graph::select(ws, patterns),
+    }
+    .map_err(anyhow::Error::msg)?;
+    if order.is_empty() {
+        eprintln!("vbuild: nothing changed since the given ref touches the selected targets");
+        return Ok(0);
+    }
     let (store, stat_cache) = opened?;
     let (opts_sandbox, strict) = (opts.sandbox, opts.strict);
     let secret_patterns: Vec<String> = DEFAULT_SECRETS

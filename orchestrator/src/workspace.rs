@@ -53,6 +53,84 @@ pub struct Workspace {
     pub exclude: globset::GlobSet,
     /// `[workspace] inputs`: staged for every action.
     pub inputs: WorkspaceInputs,
+    /// Packages whose BUILD.toml has errors; their targets, and every
+    /// target depending on one, are left out of `targets`.
+    pub broken: Vec<Broken>,
+    /// The targets left out, with the broken packages each one needs.
+    pub skipped: Vec<(Label, Vec<String>)>,
+}
+
+/// A package whose BUILD.toml did not load.
+#[derive(Debug)]
+pub struct Broken {
+    pub package: String,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Leaves out the targets of broken packages and, transitively, every
+/// target depending on one; renumbers the deps of the rest.
+fn drop_broken(
+    slots: Vec<Option<Target>>,
+    labels: Vec<Label>,
+    broken: &BTreeMap<String, Vec<Diagnostic>>,
+    into_unparsed: &HashMap<Label, Vec<String>>,
+) -> (Vec<Target>, Vec<(Label, Vec<String>)>) {
+    let n = slots.len();
+    let mut needs: Vec<Option<Vec<String>>> = labels
+        .iter()
+        .map(|l| match broken.contains_key(&l.package) {
+            true => Some(vec![l.package.clone()]),
+            false => into_unparsed.get(l).cloned(),
+        })
+        .collect();
+    // Indexes follow label order, not dependency order: iterate to a
+    // fixpoint.
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for i in 0..n {
+            let Some(t) = &slots[i] else { continue };
+            let mut add: Vec<String> = t
+                .deps
+                .iter()
+                .filter_map(|&d| needs[d].clone())
+                .flatten()
+                .collect();
+            if add.is_empty() {
+                continue;
+            }
+            let mine = needs[i].get_or_insert_with(Vec::new);
+            add.retain(|p| !mine.contains(p));
+            if !add.is_empty() {
+                mine.extend(add);
+                mine.sort();
+                mine.dedup();
+                changed = true;
+            }
+        }
+    }
+    let mut new_index = vec![usize::MAX; n];
+    let mut kept = 0;
+    for i in 0..n {
+        if needs[i].is_none() && slots[i].is_some() {
+            new_index[i] = kept;
+            kept += 1;
+        }
+    }
+    let mut targets = Vec::with_capacity(kept);
+    let mut skipped = Vec::new();
+    for (i, (slot, label)) in slots.into_iter().zip(labels).enumerate() {
+        match (slot, needs[i].take()) {
+            (Some(mut t), None) => {
+                for d in &mut t.deps {
+                    *d = new_index[*d];
+                }
+                targets.push(t);
+            }
+            (_, need) => skipped.push((label, need.unwrap_or_default())),
+        }
+    }
+    (targets, skipped)
 }
 
 /// `[workspace] inputs`, validated: root-relative patterns.
@@ -125,6 +203,9 @@ impl Workspace {
             .map_err(|d| LoadError(vec![d]))?;
 
         let mut diags = Vec::new();
+        // Errors of one BUILD.toml, by package: fatal only for commands
+        // that need that package (see `Workspace::broken`).
+        let mut pkg_diags: BTreeMap<String, Vec<Diagnostic>> = BTreeMap::new();
         let exclude = workspace_exclude(&def, &ws_file, &mut diags);
         let mut tree = walk_workspace(&root);
         let packages = tree.packages.clone();
@@ -134,7 +215,7 @@ impl Workspace {
             let source = match read(&root.join(&rel_file)) {
                 Ok(s) => s,
                 Err(d) => {
-                    diags.push(d);
+                    pkg_diags.entry(pkg.clone()).or_default().push(d);
                     continue;
                 }
             };
@@ -143,7 +224,7 @@ impl Workspace {
                     vbuild_schema::apply_defaults(&mut targets, &source, &def.defaults);
                     parsed.push((pkg.clone(), rel_file, source, targets))
                 }
-                Err(d) => diags.push(d),
+                Err(d) => pkg_diags.entry(pkg.clone()).or_default().push(d),
             }
         }
 
@@ -198,9 +279,12 @@ impl Workspace {
                 .or_default()
                 .extend(outs);
         }
-        let mut targets = Vec::with_capacity(defs.len());
+        let unparsed: std::collections::HashSet<String> = pkg_diags.keys().cloned().collect();
+        let mut into_unparsed: HashMap<Label, Vec<String>> = HashMap::new();
+        let mut slots = Vec::with_capacity(defs.len());
         let mut matchers = HashMap::new();
         for (label, file, source, def) in &defs {
+            let before = diags.len();
             let mut ctx = TargetCtx {
                 file,
                 source,
@@ -211,23 +295,52 @@ impl Workspace {
                 matchers: &mut matchers,
                 package_outs: &package_outs,
                 target_span: def.span(),
+                unparsed: &unparsed,
+                into_unparsed: &mut into_unparsed,
             };
-            if let Some(mut t) = ctx.validate(label, def.get_ref()) {
+            let mut slot = ctx.validate(label, def.get_ref());
+            if let Some(t) = &mut slot {
                 // Workspace exclusions are part of what decides the inputs.
                 t.src_patterns
                     .extend(exclude.1.iter().map(|g| format!("!//{g}")));
-                targets.push(t);
+            }
+            slots.push(slot);
+            if diags.len() > before {
+                let found = diags.split_off(before);
+                pkg_diags
+                    .entry(label.package.clone())
+                    .or_default()
+                    .extend(found);
             }
         }
-        diags.extend(overlaps(&defs, &targets, &packages));
-        if diags.is_empty() {
-            if let Some(cycle) = crate::graph::find_cycle(&targets) {
-                diags.push(cycle_diagnostic(&targets, &cycle, &parsed));
-            }
+        // Overlapping outputs: an error of the package whose BUILD.toml the
+        // diagnostic points at.
+        let valid: Vec<&Target> = slots.iter().flatten().collect();
+        for d in overlaps(&defs, &valid, &packages) {
+            let package = d
+                .file
+                .parent()
+                .map(|p| p.to_string_lossy().replace('\\', "/"))
+                .unwrap_or_default();
+            pkg_diags.entry(package).or_default().push(d);
         }
         if !diags.is_empty() {
+            // vbuild.toml's own errors concern every command.
+            diags.extend(pkg_diags.into_values().flatten());
             return Err(LoadError(diags));
         }
+        let labels: Vec<Label> = defs.iter().map(|d| d.0.clone()).collect();
+        let (targets, skipped) = drop_broken(slots, labels, &pkg_diags, &into_unparsed);
+        if let Some(cycle) = crate::graph::find_cycle(&targets) {
+            return Err(LoadError(vec![cycle_diagnostic(&targets, &cycle, &parsed)]));
+        }
+        let broken = pkg_diags
+            .into_iter()
+            .map(|(package, diagnostics)| Broken {
+                package,
+                diagnostics,
+            })
+            .collect();
         Ok(Workspace {
             root,
             def,
@@ -236,7 +349,67 @@ impl Workspace {
             tree,
             exclude: exclude.0,
             inputs,
+            broken,
+            skipped,
         })
+    }
+
+    /// Whether `patterns` need a package whose BUILD.toml has errors: then
+    /// its errors are the command's (returned); otherwise they are printed
+    /// as warnings and the command goes on without that package. `None`
+    /// (`vbuild query`, `clean`): never fatal.
+    pub fn check_broken(
+        &self,
+        patterns: Option<&[vbuild_schema::Pattern]>,
+    ) -> Result<(), LoadError> {
+        use vbuild_schema::Pattern;
+        if self.broken.is_empty() {
+            return Ok(());
+        }
+        // Whether a pattern could select a target of `package` (whose
+        // targets may not even have parsed).
+        let covers = |p: &Pattern, package: &str| match p {
+            Pattern::Target(l) => l.package == package,
+            Pattern::Named { name, .. } => p.matches(&Label {
+                package: package.to_string(),
+                name: name.clone(),
+            }),
+            _ => p.matches(&Label {
+                package: package.to_string(),
+                name: "x".into(),
+            }),
+        };
+        let mut needed: std::collections::BTreeSet<&str> = Default::default();
+        for p in patterns.unwrap_or(&[]) {
+            for b in &self.broken {
+                if covers(p, &b.package) {
+                    needed.insert(&b.package);
+                }
+            }
+            for (label, needs) in &self.skipped {
+                if p.matches(label) {
+                    needed.extend(needs.iter().map(String::as_str));
+                }
+            }
+        }
+        let mut errors = Vec::new();
+        for b in &self.broken {
+            if needed.contains(b.package.as_str()) {
+                errors.extend(b.diagnostics.iter().cloned());
+            } else {
+                for d in &b.diagnostics {
+                    eprintln!("warning: {d}");
+                }
+                eprintln!(
+                    "warning: skipped //{} and what depends on it: its BUILD.toml has errors (not needed by this command)",
+                    b.package
+                );
+            }
+        }
+        match errors.is_empty() {
+            true => Ok(()),
+            false => Err(LoadError(errors)),
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -263,6 +436,10 @@ struct TargetCtx<'a> {
     package_outs: &'a HashMap<String, Vec<OutSpec>>,
     /// The `[target.NAME]` table being validated.
     target_span: std::ops::Range<usize>,
+    /// Packages whose BUILD.toml did not parse: a dep into one is not an
+    /// unknown label, it makes its target need that package.
+    unparsed: &'a std::collections::HashSet<String>,
+    into_unparsed: &'a mut HashMap<Label, Vec<String>>,
 }
 
 impl TargetCtx<'_> {
@@ -476,6 +653,12 @@ impl TargetCtx<'_> {
                 Ok(dep_label) => match self.by_label.get(&dep_label) {
                     Some(&i) if !deps.contains(&i) => deps.push(i),
                     Some(_) => {}
+                    None if self.unparsed.contains(&dep_label.package) => {
+                        self.into_unparsed
+                            .entry(label.clone())
+                            .or_default()
+                            .push(dep_label.package.clone());
+                    }
                     None => {
                         let help = known_targets_help(self.by_label, &dep_label);
                         self.error(
@@ -609,10 +792,10 @@ fn known_targets_help(by_label: &HashMap<Label, usize>, missing: &Label) -> Stri
 /// write itself).
 fn overlaps(
     defs: &[(Label, &PathBuf, &String, &vbuild_schema::Spanned<TargetDef>)],
-    targets: &[Target],
+    targets: &[&Target],
     packages: &[String],
 ) -> Vec<Diagnostic> {
-    let by_label: HashMap<&Label, &Target> = targets.iter().map(|t| (&t.label, t)).collect();
+    let by_label: HashMap<&Label, &Target> = targets.iter().map(|t| (&t.label, *t)).collect();
     let declared: Vec<crate::overlap::Declared> = defs
         .iter()
         .filter_map(|(label, file, source, def)| {

@@ -70,3 +70,111 @@ fn target_defaults_fill_what_a_target_leaves_unset() {
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("vbuild.toml:5"), "{}", out.stderr);
 }
+
+#[test]
+fn a_target_name_runs_it_in_every_package_in_dependency_order() {
+    let ws = common::three_packages();
+    let out = ws.run(&["run", "-j1", "build"]);
+    out.assert_all("miss");
+    assert_eq!(
+        out.states(),
+        ["miss //lib:build", "miss //app:build", "miss //other:build"]
+    );
+    ws.run(&["run", "//...:build"]).assert_all("hit");
+    assert_eq!(
+        ws.run(&["query", "build"]).stdout,
+        "//app:build\n//lib:build\n//other:build\n"
+    );
+}
+
+#[test]
+fn label_typos_get_a_suggestion() {
+    let ws = common::three_packages();
+    let out = ws.run(&["run", "//app:biuld"]);
+    assert_eq!(out.code, 2);
+    insta::assert_snapshot!("typo_label", out.snapshot());
+    let out = ws.run(&["run", "biuld"]);
+    assert_eq!(out.code, 2);
+    insta::assert_snapshot!("typo_name", out.snapshot());
+}
+
+fn git(ws: &Ws, args: &[&str]) {
+    let status = std::process::Command::new("git")
+        .current_dir(ws.root())
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "git {args:?}: {status:?}");
+}
+
+#[test]
+fn since_runs_changed_packages_and_their_dependents() {
+    let ws = common::three_packages();
+    ws.write(".gitignore", "out/\nresult.txt\nrun.sh\nlink.txt\no.txt\n");
+    git(&ws, &["init", "-q"]);
+    git(&ws, &["add", "-A"]);
+    git(&ws, &["commit", "-qm", "base"]);
+    // Nothing changed: nothing to run.
+    let out = ws.run(&["run", "--since", "HEAD"]);
+    assert_eq!(out.code, 0, "{}", out.snapshot());
+    assert!(out.states().is_empty(), "{}", out.snapshot());
+    // An uncommitted edit in lib: lib and its dependent app, not other.
+    ws.write("lib/src/msg.txt", "changed\n");
+    let out = ws.run(&["run", "-j1", "--since", "HEAD"]);
+    assert_eq!(
+        out.states(),
+        ["miss //lib:build", "miss //app:build"],
+        "{}",
+        out.snapshot()
+    );
+    // A pattern narrows it further (deps still build, here as hits).
+    let out = ws.run(&["run", "--since", "HEAD", "//app/..."]);
+    assert_eq!(
+        out.states(),
+        ["hit //lib:build", "hit //app:build"],
+        "{}",
+        out.snapshot()
+    );
+    // A new file in other counts too; vbuild.toml touches everything.
+    ws.write("other/new.txt", "n");
+    let out = ws.run(&["run", "--since", "HEAD", "//other/..."]);
+    assert_eq!(out.states(), ["miss //other:build"], "{}", out.snapshot());
+    let out = ws.run(&["run", "--since", "nope"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("--since nope: git diff"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn arguments_after_dashes_go_to_the_one_target() {
+    let ws = Ws::new(&[(
+        "a/BUILD.toml",
+        "[target.say]\ncommand = \"printf '%s\\\\n' hello > out.txt\"\nouts = [\"out.txt\"]\n",
+    )]);
+    ws.run(&["run", "//a:say", "--", "world", "a b"])
+        .assert_all("miss");
+    assert_eq!(ws.read("a/out.txt"), "hello\nworld\na b\n");
+    ws.run(&["run", "//a:say", "--", "world", "a b"])
+        .assert_all("hit");
+    // Other arguments (or none) are another key.
+    ws.run(&["run", "//a:say"]).assert_all("miss");
+    assert_eq!(ws.read("a/out.txt"), "hello\n");
+    let out = ws.run(&["run", "//...", "--", "x"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("arguments after `--` go to one target"),
+        "{}",
+        out.stderr
+    );
+}

@@ -170,18 +170,17 @@ fn crash_rounds(rounds: usize) {
     let full = start.elapsed().max(Duration::from_millis(50));
     let mut figures = Figures::default();
     let mut seeds = vec!["seed-0".to_string()];
-    let mut current = seeds[0].clone();
     for round in 0..rounds {
         // Half the rounds build something new (cold); the others restore
         // a known entry after deleting some or all outputs.
-        if rng.below(2) == 0 {
-            current = format!("seed-{}", round + 1);
-            seeds.push(current.clone());
+        let current = if rng.below(2) == 0 {
+            seeds.push(format!("seed-{}", round + 1));
             figures.cold_rounds += 1;
+            seeds.last().unwrap().clone()
         } else {
-            current = seeds[rng.below(seeds.len() as u64) as usize].clone();
             figures.restore_rounds += 1;
-        }
+            seeds[rng.below(seeds.len() as u64) as usize].clone()
+        };
         ws.write("lib/src/seed.txt", &current);
         match rng.below(3) {
             0 => {

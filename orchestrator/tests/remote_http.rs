@@ -771,6 +771,86 @@ fn narrowing_records_are_shared() {
     assert_eq!(out.states(), vec!["miss //pkg:build"], "{}", out.stderr);
 }
 
+/// A writer whose tool ignores the whole workspace (`ignore-input ..`)
+/// must not make every later checkout hit its bytes: a record may narrow
+/// only the target's own sources and never all of them, and what a remote
+/// record narrowed is not copied into the local cache (issue 11 hole 5).
+#[test]
+fn a_remote_record_cannot_ignore_everything() {
+    let Some(nginx) = Nginx::start("") else {
+        return;
+    };
+    let env = remote_env(&nginx);
+    let env = env_refs(&env);
+    let files = [
+        ("pkg/a.txt", "A\n"),
+        (
+            "pkg/BUILD.toml",
+            "[target.build]\ncommand = \"vbuild tool ignore-input .. && cat a.txt > out.txt\"\nsrcs = [\"a.txt\"]\nouts = [\"out.txt\"]\n",
+        ),
+    ];
+    Checkout::files(&files).run(&["//..."], &env).assert_ok();
+    // An honest checkout with another source runs it.
+    let honest = Checkout::files(&files);
+    honest.write("pkg/a.txt", "B\n");
+    let out = honest.run(&["//..."], &env);
+    out.assert_ok();
+    assert_eq!(out.states(), vec!["miss //pkg:build"], "{}", out.stderr);
+    let read = |c: &Checkout| std::fs::read_to_string(c.root().join("pkg/out.txt")).unwrap();
+    assert_eq!(read(&honest), "B\n");
+    // The same source hits; after an edit, the local cache does not.
+    let same = Checkout::files(&files);
+    let out = same.run(&["//..."], &env);
+    assert_eq!(
+        out.states(),
+        vec!["hit (remote) //pkg:build"],
+        "{}",
+        out.stderr
+    );
+    same.write("pkg/a.txt", "C\n");
+    let out = same.run(&["//...", "--no-remote"], &[]);
+    out.assert_ok();
+    assert_eq!(out.states(), vec!["miss //pkg:build"], "{}", out.stderr);
+    assert_eq!(read(&same), "C\n");
+}
+
+/// A remote hit found through a record that narrows is filled into the
+/// local cache without that narrowing: only a local run's own record
+/// narrows local lookups.
+#[test]
+fn a_remote_narrowing_is_not_copied_into_the_local_cache() {
+    let Some(nginx) = Nginx::start("") else {
+        return;
+    };
+    let env = remote_env(&nginx);
+    let env = env_refs(&env);
+    let files = [
+        ("pkg/a.txt", "A\n"),
+        ("pkg/notes.txt", "first\n"),
+        (
+            "pkg/BUILD.toml",
+            "[target.build]\ncommand = \"vbuild tool ignore-input notes.txt && cat a.txt > out.txt\"\nsrcs = [\"a.txt\", \"notes.txt\"]\nouts = [\"out.txt\"]\n",
+        ),
+    ];
+    Checkout::files(&files).run(&["//..."], &env).assert_ok();
+    let second = Checkout::files(&files);
+    second.write("pkg/notes.txt", "second\n");
+    let out = second.run(&["//..."], &env);
+    assert_eq!(
+        out.states(),
+        vec!["hit (remote) //pkg:build"],
+        "{}",
+        out.stderr
+    );
+    // Locally the same inputs hit ...
+    let out = second.run(&["//...", "--no-remote"], &[]);
+    assert_eq!(out.states(), vec!["hit //pkg:build"], "{}", out.stderr);
+    // ... but other notes are not vouched for by any local run.
+    second.write("pkg/notes.txt", "third\n");
+    let out = second.run(&["//...", "--no-remote"], &[]);
+    assert_eq!(out.states(), vec!["miss //pkg:build"], "{}", out.stderr);
+}
+
 /// A throwaway CA with a server certificate for 127.0.0.1/localhost and a
 /// client certificate, made with the `openssl` command.
 struct Pki {

@@ -351,3 +351,103 @@ outs = ["dist/"]
         }
     }
 }
+
+/// `lib` is fine; `broken` has a missing literal src; `app` depends on it;
+/// `garbled` does not parse and `user` depends on it.
+fn one_broken_package() -> Ws {
+    Ws::new(&[
+        (
+            "lib/BUILD.toml",
+            "[target.lib]\ncommand = \"echo lib > out.txt\"\nouts = [\"out.txt\"]\n",
+        ),
+        (
+            "broken/BUILD.toml",
+            "[target.build]\ncommand = \"true\"\nsrcs = [\"missing.json\"]\n",
+        ),
+        (
+            "app/BUILD.toml",
+            "[target.build]\ncommand = \"true\"\ndeps = [\"//broken:build\", \"//lib\"]\n",
+        ),
+        ("garbled/BUILD.toml", "[target.x\n"),
+        (
+            "user/BUILD.toml",
+            "[target.build]\ncommand = \"true\"\ndeps = [\"//garbled:x\"]\n",
+        ),
+    ])
+}
+
+#[test]
+fn errors_outside_the_closure_are_warnings() {
+    let ws = one_broken_package();
+    let out = ws.run(&["run", "//lib:lib"]);
+    out.assert_ok();
+    assert_eq!(ws.read("lib/out.txt"), "lib\n");
+    let query = ws.run(&["query"]);
+    query.assert_ok();
+    insta::assert_snapshot!(format!(
+        "{}\n--- query\n{}",
+        out.snapshot(),
+        query.snapshot()
+    ));
+}
+
+#[test]
+fn errors_inside_the_closure_stay_errors() {
+    let ws = one_broken_package();
+    // Directly, through a dependency, through an unparsable dependency,
+    // and with a pattern covering everything.
+    for (pattern, needed) in [
+        ("//broken:build", "broken/BUILD.toml"),
+        ("//app:build", "broken/BUILD.toml"),
+        ("//user:build", "garbled/BUILD.toml"),
+        ("//...", "garbled/BUILD.toml"),
+    ] {
+        let out = ws.run(&["run", pattern]);
+        assert_eq!(out.code, 2, "{pattern}: {}", out.snapshot());
+        assert!(
+            out.stderr.contains(&format!("error: {needed}")),
+            "{pattern}: {}",
+            out.stderr
+        );
+        assert!(out.stderr.contains("nothing was run"), "{}", out.stderr);
+        assert!(!ws.path("lib/out.txt").exists());
+    }
+    let why = ws.run(&["why", "//app:build"]);
+    assert_eq!(why.code, 2, "{}", why.snapshot());
+}
+
+#[test]
+fn failures_naming_unstaged_paths_get_a_hint() {
+    let ws = Ws::new(&[
+        ("tsconfig.base.json", "{}\n"),
+        ("cfg/base.json", "{}\n"),
+        ("cfg/BUILD.toml", "[target.files]\nsrcs = [\"base.json\"]\n"),
+        ("other/extra.json", "{}\n"),
+        ("other/BUILD.toml", "[target.gen]\ncommand = \"mkdir -p out && echo 1 > out/g.txt\"\nouts = [\"out/\"]\n"),
+        ("app/src/a.ts", "a\n"),
+        ("app/BUILD.toml", "[target.build]\ncommand = \"cat \\\"$VBUILD_WS_ROOT/$WANT\\\"\"\npass_env = [\"WANT\"]\n"),
+    ]);
+    let cases = [
+        ("tsconfig.base.json", "add \"tsconfig.base.json\" to [workspace] inputs in vbuild.toml"),
+        ("app/src/a.ts", "it is a file of this package: add \"src/a.ts\" to srcs"),
+        ("cfg/base.json", "add \"//cfg:files\" (a file group holding it) to deps"),
+        ("other/extra.json", "it belongs to //other: declare a file group there (srcs = [\"extra.json\"], no command) and add it to deps"),
+        ("other/out/g.txt", "it is an output of //other:gen: add \"//other:gen\" to deps"),
+    ];
+    for mode in modes() {
+        for (want, hint) in cases {
+            let out = ws.run_env(
+                &["run", "//app:build", "--sandbox", mode],
+                &[("WANT", want)],
+            );
+            assert_eq!(out.code, 1, "{}", out.snapshot());
+            let line = format!(
+                "warning: //app:build: the output names '{want}', which was not staged: {hint}\n"
+            );
+            assert!(out.stderr.contains(&line), "{mode} {want}: {}", out.stderr);
+            if mode == "namespaces" && want == "tsconfig.base.json" {
+                insta::assert_snapshot!(out.snapshot());
+            }
+        }
+    }
+}

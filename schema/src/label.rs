@@ -26,6 +26,9 @@ pub enum Pattern {
     Package(String),
     /// `//pkg/...`: every target at or below a package path (`//...` = all).
     Recursive(String),
+    /// `build`, `//...:build`, `//pkg/...:build`: the target of that name in
+    /// every package at or below a path (`turbo build`, `nx run-many -t build`).
+    Named { prefix: String, name: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -66,6 +69,12 @@ impl Label {
     /// Parses a label; `current` is the package of the file or directory the
     /// label is written in (for `:target` and `target` forms).
     pub fn parse(text: &str, current: Option<&str>) -> Result<Label, LabelError> {
+        if !text.starts_with("//") && !text.starts_with(':') {
+            return Err(invalid(
+                text,
+                "labels start with // (absolute) or : (relative)",
+            ));
+        }
         match Pattern::parse(text, current)? {
             Pattern::Target(label) => Ok(label),
             _ => Err(invalid(
@@ -88,16 +97,19 @@ impl Pattern {
                 invalid(text, "a relative label needs a package: run it from inside a package or write //pkg:target")
             })?;
             (pkg.to_string(), Some(target))
+        } else if valid_target_name(text) {
+            // A bare name: that target in every package.
+            return Ok(Pattern::Named {
+                prefix: String::new(),
+                name: text.to_string(),
+            });
         } else {
             return Err(invalid(
                 text,
-                "labels start with // (absolute) or : (relative)",
+                "labels start with // (absolute) or : (relative); a bare name such as `build` means that target in every package",
             ));
         };
         if let Some(prefix) = package.strip_suffix("...") {
-            if target.is_some() {
-                return Err(invalid(text, "`...` cannot be combined with a target name"));
-            }
             let prefix = prefix.strip_suffix('/').unwrap_or(prefix);
             if !valid_package_path(prefix) {
                 return Err(invalid(
@@ -105,7 +117,17 @@ impl Pattern {
                     "the package path has an empty, '.' or '..' segment",
                 ));
             }
-            return Ok(Pattern::Recursive(prefix.to_string()));
+            return match target {
+                None | Some("all") | Some("*") => Ok(Pattern::Recursive(prefix.to_string())),
+                Some(name) if valid_target_name(name) => Ok(Pattern::Named {
+                    prefix: prefix.to_string(),
+                    name: name.to_string(),
+                }),
+                Some(_) => Err(invalid(
+                    text,
+                    "target names use letters, digits and _ - . + only",
+                )),
+            };
         }
         if !valid_package_path(&package) {
             return Err(invalid(
@@ -138,17 +160,19 @@ impl Pattern {
 
     /// Whether `label` is selected by this pattern.
     pub fn matches(&self, label: &Label) -> bool {
+        let under = |prefix: &str| {
+            prefix.is_empty()
+                || label.package == *prefix
+                || label
+                    .package
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        };
         match self {
             Pattern::Target(l) => l == label,
             Pattern::Package(p) => &label.package == p,
-            Pattern::Recursive(prefix) => {
-                prefix.is_empty()
-                    || label.package == *prefix
-                    || label
-                        .package
-                        .strip_prefix(prefix.as_str())
-                        .is_some_and(|rest| rest.starts_with('/'))
-            }
+            Pattern::Recursive(prefix) => under(prefix),
+            Pattern::Named { prefix, name } => label.name == *name && under(prefix),
         }
     }
 }
@@ -196,13 +220,35 @@ mod tests {
             "//a:b/c",
             "//",
             ":x",
-            "//a/...:b",
+            "//a/...:b/c",
+            "a/b",
         ] {
             assert!(
                 Pattern::parse(bad, None).is_err(),
                 "{bad} should be rejected"
             );
         }
+    }
+
+    #[test]
+    fn named_targets_across_packages() {
+        let build = Pattern::parse("build", None).unwrap();
+        assert_eq!(
+            build,
+            Pattern::Named {
+                prefix: String::new(),
+                name: "build".into()
+            }
+        );
+        assert_eq!(Pattern::parse("//...:build", None).unwrap(), build);
+        let under = Pattern::parse("//apps/...:build", None).unwrap();
+        assert!(under.matches(&label("apps/web", "build")));
+        assert!(!under.matches(&label("apps/web", "test")));
+        assert!(!under.matches(&label("libs/a", "build")));
+        assert!(build.matches(&label("", "build")));
+        // In deps a bare name is still not a label.
+        assert!(Label::parse("build", Some("x")).is_err());
+        assert!(Label::parse("//...:build", None).is_err());
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub(super) struct Executed {
     /// What it wrote outside its declared outputs (discarded), for the
     /// warning: workspace-relative, described.
     pub(super) discarded: Vec<String>,
+    /// On failure: which declaration would stage a path its logs name.
+    pub(super) hint: Option<String>,
 }
 
 /// The paths (workspace-relative) an action may write: its declared
@@ -169,10 +171,16 @@ pub(super) fn execute(
                 tree: None,
                 decl,
                 discarded: vec![],
+                hint: None,
             });
         }
         Err(e) => return Err(e).context("running the action"),
     };
+    let hint = (mode.is_some() && !outcome.success())
+        .then(|| {
+            super::hint::for_failure(ctx.ws, target, inputs, &layout.ws, [&out_path, &err_path])
+        })
+        .flatten();
     // Hashed into the store in chunks, however much the action printed.
     let stdout = Log::store_file(&ctx.store.cas, &out_path).context("storing stdout")?;
     let stderr = Log::store_file(&ctx.store.cas, &err_path).context("storing stderr")?;
@@ -184,6 +192,7 @@ pub(super) fn execute(
             tree: None,
             decl,
             discarded: vec![],
+            hint,
         });
     }
     let discarded = match mode {
@@ -201,6 +210,7 @@ pub(super) fn execute(
         tree: Some(tree),
         decl,
         discarded,
+        hint: None,
     })
 }
 

@@ -11,6 +11,7 @@ mod cache;
 mod env;
 mod exec_env;
 mod execute;
+mod hint;
 mod log;
 
 pub use cache::{check_record, scope_of};
@@ -146,46 +147,27 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
     };
     // 2. Key them (for the sandbox asked for; `Cache::lookup` re-keys).
     let requested = requested_sandbox(ctx.opts.sandbox, target, ctx.ws);
-    let mut key = ActionKey::new(ctx, target, requested, inputs, &own);
+    let mut key = ActionKey::new(ctx, target, requested, inputs, own);
     let cache = Cache::new(ctx);
     // 3. Look up: local, then remote; a hit is restored once, here.
-    let reason = match uncacheable(ctx, target, requested) {
-        Some(why) => {
-            key.resandbox(ctx, target, ctx.sandbox_of(target));
-            why
+    let reason = match look_up(ctx, target, &cache, &mut key, &mut warnings)? {
+        Err(hit) => {
+            let state = if hit.remote {
+                State::RemoteHit
+            } else {
+                State::Hit
+            };
+            let mut outcome = hit.outcome(state, start.elapsed());
+            outcome.warnings = warnings;
+            return Ok(outcome);
         }
-        None => {
-            let found = cache.lookup(target, &mut key)?;
-            warnings.extend(found.warnings);
-            match found.hit {
-                Some(hit) => match place(ctx, target, &key, &hit.tree) {
-                    Ok(()) => {
-                        let state = if hit.remote {
-                            State::RemoteHit
-                        } else {
-                            State::Hit
-                        };
-                        let mut outcome = hit.outcome(state, start.elapsed());
-                        outcome.warnings = warnings;
-                        return Ok(outcome);
-                    }
-                    Err(e) => {
-                        cache.forget(&hit.strong)?;
-                        format!("cached entry unusable ({e:#})")
-                    }
-                },
-                None => match found.unusable {
-                    Some(why) => why,
-                    None => cache.explain_miss(target, &key)?,
-                },
-            }
-        }
+        Ok(reason) => reason,
     };
     if ctx.opts.dry_run {
         return Ok(Outcome::new(State::WouldRun(reason), start.elapsed()));
     }
     // 4. Execute on a miss.
-    let run = execute(ctx, target, key.sandbox, &key.inputs)?;
+    let mut run = execute(ctx, target, key.sandbox, &key.inputs)?;
     warnings.extend(
         run.decl
             .refusals
@@ -193,6 +175,7 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
             .map(|r| format!("refused a tool request: {r}")),
     );
     warnings.extend(discarded_warning(&run.discarded));
+    warnings.extend(run.hint.clone());
     if run.exit != ExitKind::Exited(0) {
         return Ok(Outcome {
             state: State::Failed(describe(run.exit, target)),
@@ -203,32 +186,10 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
             warnings,
         });
     }
-    let tree = Arc::new(run.tree.expect("captured on success"));
+    let tree = Arc::new(run.tree.take().expect("captured on success"));
     let duration = start.elapsed();
-    // 5. Record (a cacheable run the tool did not ask to keep out).
-    // `cache = "always"`: the target vouches that this run is hermetic
-    // even though its tool asked not to be cached (e.g. Vite's server
-    // under `vitest run`).
-    let overridden = run.decl.cache_disabled && target.cache == CacheSetting::Always;
-    let state = if run.decl.cache_disabled && !overridden {
-        State::Uncached("requested by tool".into())
-    } else if uncacheable(ctx, target, requested).is_none() {
-        let record = key.record_of(&run.decl);
-        let produced = Produced {
-            tree: &tree,
-            stdout: &run.stdout,
-            stderr: &run.stderr,
-            declarations: cache::stored_declarations(&run.decl)?,
-            duration,
-        };
-        cache.record(target, &key, &record, &tree, &produced)?;
-        State::Miss(match overridden {
-            true => format!("{reason}; cache = \"always\" overrode the tool's disableCache()"),
-            false => reason,
-        })
-    } else {
-        State::Uncached(reason)
-    };
+    // 5. Record.
+    let state = record(ctx, target, &cache, &key, &run, &tree, reason, duration)?;
     // 6. Materialize (`none` ran in the workspace: its outputs are there).
     if key.sandbox != SandboxSetting::None {
         place(ctx, target, &key, &tree)?;
@@ -241,6 +202,75 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
         duration,
         warnings,
     })
+}
+
+/// Step 3: `Err` with a hit that is now in the workspace, or `Ok` with
+/// why the action must run.
+fn look_up(
+    ctx: &Ctx,
+    target: &Target,
+    cache: &Cache,
+    key: &mut ActionKey,
+    warnings: &mut Vec<String>,
+) -> Result<Result<String, cache::Hit>> {
+    if let Some(why) = uncacheable(ctx, target, key.sandbox) {
+        key.resandbox(ctx, target, ctx.sandbox_of(target));
+        return Ok(Ok(why));
+    }
+    let found = cache.lookup(target, key)?;
+    warnings.extend(found.warnings);
+    Ok(match found.hit {
+        Some(hit) => match place(ctx, target, key, &hit.tree) {
+            Ok(()) => Err(hit),
+            Err(e) => {
+                cache.forget(&hit.strong)?;
+                Ok(format!("cached entry unusable ({e:#})"))
+            }
+        },
+        None => Ok(match found.unusable {
+            Some(why) => why,
+            None => cache.explain_miss(target, key)?,
+        }),
+    })
+}
+
+/// Step 5: stores a successful run (unless it is not cacheable or its tool
+/// asked not to be cached) and says how it ended.
+#[allow(clippy::too_many_arguments)]
+fn record(
+    ctx: &Ctx,
+    target: &Target,
+    cache: &Cache,
+    key: &ActionKey,
+    run: &execute::Executed,
+    tree: &Arc<Tree>,
+    reason: String,
+    duration: Duration,
+) -> Result<State> {
+    // `cache = "always"`: the target vouches that this run is hermetic
+    // even though its tool asked not to be cached (e.g. Vite's server
+    // under `vitest run`).
+    let overridden = run.decl.cache_disabled && target.cache == CacheSetting::Always;
+    if run.decl.cache_disabled && !overridden {
+        return Ok(State::Uncached("requested by tool".into()));
+    }
+    let requested = requested_sandbox(ctx.opts.sandbox, target, ctx.ws);
+    if uncacheable(ctx, target, requested).is_some() {
+        return Ok(State::Uncached(reason));
+    }
+    let record = key.record_of(&run.decl);
+    let produced = Produced {
+        tree,
+        stdout: &run.stdout,
+        stderr: &run.stderr,
+        declarations: cache::stored_declarations(&run.decl)?,
+        duration,
+    };
+    cache.record(target, key, &record, tree, &produced)?;
+    Ok(State::Miss(match overridden {
+        true => format!("{reason}; cache = \"always\" overrode the tool's disableCache()"),
+        false => reason,
+    }))
 }
 
 /// Why an action is never looked up or stored, if it is not.

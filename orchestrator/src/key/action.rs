@@ -17,6 +17,7 @@ use super::{
 use crate::action::Ctx;
 use crate::workspace::Target;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use vbuild_ipc::Declarations;
 use vbuild_schema::SandboxSetting;
 use vbuild_store::{EntryKind, StrongKey, WeakKey};
@@ -31,8 +32,9 @@ pub struct ActionKey<'a> {
     pub sandbox: SandboxSetting,
     /// Every staged input, workspace-relative.
     pub inputs: BTreeMap<String, EntryKind>,
-    /// The inputs a record may narrow: the target's own sources.
-    narrowable: BTreeSet<String>,
+    /// The target's own sources: the inputs a record may narrow (unless a
+    /// dependency output replaced one), see `narrowable`.
+    own: Arc<BTreeMap<String, EntryKind>>,
 }
 
 impl<'a> ActionKey<'a> {
@@ -43,7 +45,7 @@ impl<'a> ActionKey<'a> {
         target: &Target,
         sandbox: SandboxSetting,
         inputs: BTreeMap<String, EntryKind>,
-        own: &BTreeMap<String, EntryKind>,
+        own: Arc<BTreeMap<String, EntryKind>>,
     ) -> ActionKey<'a> {
         let fixed = static_key(ctx, target, sandbox);
         Self::of_parts(ctx, fixed, sandbox, inputs, own)
@@ -55,14 +57,9 @@ impl<'a> ActionKey<'a> {
         fixed: StaticKey,
         sandbox: SandboxSetting,
         inputs: BTreeMap<String, EntryKind>,
-        own: &BTreeMap<String, EntryKind>,
+        own: Arc<BTreeMap<String, EntryKind>>,
     ) -> ActionKey<'a> {
         let package = fixed.cwd.clone();
-        let narrowable = own
-            .iter()
-            .filter(|(p, e)| inputs.get(*p) == Some(e) && in_package(&package, p))
-            .map(|(p, _)| p.clone())
-            .collect();
         ActionKey {
             env,
             pass_env: fixed.pass_env.clone(),
@@ -71,8 +68,17 @@ impl<'a> ActionKey<'a> {
             fixed,
             sandbox,
             inputs,
-            narrowable,
+            own,
         }
+    }
+
+    /// Whether a record may narrow this input: one of the target's own
+    /// sources, in its package, not replaced by a dependency output.
+    fn narrowable(&self, path: &str) -> bool {
+        self.own
+            .get(path)
+            .is_some_and(|e| self.inputs.get(path) == Some(e))
+            && in_package(&self.package, path)
     }
 
     /// Keys the action for another sandbox (namespaces fell back to
@@ -124,7 +130,8 @@ impl<'a> ActionKey<'a> {
             ignored_inputs: ignored.clone(),
             ..Record::default()
         };
-        if !self.narrowable.is_empty() && self.narrowable.iter().all(|p| probe.ignores(p)) {
+        let mut own = self.own.keys().filter(|p| self.narrowable(p)).peekable();
+        if !ignored.is_empty() && own.peek().is_some() && own.all(|p| probe.ignores(p)) {
             ignored.clear();
         }
         let used: Option<Vec<String>> = r.used_inputs.map(|u| {
@@ -157,7 +164,7 @@ impl<'a> ActionKey<'a> {
     }
 
     fn counts(&self, record: &Record, path: &str) -> Counts {
-        if !self.narrowable.contains(path) {
+        if !self.narrowable(path) {
             Counts::Content
         } else if record.ignores(path) {
             Counts::No

@@ -61,7 +61,13 @@ fn no_env() -> Env {
 fn key<'a>(env: &'a Env, inputs: BTreeMap<String, EntryKind>) -> ActionKey<'a> {
     let mut own = inputs.clone();
     own.remove("lib/out/x");
-    ActionKey::of_parts(env, fixed(), SandboxSetting::Namespaces, inputs, &own)
+    ActionKey::of_parts(
+        env,
+        fixed(),
+        SandboxSetting::Namespaces,
+        inputs,
+        std::sync::Arc::new(own),
+    )
 }
 
 fn hex(bytes: &[u8]) -> String {

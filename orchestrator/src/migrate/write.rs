@@ -80,7 +80,7 @@ pub fn run(root: &Path, opts: &Options) -> Result<u8> {
         }
     }
     if !opts.dry_run && kept.is_empty() {
-        println!("next: vbuild run //...");
+        println!("next: vbuild run build (or //... for every target)");
     }
     if !kept.is_empty() && !opts.dry_run {
         bail!(
