@@ -87,11 +87,13 @@ fn untrustworthy_declarations_narrow_nothing() {
     }
 }
 
-/// A shared config package (a file group) read by a tool that reports only
-/// its own sources: the config is outside the tool's view and counts.
+/// A shared config package (a file group) and a workspace input read by a
+/// tool that reports only its own sources: they are outside the tool's
+/// view and count.
 #[test]
 fn files_from_a_file_group_always_count() {
     let ws = Ws::new(&[
+        ("tsconfig.base.json", "{\"strict\": false}\n"),
         ("config/vite.shared.js", "export const minify = false;\n"),
         (
             "config/BUILD.toml",
@@ -100,15 +102,23 @@ fn files_from_a_file_group_always_count() {
         ("app/src/a.txt", "a\n"),
         (
             "app/BUILD.toml",
-            "[target.build]\ncommand = \"vbuild tool report-used-inputs src/a.txt && cat src/a.txt ../config/vite.shared.js > result.txt\"\nsrcs = [\"src/**\"]\ndeps = [\"//config:config\"]\nouts = [\"result.txt\"]\n",
+            "[target.build]\ncommand = \"vbuild tool report-used-inputs src/a.txt && cat src/a.txt ../config/vite.shared.js ../tsconfig.base.json > result.txt\"\nsrcs = [\"src/**\"]\ndeps = [\"//config:config\"]\nouts = [\"result.txt\"]\n",
         ),
     ]);
+    ws.write(
+        "vbuild.toml",
+        "[workspace]\nname = \"test\"\nsandbox = \"scratch\"\ninputs = [\"tsconfig.base.json\"]\n",
+    );
     ws.run(&["run", "//app:build"]).assert_ok();
     ws.write("config/vite.shared.js", "export const minify = true;\n");
     let out = ws.run(&["run", "//app:build"]);
     out.assert_ok();
     assert_eq!(states(&out), ["miss //app:build"], "{}", out.stderr);
     assert!(ws.read("app/result.txt").contains("minify = true"));
+    ws.write("tsconfig.base.json", "{\"strict\": true}\n");
+    let out = ws.run(&["run", "//app:build"]);
+    assert_eq!(states(&out), ["miss //app:build"], "{}", out.stderr);
+    assert!(ws.read("app/result.txt").contains("\"strict\": true"));
 }
 
 fn same_name_ws(command: &str) -> Ws {

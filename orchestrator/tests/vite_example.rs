@@ -100,6 +100,28 @@ impl Session {
     }
 }
 
+/// (mtime, ctime, inode) of every file outside node_modules.
+fn stamps(root: &Path) -> std::collections::BTreeMap<PathBuf, (i64, i64, i64, i64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_entry(|e| e.file_name() != "node_modules")
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            let m = e.metadata().unwrap();
+            let stamp = (
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec(),
+                m.ino(),
+            );
+            (e.path().to_path_buf(), stamp)
+        })
+        .collect()
+}
+
 /// Labels by state word, e.g. "hit" → {//a:b}.
 fn by_state(out: &Out, state: &str) -> BTreeSet<String> {
     out.states()
@@ -202,10 +224,15 @@ fn migrate_and_build_the_vite_example() {
         assert!(stray.is_empty(), "timestamped config left in {cfg}");
     }
 
-    // Nothing changed: every cacheable action hits.
-    let warm = s.run(&["run", "//..."], &[]);
-    assert_eq!(by_state(&warm, "hit"), all, "{}", warm.stderr);
-    assert!(by_state(&warm, "miss").is_empty());
+    // Nothing changed, ten times: every action hits (the vitest runs too,
+    // through cache = "always"), and no file of the workspace is rewritten.
+    let before = stamps(&s.root);
+    for i in 0..10 {
+        let warm = s.run(&["run", "//..."], &[]);
+        assert_eq!(by_state(&warm, "hit"), all, "run {i}: {}", warm.stderr);
+        assert!(by_state(&warm, "miss").is_empty());
+    }
+    assert_eq!(stamps(&s.root), before, "a no-op run rewrote a file");
 
     // Every dist/ deleted: restored from the store, nothing rebuilt.
     for pkg in [
@@ -291,6 +318,18 @@ fn migrate_and_build_the_vite_example() {
     );
     assert!(s.bundle().contains("MODE_MARKER_PRODUCTION"));
 
+    // The shared workspace input: every action would run, naming it.
+    let ws_yaml = s.root.join("pnpm-workspace.yaml");
+    let yaml = std::fs::read_to_string(&ws_yaml).unwrap();
+    std::fs::write(&ws_yaml, format!("{yaml}# edited\n")).unwrap();
+    let why = s.run(&["why", "//packages/core:test"], &[]);
+    assert!(
+        why.stderr.contains("('pnpm-workspace.yaml' modified)"),
+        "{}",
+        why.stderr
+    );
+    std::fs::write(&ws_yaml, yaml).unwrap();
+
     // The lockfile is part of the key: a change every package can reach
     // (the root importer) invalidates them all.
     let lock = s.root.join("pnpm-lock.yaml");
@@ -328,4 +367,66 @@ fn migrate_dry_run_writes_nothing() {
             .unwrap()
             .contains("vite-plugin-vbuild")
     );
+}
+
+/// vite-plugin-vbuild's used-input report, with a config that loads a
+/// helper at runtime (`createRequire`, so neither the module graph nor
+/// `configFileDependencies` shows it): the helper still counts, while an
+/// unimported sibling of the sources is narrowed away (issue 10 item 4).
+#[test]
+fn the_vite_plugin_report_never_hides_what_the_config_loaded() {
+    let Some(src) = installed() else { return };
+    let tmp = copy_example(&src);
+    let s = Session {
+        root: tmp.path().canonicalize().unwrap(),
+        cache: tempfile::tempdir().unwrap(),
+    };
+    s.run(&["migrate"], &[]);
+    // pnpm installed a copy of the plugin: test this checkout's code.
+    let plugin = s.root.join("node_modules/vite-plugin-vbuild/index.js");
+    let current = Path::new(env!("CARGO_MANIFEST_DIR")).join("../npm/vite-plugin-vbuild/index.js");
+    std::fs::copy(current, plugin.canonicalize().unwrap()).unwrap();
+    let pkg = s.root.join("packages/format");
+    std::fs::write(
+        pkg.join("vite.config.ts"),
+        r#"import { defineConfig } from "vite";
+import { createRequire } from "node:module";
+import vbuild from "vite-plugin-vbuild";
+
+const banner = createRequire(import.meta.url)("./build/banner.cjs");
+
+export default defineConfig({
+  plugins: [vbuild({ reportUsedInputs: true })],
+  build: {
+    outDir: "dist",
+    lib: { entry: "src/index.ts", formats: ["es"], fileName: "format" },
+    rollupOptions: { external: ["@demo/core"], output: { banner } },
+  },
+});
+"#,
+    )
+    .unwrap();
+    std::fs::create_dir_all(pkg.join("build")).unwrap();
+    let banner = |v: &str| {
+        std::fs::write(
+            pkg.join("build/banner.cjs"),
+            format!("module.exports = \"/* banner-{v} */\";\n"),
+        )
+        .unwrap()
+    };
+    banner("v1");
+    std::fs::write(pkg.join("src/unused.ts"), "export const x = 1;\n").unwrap();
+    let label = "//packages/format:build";
+    s.run(&["run", label], &[]);
+    let bundle = || s.read("packages/format/dist/format.js");
+    assert!(bundle().contains("banner-v1"), "{}", bundle());
+    // An unimported source beside the bundled ones: narrowed away.
+    std::fs::write(pkg.join("src/unused.ts"), "export const x = 2;\n").unwrap();
+    let out = s.run(&["run", label], &[]);
+    assert!(by_state(&out, "hit").contains(label), "{}", out.stderr);
+    // The helper the config loaded: counts.
+    banner("v2");
+    let out = s.run(&["run", label], &[]);
+    assert!(by_state(&out, "miss").contains(label), "{}", out.stderr);
+    assert!(bundle().contains("banner-v2"), "{}", bundle());
 }

@@ -339,6 +339,10 @@ impl ActionCache {
 
     /// Writes the stat cache's new/changed rows in one transaction.
     pub fn save_stat_cache(&self, cache: &crate::StatCache) -> Result<()> {
+        self.checked(self.save_stat_inner(cache))
+    }
+
+    fn save_stat_inner(&self, cache: &crate::StatCache) -> Result<()> {
         let dirty = cache.dirty_entries();
         if dirty.is_empty() {
             return Ok(());

@@ -232,3 +232,54 @@ fn v2_to_v3(tx: &Transaction<'_>) -> rusqlite::Result<()> {
         ALTER TABLE last_run RENAME COLUMN workspace TO scope;",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ActionCache, StrongKey};
+
+    /// A v2 database with one entry migrates to v3: the entry is owned by
+    /// its old workspace name, whose `clean` still removes it.
+    #[test]
+    fn v2_database_migrates_to_scopes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            v0_to_v1(&tx).unwrap();
+            v1_to_v2(&tx).unwrap();
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', 2)",
+                [],
+            )
+            .unwrap();
+            let key = [7u8; 32];
+            tx.execute(
+                "INSERT INTO entries VALUES (?1, ?1, 'old', '//a', ?1, '{}', 0)",
+                [&key[..]],
+            )
+            .unwrap();
+            tx.execute("INSERT INTO last_run VALUES ('old', '//a', ?1)", [&key[..]])
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let cache = ActionCache::open(&path).unwrap();
+        let version: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        // The old row does not parse as a result: reported, not fatal.
+        assert!(cache.last_run("old", "//a").is_err());
+        assert_eq!(cache.clear_workspace("old").unwrap(), 1);
+        assert!(cache
+            .get(&StrongKey(crate::Digest([7; 32])))
+            .unwrap()
+            .is_none());
+    }
+}

@@ -122,7 +122,9 @@ impl<'a> ActionKey<'a> {
         let mut ignored: Vec<String> = r
             .ignored_inputs
             .into_iter()
-            .filter(|p| p != "." && !p.is_empty() && !covers_package(p, package))
+            // Only prefixes inside the package can narrow anything; the
+            // others would just hide changes from `vbuild why`.
+            .filter(|p| in_package(package, p) && p != "." && !covers_package(p, package))
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();

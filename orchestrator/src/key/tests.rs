@@ -216,6 +216,10 @@ fn untrustworthy_records_narrow_nothing() {
             ..Default::default()
         },
         Record {
+            ignored_inputs: vec!["lib".into()],
+            ..Default::default()
+        },
+        Record {
             used_inputs: Some(vec![]),
             ..Default::default()
         },
