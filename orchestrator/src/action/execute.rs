@@ -286,10 +286,15 @@ fn stage(
     namespaced: bool,
 ) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
+    // Directories made so far: one mkdir per directory, not per input.
+    let mut made: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     for (path, entry) in inputs {
         let dest = ws_root.join(path);
         if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent)?;
+            if !made.contains(parent) {
+                std::fs::create_dir_all(parent)?;
+                made.extend(parent.ancestors().map(Path::to_path_buf));
+            }
         }
         match entry {
             EntryKind::File {
