@@ -368,3 +368,65 @@ fn migrate_dry_run_writes_nothing() {
             .contains("vite-plugin-vbuild")
     );
 }
+
+/// vite-plugin-vbuild's used-input report, with a config that loads a
+/// helper at runtime (`createRequire`, so neither the module graph nor
+/// `configFileDependencies` shows it): the helper still counts, while an
+/// unimported sibling of the sources is narrowed away (issue 10 item 4).
+#[test]
+fn the_vite_plugin_report_never_hides_what_the_config_loaded() {
+    let Some(src) = installed() else { return };
+    let tmp = copy_example(&src);
+    let s = Session {
+        root: tmp.path().canonicalize().unwrap(),
+        cache: tempfile::tempdir().unwrap(),
+    };
+    s.run(&["migrate"], &[]);
+    // pnpm installed a copy of the plugin: test this checkout's code.
+    let plugin = s.root.join("node_modules/vite-plugin-vbuild/index.js");
+    let current = Path::new(env!("CARGO_MANIFEST_DIR")).join("../npm/vite-plugin-vbuild/index.js");
+    std::fs::copy(current, plugin.canonicalize().unwrap()).unwrap();
+    let pkg = s.root.join("packages/format");
+    std::fs::write(
+        pkg.join("vite.config.ts"),
+        r#"import { defineConfig } from "vite";
+import { createRequire } from "node:module";
+import vbuild from "vite-plugin-vbuild";
+
+const banner = createRequire(import.meta.url)("./build/banner.cjs");
+
+export default defineConfig({
+  plugins: [vbuild({ reportUsedInputs: true })],
+  build: {
+    outDir: "dist",
+    lib: { entry: "src/index.ts", formats: ["es"], fileName: "format" },
+    rollupOptions: { external: ["@demo/core"], output: { banner } },
+  },
+});
+"#,
+    )
+    .unwrap();
+    std::fs::create_dir_all(pkg.join("build")).unwrap();
+    let banner = |v: &str| {
+        std::fs::write(
+            pkg.join("build/banner.cjs"),
+            format!("module.exports = \"/* banner-{v} */\";\n"),
+        )
+        .unwrap()
+    };
+    banner("v1");
+    std::fs::write(pkg.join("src/unused.ts"), "export const x = 1;\n").unwrap();
+    let label = "//packages/format:build";
+    s.run(&["run", label], &[]);
+    let bundle = || s.read("packages/format/dist/format.js");
+    assert!(bundle().contains("banner-v1"), "{}", bundle());
+    // An unimported source beside the bundled ones: narrowed away.
+    std::fs::write(pkg.join("src/unused.ts"), "export const x = 2;\n").unwrap();
+    let out = s.run(&["run", label], &[]);
+    assert!(by_state(&out, "hit").contains(label), "{}", out.stderr);
+    // The helper the config loaded: counts.
+    banner("v2");
+    let out = s.run(&["run", label], &[]);
+    assert!(by_state(&out, "miss").contains(label), "{}", out.stderr);
+    assert!(bundle().contains("banner-v2"), "{}", bundle());
+}
