@@ -287,6 +287,35 @@ fn read_only_mode_uploads_nothing() {
     out.assert_all("miss");
 }
 
+/// Issue 14 item 4: a scratch-mode action can read and write anything of
+/// the user's, so what it built is never shared; the same targets built in
+/// the namespace sandbox are.
+#[test]
+fn results_built_without_isolation_are_never_uploaded() {
+    let Some(nginx) = Nginx::start("") else {
+        return;
+    };
+    let env = remote_env(&nginx);
+    let env = env_refs(&env);
+    let ws = Checkout::basic();
+    ws.write(
+        "vbuild.toml",
+        "[workspace]\nname = \"test\"\nsandbox = \"scratch\"\n",
+    );
+    let out = ws.run(&["//..."], &env);
+    out.assert_ok();
+    out.assert_all("miss");
+    assert_eq!(nginx.count("PUT"), 0, "{}", nginx.access_log());
+    if vbuild_sandbox::probe_namespaces().is_err() {
+        eprintln!("SKIP the namespaces half: no namespace sandbox here");
+        return;
+    }
+    let out = ws.run(&["//...", "--sandbox", "namespaces"], &env);
+    out.assert_ok();
+    out.assert_all("miss");
+    assert!(nginx.count("PUT") > 0, "{}", nginx.access_log());
+}
+
 /// Builds examples/basic once against `nginx` so it holds every entry.
 fn populate(nginx: &Nginx) {
     let env = remote_env(nginx);
