@@ -48,8 +48,12 @@ if [ -f pnpm-lock.yaml ]; then pm=pnpm
 elif [ -f yarn.lock ]; then pm=yarn
 elif [ -f bun.lock ] || [ -f bun.lockb ]; then pm=bun
 else pm=npm; fi
+# pnpm: use the installed pnpm even where packageManager pins another (it
+# cannot be downloaded everywhere), and let dependencies' build scripts run
+# as the older pnpm the repo was written for did.
+export npm_config_manage_package_manager_versions=false
 say repo "$(basename "$PWD")"
-say manager "$pm"
+say manager "$pm $($pm --version 2>/dev/null | tail -1)"
 
 # Every regular file outside node_modules, .git and the check's own cache,
 # with its sha256: the build's outputs are what a build adds or changes.
@@ -75,9 +79,13 @@ EOF
 states() { grep -Eo '^(hit|miss|uncached|failed|skipped)' "$1" | sort | uniq -c | awk '{printf "%s %s, ", $1, $2}' | sed 's/, $//'; }
 count() { grep -Ec "^$2( |$)" "$1" || true; }
 
+# Before the install: what `prepare` scripts write counts as build output.
+snapshot "$work/before"
 if [ "$install" = 1 ]; then
   case $pm in
-    pnpm) pnpm install --frozen-lockfile >"$work/install.log" 2>&1 || pnpm install >>"$work/install.log" 2>&1 ;;
+    pnpm) builds=""; [ "$(pnpm --version | cut -d. -f1)" -ge 10 ] && builds=--dangerously-allow-all-builds
+          pnpm install --frozen-lockfile $builds >"$work/install.log" 2>&1 \
+            || pnpm install $builds >>"$work/install.log" 2>&1 ;;
     yarn) yarn install --frozen-lockfile >"$work/install.log" 2>&1 || yarn install >>"$work/install.log" 2>&1 ;;
     npm) npm ci >"$work/install.log" 2>&1 || npm install >>"$work/install.log" 2>&1 ;;
     bun) bun install >"$work/install.log" 2>&1 ;;
@@ -97,7 +105,6 @@ native() {
   fi
 }
 
-snapshot "$work/before"
 t=$(now)
 if native >"$work/native.log" 2>&1; then say native "ok"; else fail "native build (tail below)"; tail -30 "$work/native.log"; fi
 [ "$timing" = 1 ] && say native_time "$(elapsed "$t")"

@@ -35,7 +35,8 @@ fn main() -> std::io::Result<()> {
     )?;
 
     let t = Instant::now();
-    let client = Client::connect(server.socket_path())?;
+    let client = Client::with_token(server.socket_path(), Some(server.token().to_owned()));
+    client.connect_now()?;
     client.get_env("VBUILD_BENCH_VAR", false)?;
     let first = t.elapsed();
     for _ in 0..500 {
@@ -63,10 +64,7 @@ fn main() -> std::io::Result<()> {
         let status = std::process::Command::new("node")
             .arg(fixture.join("latency.mjs"))
             .arg(calls.to_string())
-            .envs(ActionServer::action_env(
-                server.socket_dir(),
-                server.node_client_path(),
-            ))
+            .envs(server.action_env(server.socket_dir(), server.node_client_path()))
             .current_dir(&ws)
             .status()?;
         if !status.success() {

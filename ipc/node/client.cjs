@@ -26,7 +26,7 @@ const CALL_TIMEOUT_MS = 60_000;
 function workerMain() {
   const { workerData } = require('node:worker_threads');
   const net = require('node:net');
-  const { socketPath, port, flag, version, maxFrameLen } = workerData;
+  const { socketPath, token, port, flag, version, maxFrameLen } = workerData;
 
   let fatal = null; // once set, every request is answered with this error
   let buf = Buffer.alloc(0);
@@ -79,7 +79,10 @@ function workerMain() {
 
   // Writes may be queued before the connection is up; net buffers them.
   // The hello's answer is checked but never forwarded to the caller.
-  sock.write(frame({ op: 'hello', version, client: `vbuild-node/${process.version}` }));
+  // The token proves this connection belongs to the action (schema/ipc/protocol.md).
+  const hello = { op: 'hello', version, client: `vbuild-node/${process.version}` };
+  if (token) hello.token = token;
+  sock.write(frame(hello));
   expected.push(({ response, error }) => {
     if (error) return;
     if (!response || response.type !== 'hello') {
@@ -96,7 +99,7 @@ function workerMain() {
   });
 }
 
-function createClient(socketPath) {
+function createClient(socketPath, token) {
   const { Worker, MessageChannel, receiveMessageOnPort } = require('node:worker_threads');
   const path = require('node:path');
   const { fileURLToPath } = require('node:url');
@@ -111,6 +114,7 @@ function createClient(socketPath) {
       eval: true,
       workerData: {
         socketPath,
+        token,
         port: port2,
         flag,
         version: PROTOCOL_VERSION,
@@ -241,7 +245,7 @@ let client = null;
 function load(_options) {
   const socketPath = process.env.VBUILD_IPC_SOCKET;
   if (!socketPath) return NOOP;
-  if (client === null) client = createClient(socketPath);
+  if (client === null) client = createClient(socketPath, process.env.VBUILD_IPC_TOKEN);
   return client;
 }
 

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::protocol::{read_frame, write_frame, EnvQuery, Request, Response, PROTOCOL_VERSION};
-use crate::ENV_SOCKET;
+use crate::{ENV_SOCKET, ENV_TOKEN};
 
 /// A generous bound: the server answers in microseconds, so hitting this
 /// means the runner is wedged, and an error beats a tool hung forever.
@@ -19,6 +19,8 @@ const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// threads; calls are serialized on one connection.
 pub struct Client {
     socket: PathBuf,
+    /// Sent in every `hello` (from `VBUILD_IPC_TOKEN`).
+    token: Option<String>,
     conn: Mutex<Option<UnixStream>>,
 }
 
@@ -34,10 +36,17 @@ impl Client {
         Some(Client::new(socket))
     }
 
-    /// A client for an explicit socket path; connects on first use.
+    /// A client for an explicit socket path, with the token from
+    /// `VBUILD_IPC_TOKEN`; connects on first use.
     pub fn new(socket: impl Into<PathBuf>) -> Client {
+        Client::with_token(socket, std::env::var(ENV_TOKEN).ok())
+    }
+
+    /// A client for `socket` that proves itself with `token`.
+    pub fn with_token(socket: impl Into<PathBuf>, token: Option<String>) -> Client {
         Client {
             socket: socket.into(),
+            token,
             conn: Mutex::new(None),
         }
     }
@@ -45,8 +54,17 @@ impl Client {
     /// A client that connects and handshakes now, to surface errors early.
     pub fn connect(socket: impl Into<PathBuf>) -> io::Result<Client> {
         let client = Client::new(socket);
-        *client.lock() = Some(client.open()?);
+        client.connect_now()?;
         Ok(client)
+    }
+
+    /// Connects and handshakes now unless already connected.
+    pub fn connect_now(&self) -> io::Result<()> {
+        let mut guard = self.lock();
+        if guard.is_none() {
+            *guard = Some(self.open()?);
+        }
+        Ok(())
     }
 
     pub fn socket_path(&self) -> &Path {
@@ -161,6 +179,7 @@ impl Client {
             &Request::Hello {
                 version: PROTOCOL_VERSION,
                 client: Some(format!("vbuild-ipc-rust/{}", env!("CARGO_PKG_VERSION"))),
+                token: self.token.clone(),
             },
         )?;
         match read_frame(&mut stream)? {

@@ -4,8 +4,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::declarations::Declarations;
+use crate::declarations::{Declarations, Kept};
 use crate::env::{EnvQueryMatcher, SecretMatcher};
+use crate::limits::{excerpt, MAX_ENV_NAME_LEN};
 use crate::paths::Confinement;
 use crate::protocol::{Request, Response, MAX_FRAME_LEN, PROTOCOL_VERSION};
 
@@ -15,6 +16,8 @@ pub(crate) struct Shared {
     pub(crate) host_env: Arc<HashMap<String, String>>,
     pub(crate) secrets: SecretMatcher,
     pub(crate) decls: Mutex<Declarations>,
+    /// The per-action secret every `hello` must carry.
+    pub(crate) token: String,
 }
 
 impl Shared {
@@ -25,11 +28,18 @@ impl Shared {
         self.decls.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn refuse(&self, what: &str, reason: String) -> Response {
+    /// Refuses a request: an `error` reply, and one warning per kind.
+    pub(crate) fn refuse(&self, what: &str, reason: String) -> Response {
         let message = format!("{what}: {reason}");
-        tracing::warn!(target: "vbuild_ipc", "refused {message}");
-        self.decls().refusals.push(message.clone());
+        self.decls().refuse(what, &message);
         Response::Error { message }
+    }
+
+    fn kept(kept: Kept, ok: Response) -> Response {
+        match kept {
+            Kept::Yes => ok,
+            Kept::No(message) => Response::Error { message },
+        }
     }
 
     /// Applies `req` and returns its answer. `Hello` is handled by the
@@ -40,8 +50,8 @@ impl Shared {
             Request::IgnoreInput { path, cwd } => {
                 match self.confinement.resolve(&path, cwd.as_deref()) {
                     Ok(rel) => {
-                        self.decls().ignored_inputs.insert(rel.clone());
-                        Response::Ack { path: Some(rel) }
+                        let kept = self.decls().ignore_input(rel.clone());
+                        Self::kept(kept, Response::Ack { path: Some(rel) })
                     }
                     Err(reason) => self.refuse("ignoreInput", reason),
                 }
@@ -49,8 +59,8 @@ impl Shared {
             Request::IgnoreOutput { path, cwd } => {
                 match self.confinement.resolve(&path, cwd.as_deref()) {
                     Ok(rel) => {
-                        self.decls().ignored_outputs.insert(rel.clone());
-                        Response::Ack { path: Some(rel) }
+                        let kept = self.decls().ignore_output(rel.clone());
+                        Self::kept(kept, Response::Ack { path: Some(rel) })
                     }
                     Err(reason) => self.refuse("ignoreOutput", reason),
                 }
@@ -60,10 +70,24 @@ impl Shared {
                 Response::Ack { path: None }
             }
             Request::GetEnv { name, tracked } => {
-                let value = self.host_env.get(&name).cloned();
+                if name.len() > MAX_ENV_NAME_LEN {
+                    return self.refuse(
+                        "getEnv",
+                        format!(
+                            "name {} is longer than {MAX_ENV_NAME_LEN} bytes",
+                            excerpt(&name)
+                        ),
+                    );
+                }
+                let value = self
+                    .secrets
+                    .visible(&self.host_env, &name)
+                    .map(str::to_owned);
                 if tracked {
                     let record = self.secrets.record(&name, value.as_deref());
-                    self.decls().tracked_env.insert(name, record);
+                    // Over the bound the run is not cached; the tool still
+                    // gets its value.
+                    let _ = self.decls().track_env(name, record);
                 }
                 Response::Env { value }
             }
@@ -72,26 +96,30 @@ impl Shared {
                     Ok(m) => m,
                     Err(reason) => return self.refuse("getEnvs", reason),
                 };
-                let values = matcher.select(&self.host_env);
+                let values = matcher.select_visible(&self.host_env, &self.secrets);
                 if tracked {
                     let mut decls = self.decls();
                     for (name, value) in &values {
                         let record = self.secrets.record(name, Some(value));
-                        decls.tracked_env.insert(name.clone(), record);
+                        let _ = decls.track_env(name.clone(), record);
                     }
-                    decls.add_env_pattern(query, values.keys().cloned().collect());
+                    let _ = decls.add_env_pattern(query, values.keys().cloned().collect());
                 }
                 Response::Envs { values }
             }
             Request::ReportUsedInputs { paths, cwd } => {
                 let mut accepted = BTreeSet::new();
-                let mut refused = Vec::new();
+                let mut refused = 0usize;
+                let mut first_refused = None;
                 for path in &paths {
                     match self.confinement.resolve(path, cwd.as_deref()) {
                         Ok(rel) => {
                             accepted.insert(rel);
                         }
-                        Err(reason) => refused.push(reason),
+                        Err(reason) => {
+                            refused += 1;
+                            first_refused.get_or_insert(reason);
+                        }
                     }
                 }
                 // Apply what is acceptable even when some paths are refused:
@@ -99,16 +127,18 @@ impl Shared {
                 // tool asked for, and refusing the whole report would hide
                 // the inputs it did name.
                 let mut decls = self.decls();
-                decls
-                    .used_inputs
-                    .get_or_insert_with(BTreeSet::new)
-                    .extend(accepted);
-                decls.used_inputs_refused |= !refused.is_empty();
+                let kept = decls.add_used_inputs(accepted);
+                decls.used_inputs_refused |= refused > 0;
                 drop(decls);
-                if refused.is_empty() {
-                    Response::Ack { path: None }
-                } else {
-                    self.refuse("reportUsedInputs", refused.join("; "))
+                match first_refused {
+                    None => Self::kept(kept, Response::Ack { path: None }),
+                    Some(first) => {
+                        let more = match refused {
+                            1 => String::new(),
+                            n => format!(" (and {} more paths)", n - 1),
+                        };
+                        self.refuse("reportUsedInputs", format!("{first}{more}"))
+                    }
                 }
             }
         }

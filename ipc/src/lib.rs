@@ -12,6 +12,7 @@ pub mod client;
 mod declarations;
 mod env;
 mod handler;
+pub mod limits;
 mod paths;
 pub mod protocol;
 mod server;
@@ -29,6 +30,9 @@ pub use tool::{
 
 /// Names the socket, as the action sees it.
 pub const ENV_SOCKET: &str = "VBUILD_IPC_SOCKET";
+
+/// The action's secret, which every connection's `hello` must carry.
+pub const ENV_TOKEN: &str = "VBUILD_IPC_TOKEN";
 
 /// Read by `@voidzero-dev/vite-task-client`: the Node module whose `load()`
 /// returns the synchronous client.

@@ -7,6 +7,8 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use crate::limits::{excerpt, MAX_PATH_LEN};
+
 /// The workspace root(s) as the action sees them. A path is accepted when,
 /// after normalization, it lies under one of them.
 #[derive(Clone, Debug)]
@@ -38,8 +40,14 @@ impl Confinement {
         if path.is_empty() {
             return Err("empty path".to_owned());
         }
+        if path.len() > MAX_PATH_LEN || cwd.is_some_and(|c| c.len() > MAX_PATH_LEN) {
+            return Err(format!(
+                "path {} (or its cwd) is longer than {MAX_PATH_LEN} bytes",
+                excerpt(path)
+            ));
+        }
         if path.contains('\0') || cwd.is_some_and(|c| c.contains('\0')) {
-            return Err(format!("path {path:?} contains a NUL byte"));
+            return Err(format!("path {} contains a NUL byte", excerpt(path)));
         }
         let given = Path::new(path);
         let absolute = if given.is_absolute() {
@@ -49,11 +57,17 @@ impl Confinement {
                 Some(cwd) if cwd.is_absolute() => cwd.join(given),
                 Some(cwd) => {
                     return Err(format!(
-                        "relative path {path:?} with a relative cwd {:?}",
-                        cwd.display()
+                        "relative path {} with a relative cwd {}",
+                        excerpt(path),
+                        excerpt(&cwd.to_string_lossy())
                     ))
                 }
-                None => return Err(format!("relative path {path:?} sent without a cwd")),
+                None => {
+                    return Err(format!(
+                        "relative path {} sent without a cwd",
+                        excerpt(path)
+                    ))
+                }
             }
         };
         let normalized = normalize(&absolute);
@@ -62,9 +76,11 @@ impl Confinement {
                 return Ok(to_slash(rel));
             }
         }
+        // The request is echoed once, cut short: a tool sending huge paths
+        // must not turn each refusal into megabytes of warnings.
         Err(format!(
-            "path {path:?} (resolved to {:?}) is outside the workspace root {:?}",
-            normalized.display(),
+            "path {} is outside the workspace root {:?}",
+            excerpt(path),
             self.roots[0].display()
         ))
     }
@@ -147,6 +163,11 @@ mod tests {
         assert!(c.resolve("a", Some("rel")).is_err());
         assert!(c.resolve("", Some("/vbuild/ws")).is_err());
         assert!(c.resolve("a\0b", Some("/vbuild/ws")).is_err());
+        let huge = "a/".repeat(300_000);
+        let err = c.resolve(&huge, Some("/vbuild/ws")).unwrap_err();
+        assert!(err.len() < 400, "{} bytes", err.len());
+        let outside = format!("/{}", "b".repeat(3000));
+        assert!(c.resolve(&outside, None).unwrap_err().len() < 400);
     }
 
     #[test]

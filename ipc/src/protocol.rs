@@ -60,6 +60,10 @@ pub enum Request {
         /// Free-form client identification, only used in diagnostics.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client: Option<String>,
+        /// The action's secret from `VBUILD_IPC_TOKEN`; a hello without the
+        /// right one is refused and the connection closed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
     },
     /// Reads under `path` do not count as inputs.
     IgnoreInput {

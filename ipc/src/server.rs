@@ -8,7 +8,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
@@ -17,9 +17,10 @@ use tokio::sync::{oneshot, watch};
 use crate::declarations::Declarations;
 use crate::env::SecretMatcher;
 use crate::handler::Shared;
+use crate::limits::MAX_CONNECTIONS;
 use crate::paths::Confinement;
 use crate::session::{Flow, Session};
-use crate::{ENV_NODE_CLIENT_PATH, ENV_SOCKET, NODE_CLIENT_FILE_NAME, NODE_CLIENT_JS};
+use crate::{ENV_NODE_CLIENT_PATH, ENV_SOCKET, ENV_TOKEN, NODE_CLIENT_FILE_NAME, NODE_CLIENT_JS};
 
 /// Name of the socket inside the private directory. Kept short because the
 /// whole path must fit in `sockaddr_un` (108 bytes on Linux).
@@ -68,6 +69,10 @@ impl Live {
     fn enter(self: &Arc<Self>) -> LiveGuard {
         *self.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
         LiveGuard(self.clone())
+    }
+
+    fn count(&self) -> usize {
+        *self.count.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Waits until no connection is live or `deadline` passes; true if idle.
@@ -165,6 +170,7 @@ impl ActionServer {
             host_env: config.host_env,
             secrets,
             decls: Mutex::new(Declarations::default()),
+            token: random_hex(32)?,
         });
         let live = Arc::new(Live::default());
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -195,6 +201,12 @@ impl ActionServer {
         &self.dir
     }
 
+    /// The secret a connection's `hello` must carry (in the action's env as
+    /// `VBUILD_IPC_TOKEN`).
+    pub fn token(&self) -> &str {
+        &self.shared.token
+    }
+
     /// Host path of the socket.
     pub fn socket_path(&self) -> &Path {
         &self.socket
@@ -209,8 +221,9 @@ impl ActionServer {
 
     /// Env vars to give the action: where the socket is and where the Node
     /// module for `@voidzero-dev/vite-task-client` is, both as the action
-    /// sees them.
+    /// sees them, and the token its connections must present.
     pub fn action_env(
+        &self,
         socket_dir_inside: &Path,
         node_module_inside: &Path,
     ) -> Vec<(String, String)> {
@@ -226,6 +239,7 @@ impl ActionServer {
                 ENV_NODE_CLIENT_PATH.to_owned(),
                 node_module_inside.to_string_lossy().into_owned(),
             ),
+            (ENV_TOKEN.to_owned(), self.shared.token.clone()),
         ]
     }
 
@@ -291,18 +305,23 @@ impl Drop for ActionServer {
     }
 }
 
-/// Creates `parent/vbipc-<unique>` with mode 0700, never reusing an
-/// existing entry (so a planted directory or symlink is not adopted).
+/// `n` random bytes from the kernel, as lowercase hex.
+pub(crate) fn random_hex(n: usize) -> io::Result<String> {
+    let mut bytes = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Creates `parent/vbipc-<pid>-<n>-<random>` with mode 0700, never reusing
+/// an existing entry (so a planted directory or symlink is not adopted).
+/// The random part keeps other actions from finding the socket by guessing
+/// its name.
 fn create_private_dir(parent: &Path) -> io::Result<PathBuf> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let pid = std::process::id();
     for _ in 0..100 {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = parent.join(format!("vbipc-{pid:x}-{n:x}-{nanos:x}"));
+        let dir = parent.join(format!("vbipc-{pid:x}-{n:x}-{}", random_hex(12)?));
         match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => {
                 // The umask may have removed bits we need (e.g. 0200).
@@ -338,6 +357,10 @@ async fn accept_loop(
             biased;
             _ = &mut stop => break,
             accepted = listener.accept() => match accepted {
+                Ok((stream, _)) if live.count() >= MAX_CONNECTIONS => {
+                    errors = 0;
+                    refuse_connection(stream, &shared);
+                }
                 Ok((stream, _)) => {
                     errors = 0;
                     spawn(stream);
@@ -366,6 +389,19 @@ async fn accept_loop(
         }
     }
     let _ = done.send(());
+}
+
+/// Over [`MAX_CONNECTIONS`]: one `error` (best effort, never waiting) and
+/// the connection is closed, so a tool cannot make the runner hold
+/// unbounded connection state.
+fn refuse_connection(stream: UnixStream, shared: &Shared) {
+    let response = shared.refuse(
+        "connection",
+        format!("more than {MAX_CONNECTIONS} connections at once"),
+    );
+    if let (Ok(frame), Ok(stream)) = (crate::protocol::encode_frame(&response), stream.into_std()) {
+        let _ = (&stream).write(&frame);
+    }
 }
 
 /// Per-read buffer growth; frames are usually far smaller.

@@ -1,6 +1,8 @@
 //! One connection's framing and handshake, independent of how bytes arrive
 //! (the async read loop and the final non-blocking sweep both feed it).
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
 use crate::handler::{hello, Shared};
 use crate::protocol::{encode_frame, split_frame, Request, Response, PROTOCOL_VERSION};
 
@@ -66,7 +68,16 @@ impl Session {
                     );
                     break Flow::Close;
                 }
-                (_, Request::Hello { .. }) => {
+                (_, Request::Hello { token, .. }) => {
+                    // Proves the connection belongs to this action: another
+                    // action (or any process that found the socket) does not
+                    // have the token.
+                    if !token.as_deref().is_some_and(|t| same(t, &shared.token)) {
+                        let message =
+                            "the hello did not carry this action's token ($VBUILD_IPC_TOKEN)";
+                        push(out, &shared.refuse("hello", message.to_owned()));
+                        break Flow::Close;
+                    }
                     self.greeted = true;
                     push(out, &hello());
                 }
@@ -74,12 +85,37 @@ impl Session {
                     push(out, &error("the first frame must be a hello".to_owned()));
                     break Flow::Close;
                 }
-                (true, request) => push(out, &shared.apply(request)),
+                (true, request) => push(out, &apply_guarded(shared, request)),
             }
         };
         self.buf.drain(..consumed);
         flow
     }
+}
+
+/// A bug in a handler must not cost the tool its answer nor make the run
+/// cacheable with a declaration missing: the request gets an `error` and
+/// the run is not cached.
+fn apply_guarded(shared: &Shared, request: Request) -> Response {
+    match catch_unwind(AssertUnwindSafe(|| shared.apply(request))) {
+        Ok(response) => response,
+        Err(_) => {
+            shared.decls().cache_disabled = true;
+            shared.refuse(
+                "internal error",
+                "vbuild failed to handle a request; this run is not cached".to_owned(),
+            )
+        }
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal a prefix.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 fn error(message: String) -> Response {

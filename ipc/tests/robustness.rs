@@ -11,10 +11,11 @@ use common::Harness;
 use vbuild_ipc::protocol::{encode_frame, read_frame, Request, Response, MAX_FRAME_LEN};
 use vbuild_ipc::{EnvValue, PROTOCOL_VERSION};
 
-fn hello() -> Request {
+fn hello(h: &Harness) -> Request {
     Request::Hello {
         version: PROTOCOL_VERSION,
         client: Some("test".into()),
+        token: Some(h.server().token().to_owned()),
     }
 }
 
@@ -27,7 +28,7 @@ fn connect(h: &Harness) -> UnixStream {
 /// Connects and completes the handshake.
 fn greeted(h: &Harness) -> UnixStream {
     let mut s = connect(h);
-    s.write_all(&encode_frame(&hello()).unwrap()).unwrap();
+    s.write_all(&encode_frame(&hello(h)).unwrap()).unwrap();
     assert!(matches!(
         read_frame(&mut s).unwrap(),
         Response::Hello { .. }
@@ -97,19 +98,36 @@ fn oversized_frame_closes_only_that_connection() {
 fn a_frame_at_the_limit_is_accepted() {
     let mut h = Harness::new();
     let mut s = greeted(&h);
-    // A getEnv whose name pads the body to exactly MAX_FRAME_LEN.
-    let overhead = encode_frame(&get_env("")).unwrap().len() - 4;
-    let name = "N".repeat(MAX_FRAME_LEN - overhead);
-    let frame = encode_frame(&get_env(&name)).unwrap();
+    // A reportUsedInputs whose paths pad the body to exactly MAX_FRAME_LEN
+    // (each path within the path length bound).
+    let report = |paths: &[String]| Request::ReportUsedInputs {
+        paths: paths.to_vec(),
+        cwd: Some("/".into()),
+    };
+    let body_len = |paths: &[String]| encode_frame(&report(paths)).unwrap().len() - 4;
+    let mut paths: Vec<String> = Vec::new();
+    while body_len(&paths) + 4000 < MAX_FRAME_LEN {
+        paths.push(format!(
+            "{}/{:06}/{}",
+            h.pkg().display(),
+            paths.len(),
+            "p".repeat(1000)
+        ));
+    }
+    let prefix = format!("{}/last-", h.pkg().display());
+    paths.push(prefix.clone());
+    let pad = MAX_FRAME_LEN - body_len(&paths);
+    *paths.last_mut().unwrap() = format!("{prefix}{}", "q".repeat(pad));
+    let frame = encode_frame(&report(&paths)).unwrap();
     assert_eq!(frame.len(), MAX_FRAME_LEN + 4);
     s.write_all(&frame).unwrap();
     assert_eq!(
         read_frame::<Response>(&mut s).unwrap(),
-        Response::Env { value: None }
+        Response::Ack { path: None }
     );
     drop(s);
     let d = h.finish(Duration::from_secs(1));
-    assert_eq!(d.tracked_env[&name], EnvValue::Absent);
+    assert_eq!(d.used_inputs.unwrap().len(), paths.len());
 }
 
 #[test]
@@ -159,6 +177,7 @@ fn handshake_is_required_and_versioned() {
     let future = Request::Hello {
         version: PROTOCOL_VERSION + 1,
         client: None,
+        token: Some(h.server().token().to_owned()),
     };
     s.write_all(&encode_frame(&future).unwrap()).unwrap();
     assert!(error_then_eof(&mut s).contains("version"));
@@ -210,7 +229,7 @@ fn hanging_clients_do_not_block_finish_and_sent_frames_apply() {
     let mut rude = connect(&h);
     let pkg = h.pkg().to_str().unwrap().to_owned();
     for req in [
-        hello(),
+        hello(&h),
         Request::DisableCache,
         Request::IgnoreInput {
             path: "cache".into(),
@@ -251,7 +270,7 @@ fn frames_not_yet_read_by_the_server_are_applied_at_finish() {
             .unwrap();
         let mut h = Harness::on(rt);
         let mut s = connect(&h);
-        for req in [hello(), Request::DisableCache, get_env("PRESENT")] {
+        for req in [hello(&h), Request::DisableCache, get_env("PRESENT")] {
             s.write_all(&encode_frame(&req).unwrap()).unwrap();
         }
         // Half the rounds the client has gone away, half it hangs on.
@@ -279,7 +298,10 @@ fn frames_not_yet_read_by_the_server_are_applied_at_finish() {
         let d = server.finish(Duration::ZERO);
         assert!(t.elapsed() < Duration::from_secs(3), "round {round}");
         assert!(d.cache_disabled, "round {round}: frame lost");
-        assert_eq!(d.tracked_env["PRESENT"], EnvValue::Value("yes".into()));
+        assert_eq!(
+            d.tracked_env["PRESENT"],
+            EnvValue::Hashed(vbuild_ipc::hash_secret("yes"))
+        );
         drop(s);
         let _ = stop_tx.send(());
         driver.join().unwrap();

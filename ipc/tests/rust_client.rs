@@ -52,15 +52,24 @@ fn every_call_from_a_child_process() {
     assert_eq!(d.ignored_outputs, BTreeSet::from(["out/x".to_owned()]));
     assert!(d.cache_disabled);
     let env = &d.tracked_env;
-    assert_eq!(env["PRESENT"], EnvValue::Value("yes".into()));
+    assert_eq!(
+        env["PRESENT"],
+        EnvValue::Hashed(vbuild_ipc::hash_secret("yes"))
+    );
     assert_eq!(env["ABSENT"], EnvValue::Absent);
-    assert_eq!(env["NULLISH"], EnvValue::Value("null".into()));
+    assert_eq!(
+        env["NULLISH"],
+        EnvValue::Hashed(vbuild_ipc::hash_secret("null"))
+    );
     assert!(
         !env.contains_key("UNTRACKED"),
         "untracked reads are not recorded"
     );
-    assert_eq!(env["VITE_A"], EnvValue::Value("1".into()));
-    assert_eq!(env["PUB_X"], EnvValue::Value("x".into()));
+    assert_eq!(
+        env["VITE_A"],
+        EnvValue::Hashed(vbuild_ipc::hash_secret("1"))
+    );
+    assert_eq!(env["PUB_X"], EnvValue::Hashed(vbuild_ipc::hash_secret("x")));
     assert_eq!(env["NPM_TOKEN"], EnvValue::Hashed(hash_secret("s3cr3t")));
     assert_eq!(
         d.env_patterns,
@@ -157,7 +166,10 @@ fn grandchildren_and_concurrent_processes_declare() {
     let expected: BTreeSet<String> = (1..=6).map(|i| format!("pkg/gen/{i}")).collect();
     assert_eq!(d.ignored_inputs, expected);
     assert_eq!(d.ignored_outputs, BTreeSet::from(["pkg/sub/o".into()]));
-    assert_eq!(d.tracked_env["PRESENT"], EnvValue::Value("yes".into()));
+    assert_eq!(
+        d.tracked_env["PRESENT"],
+        EnvValue::Hashed(vbuild_ipc::hash_secret("yes"))
+    );
 }
 
 #[test]

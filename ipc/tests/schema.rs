@@ -20,6 +20,7 @@ fn samples() -> Vec<Value> {
         Request::Hello {
             version: PROTOCOL_VERSION,
             client: None,
+            token: Some("0123abcd".into()),
         },
         Request::IgnoreInput {
             path: "a".into(),

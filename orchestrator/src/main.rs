@@ -43,6 +43,10 @@ const EXIT_ERROR: u8 = 2;
 const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
+    // Nothing an action starts may ptrace vbuild (or the forked supervisors,
+    // which inherit this) to run code outside the action's process tree;
+    // this also keeps /proc/<pid>/{mem,environ} of vbuild unreadable to them.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     let cli = Cli::parse();
     match real_main(cli) {
         Ok(code) => ExitCode::from(code),
@@ -361,15 +365,19 @@ const DEFAULT_SECRETS: &[&str] = &["*TOKEN*", "*SECRET*", "*PASSWORD*", "*_KEY",
 
 /// A short, private directory for IPC sockets: socket paths are limited to
 /// 107 bytes, so the store (which may live deep) is no place for them.
-fn ipc_parent() -> Result<PathBuf> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    let uid = unsafe { libc::getuid() };
+fn ipc_base() -> Result<PathBuf> {
     let base = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
         .filter(|p| p.is_dir());
-    let dir = base
-        .unwrap_or_else(std::env::temp_dir)
-        .join(format!("vbuild-{uid}"));
+    private_dir(&base.unwrap_or_else(std::env::temp_dir))
+}
+
+/// `base/vbuild-<uid>`, created 0700 if missing, and refused unless it is
+/// a directory of ours that nobody else can enter.
+fn private_dir(base: &std::path::Path) -> Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let uid = unsafe { libc::getuid() };
+    let dir = base.join(format!("vbuild-{uid}"));
     match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -478,8 +486,18 @@ fn build(
         .map(|s| s.to_string())
         .chain(ws.def.secret_env.iter().cloned())
         .collect();
-    let secrets =
-        vbuild_ipc::SecretMatcher::new(&secret_patterns).context("vbuild.toml: secret_env")?;
+    // The remote's credential variable is hidden from tools like vbuild's
+    // own VBUILD_* settings.
+    let credential_vars: Vec<&str> = ws
+        .def
+        .remote
+        .as_ref()
+        .and_then(|r| r.credentials_env.as_deref())
+        .into_iter()
+        .collect();
+    let secrets = vbuild_ipc::SecretMatcher::new(&secret_patterns)
+        .context("vbuild.toml: secret_env")?
+        .hide(&credential_vars);
     let host_env: HashMap<String, String> = std::env::vars().collect();
     // No remote when nothing is read or written (`--no-cache`, `why`).
     let remote_cfg = if opts.no_cache || opts.dry_run {
@@ -535,8 +553,8 @@ fn build(
     let mut reporter = report::Reporter::new();
     let failed = scheduler::run(&ctx, &order, &mut reporter);
     reporter.flush();
-    if let Some(scratch_parent) = ctx.exec_env.created_scratch() {
-        cleanup::remove_tree(scratch_parent);
+    for dir in ctx.exec_env.created_dirs() {
+        cleanup::remove_tree(dir);
     }
     store.action_cache.save_stat_cache(&stat_cache)?;
     if !ctx.opts.dry_run {

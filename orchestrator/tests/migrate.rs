@@ -458,3 +458,43 @@ fn files_outside_the_package_are_declared_or_listed() {
     );
     ws.run(&["run", "//packages/a:build"]).assert_all("miss");
 }
+
+#[test]
+fn root_scripts_packages_share_name_the_pipeline() {
+    // npm workspaces, no turbo: the root compiles the whole repo with
+    // `tsc -b`, each package has `compile`; `test` runs what it compiled.
+    let ws = npm_ws(&[
+        (
+            "package.json",
+            r#"{"name":"r","private":true,"workspaces":["packages/*"],"scripts":{"compile":"tsc -b tsconfig.build.json","test":"npm run --ws test --if-present"}}"#,
+        ),
+        (
+            "packages/core/package.json",
+            r#"{"name":"core","version":"1.0.0","scripts":{"compile":"tsc"}}"#,
+        ),
+        (
+            "packages/core/tsconfig.json",
+            r#"{"compilerOptions":{"outDir":"lib"}}"#,
+        ),
+        (
+            "packages/cli/package.json",
+            r#"{"name":"cli","version":"1.0.0","scripts":{"compile":"tsc","test":"node lib/main.spec.js"},"dependencies":{"core":"^1.0.0"}}"#,
+        ),
+        (
+            "packages/cli/tsconfig.json",
+            r#"{"compilerOptions":{"outDir":"lib"}}"#,
+        ),
+    ]);
+    let out = ws.run(&["migrate"]);
+    assert_eq!(out.code, 0, "{}", out.snapshot());
+    let cli = ws.read("packages/cli/BUILD.toml");
+    assert!(
+        cli.contains("[target.compile]\ncommand = \"tsc\"\nsrcs = [\"**\"]\ndeps = [\"//packages/core:compile\"]\nouts = [\"lib/\"]"),
+        "{cli}"
+    );
+    assert!(cli.contains("deps = [\":compile\"]"), "{cli}");
+    assert_eq!(
+        ws.run(&["query", "compile"]).stdout,
+        "//packages/cli:compile\n//packages/core:compile\n"
+    );
+}

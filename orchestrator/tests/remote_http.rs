@@ -287,6 +287,35 @@ fn read_only_mode_uploads_nothing() {
     out.assert_all("miss");
 }
 
+/// Issue 14 item 4: a scratch-mode action can read and write anything of
+/// the user's, so what it built is never shared; the same targets built in
+/// the namespace sandbox are.
+#[test]
+fn results_built_without_isolation_are_never_uploaded() {
+    let Some(nginx) = Nginx::start("") else {
+        return;
+    };
+    let env = remote_env(&nginx);
+    let env = env_refs(&env);
+    let ws = Checkout::basic();
+    ws.write(
+        "vbuild.toml",
+        "[workspace]\nname = \"test\"\nsandbox = \"scratch\"\n",
+    );
+    let out = ws.run(&["//..."], &env);
+    out.assert_ok();
+    out.assert_all("miss");
+    assert_eq!(nginx.count("PUT"), 0, "{}", nginx.access_log());
+    if vbuild_sandbox::probe_namespaces().is_err() {
+        eprintln!("SKIP the namespaces half: no namespace sandbox here");
+        return;
+    }
+    let out = ws.run(&["//...", "--sandbox", "namespaces"], &env);
+    out.assert_ok();
+    out.assert_all("miss");
+    assert!(nginx.count("PUT") > 0, "{}", nginx.access_log());
+}
+
 /// Builds examples/basic once against `nginx` so it holds every entry.
 fn populate(nginx: &Nginx) {
     let env = remote_env(nginx);
@@ -462,6 +491,66 @@ fn oversized_entries_are_rejected() {
     assert!(rejected[0].contains("over the limit"), "{}", rejected[0]);
     // Only the records list, its blob and the action result were read.
     assert!(nginx.count("GET") - gets <= 3, "{}", nginx.access_log());
+}
+
+#[test]
+fn entries_over_the_file_byte_and_depth_caps_are_rejected() {
+    let Some(nginx) = Nginx::start("") else {
+        return;
+    };
+    populate(&nginx);
+    let (file, _) = nginx.result_with_output("libs/words/out/words.txt");
+    let original = std::fs::read(&file).unwrap();
+    let evil = b"EVIL-MANY";
+    let digest = nginx.put_blob(evil);
+    // 20,000 files (default cap 10,000): refused before one is fetched.
+    forge(&file, |r| {
+        for i in 0..20_000 {
+            r.output_files.push(reapi::OutputFile {
+                path: format!("libs/words/out/f{i}"),
+                digest: Some(digest.clone()),
+                ..Default::default()
+            });
+        }
+    });
+    let gets = nginx.count("GET");
+    assert_rejected(
+        &nginx,
+        "20001 files, over the limit of 10000 (max_entry_files)",
+        evil,
+    );
+    assert!(nginx.count("GET") - gets <= 3, "{}", nginx.access_log());
+    // A path 100 levels deep (default cap 64).
+    std::fs::write(&file, &original).unwrap();
+    forge(&file, |r| {
+        r.output_files.push(reapi::OutputFile {
+            path: format!("libs/words/out/{}f", "d/".repeat(100)),
+            digest: Some(digest.clone()),
+            ..Default::default()
+        });
+    });
+    assert_rejected(&nginx, "over the limit of 64 (max_entry_depth)", evil);
+    // The caps are settings: the honest entry over a tiny byte cap.
+    std::fs::write(&file, &original).unwrap();
+    let env = remote_env(&nginx);
+    let ws = Checkout::basic();
+    ws.append(
+        "vbuild.toml",
+        "\n[remote]\nmax_entry_bytes = 1\nmax_entry_files = 5\n",
+    );
+    let out = ws.run(
+        &["//libs/words:build", "--remote-mode", "read-only"],
+        &env_refs(&env),
+    );
+    out.assert_ok();
+    assert_eq!(
+        out.states(),
+        vec!["miss //libs/words:build"],
+        "{}",
+        out.stderr
+    );
+    let rejected = lines_with(&out.stderr, "remote entry rejected");
+    assert!(rejected[0].contains("(max_entry_bytes)"), "{}", out.stderr);
 }
 
 #[test]

@@ -288,25 +288,29 @@ fn parallel_build_respects_dependencies() {
 
 #[test]
 fn killed_build_leaves_no_entry_and_reruns() {
+    // A TMPDIR of its own: scratch-mode dirs live there (outside the store).
+    let tmp = tempfile::tempdir().unwrap();
+    let marker = tmp.path().join("started-marker");
     let ws = Ws::new(&[(
         "p/BUILD.toml",
-        "[target.build]\ncommand = \"echo started > $TMPDIR/../../../started-marker; sleep 7.654; echo done > out.txt\"\nouts = [\"out.txt\"]\n",
+        &format!("[target.build]\ncommand = \"echo started > {}; sleep 7.654; echo done > out.txt\"\nouts = [\"out.txt\"]\n", marker.display()),
     )]);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vbuild"))
         .current_dir(ws.root())
         .args(["run", "//p:build"])
         .env("VBUILD_CACHE_DIR", &ws.cache)
+        .env("TMPDIR", tmp.path())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     // Wait until the action is running, then kill vbuild outright.
-    let marker = ws.cache.join("scratch/started-marker");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !marker.exists() {
         assert!(std::time::Instant::now() < deadline, "action never started");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let run_dir = ws.cache.join(format!("scratch/run-{}", child.id()));
+    let uid = unsafe { libc::geteuid() };
+    let run_dir = tmp.path().join(format!("vbuild-{uid}/run-{}", child.id()));
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(!ws.path("p/out.txt").exists());
@@ -331,10 +335,15 @@ fn killed_build_leaves_no_entry_and_reruns() {
 
 #[test]
 fn ctrl_c_stops_the_run_with_keep_going() {
+    let marks = tempfile::tempdir().unwrap();
+    let marker = marks.path().join("go-a");
     let ws = Ws::new(&[
         (
             "a/BUILD.toml",
-            "[target.build]\ncommand = \"echo go > $TMPDIR/../../../go-a; sleep 20.31\"\n",
+            &format!(
+                "[target.build]\ncommand = \"echo go > {}; sleep 20.31\"\n",
+                marker.display()
+            ),
         ),
         (
             "b/BUILD.toml",
@@ -352,7 +361,6 @@ fn ctrl_c_stops_the_run_with_keep_going() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let marker = ws.cache.join("scratch/go-a");
     let start = std::time::Instant::now();
     while !marker.exists() {
         assert!(

@@ -133,12 +133,18 @@ pub(crate) fn supervisor_main(plan: &ChildPlan, fds: &ChildFds, parent: pid_t) -
         }
     }
     if let Some(ns) = &plan.ns {
+        // vbuild may be non-dumpable (so actions cannot ptrace it); then
+        // /proc/self belongs to the host's root and an unprivileged
+        // supervisor could not write its own uid_map. Dumpable only while
+        // the namespaces are built: nothing of the action runs yet.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
         for (i, op) in ns.ops.iter().enumerate() {
             if let Err(e) = run_op(op) {
                 record(REC_SETUP, i as i32, e as i32);
                 exit(1);
             }
         }
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     } else if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) } != 0 {
         record(REC_SETUP, -1, Errno::last() as i32);
         exit(1);

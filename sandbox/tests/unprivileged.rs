@@ -17,6 +17,9 @@ use vbuild_sandbox::{ExitKind, SandboxMode};
 const INNER: &str = "VBUILD_SANDBOX_UNPRIVILEGED_INNER";
 
 fn checks() {
+    // As vbuild runs: non-dumpable (so actions cannot ptrace it), which
+    // makes /proc/self root's; the supervisor must still write its id maps.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     let ns = SandboxMode::Namespaces;
     if let Err(e) = vbuild_sandbox::probe_namespaces() {
         // Unprivileged user namespaces can be disabled by the host; the
@@ -81,5 +84,11 @@ fn namespaces_work_unprivileged() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("--- inner run as nobody ---\n{stdout}{stderr}");
     assert!(out.status.success(), "inner run failed");
+    // Unprivileged namespaces may be disabled on a host, but never by
+    // vbuild's own non-dumpable setting (its /proc/self is then root's).
+    assert!(
+        !stderr.contains("/proc/self"),
+        "the sandbox cannot write its id maps"
+    );
     assert!(stdout.contains("1 passed"), "inner test did not run");
 }

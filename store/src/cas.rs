@@ -197,6 +197,25 @@ impl Cas {
         tmp.persist(dest).map_err(io_err(dest))
     }
 
+    /// Puts a symlink to `target` at `dest` atomically (made under a temp
+    /// name, renamed over whatever file or symlink is there), so a
+    /// concurrent reader never sees the path missing. The temp name lives
+    /// in `tmp/` when on the same filesystem, as for `copy_out`.
+    pub fn put_symlink(&self, target: &str, dest: &Path) -> Result<(), CasError> {
+        let parent = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let same_fs = self.tmp_dev.is_some() && self.tmp_dev == temp::dev_of(parent);
+        let dir = if same_fs { &self.tmp_dir } else { parent };
+        match temp::symlink_into(target, dir, dest) {
+            Err(e) if same_fs && e.raw_os_error() == Some(libc::EXDEV) => {
+                temp::symlink_into(target, parent, dest).map_err(io_err(dest))
+            }
+            other => other.map_err(io_err(dest)),
+        }
+    }
+
     /// Hard-links a blob at `dest` (which must not exist) after verifying its
     /// hash (corrupt → deleted + `Corrupt`). The link shares the blob's
     /// inode: only for a caller that guarantees nothing can write through

@@ -24,6 +24,9 @@ pub fn host_env() -> HashMap<String, String> {
         ("PUB_X", "x"),
         ("NPM_TOKEN", "s3cr3t"),
         ("OTHER", "o"),
+        // vbuild's own settings and credentials: never visible to a tool.
+        ("VBUILD_REMOTE_CREDENTIALS", "remote-cred"),
+        ("VBUILD_CACHE_DIR", "/store"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -76,7 +79,7 @@ impl Harness {
     /// The environment the runner gives the action (sandbox = host paths here).
     pub fn action_env(&self) -> Vec<(String, String)> {
         let s = self.server();
-        ActionServer::action_env(s.socket_dir(), s.node_client_path())
+        s.action_env(s.socket_dir(), s.node_client_path())
     }
 
     /// A command in the action's scrubbed env, cwd = ws/pkg.

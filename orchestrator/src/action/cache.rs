@@ -192,7 +192,11 @@ impl<'c> Cache<'c> {
         produced: &Produced,
     ) -> Result<()> {
         let (strong, result) = self.put(target, key, record, produced)?;
-        if let Some(remote) = self.ctx.remote {
+        // Only results built in the namespace sandbox are shared: a
+        // scratch-mode action could read or write anything of the user's
+        // (docs/sandbox.md), so what it produced is trusted here at most.
+        let isolated = key.sandbox == vbuild_schema::SandboxSetting::Namespaces;
+        if let (Some(remote), true) = (self.ctx.remote, isolated) {
             remote.upload(crate::remote::Upload {
                 weak: key.weak,
                 strong,

@@ -16,16 +16,18 @@ pub const ACTION_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 pub const SOURCE_DATE_EPOCH: &str = "315532800";
 
 impl EnvSource for Ctx<'_> {
+    /// What the tool saw: vbuild's own settings are absent to it, so they
+    /// are absent here too (else the key would never match).
     fn value(&self, name: &str) -> EnvValue {
         self.secrets
-            .record(name, self.host_env.get(name).map(String::as_str))
+            .record(name, self.secrets.visible(&self.host_env, name))
     }
 
     fn matching(&self, query: &EnvQuery) -> BTreeMap<String, EnvValue> {
         let Ok(matcher) = EnvQueryMatcher::new(query) else {
             return BTreeMap::new();
         };
-        let found = matcher.select(&self.host_env);
+        let found = matcher.select_visible(&self.host_env, &self.secrets);
         found
             .keys()
             .map(|name| (name.clone(), self.value(name)))
@@ -89,9 +91,11 @@ impl Ctx<'_> {
             ),
         ]);
         env.extend(ipc);
+        // The same view as the key's (`EnvSource::value`): vbuild's own
+        // settings and credentials are not passed, even when listed.
         for name in crate::key::pass_env_names(self, target) {
-            if let Some(v) = self.host_env.get(&name) {
-                env.insert(name, v.clone());
+            if let Some(v) = self.secrets.visible(&self.host_env, &name) {
+                env.insert(name, v.to_owned());
             }
         }
         env.extend(target.env.clone());

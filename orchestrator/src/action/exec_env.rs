@@ -3,6 +3,7 @@
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use vbuild_schema::SandboxSetting;
 
 /// Lazily built run-wide state for executing actions.
 #[derive(Default)]
@@ -11,11 +12,15 @@ pub struct ExecEnv {
     rt: OnceLock<Result<tokio::runtime::Runtime, String>>,
     /// The run's runtime when one was started up front (remote cache).
     preset_rt: Option<tokio::runtime::Handle>,
-    /// Short directory for IPC sockets (a socket path must fit 107 bytes).
+    /// This run's private, unlistable directory for IPC sockets (short: a
+    /// socket path must fit 107 bytes).
     ipc_parent: OnceLock<Result<PathBuf, String>>,
-    /// This run's directory for per-action scratch dirs (created, after
-    /// sweeping dead runs' leftovers, when the first action executes).
+    /// This run's directory for namespace-sandbox scratch dirs, in the store
+    /// (created, after sweeping dead runs' leftovers, on first use).
     scratch_parent: OnceLock<Result<PathBuf, String>>,
+    /// The same for scratch-mode and `none` actions, outside the store
+    /// (see `cleanup.rs`).
+    host_scratch_parent: OnceLock<Result<PathBuf, String>>,
     /// The store's scratch directory, under which `scratch_parent` goes.
     store_scratch: PathBuf,
     /// This vbuild binary, put on every action's PATH for `vbuild tool`.
@@ -60,24 +65,42 @@ impl ExecEnv {
             .map_err(|e| anyhow::anyhow!("{e}"))
     }
 
-    pub(super) fn scratch_parent(&self) -> Result<&Path> {
-        self.scratch_parent
-            .get_or_init(|| {
-                let ipc = self.ipc_parent().map_err(|e| format!("{e:#}"))?;
-                Ok(crate::cleanup::run_scratch_dir(&self.store_scratch, ipc))
-            })
-            .as_deref()
-            .map_err(|e| anyhow::anyhow!("{e}"))
+    /// Where an action running in `sandbox` gets its scratch directory.
+    pub(super) fn scratch_parent(&self, sandbox: SandboxSetting) -> Result<&Path> {
+        let (cell, base) = match sandbox {
+            SandboxSetting::Namespaces => (&self.scratch_parent, Ok(self.store_scratch.clone())),
+            SandboxSetting::Scratch | SandboxSetting::None => (
+                &self.host_scratch_parent,
+                crate::private_dir(&std::env::temp_dir()),
+            ),
+        };
+        cell.get_or_init(|| {
+            let base = base.map_err(|e| format!("{e:#}"))?;
+            Ok(crate::cleanup::run_scratch_dir(&base))
+        })
+        .as_deref()
+        .map_err(|e| anyhow::anyhow!("{e}"))
     }
 
-    /// This run's scratch parent, if an action created it.
-    pub fn created_scratch(&self) -> Option<&Path> {
-        self.scratch_parent.get().and_then(|r| r.as_deref().ok())
+    /// This run's directories that actions created, to remove at the end.
+    pub fn created_dirs(&self) -> Vec<&Path> {
+        [
+            &self.scratch_parent,
+            &self.host_scratch_parent,
+            &self.ipc_parent,
+        ]
+        .into_iter()
+        .filter_map(|cell| cell.get().and_then(|r| r.as_deref().ok()))
+        .collect()
     }
 
     pub(super) fn ipc_parent(&self) -> Result<&Path> {
         self.ipc_parent
-            .get_or_init(|| crate::ipc_parent().map_err(|e| format!("{e:#}")))
+            .get_or_init(|| {
+                let base = crate::ipc_base().map_err(|e| format!("{e:#}"))?;
+                crate::cleanup::run_ipc_dir(&base)
+                    .map_err(|e| format!("creating an IPC directory in {}: {e}", base.display()))
+            })
             .as_deref()
             .map_err(|e| anyhow::anyhow!("{e}"))
     }

@@ -69,7 +69,7 @@ pub(super) fn execute(
     sandbox: SandboxSetting,
     inputs: &BTreeMap<String, EntryKind>,
 ) -> Result<Executed> {
-    let scratch = Scratch::create(ctx.exec_env.scratch_parent()?)?;
+    let scratch = Scratch::create(ctx.exec_env.scratch_parent(sandbox)?)?;
     let mode = match sandbox {
         SandboxSetting::Namespaces => Some(SandboxMode::Namespaces),
         SandboxSetting::Scratch => Some(SandboxMode::Scratch),
@@ -131,9 +131,9 @@ pub(super) fn execute(
         .context("starting the IPC server")?;
     let ipc_env = if namespaced {
         let inside = Path::new(IPC_INSIDE);
-        ActionServer::action_env(inside, &inside.join(vbuild_ipc::NODE_CLIENT_FILE_NAME))
+        server.action_env(inside, &inside.join(vbuild_ipc::NODE_CLIENT_FILE_NAME))
     } else {
-        ActionServer::action_env(server.socket_dir(), server.node_client_path())
+        server.action_env(server.socket_dir(), server.node_client_path())
     };
     let env = ctx.action_env(target, &layout, &bin, ipc_env);
     let (out_path, err_path) = (
@@ -281,10 +281,15 @@ fn stage(
     namespaced: bool,
 ) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
+    // Directories made so far: one mkdir per directory, not per input.
+    let mut made: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     for (path, entry) in inputs {
         let dest = ws_root.join(path);
         if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent)?;
+            if !made.contains(parent) {
+                std::fs::create_dir_all(parent)?;
+                made.extend(parent.ancestors().map(Path::to_path_buf));
+            }
         }
         match entry {
             EntryKind::File {

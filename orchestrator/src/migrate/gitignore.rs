@@ -49,7 +49,11 @@ fn lines(root: &Path, dir: &str, undecided: &mut Vec<String>) -> Vec<String> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        if line.starts_with('!') {
+        if let Some(body) = line.strip_prefix('!') {
+            let body = body.trim_start_matches('/');
+            if body.starts_with('.') || body.starts_with("node_modules") {
+                continue; // hidden and node_modules paths are never sources anyway
+            }
             undecided.push(format!(
                 "{}/.gitignore: negated pattern `{line}` not translated; files it re-includes stay out of srcs",
                 if dir.is_empty() { "." } else { dir }

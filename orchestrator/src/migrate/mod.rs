@@ -270,8 +270,21 @@ pub fn plan(root: &Path) -> Result<Plan> {
         for (name, cmd) in &manifests[r].scripts {
             let tasks = scripts::orchestrated_tasks(cmd);
             let base = name.split(':').next().unwrap_or(name);
+            // A root script packages define too (`compile: tsc -b` at the
+            // root, `compile: tsc` in each package) names a pipeline task.
+            let shared = manifests
+                .iter()
+                .enumerate()
+                .any(|(i, m)| i != r && m.scripts.iter().any(|(n, _)| n == name))
+                && matches!(
+                    scripts::classify(name, cmd, &[], false),
+                    scripts::Kind::Step | scripts::Kind::Other
+                );
             if turbo.is_none() && !RELEASE.contains(&base) {
                 pipeline.extend(tasks.iter().cloned());
+                if shared {
+                    pipeline.insert(name.clone());
+                }
             }
             let why = if !tasks.is_empty() {
                 format!(
@@ -355,10 +368,7 @@ pub fn plan(root: &Path) -> Result<Plan> {
                     // declared vbuild output must be written. Keep those the
                     // native build produced.
                     let (kept, missing): (Vec<String>, Vec<String>) =
-                        declared.into_iter().partition(|o| {
-                            let base = o.trim_end_matches('/');
-                            crate::globs::is_glob(base) || dir.join(base).exists()
-                        });
+                        declared.into_iter().partition(|o| written(&dir, o));
                     if !missing.is_empty() && found.outs.is_empty() {
                         undecided.push(format!(
                             "{what}: turbo outputs {} not found on disk, so not declared (a declared output must be written); run the native build before migrating, or add outs by hand",
@@ -531,8 +541,24 @@ pub fn plan(root: &Path) -> Result<Plan> {
                     .collect();
                 d.dedup();
                 d
-            } else {
+            } else if p.outs.is_empty() {
+                // Tests usually run what the package's build wrote (`node
+                // lib/main.spec.js`); natively it was built before.
+                let base = p.name.split(['-', ':', '_']).next().unwrap_or("");
+                let own = protos[i]
+                    .iter()
+                    .find(|b| !b.outs.is_empty() && b.name != p.name);
+                match own {
+                    Some(b) if matches!(base, "test" | "e2e" | "check" | "spec") => {
+                        vec!["^build".to_string(), b.scripts[0].clone()]
+                    }
+                    _ => vec!["^build".to_string()],
+                }
+            } else if p.name == "build" {
                 vec!["^build".to_string()]
+            } else {
+                // `pnpm -r compile` runs dependencies' `compile` first.
+                vec!["^build".to_string(), format!("^{}", p.scripts[0])]
             };
             let mut deps: Vec<String> = Vec::new();
             for d in &depends_on {
@@ -747,6 +773,31 @@ pub fn plan(root: &Path) -> Result<Plan> {
         undecided,
         turbo: turbo.is_some(),
     })
+}
+
+/// Whether the native build wrote what a turbo output names: the
+/// directory or file exists, or a glob matches a file of the package.
+fn written(dir: &Path, out: &str) -> bool {
+    let base = out.trim_end_matches('/');
+    if !crate::globs::is_glob(base) {
+        return dir.join(base).exists();
+    }
+    let Ok(glob) = crate::globs::out_glob(base) else {
+        return false;
+    };
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_entry(|e| {
+            e.depth() == 0 || !crate::workspace::skipped_dir(&e.file_name().to_string_lossy())
+        })
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .take(100_000)
+        .any(|e| {
+            e.path()
+                .strip_prefix(dir)
+                .is_ok_and(|r| glob.is_match(r.to_string_lossy().as_ref()))
+        })
 }
 
 /// The file group's target name.

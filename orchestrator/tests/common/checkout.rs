@@ -31,7 +31,8 @@ impl Checkout {
         };
         ws.write(
             "vbuild.toml",
-            "[workspace]\nname = \"test\"\nsandbox = \"scratch\"\n",
+            // Only namespace-sandboxed results are uploaded (issue 14).
+            "[workspace]\nname = \"test\"\nsandbox = \"namespaces\"\n",
         );
         for (p, c) in files {
             ws.write(p, c);

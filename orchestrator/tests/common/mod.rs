@@ -76,7 +76,11 @@ pub fn redact(text: &str) -> String {
     let ids = regex::Regex::new(r"(action|act|vbipc)-[A-Za-z0-9-]+").unwrap();
     let uid = regex::Regex::new(r"/vbuild-\d+/").unwrap();
     let run = regex::Regex::new(r"/run-\d+/").unwrap();
+    let ipc_run = regex::Regex::new(r"/r[0-9a-f]+-[0-9a-f]{16}/").unwrap();
+    let token = regex::Regex::new(r"\b[0-9a-f]{64}\b").unwrap();
     let text = time.replace_all(text, "[time]");
+    let text = ipc_run.replace_all(&text, "/r[pid]-[random]/");
+    let text = token.replace_all(&text, "[token]");
     let text = ids.replace_all(&text, "$1-[id]");
     let text = uid.replace_all(&text, "/vbuild-[uid]/");
     let text = run.replace_all(&text, "/run-[pid]/");
