@@ -84,15 +84,28 @@ pub fn run(ctx: &Ctx, order: &[usize], reporter: &mut Reporter) -> Vec<String> {
     });
     let wake = Condvar::new();
 
+    graph
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .reporter
+        .run_started(
+            order
+                .iter()
+                .filter(|&&i| !ctx.ws.targets[i].file_group)
+                .count(),
+        );
     std::thread::scope(|scope| {
-        for _ in 1..jobs {
-            scope.spawn(|| worker(ctx, order, &graph, &wake));
+        for w in 1..jobs {
+            let (graph, wake) = (&graph, &wake);
+            scope.spawn(move || {
+                crate::profile::set_worker(w);
+                worker(ctx, order, graph, wake)
+            });
         }
+        crate::profile::set_worker(0);
         worker(ctx, order, &graph, &wake);
     });
     let g = graph.into_inner().unwrap_or_else(|p| p.into_inner());
-    let not_run = n - g.settled;
-    g.reporter.not_run(not_run);
     g.failed
 }
 
@@ -148,12 +161,23 @@ fn worker(ctx: &Ctx, order: &[usize], graph: &Mutex<Graph<'_>>, wake: &Condvar) 
             }
             Next::Run(pos, deps) => {
                 g.in_flight += 1;
+                let target = &ctx.ws.targets[order[pos]];
+                let label = &target.label;
+                if !target.file_group {
+                    g.reporter.action_started(label);
+                }
                 drop(g);
-                let outcome = if cancelled() {
-                    Outcome::new(State::Skipped("cancelled".into()), Default::default())
+                crate::profile::set_label(Some(label.to_string()));
+                let mut outcome = if cancelled() {
+                    Outcome::new(State::Cancelled("interrupted".into()), Default::default())
                 } else {
                     action::run(ctx, order[pos], &deps)
                 };
+                crate::profile::set_label(None);
+                // Ctrl-C killed it: that is not the action's failure.
+                if cancelled() && matches!(outcome.state, State::Failed(_)) {
+                    outcome.state = State::Cancelled("interrupted".into());
+                }
                 g = lock();
                 g.in_flight -= 1;
                 g.settled += 1;
@@ -219,6 +243,7 @@ fn settle(ctx: &Ctx, order: &[usize], pos: usize, outcome: Outcome, g: &mut Grap
     let why_blocked = match &outcome.state {
         State::Failed(_) => Some(format!("dependency {label} failed")),
         State::Skipped(_) => Some(format!("dependency {label} was skipped")),
+        State::Cancelled(_) => Some(format!("dependency {label} was cancelled")),
         State::WouldRun(_) => Some(format!("dependency {label} would run")),
         _ => None,
     };

@@ -228,6 +228,21 @@ fn cross_machine_restore_from_nginx() {
     // Another checkout at another path, with its own empty store.
     let second = Checkout::basic();
     assert_ne!(first.root(), second.root());
+    // `why` asks the remote as `run` does (it used to say "would run ×4"),
+    // answers on stdout, and writes nothing into the workspace.
+    let third = Checkout::basic();
+    let why = third.vbuild(&["why", "//..."], &env);
+    why.assert_ok();
+    let answers: Vec<&str> = why
+        .stdout
+        .lines()
+        .map(|l| l.rsplit_once("  ").map_or(l, |(head, _)| head))
+        .collect();
+    assert_eq!(answers, BASIC_REMOTE_HITS, "{}", why.stdout);
+    assert!(
+        !third.root().join("app/dist").exists(),
+        "why restored files"
+    );
     let out = second.run(&["//..."], &env);
     out.assert_ok();
     assert_eq!(out.states(), BASIC_REMOTE_HITS, "{}", out.stderr);

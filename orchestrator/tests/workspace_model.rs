@@ -115,7 +115,7 @@ fn workspace_inputs_are_seen_by_every_action() {
         ws.write("tsconfig.base.json", "{\"target\":\"es5\"}\n");
         let why = ws.run(&["why", "//packages/c:build"]);
         assert!(
-            why.stderr.contains("('tsconfig.base.json' modified)"),
+            why.stdout.contains("('tsconfig.base.json' modified)"),
             "{}",
             why.snapshot()
         );
@@ -132,7 +132,7 @@ fn workspace_inputs_are_seen_by_every_action() {
         );
         let why = ws.run(&["why", "//packages/c:build"]);
         assert!(
-            why.stderr
+            why.stdout
                 .contains("target config changed (workspace inputs)"),
             "{}",
             why.snapshot()
@@ -290,7 +290,8 @@ fn cache_always_overrides_a_tools_disable_request() {
         assert_eq!(out.stdout, "served\ntested\n");
         let why = ws.run(&["why", "//p:test"]);
         assert!(
-            why.stderr.contains("hit       //p:test\nwarning: //p:test: cached although its tool asked not to be (disableCache()): cache = \"always\" overrides that\n"),
+            why.stdout.contains("hit       //p:test")
+                && format!("{}{}", why.stdout, why.stderr).contains("warning: //p:test: cached although its tool asked not to be (disableCache()): cache = \"always\" overrides that\n"),
             "{}",
             why.snapshot()
         );
@@ -298,7 +299,7 @@ fn cache_always_overrides_a_tools_disable_request() {
         ws.write("p/BUILD.toml", &build(""));
         let why = ws.run(&["why", "//p:test"]);
         assert!(
-            why.stderr
+            why.stdout
                 .contains("would run //p:test  (target config changed (cache = \"always\"))"),
             "{}",
             why.snapshot()

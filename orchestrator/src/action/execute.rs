@@ -85,6 +85,7 @@ pub(super) fn execute(
     // the namespace sandbox writes its staged tree directly: of copies.
     let overlay = namespaced && vbuild_sandbox::overlay_usable(parent);
     let mut writable = writable_paths(target);
+    let stage_span = crate::profile::span("stage");
     if mode.is_some() {
         stage(ctx, &ws_root, inputs, overlay)?;
     }
@@ -157,6 +158,8 @@ pub(super) fn execute(
         extra_rw_binds: vec![(server.socket_dir().to_path_buf(), PathBuf::from(IPC_INSIDE))],
         direct_ws: namespaced && !overlay,
     };
+    drop(stage_span);
+    let run_span = crate::profile::span("run");
     let outcome = match mode {
         Some(mode) => scratch.run(mode, &spec),
         None => vbuild_sandbox::run_direct(&ctx.ws.root, &spec),
@@ -164,6 +167,7 @@ pub(super) fn execute(
     // Drain the channel before anything else: fire-and-forget calls made
     // just before exit must still count.
     let decl = server.finish(IPC_DRAIN);
+    drop(run_span);
     let outcome = match outcome {
         Ok(o) => o,
         Err(vbuild_sandbox::SandboxError::Spawn(e)) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -204,6 +208,7 @@ pub(super) fn execute(
         Some(_) => discarded_writes(target, &scratch.writes()),
         None => vec![],
     };
+    let _capture = crate::profile::span("capture");
     let input_paths: BTreeSet<&str> = inputs.keys().map(String::as_str).collect();
     let ignored: Vec<String> = decl.ignored_outputs.iter().cloned().collect();
     let conf = materialize::Confinement::new(ctx.ws, target).map_err(anyhow::Error::msg)?;
