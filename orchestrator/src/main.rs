@@ -357,12 +357,12 @@ pub(crate) fn store_verify(repair: bool) -> Result<u8> {
     for problem in &report.problems {
         println!("problem: {problem}");
     }
+    println!("store: {}", store.root().display());
     println!(
-        "checked {} blobs, {} entries, {} records in {}: {} problems{}",
+        "checked {} blobs, {} entries, {} records: {} problems{}",
         report.blobs,
         report.entries,
         report.records,
-        store.root().display(),
         report.problems.len(),
         if repair {
             format!(", {} repaired", report.repaired)

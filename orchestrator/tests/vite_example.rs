@@ -325,8 +325,9 @@ fn migrate_and_build_the_vite_example() {
     let why = s.run(&["why", "//packages/core:test"], &[]);
     assert!(
         why.stdout.contains("('pnpm-workspace.yaml' modified)"),
-        "{}",
-        why.stdout
+        "{}{}",
+        why.stdout,
+        why.stderr
     );
     std::fs::write(&ws_yaml, yaml).unwrap();
 

@@ -439,8 +439,9 @@ impl ActionCache {
     pub fn raw_entries(&self) -> Result<Vec<RawEntry>> {
         self.checked((|| {
             let conn = self.conn();
-            let mut stmt =
-                conn.prepare("SELECT strong_key, label, explain, result FROM entries")?;
+            let mut stmt = conn.prepare(
+                "SELECT strong_key, label, explain, result FROM entries ORDER BY label, strong_key",
+            )?;
             let rows = stmt.query_map([], |r| {
                 Ok(RawEntry {
                     strong_key: r.get(0)?,
@@ -457,7 +458,8 @@ impl ActionCache {
     pub fn raw_records(&self) -> Result<Vec<RawRecord>> {
         self.checked((|| {
             let conn = self.conn();
-            let mut stmt = conn.prepare("SELECT weak_key, record FROM records")?;
+            let mut stmt =
+                conn.prepare("SELECT weak_key, record FROM records ORDER BY weak_key, record")?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })())

@@ -23,6 +23,8 @@ pub(crate) struct Hit {
     pub(crate) order: Option<super::log::Order>,
     /// Found in the remote (and now filled into the local cache).
     pub(crate) remote: bool,
+    /// The run that stored it called disableCache() (kept by `cache = "always"`).
+    pub(crate) tool_disabled: bool,
 }
 
 /// What a lookup found.
@@ -264,6 +266,11 @@ impl<'c> Cache<'c> {
             ),
             _ => None,
         };
+        let tool_disabled = result
+            .declarations
+            .get("cache_disabled")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
         Ok(Hit {
             strong,
             tree,
@@ -271,6 +278,7 @@ impl<'c> Cache<'c> {
             stderr,
             order,
             remote: false,
+            tool_disabled,
         })
     }
 
