@@ -78,7 +78,12 @@ pub fn check(targets: &[Declared], packages: &[String]) -> Vec<Diagnostic> {
                         .map(|(o, s)| (a, o, s))
                 });
             if let Some((a, o, s)) = earlier {
-                diags.push(overlap_diag(b, spec, span, a, o, s));
+                // Point at whichever entry comes later in the file.
+                diags.push(if s.start > span.start {
+                    overlap_diag(a, o, s, b, spec, span)
+                } else {
+                    overlap_diag(b, spec, span, a, o, s)
+                });
             }
         }
     }

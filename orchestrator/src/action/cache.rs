@@ -90,7 +90,9 @@ impl<'c> Cache<'c> {
         if found.hit.is_none() && key.resandbox(self.ctx, target, self.ctx.sandbox_of(target)) {
             found.hit = self.local(key, &mut found)?;
         }
-        if found.hit.is_none() && !self.ctx.opts.dry_run {
+        // `why` asks too: a remote hit is fetched into the local store
+        // (never into the workspace), as the next run would.
+        if found.hit.is_none() {
             found.hit = self.remote(target, key, &mut found)?;
         }
         Ok(found)
@@ -293,6 +295,7 @@ impl Hit {
             outputs: Some(self.tree),
             duration,
             warnings: vec![],
+            key: None,
         }
     }
 }
