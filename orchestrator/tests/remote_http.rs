@@ -439,6 +439,7 @@ fn unsafe_or_undeclared_output_paths_are_rejected() {
         std::fs::write(&file, original).unwrap();
     }
     // A symlink out of the workspace.
+    let original = std::fs::read(&file).unwrap();
     forge(&file, |r| {
         r.output_symlinks.push(reapi::OutputSymlink {
             path: "libs/words/out/link".into(),
@@ -448,6 +449,22 @@ fn unsafe_or_undeclared_output_paths_are_rejected() {
     });
     assert_rejected(&nginx, "outside the workspace", evil);
     assert!(!Path::new("/tmp/vbuild-evil.txt").exists());
+    // A chain: each link alone stays inside, `a` through `b` reaches
+    // /etc/passwd.
+    std::fs::write(&file, original).unwrap();
+    forge(&file, |r| {
+        for (path, target) in [
+            ("libs/words/out/d/b", "../../../.."),
+            ("libs/words/out/d/a", "b/../../../../etc/passwd"),
+        ] {
+            r.output_symlinks.push(reapi::OutputSymlink {
+                path: path.into(),
+                target: target.into(),
+                ..Default::default()
+            })
+        }
+    });
+    assert_rejected(&nginx, "symlink \"libs/words/out/d/a\" points to", evil);
 }
 
 #[test]

@@ -288,6 +288,13 @@ fn cache_always_overrides_a_tools_disable_request() {
         let out = run();
         assert_eq!(out.states(), ["uncached //p:dev", "hit //p:test"]);
         assert_eq!(out.stdout, "served\ntested\n");
+        let why = ws.run(&["why", "//p:test"]);
+        assert!(
+            why.stdout.contains("hit       //p:test")
+                && format!("{}{}", why.stdout, why.stderr).contains("warning: //p:test: cached although its tool asked not to be (disableCache()): cache = \"always\" overrides that\n"),
+            "{}",
+            why.snapshot()
+        );
         // The setting is part of the key, and `why` names it.
         ws.write("p/BUILD.toml", &build(""));
         let why = ws.run(&["why", "//p:test"]);

@@ -22,6 +22,8 @@ pub(crate) struct Hit {
     pub(crate) stderr: Log,
     /// Found in the remote (and now filled into the local cache).
     pub(crate) remote: bool,
+    /// The run that stored it called disableCache() (kept by `cache = "always"`).
+    pub(crate) tool_disabled: bool,
 }
 
 /// What a lookup found.
@@ -249,12 +251,18 @@ impl<'c> Cache<'c> {
                 Log::verified_blob(cas, &result.stderr)?,
             )
         };
+        let tool_disabled = result
+            .declarations
+            .get("cache_disabled")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
         Ok(Hit {
             strong,
             tree,
             stdout,
             stderr,
             remote: false,
+            tool_disabled,
         })
     }
 

@@ -167,6 +167,12 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
             } else {
                 State::Hit
             };
+            if ctx.opts.dry_run && hit.tool_disabled {
+                warnings.push(
+                    "cached although its tool asked not to be (disableCache()): cache = \"always\" overrides that"
+                        .into(),
+                );
+            }
             let strong = hit.strong.to_hex();
             let mut outcome = hit.outcome(state, start.elapsed());
             outcome.warnings = warnings;
