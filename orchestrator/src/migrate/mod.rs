@@ -239,12 +239,20 @@ const RELEASE: &[&str] = &[
 
 pub fn plan(root: &Path) -> Result<Plan> {
     let layout = detect::detect(root)?;
-    let turbo = manifest::read_turbo(root)?;
+    let mut turbo = manifest::read_turbo(root)?;
     let manifests: Vec<manifest::Manifest> = layout
         .packages
         .iter()
         .map(|p| manifest::read_manifest(&root.join(p)))
         .collect::<Result<_>>()?;
+    if let Some(t) = turbo.as_mut() {
+        for (p, m) in layout.packages.iter().zip(&manifests) {
+            if let (false, Some(name)) = (p.is_empty(), &m.name) {
+                manifest::add_package_turbo(t, &root.join(p), name)?;
+            }
+        }
+    }
+    let turbo = turbo;
     let n = layout.packages.len();
     let mut undecided = Vec::new();
     let mut skipped = Vec::new();
@@ -266,6 +274,7 @@ pub fn plan(root: &Path) -> Result<Plan> {
         .unwrap_or_default();
     let root_idx = layout.packages.iter().position(|p| p.is_empty());
     let mut grouped: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut grouped_undecided: BTreeMap<String, Vec<String>> = BTreeMap::new();
     if let Some(r) = root_idx {
         for (name, cmd) in &manifests[r].scripts {
             let tasks = scripts::orchestrated_tasks(cmd);
@@ -384,6 +393,22 @@ pub fn plan(root: &Path) -> Result<Plan> {
                 }
             }
             if outs_list.is_empty() && name.split(':').next() == Some("build") && !found.known {
+                // What the native build left: a git-ignored output directory.
+                let ignored = gitignore::ignored_dirs(root, pkg);
+                let guess: Vec<String> = ["dist", "build", "lib", "out"]
+                    .iter()
+                    .filter(|d| dir.join(d).is_dir() && ignored.iter().any(|i| i == *d))
+                    .map(|d| format!("{d}/"))
+                    .collect();
+                if !guess.is_empty() {
+                    grouped_undecided
+                        .entry(format!("outs = {guess:?} guessed from what the native build left (git-ignored); check them"))
+                        .or_default()
+                        .push(what.clone());
+                    outs_list = guess;
+                }
+            }
+            if outs_list.is_empty() && name.split(':').next() == Some("build") && !found.known {
                 undecided.push(format!("{what}: could not tell what it writes; add outs by hand (the build's outputs are not cached or staged for dependents until then)"));
             }
             let script_text = m
@@ -420,6 +445,9 @@ pub fn plan(root: &Path) -> Result<Plan> {
     }
     for (why, pkgs) in grouped {
         skipped.push(format!("{} in {}", why, list_short(&pkgs)));
+    }
+    for (why, targets) in grouped_undecided {
+        undecided.push(format!("{}: {why}", list_short(&targets)));
     }
 
     let resolve = |q: usize, task: &str| alias.get(&(q, task.to_string())).cloned();
@@ -608,6 +636,20 @@ pub fn plan(root: &Path) -> Result<Plan> {
                 undecided.push(format!("{what}: {u}"));
             }
             ws_inputs.extend(ext.ws_inputs.iter().cloned());
+            if ext.npm_env {
+                // What `npm run` would have set (fixed values: in the key).
+                t.env
+                    .push(("npm_lifecycle_event".into(), p.scripts[0].clone()));
+                if let Some(n) = &m.name {
+                    t.env.push(("npm_package_name".into(), n.clone()));
+                }
+                if let Some(v) = &m.version {
+                    t.env.push(("npm_package_version".into(), v.clone()));
+                }
+                t.notes.push(
+                    "its scripts read npm_* variables: set as the package manager would".into(),
+                );
+            }
             let mut groups: BTreeSet<usize> = ext.groups.clone();
             groups.extend(closure[i].iter().copied().filter(|&q| needs_group[q]));
             for q in groups {
