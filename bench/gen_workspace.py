@@ -117,11 +117,25 @@ def generate(n, out, seed=42, install=True, pnpm=None, mode="hand"):
         )
         + "\n",
     )
+    # nx (run by bench/run.py when it is installed): the same task graph.
+    write(
+        os.path.join(out, "nx.json"),
+        json.dumps(
+            {
+                "targetDefaults": {
+                    "build": {"dependsOn": ["^build"], "outputs": ["{projectRoot}/dist"], "cache": True}
+                },
+                "useDaemonProcess": False,
+            },
+            indent=2,
+        )
+        + "\n",
+    )
     if mode == "hand":
         write(os.path.join(out, "vbuild.toml"), f'[workspace]\nname = "bench-{n}"\n')
     write(
         os.path.join(out, ".gitignore"),
-        "node_modules/\ndist/\n.turbo/\n",
+        "node_modules/\ndist/\n.turbo/\n.nx/\n",
     )
     for i in range(n):
         name = f"p{i:04d}"

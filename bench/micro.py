@@ -6,6 +6,11 @@
   micro.py sandbox  per-action overhead of the sandbox modes: 200 targets
                     whose command is `true`, run uncached with -j1, against
                     spawning `true` 200 times directly
+  micro.py staging  per-action syscalls (strace -f -c) on the migrate path at
+                    N=100 and N=1000 (--sizes), both sandbox modes: one
+                    action run after a source edit minus the same run as a hit,
+                    for a package with no dependencies and for the leaf;
+                    flat across N when staging is O(what the action reaches)
 
 Builds vbuild in release mode first (or uses $VBUILD). Medians of --runs.
 """
@@ -23,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def vbuild_binary():
     if os.environ.get("VBUILD"):
-        return os.environ["VBUILD"]
+        return os.path.abspath(os.environ["VBUILD"])
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "vbuild"], cwd=ROOT, check=True)
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     return os.path.join(target, "release", "vbuild")
@@ -80,15 +85,70 @@ def sandbox(args, vb, tmp):
         print(f"{'vbuild --sandbox ' + mode:<22} {total * 1000:>7.1f}ms {total / args.n * 1000:>9.2f}ms {extra:>17.2f}ms")
 
 
+STAGING_CALLS = ["mkdir", "symlink", "mount", "openat", "statx", "getdents64", "linkat", "total"]
+
+
+def strace_counts(cmd, cwd, env, out):
+    subprocess.run(["strace", "-f", "-c", "-o", out] + cmd, cwd=cwd, env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    counts = {}
+    with open(out) as f:
+        for line in f:
+            parts = line.split()
+            # % time, seconds, usecs/call, calls, [errors,] syscall
+            if len(parts) >= 5 and parts[3].isdigit():
+                counts[parts[-1]] = int(parts[3])
+    return counts
+
+
+def staging(args, vb, tmp):
+    if not shutil.which("strace"):
+        sys.exit("staging needs strace")
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import gen_workspace
+    import workspaces
+    pnpm = os.path.join(workspaces.NM, ".bin", "pnpm")
+    if not os.path.exists(pnpm):
+        sys.exit("staging needs pnpm: run `npm install` in bench/")
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([os.path.join(workspaces.NM, ".bin"), env.get("PATH", "")])
+    print("per-action syscalls: `vbuild run LABEL` after editing one of its sources, minus the same run as a hit (strace -f -c)")
+    print(f"{'N':>5} {'sandbox':<11} {'target':<22} " + " ".join(f"{c:>10}" for c in STAGING_CALLS))
+    for n in [int(x) for x in args.sizes.split(",")]:
+        ws = os.path.join(tmp, f"ws{n}")
+        gen_workspace.generate(n, ws, install=True, pnpm=pnpm, mode="migrate")
+        workspaces.migrate(ws, vb)
+        leaf = gen_workspace.leaf(n, 42)
+        # A store per size: equal packages of another size would hit.
+        env["VBUILD_CACHE_DIR"] = os.path.join(tmp, f"store{n}")
+        subprocess.run([vb, "run", "//...", "-j2"], cwd=ws, env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        edits = 0
+        for mode in ["namespaces", "scratch"]:
+            for pkg in ["p0000", f"p{leaf:04d}"]:
+                # One source edited: this action runs, its deps hit.
+                label = f"//packages/{pkg}:build"
+                base = [vb, "run", label, "-j1", "--sandbox", mode]
+                subprocess.run(base, cwd=ws, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                hit = strace_counts(base, ws, env, os.path.join(tmp, "hit.txt"))
+                edits += 1
+                with open(os.path.join(ws, "packages", pkg, "src", "f0.js"), "a") as f:
+                    f.write(f"// edit {edits}\n")
+                run = strace_counts(base, ws, env, os.path.join(tmp, "run.txt"))
+                diff = [run.get(c, 0) - hit.get(c, 0) for c in STAGING_CALLS]
+                print(f"{n:>5} {mode:<11} {label:<22} " + " ".join(f"{d:>10}" for d in diff))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["noop", "sandbox"])
+    ap.add_argument("what", choices=["noop", "sandbox", "staging"])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--n", type=int, default=200, help="targets for `sandbox`")
+    ap.add_argument("--sizes", default="100,1000", help="workspace sizes for `staging`")
     args = ap.parse_args()
     vb = vbuild_binary()
     with tempfile.TemporaryDirectory() as tmp:
-        {"noop": noop, "sandbox": sandbox}[args.what](args, vb, tmp)
+        {"noop": noop, "sandbox": sandbox, "staging": staging}[args.what](args, vb, tmp)
 
 
 if __name__ == "__main__":

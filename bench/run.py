@@ -1,29 +1,37 @@
 #!/usr/bin/env python3
-"""Benchmarks vbuild against turbo and vp (vite-plus) on generated pnpm
+"""Benchmarks vbuild against turbo, vp (vite-plus) and nx on pnpm
 workspaces, side by side, in four scenarios:
 
   cold     empty cache, no outputs (vbuild runs in its default sandbox)
-  cached   nothing changed since the tool's own last run
-  restore  cache warm, every dist/ deleted
+  cached   nothing changed since the tool's own last run (a no-op)
+  restore  cache warm, every output deleted
   leaf     one source file of a package nothing depends on edited
+
+Workspaces (bench/workspaces.py): `--mode migrate` (default, the users'
+path) generates N packages with no BUILD.toml, `pnpm install`s them (only
+workspace links: no registry) and runs `vbuild migrate`; `--mode hand` uses
+hand-written BUILD.toml files (no node_modules staged); `--real DIR`
+measures a checkout (dependencies installed) instead, migrated unless it
+has a vbuild.toml.
 
 Runs alternate between tools (run 1 of each tool, then run 2 of each, ...).
 Before each timed run the workspace is put into the scenario's state *for
 that tool* with an untimed run of the same tool, so no tool pays for another
-tool having rewritten dist/. Each timed run records wall time, CPU time
-(user+sys of the process and every descendant it reaped) and peak RSS (the
-largest of the process and its reaped descendants, from wait4), and is
-checked: exit status 0, every dist/out.js present, and after a leaf edit the
+tool having rewritten the outputs. Each timed run records wall time, CPU
+time (user+sys of the process and every descendant it reaped) and peak RSS
+(the largest of the process and its reaped descendants, from wait4), and is
+checked: exit status 0, every output present, and after a leaf edit the
 leaf's output reflects the edit.
 
-usage: bench/run.py [--sizes 10,100,1000] [--runs 3] [--tools vbuild,turbo,vp]
-                    [--scenarios cold,cached,restore,leaf] [--vbuild PATH]
-                    [--workdir DIR] [--json FILE] [--require-peers]
+usage: bench/run.py [--mode migrate|hand] [--real DIR [--leaf FILE]]
+                    [--sizes 200,1000] [--runs 5] [--cold-runs N]
+                    [--tools vbuild,turbo,vp,nx] [--scenarios cold,cached,restore,leaf]
+                    [--vbuild PATH] [--workdir DIR] [--json FILE] [--require-peers]
 
-Peers come from bench/node_modules (`npm ci` in bench/). turbo is run
-through its native binary, not the Node wrapper; vp through `node vp`.
-A peer that is missing or fails is reported as such and the run goes on;
-`--require-peers` makes that an error.
+Peers come from bench/node_modules (`npm install` in bench/). turbo runs
+through its native binary, not the Node wrapper; vp through `node vp`; nx
+with its daemon, cloud and TUI off. A peer that is missing or fails is
+reported as such and the run goes on; `--require-peers` makes that an error.
 """
 import argparse
 import json
@@ -39,11 +47,20 @@ import time
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
 sys.path.insert(0, BENCH)
-import gen_workspace  # noqa: E402
+import workspaces  # noqa: E402
+from workspaces import NM, rm  # noqa: E402
 
-NM = os.path.join(BENCH, "node_modules")
 SCENARIOS = ["cold", "cached", "restore", "leaf"]
-TOOLS = ["vbuild", "turbo", "vp"]
+TOOLS = ["vbuild", "turbo", "vp", "nx"]
+PEERS = ["turbo", "vp", "nx"]
+# The issue's targets (vbuild wall / peer wall), on the migrate path.
+TARGETS = {
+    ("cold", "vp"): (1.0, 1.0),
+    ("cold", "turbo"): (0.5, 0.5),
+    ("cached", "turbo"): (0.25, 0.2),
+    ("restore", "turbo"): (0.25, 0.25),
+    ("leaf", "turbo"): (0.3, 0.3),
+}
 
 
 class ToolUnavailable(Exception):
@@ -63,17 +80,17 @@ def find_turbo():
         exe = os.path.join(NM, plat, "bin", "turbo")
         if os.access(exe, os.X_OK):
             return exe
-    raise ToolUnavailable("turbo's native binary not found under bench/node_modules (run `npm ci` in bench/)")
+    raise ToolUnavailable("turbo's native binary not found under bench/node_modules (run `npm install` in bench/)")
 
 
-def find_vp():
-    vp = os.path.join(NM, "vite-plus", "bin", "vp")
-    if not os.path.exists(vp):
-        raise ToolUnavailable("vite-plus not found under bench/node_modules (run `npm ci` in bench/)")
+def node_script(rel, what):
+    script = os.path.join(NM, rel)
+    if not os.path.exists(script):
+        raise ToolUnavailable(f"{what} not found under bench/node_modules (run `npm install` in bench/)")
     node = shutil.which("node")
     if not node:
         raise ToolUnavailable("node not on PATH")
-    return [node, vp]
+    return [node, script]
 
 
 class Tool:
@@ -84,11 +101,25 @@ class Tool:
         self.error = None  # set when the tool cannot run here
 
 
-def rm(path):
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.remove(path)
+def make_tool(name, args, ws, env):
+    try:
+        if name == "vbuild":
+            return Tool("vbuild", [args.vbuild, "run", "//..."], [env["VBUILD_CACHE_DIR"]])
+        if name == "turbo":
+            return Tool("turbo", [find_turbo(), "run", "build"], [os.path.join(ws, ".turbo")])
+        if name == "vp":
+            argv = node_script(os.path.join("vite-plus", "bin", "vp"), "vite-plus")
+            cache = os.path.join(ws, "node_modules", ".vite", "task-cache")
+            return Tool("vp", argv + ["run", "-r", "--cache", "build"], [cache])
+        if name == "nx":
+            argv = node_script(os.path.join("nx", "dist", "bin", "nx.js"), "nx")
+            argv += ["run-many", "-t", "build", "--outputStyle=static"]
+            return Tool("nx", argv, [os.path.join(ws, ".nx", "cache"), os.path.join(ws, ".nx", "workspace-data")])
+    except ToolUnavailable as e:
+        tool = Tool(name, None, [])
+        tool.error = str(e)
+        return tool
+    raise SystemExit(f"unknown tool {name}")
 
 
 def measure(argv, cwd, env, log):
@@ -112,14 +143,11 @@ def tail(path, lines=15):
 
 
 class Bench:
-    def __init__(self, args, n, home):
+    def __init__(self, args, space, work, home):
         self.args = args
-        self.n = n
-        self.work = os.path.join(args.workdir, f"n{n}")
-        self.ws = os.path.join(self.work, "ws")
-        self.leaf = gen_workspace.leaf(n, args.seed)
-        self.leaf_src = os.path.join(self.ws, "packages", f"p{self.leaf:04d}", "src", "f0.js")
-        self.edits = 0
+        self.space = space
+        self.work = work
+        self.ws = space.ws
         path = os.pathsep.join([os.path.join(NM, ".bin"), os.environ.get("PATH", "/usr/bin:/bin")])
         self.env = {
             "PATH": path,
@@ -127,59 +155,20 @@ class Bench:
             "LANG": "C.UTF-8",
             "TERM": "dumb",
             "CI": "1",
-            # Telemetry and update checks off for every tool.
+            # Telemetry, update checks, daemons and cloud off for every tool.
             "DO_NOT_TRACK": "1",
             "TURBO_TELEMETRY_DISABLED": "1",
             "TURBO_TELEMETRY_MESSAGE_DISABLED": "1",
             "TURBO_NO_UPDATE_NOTIFIER": "1",
             "NPM_CONFIG_UPDATE_NOTIFIER": "false",
             "PNPM_CONFIG_UPDATE_NOTIFIER": "false",
-            "VBUILD_CACHE_DIR": os.path.join(self.work, "vbuild-store"),
+            "NX_DAEMON": "false",
+            "NX_NO_CLOUD": "true",
+            "NX_TUI": "false",
+            "NX_SKIP_NX_CACHE": "false",
+            "VBUILD_CACHE_DIR": os.path.join(work, "vbuild-store"),
         }
-        self.tools = []
-        for name in args.tools:
-            try:
-                if name == "vbuild":
-                    tool = Tool("vbuild", [args.vbuild, "run", "//..."], [self.env["VBUILD_CACHE_DIR"]])
-                elif name == "turbo":
-                    tool = Tool("turbo", [find_turbo(), "run", "build"], [os.path.join(self.ws, ".turbo")])
-                elif name == "vp":
-                    tool = Tool(
-                        "vp",
-                        find_vp() + ["run", "-r", "--cache", "build"],
-                        [os.path.join(self.ws, "node_modules", ".vite", "task-cache")],
-                    )
-                else:
-                    raise SystemExit(f"unknown tool {name}")
-            except ToolUnavailable as e:
-                tool = Tool(name, None, [])
-                tool.error = str(e)
-            self.tools.append(tool)
-
-    def dists(self):
-        return [os.path.join(self.ws, "packages", f"p{i:04d}", "dist") for i in range(self.n)]
-
-    def clean_outputs(self):
-        for d in self.dists():
-            rm(d)
-
-    def check_outputs(self):
-        missing = [d for d in self.dists() if not os.path.isfile(os.path.join(d, "out.js"))]
-        if missing:
-            return f"{len(missing)} dist/out.js missing (first: {os.path.relpath(missing[0], self.ws)})"
-        if self.edits:
-            out = os.path.join(self.dists()[self.leaf], "out.js")
-            with open(out) as f:
-                if f"edit {self.edits}" not in f.read():
-                    return f"leaf output does not reflect edit {self.edits}"
-        return None
-
-    def edit_leaf(self):
-        self.edits += 1
-        with open(self.leaf_src) as f:
-            text = f.read().split("// edit ")[0]
-        with open(self.leaf_src, "w") as f:
-            f.write(f"{text}// edit {self.edits}\n")
+        self.tools = [make_tool(name, args, self.ws, self.env) for name in args.tools]
 
     def run(self, tool, label):
         log = os.path.join(self.work, f"{tool.name}-{label}.log")
@@ -190,52 +179,45 @@ class Bench:
 
     def prepare(self, tool, scenario):
         if scenario == "cold":
-            self.clean_outputs()
+            self.space.clean_outputs()
             for d in tool.cache_dirs:
                 rm(d)
             return
         # The tool's own untimed run: cache warm, outputs as it leaves them.
         self.run(tool, f"{scenario}-prep")
         if scenario == "restore":
-            self.clean_outputs()
+            self.space.clean_outputs()
         elif scenario == "leaf":
-            self.edit_leaf()
+            self.space.edit_leaf()
 
     def setup(self):
         os.makedirs(self.work, exist_ok=True)
-        stamp = os.path.join(self.work, "generated")
-        want = f"{self.n} {self.args.seed} {gen_workspace.PNPM_VERSION}"
-        have = open(stamp).read() if os.path.exists(stamp) else ""
-        pnpm = os.path.join(NM, ".bin", "pnpm")
-        install = os.path.exists(pnpm)
-        if not install:
-            # vbuild needs no node_modules (build.js uses relative paths);
-            # turbo and vp need an installed pnpm workspace.
-            for tool in self.tools:
-                if tool.name != "vbuild" and not tool.error:
-                    tool.error = "pnpm not installed under bench/node_modules (run `npm ci` in bench/)"
-            want += " no-install"
-        if have != want or not os.path.isdir(self.ws):
-            print(f"# generating N={self.n} in {self.ws}", file=sys.stderr)
-            gen_workspace.generate(self.n, self.ws, self.args.seed, install=install, pnpm=pnpm)
-            with open(stamp, "w") as f:
-                f.write(want)
-        # Start from the committed sources and no outputs.
-        subprocess.run(["git", "checkout", "-q", "--", "packages"], cwd=self.ws, check=True)
-        self.clean_outputs()
+        no_pnpm = self.space.setup(self.args.vbuild, "nx" in self.args.tools)
+        for tool in self.tools:
+            if tool.name != "vbuild" and not tool.error:
+                if no_pnpm:
+                    tool.error = no_pnpm
+                elif tool.name == "nx" and self.space.nx_error:
+                    tool.error = self.space.nx_error
+                elif tool.name == "turbo" and not os.path.exists(os.path.join(self.ws, "turbo.json")):
+                    tool.error = "no turbo.json in this workspace"
+                elif tool.name == "nx" and not os.path.exists(os.path.join(self.ws, "nx.json")):
+                    tool.error = "no nx.json in this workspace"
 
     def go(self):
         self.setup()
         results = {}  # (scenario, tool) -> list of (wall, cpu, rss)
         for scenario in self.args.scenarios:
-            for r in range(self.args.runs):
+            runs = self.args.cold_runs if scenario == "cold" and self.args.cold_runs else self.args.runs
+            for r in range(runs):
                 for tool in self.tools:
                     if tool.error:
                         continue
                     try:
                         self.prepare(tool, scenario)
                         wall, cpu, rss, log = self.run(tool, f"{scenario}-{r}")
-                        bad = self.check_outputs()
+                        self.space.learn_outputs()
+                        bad = self.space.check_outputs()
                         if bad:
                             raise RuntimeError(f"{tool.name} {scenario}: {bad}; {log}:\n{tail(log)}")
                     except RuntimeError as e:
@@ -246,11 +228,11 @@ class Bench:
                         continue
                     results.setdefault((scenario, tool.name), []).append((wall, cpu, rss))
                     print(
-                        f"# N={self.n} {scenario:8} run {r + 1} {tool.name:7} "
+                        f"# {self.space.title} {scenario:8} run {r + 1} {tool.name:7} "
                         f"wall {wall:7.3f}s cpu {cpu:7.3f}s rss {rss / 1024:6.1f}MiB",
                         file=sys.stderr,
                     )
-        subprocess.run(["git", "checkout", "-q", "--", "packages"], cwd=self.ws, check=True)
+        self.space.reset()
         return results
 
 
@@ -262,65 +244,101 @@ def fmt_ratio(a, b):
     return f"{a / b:.2f}" if a is not None and b else "n/a"
 
 
-def table(n, tools, results):
-    names = [t.name for t in tools]
-    head = ["N", "scenario"]
+def medians(results, names):
+    """(scenario, tool) -> (wall, cpu, rss MiB, runs)."""
+    return {
+        (sc, t): (med(s, 0), med(s, 1), med(s, 2) / 1024, len(s))
+        for (sc, t), s in results.items()
+        if t in names
+    }
+
+
+def table(title, tools, results):
+    names = [t.name for t in tools if (any((sc, t.name) in results for sc in SCENARIOS))]
+    stats = medians(results, names)
+    head = ["workspace", "scenario", "runs"]
     for t in names:
         head += [f"{t} wall", f"{t} cpu", f"{t} rss"]
-    for peer in ("turbo", "vp"):
-        if "vbuild" in names and peer in names:
-            head += [f"wall vb/{peer}", f"cpu vb/{peer}", f"rss vb/{peer}"]
+    peers = [p for p in PEERS if p in names and "vbuild" in names]
+    for peer in peers:
+        head += [f"wall vb/{peer}", f"cpu vb/{peer}", f"rss vb/{peer}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for scenario in SCENARIOS:
-        if not any((scenario, t) in results for t in names):
+        if not any((scenario, t) in stats for t in names):
             continue
-        row = [str(n), scenario]
-        stats = {}
+        runs = max(stats[(scenario, t)][3] for t in names if (scenario, t) in stats)
+        row = [title, scenario, str(runs)]
         for t in names:
-            s = results.get((scenario, t))
-            if s:
-                stats[t] = (med(s, 0), med(s, 1), med(s, 2) / 1024)
-                row += [f"{stats[t][0]:.3f} s", f"{stats[t][1]:.3f} s", f"{stats[t][2]:.0f} MiB"]
-            else:
-                row += ["n/a", "n/a", "n/a"]
-        for peer in ("turbo", "vp"):
-            if "vbuild" in names and peer in names:
-                v, p = stats.get("vbuild"), stats.get(peer)
-                for i in range(3):
-                    row.append(fmt_ratio(v[i] if v else None, p[i] if p else None))
+            v = stats.get((scenario, t))
+            row += [f"{v[0]:.3f} s", f"{v[1]:.3f} s", f"{v[2]:.0f} MiB"] if v else ["n/a"] * 3
+        for peer in peers:
+            v, p = stats.get((scenario, "vbuild")), stats.get((scenario, peer))
+            for i in range(3):
+                row.append(fmt_ratio(v[i] if v else None, p[i] if p else None))
         lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def targets_table(rows):
+    """rows: (title, n, results). The issue's targets, wall ratios."""
+    lines = ["| workspace | target | ratio | met |", "|---|---|---|---|"]
+    for title, n, results in rows:
+        stats = medians(results, TOOLS)
+        for (scenario, peer), (t200, t1000) in TARGETS.items():
+            v, p = stats.get((scenario, "vbuild")), stats.get((scenario, peer))
+            goal = t1000 if n and n >= 1000 else t200
+            if not v or not p:
+                continue
+            ratio = v[0] / p[0]
+            lines.append(f"| {title} | {scenario} vs {peer} ≤ {goal}× | {ratio:.2f} | {'yes' if ratio <= goal else '**no**'} |")
     return "\n".join(lines)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", default="10,100,1000")
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--mode", choices=gen_modes(), default="migrate")
+    ap.add_argument("--real", help="measure this checkout (dependencies installed) instead of generated ones")
+    ap.add_argument("--leaf", help="with --real: the file the leaf scenario edits (workspace-relative)")
+    ap.add_argument("--sizes", default="200,1000")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--cold-runs", type=int, help="runs of `cold` (default: --runs)")
     ap.add_argument("--tools", default=",".join(TOOLS))
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--vbuild", default=os.path.join(REPO, "target", "release", "vbuild"))
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "vbuild-bench"))
     ap.add_argument("--json", help="also write the raw samples here")
-    ap.add_argument("--require-peers", action="store_true", help="fail if turbo or vp cannot run")
+    ap.add_argument("--require-peers", action="store_true", help="fail if a peer cannot run")
     args = ap.parse_args()
     args.tools = args.tools.split(",")
     args.scenarios = [s for s in SCENARIOS if s in args.scenarios.split(",")]
+    if args.real and not args.leaf:
+        args.scenarios = [s for s in args.scenarios if s != "leaf"]
     args.vbuild = os.path.abspath(args.vbuild)
-    if "vbuild" in args.tools and not os.access(args.vbuild, os.X_OK):
+    if not os.access(args.vbuild, os.X_OK):
         sys.exit(f"no vbuild binary at {args.vbuild} (cargo build --release -p vbuild, or --vbuild)")
 
     home = tempfile.mkdtemp(prefix="vbuild-bench-home-")
-    tables, raw, notes = [], {}, []
+    tables, raw, notes, rows = [], {}, [], []
+    started = time.time()
     try:
-        for n in [int(s) for s in args.sizes.split(",")]:
-            bench = Bench(args, n, home)
+        if args.real:
+            work = os.path.join(args.workdir, "real-" + os.path.basename(os.path.abspath(args.real).rstrip("/")))
+            spaces = [(None, workspaces.Real(args.real, work, args.leaf), work)]
+        else:
+            spaces = []
+            for n in [int(s) for s in args.sizes.split(",")]:
+                work = os.path.join(args.workdir, f"{args.mode}-n{n}")
+                spaces.append((n, workspaces.Generated(n, args.mode, work, args.seed), work))
+        for n, space, work in spaces:
+            bench = Bench(args, space, work, home)
             results = bench.go()
-            tables.append(table(n, bench.tools, results))
-            raw[n] = {f"{s}/{t}": v for (s, t), v in results.items()}
+            tables.append(table(space.title, bench.tools, results))
+            rows.append((space.title, n, results))
+            raw[space.title] = {f"{s}/{t}": v for (s, t), v in results.items()}
             for t in bench.tools:
                 if t.error:
-                    notes.append(f"N={n}: {t.name} not measured: {t.error.splitlines()[0]}")
+                    notes.append(f"{space.title}: {t.name} not measured: {t.error.splitlines()[0]}")
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
@@ -331,14 +349,21 @@ def main():
     except (OSError, StopIteration):
         pass
     print(f"Machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}")
-    print(f"Medians of {args.runs} run(s); wall, CPU (user+sys) and peak RSS; ratios are vbuild / peer.\n")
+    print(f"Command: {' '.join(['python3', 'bench/run.py'] + sys.argv[1:])} ({time.time() - started:.0f} s)")
+    print("Medians; wall, CPU (user+sys, with reaped descendants) and peak RSS; ratios are vbuild / peer.\n")
     for t in tables:
         print(t + "\n")
+    if args.mode == "migrate" or args.real:
+        print(targets_table(rows) + "\n")
     for note in notes:
         print(f"NOTE: {note}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(raw, f, indent=1)
+
+
+def gen_modes():
+    return workspaces.gen_workspace.MODES
 
 
 if __name__ == "__main__":

@@ -44,12 +44,16 @@ fail() { say "FAIL" "$1"; failed=1; }
 now() { date +%s.%N; }
 elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}s')" "$1" "$(now)"; }
 
-if [ -f pnpm-lock.yaml ]; then pm=pnpm
+if [ -f pnpm-lock.yaml ] || [ -f pnpm-workspace.yaml ]; then pm=pnpm
 elif [ -f yarn.lock ]; then pm=yarn
 elif [ -f bun.lock ] || [ -f bun.lockb ]; then pm=bun
 else pm=npm; fi
+# pnpm: use the installed pnpm even where packageManager pins another (it
+# cannot be downloaded everywhere), and let dependencies' build scripts run
+# as the older pnpm the repo was written for did.
+[ "$pm" = pnpm ] && export npm_config_manage_package_manager_versions=false
 say repo "$(basename "$PWD")"
-say manager "$pm"
+say manager "$pm $($pm --version 2>/dev/null | tail -1)"
 
 # Every regular file outside node_modules, .git and the check's own cache,
 # with its sha256: the build's outputs are what a build adds or changes.
@@ -75,9 +79,13 @@ EOF
 states() { grep -Eo '^(hit|miss|uncached|failed|skipped)' "$1" | sort | uniq -c | awk '{printf "%s %s, ", $1, $2}' | sed 's/, $//'; }
 count() { grep -Ec "^$2( |$)" "$1" || true; }
 
+# Before the install: what `prepare` scripts write counts as build output.
+snapshot "$work/before"
 if [ "$install" = 1 ]; then
   case $pm in
-    pnpm) pnpm install --frozen-lockfile >"$work/install.log" 2>&1 || pnpm install >>"$work/install.log" 2>&1 ;;
+    pnpm) builds=""; [ "$(pnpm --version | cut -d. -f1)" -ge 10 ] && builds=--dangerously-allow-all-builds
+          pnpm install --frozen-lockfile $builds >"$work/install.log" 2>&1 \
+            || pnpm install $builds >>"$work/install.log" 2>&1 ;;
     yarn) yarn install --frozen-lockfile >"$work/install.log" 2>&1 || yarn install >>"$work/install.log" 2>&1 ;;
     npm) npm ci >"$work/install.log" 2>&1 || npm install >>"$work/install.log" 2>&1 ;;
     bun) bun install >"$work/install.log" 2>&1 ;;
@@ -97,21 +105,21 @@ native() {
   fi
 }
 
-snapshot "$work/before"
 t=$(now)
 if native >"$work/native.log" 2>&1; then say native "ok"; else fail "native build (tail below)"; tail -30 "$work/native.log"; fi
 [ "$timing" = 1 ] && say native_time "$(elapsed "$t")"
 snapshot "$work/after-native"
 added "$work/before" "$work/after-native" > "$work/native-outs"
 say native_files "$(wc -l < "$work/native-outs")"
-# Back to the checkout as it was (the build's own files removed).
-cut -d' ' -f3- "$work/native-outs" | while IFS= read -r f; do
-  grep -q "  $f\$" "$work/before" || rm -f "$f"
-done
-
+# migrate right after a native build, as a user would (it may look at what
+# the build left); then the build's own files are removed.
 snapshot "$work/before-migrate"
 "$VBUILD" migrate --force >"$work/migrate.log" 2>&1 || { fail "migrate"; cat "$work/migrate.log"; exit 1; }
 snapshot "$work/after-migrate"
+cut -d' ' -f3- "$work/native-outs" | while IFS= read -r f; do
+  grep -q "  $f\$" "$work/before" || rm -f "$f"
+done
+snapshot "$work/clean"
 edited=$(added "$work/before-migrate" "$work/after-migrate" | cut -d' ' -f3- | grep -Ev '(^|/)(BUILD|vbuild)\.toml$' || true)
 say migrate_edited "${edited:-none}"
 say migrate_summary "$(head -1 "$work/migrate.log")"
@@ -124,7 +132,7 @@ run "$work/cold"; rc=$?
 say cold "exit $rc: $(states "$work/cold")"
 [ $rc = 0 ] || { fail "vbuild run $task"; grep -A15 '^failed' "$work/cold" | head -40; }
 snapshot "$work/after-vbuild"
-added "$work/before-migrate" "$work/after-vbuild" | grep -Ev '  (.*/)?(BUILD|vbuild)\.toml$' > "$work/vbuild-outs"
+added "$work/clean" "$work/after-vbuild" | grep -Ev '  (.*/)?(BUILD|vbuild)\.toml$' > "$work/vbuild-outs"
 say vbuild_files "$(wc -l < "$work/vbuild-outs")"
 python3 - "$work/native-outs" "$work/vbuild-outs" <<'EOF'
 import sys
@@ -155,7 +163,7 @@ t=$(now)
 run "$work/restore"
 [ "$timing" = 1 ] && say restore_time "$(elapsed "$t")"
 snapshot "$work/after-restore"
-added "$work/before-migrate" "$work/after-restore" | grep -Ev '  (.*/)?(BUILD|vbuild)\.toml$' > "$work/restored-outs"
+added "$work/clean" "$work/after-restore" | grep -Ev '  (.*/)?(BUILD|vbuild)\.toml$' > "$work/restored-outs"
 if cmp -s "$work/vbuild-outs" "$work/restored-outs" && [ "$(count "$work/restore" miss)" = 0 ]; then
   say restore "byte-exact, $(states "$work/restore")"
 else

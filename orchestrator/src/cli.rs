@@ -5,7 +5,7 @@ use std::path::PathBuf;
 #[derive(Parser, Debug)]
 #[command(
     name = "vbuild",
-    version,
+    version = crate::VERSION,
     about = "Hermetic, content-addressed builds for JS/TS monorepos"
 )]
 pub struct Cli {
@@ -20,13 +20,29 @@ pub struct Cli {
 pub enum Cmd {
     /// Build targets and everything they depend on.
     Run(RunArgs),
-    /// Explain whether a target would hit the cache, and if not, why.
-    Why {
-        /// The target, e.g. //app:build or :build.
-        label: String,
-    },
+    /// Explain whether targets would hit the cache (local, then remote),
+    /// and if not, why; runs and restores nothing.
+    Why(WhyArgs),
     /// List targets matching patterns (default //...).
-    Query { patterns: Vec<String> },
+    Query {
+        patterns: Vec<String>,
+        /// label: one label per line; json: targets with their deps;
+        /// dot: a Graphviz graph (edges from a target to its deps).
+        #[arg(long, value_enum, default_value = "label")]
+        output: QueryOutput,
+    },
+    /// Print a shell completion script (e.g. `vbuild completions bash > /etc/bash_completion.d/vbuild`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the JSON Schemas of vbuild.toml, BUILD.toml and the --json
+    /// events into DIR (for editors: `#:schema` comments, taplo).
+    Schema {
+        /// Where to write them (created if missing); default
+        /// `.vbuild/schema` at the workspace root (or here, outside one).
+        dir: Option<PathBuf>,
+    },
     /// Remove this workspace's entries from the action cache (entries a
     /// copy of it at another path also built stay).
     Clean,
@@ -101,9 +117,10 @@ pub struct RunArgs {
     /// After `--`: extra arguments for the one target named (part of its key).
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,
-    /// Actions to run at once (default: twice the number of cores).
-    #[arg(short = 'j', long = "jobs")]
-    pub jobs: Option<usize>,
+    /// Actions to run at once: a number, or a percentage of the cores
+    /// (`-j 50%`); default twice the number of cores.
+    #[arg(short = 'j', long = "jobs", value_parser = parse_jobs)]
+    pub jobs: Option<Jobs>,
     /// Keep building what does not depend on a failed action.
     #[arg(short = 'k', long)]
     pub keep_going: bool,
@@ -116,6 +133,72 @@ pub struct RunArgs {
     pub sandbox: Option<SandboxArg>,
     #[command(flatten)]
     pub remote: RemoteArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Write a Chrome trace of the run (open in Perfetto or chrome://tracing):
+    /// one track per worker, each action's phases.
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct WhyArgs {
+    /// Targets or patterns, e.g. //app:build, :build, //...
+    #[arg(required = true)]
+    pub patterns: Vec<String>,
+    /// One JSON event per line on stdout (the `--json` events of `run`).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+/// How a run reports (shared by `run` and `why`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct OutputArgs {
+    /// Print one JSON event per line on stdout instead of the status lines
+    /// (schema/events/run-events.v1.schema.json).
+    #[arg(long)]
+    pub json: bool,
+    /// Which actions' logs to replay: full, new-only (not hits),
+    /// errors-only, none.
+    #[arg(long, value_enum, default_value = "full", value_name = "WHICH")]
+    pub output_logs: crate::report::OutputLogs,
+    /// Write the whole run (counts and every action) as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub summary: Option<PathBuf>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueryOutput {
+    Label,
+    Json,
+    Dot,
+}
+
+/// `-j`: a count, or a percentage of the cores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Jobs {
+    Count(usize),
+    Percent(u32),
+}
+
+impl Jobs {
+    pub fn resolve(self, cores: usize) -> usize {
+        match self {
+            Jobs::Count(n) => n.max(1),
+            Jobs::Percent(p) => (cores * p as usize / 100).max(1),
+        }
+    }
+}
+
+fn parse_jobs(text: &str) -> Result<Jobs, String> {
+    let bad =
+        || format!("`{text}` is not a number of jobs or a percentage of the cores (e.g. 4 or 50%)");
+    match text.strip_suffix('%') {
+        Some(p) => p.parse().map(Jobs::Percent).map_err(|_| bad()),
+        None => text.parse().map(Jobs::Count).map_err(|_| bad()),
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,8 +211,16 @@ pub enum SandboxArg {
 
 #[derive(Subcommand, Debug)]
 pub enum StoreCmd {
-    /// Blob count and bytes, action cache entries.
+    /// Where the store is, its size budget and usage (creates nothing).
     Stats,
+    /// Delete the least recently used entries and the blobs nothing needs
+    /// until the store fits its budget; never what a running build holds.
+    Gc {
+        /// The budget for this collection, e.g. 500M, 10G (default: the
+        /// store's budget, $VBUILD_STORE_MAX_SIZE or 10G).
+        #[arg(long, value_name = "SIZE", value_parser = vbuild_store::parse_size)]
+        max_size: Option<u64>,
+    },
     /// Check every blob (its bytes hash to its name) and every cache entry
     /// and record (parses, points only at sound blobs); exit 1 if anything
     /// was wrong.

@@ -104,6 +104,59 @@ fn topo_order(ws: &Workspace, wanted: &[bool]) -> Vec<usize> {
     order
 }
 
+/// `vbuild query`: the targets matching `patterns` (not their deps), in
+/// label order, as labels, JSON (with their deps) or a Graphviz graph.
+pub fn query(ws: &Workspace, patterns: &[Pattern], output: crate::cli::QueryOutput) -> String {
+    use crate::cli::QueryOutput;
+    let mut matched: Vec<&Target> = ws
+        .targets
+        .iter()
+        .filter(|t| patterns.iter().any(|p| p.matches(&t.label)))
+        .collect();
+    matched.sort_by_key(|t| t.label.to_string());
+    let deps_of = |t: &Target| -> Vec<String> {
+        let mut d: Vec<String> = t
+            .deps
+            .iter()
+            .map(|&d| ws.targets[d].label.to_string())
+            .collect();
+        d.sort();
+        d
+    };
+    match output {
+        QueryOutput::Label => matched.iter().map(|t| format!("{}\n", t.label)).collect(),
+        QueryOutput::Json => {
+            let items: Vec<serde_json::Value> = matched
+                .iter()
+                .map(|t| {
+                    serde_json::json!({
+                        "label": t.label.to_string(),
+                        "deps": deps_of(t),
+                        "srcs": t.src_patterns,
+                        "outs": t.outs.iter().map(|o| o.text()).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            let mut s = serde_json::to_string_pretty(&items).expect("serializes");
+            s.push('\n');
+            s
+        }
+        QueryOutput::Dot => {
+            let mut s = String::from("digraph vbuild {\n  rankdir=LR;\n");
+            for t in &matched {
+                s.push_str(&format!("  \"{}\";\n", t.label));
+            }
+            for t in &matched {
+                for d in deps_of(t) {
+                    s.push_str(&format!("  \"{}\" -> \"{d}\";\n", t.label));
+                }
+            }
+            s.push_str("}\n");
+            s
+        }
+    }
+}
+
 /// Why a pattern matched nothing, with the closest label when there is one
 /// (`did you mean //app:build?`).
 fn no_match(ws: &Workspace, pattern: &Pattern) -> String {

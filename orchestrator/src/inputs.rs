@@ -76,7 +76,24 @@ impl PackageIndex {
             return Ok(inputs);
         }
         let m = &ws.inputs.matcher;
-        for path in ws.tree.files.iter().filter(|p| m.matches(p)) {
+        let files = &ws.tree.files;
+        // Mostly a few root files: look literals up instead of matching
+        // every file of the workspace.
+        let literal = ws
+            .inputs
+            .patterns
+            .iter()
+            .all(|p| !crate::globs::is_glob(p) && !p.starts_with('!'));
+        let candidates: Vec<&String> = match literal {
+            true => ws
+                .inputs
+                .patterns
+                .iter()
+                .filter_map(|p| files.binary_search(p).ok().map(|i| &files[i]))
+                .collect(),
+            false => files.iter().filter(|p| m.matches(p)).collect(),
+        };
+        for path in candidates {
             if self.is_output(ws, path) {
                 continue;
             }

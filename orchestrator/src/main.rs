@@ -10,14 +10,17 @@ mod materialize;
 mod migrate;
 mod node;
 mod overlap;
+mod profile;
 mod remote;
 mod report;
 mod scheduler;
+mod store_cmd;
+mod term;
 mod workspace;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use cli::{Cli, Cmd, RemoteArgs, RemoteCmd, RemoteModeArg, SandboxArg, StoreCmd, ToolCmd};
+use cli::{Cli, Cmd, OutputArgs, RemoteArgs, RemoteCmd, RemoteModeArg, SandboxArg, ToolCmd};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,8 +35,15 @@ use workspace::Workspace;
 /// action per core that wait left cores idle (bench/README.md: N=1000 cold
 /// build 39 s with 2 jobs, 19.5 s with 4, same CPU time).
 fn default_jobs() -> usize {
-    2 * std::thread::available_parallelism().map_or(1, |n| n.get())
+    2 * cores()
 }
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `vbuild --version`: the crate version and the commit it was built from.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("VBUILD_COMMIT"), ")");
 
 /// Exit codes: 0 success, 1 an action failed, 2 bad input or vbuild error,
 /// 130 interrupted (Ctrl-C).
@@ -74,7 +84,7 @@ fn load(dir: &Option<PathBuf>) -> Result<Session> {
 
 /// The store and this workspace's stat cache rows, opened while the
 /// workspace loads.
-type Opened = Result<(Store, vbuild_store::StatCache)>;
+type Opened = Result<(Store, vbuild_store::StatCache, vbuild_store::Lease)>;
 
 /// Loads the workspace and opens the store at the same time (on another
 /// thread: the two are independent, and both show up in a no-op build).
@@ -83,8 +93,10 @@ fn load_with_store(dir: &Option<PathBuf>) -> Result<(Session, Opened)> {
         let prefix = format!("{}/", root.display());
         std::thread::spawn(move || -> Opened {
             let store = open_store()?;
+            // Before anything is read: a collection keeps what this build uses.
+            let lease = store.lease()?;
             let stat_cache = store.action_cache.load_stat_cache(&prefix)?;
-            Ok((store, stat_cache))
+            Ok((store, stat_cache, lease))
         })
     })?;
     let opened = opened
@@ -106,8 +118,10 @@ pub(crate) fn start_runtime() -> Result<tokio::runtime::Runtime> {
         if tokio::signal::ctrl_c().await.is_ok() {
             scheduler::CANCELLED.store(true, std::sync::atomic::Ordering::SeqCst);
             vbuild_sandbox::cancel_all();
-            eprintln!("vbuild: interrupted; stopping (Ctrl-C again to quit now)");
+            report::notice("vbuild: interrupted; stopping (Ctrl-C again to quit now)");
             if tokio::signal::ctrl_c().await.is_ok() {
+                // Quit now, but say what happened first.
+                report::interrupted_exit_summary();
                 std::process::exit(EXIT_INTERRUPTED.into());
             }
         }
@@ -146,9 +160,13 @@ fn load_with<T>(
     ))
 }
 
+fn store_root() -> Result<PathBuf> {
+    vbuild_store::default_root()
+        .context("cannot locate the store: set VBUILD_CACHE_DIR, XDG_CACHE_HOME or HOME")
+}
+
 fn open_store() -> Result<Store> {
-    let root = vbuild_store::default_root()
-        .context("cannot locate the store: set VBUILD_CACHE_DIR, XDG_CACHE_HOME or HOME")?;
+    let root = store_root()?;
     Store::open(&root).with_context(|| format!("opening the store at {}", root.display()))
 }
 
@@ -159,9 +177,22 @@ fn parse_patterns(s: &Session, texts: &[String]) -> Result<Vec<Pattern>> {
         .collect()
 }
 
+fn sandbox_setting(s: SandboxArg) -> SandboxSetting {
+    match s {
+        SandboxArg::Strict | SandboxArg::Namespaces => SandboxSetting::Namespaces,
+        SandboxArg::Scratch => SandboxSetting::Scratch,
+        SandboxArg::None => SandboxSetting::None,
+    }
+}
+
 fn real_main(cli: Cli) -> Result<u8> {
     match cli.command {
         Cmd::Run(args) => {
+            if let Some(path) = &args.profile {
+                profile::enable();
+                // Fail before building, not after: the file must be writable.
+                report::write_atomic(path, b"{}").context("--profile")?;
+            }
             let (mut session, opened) = load_with_store(&cli.dir)?;
             let texts = if args.patterns.is_empty() {
                 vec!["//...".to_string()]
@@ -178,38 +209,43 @@ fn real_main(cli: Cli) -> Result<u8> {
                 append_args(&mut session.ws, &patterns, &args.args)?;
             }
             let opts = action::RunOptions {
-                jobs: args.jobs.unwrap_or_else(default_jobs),
+                jobs: args.jobs.map_or_else(default_jobs, |j| j.resolve(cores())),
                 keep_going: args.keep_going,
                 no_cache: args.no_cache,
                 dry_run: false,
                 strict: args.sandbox == Some(SandboxArg::Strict),
-                sandbox: args.sandbox.map(|s| match s {
-                    SandboxArg::Strict | SandboxArg::Namespaces => SandboxSetting::Namespaces,
-                    SandboxArg::Scratch => SandboxSetting::Scratch,
-                    SandboxArg::None => SandboxSetting::None,
-                }),
+                sandbox: args.sandbox.map(sandbox_setting),
+                force_color: None,
             };
-            build(&session, &patterns, opts, opened, &args.remote)
-        }
-        Cmd::Why { label } => {
-            let (session, opened) = load_with_store(&cli.dir)?;
-            let patterns = parse_patterns(&session, std::slice::from_ref(&label))?;
-            if !matches!(patterns[0], Pattern::Target(_)) {
-                bail!("`vbuild why` takes one target label, not a pattern");
+            let code = build(
+                &session,
+                &patterns,
+                opts,
+                opened,
+                &args.remote,
+                &args.output,
+            )?;
+            if let Some(path) = &args.profile {
+                profile::write(path)?;
             }
+            Ok(code)
+        }
+        Cmd::Why(args) => {
+            let (session, opened) = load_with_store(&cli.dir)?;
+            let patterns = parse_patterns(&session, &args.patterns)?;
             session.ws.check_broken(Some(&patterns))?;
             let opts = action::RunOptions {
                 jobs: 1,
                 dry_run: true,
                 ..Default::default()
             };
-            let no_remote = RemoteArgs {
-                no_remote: true,
+            let output = OutputArgs {
+                json: args.json,
                 ..Default::default()
             };
-            build(&session, &patterns, opts, opened, &no_remote)
+            build(&session, &patterns, opts, opened, &args.remote, &output)
         }
-        Cmd::Query { patterns } => {
+        Cmd::Query { patterns, output } => {
             let session = load(&cli.dir)?;
             let texts = if patterns.is_empty() {
                 vec!["//...".to_string()]
@@ -220,12 +256,28 @@ fn real_main(cli: Cli) -> Result<u8> {
             // Listing needs no package: errors are warnings, and the
             // targets of broken packages are not listed.
             session.ws.check_broken(None)?;
-            for t in &session.ws.targets {
-                if patterns.iter().any(|p| p.matches(&t.label)) {
-                    println!("{}", t.label);
-                }
-            }
+            print!("{}", graph::query(&session.ws, &patterns, output));
             Ok(0)
+        }
+        Cmd::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "vbuild", &mut std::io::stdout());
+            Ok(0)
+        }
+        Cmd::Schema { dir } => {
+            let dir = match dir {
+                Some(d) => d,
+                None => {
+                    let cwd = match &cli.dir {
+                        Some(d) => d.clone(),
+                        None => std::env::current_dir()?,
+                    };
+                    workspace::find_root(&cwd.canonicalize()?)
+                        .unwrap_or(cwd)
+                        .join(".vbuild/schema")
+                }
+            };
+            store_cmd::write_schemas(&dir)
         }
         Cmd::Clean => {
             let session = load(&cli.dir)?;
@@ -262,20 +314,7 @@ fn real_main(cli: Cli) -> Result<u8> {
                 ),
             }
         }
-        Cmd::Store {
-            command: StoreCmd::Stats,
-        } => {
-            let store = open_store()?;
-            let (blobs, bytes) = store.cas.stats()?;
-            println!("store:   {}", store.root().display());
-            println!("blobs:   {blobs}");
-            println!("bytes:   {bytes}");
-            println!("entries: {}", store.action_cache.entry_count()?);
-            Ok(0)
-        }
-        Cmd::Store {
-            command: StoreCmd::Verify { repair },
-        } => store_verify(repair),
+        Cmd::Store { command } => store_cmd::run(command),
     }
 }
 
@@ -312,18 +351,18 @@ fn shell_quote(a: &str) -> String {
 }
 
 /// `vbuild store verify [--repair]`: 0 when all is sound, else 1.
-fn store_verify(repair: bool) -> Result<u8> {
+pub(crate) fn store_verify(repair: bool) -> Result<u8> {
     let store = open_store()?;
     let report = vbuild_store::verify::verify(&store, repair, &action::check_record)?;
     for problem in &report.problems {
         println!("problem: {problem}");
     }
+    println!("store: {}", store.root().display());
     println!(
-        "checked {} blobs, {} entries, {} records in {}: {} problems{}",
+        "checked {} blobs, {} entries, {} records: {} problems{}",
         report.blobs,
         report.entries,
         report.records,
-        store.root().display(),
         report.problems.len(),
         if repair {
             format!(", {} repaired", report.repaired)
@@ -468,6 +507,7 @@ fn build(
     opts: action::RunOptions,
     opened: Opened,
     remote_args: &RemoteArgs,
+    output: &OutputArgs,
 ) -> Result<u8> {
     let ws = &session.ws;
     let order = match &session.only {
@@ -479,7 +519,8 @@ fn build(
         eprintln!("vbuild: nothing changed since the given ref touches the selected targets");
         return Ok(0);
     }
-    let (store, stat_cache) = opened?;
+    let (store, stat_cache, lease) = opened?;
+    let mut opts = opts;
     let (opts_sandbox, strict) = (opts.sandbox, opts.strict);
     let secret_patterns: Vec<String> = DEFAULT_SECRETS
         .iter()
@@ -499,8 +540,10 @@ fn build(
         .context("vbuild.toml: secret_env")?
         .hide(&credential_vars);
     let host_env: HashMap<String, String> = std::env::vars().collect();
-    // No remote when nothing is read or written (`--no-cache`, `why`).
-    let remote_cfg = if opts.no_cache || opts.dry_run {
+    let term = term::Term::detect(&host_env);
+    opts.force_color = term.force_color.clone();
+    // No remote when nothing is read or written (`--no-cache`).
+    let remote_cfg = if opts.no_cache {
         None
     } else {
         remote::resolve(ws, &remote_overrides(remote_args), &host_env)?
@@ -550,18 +593,29 @@ fn build(
             rt.as_ref().map(|rt| rt.handle().clone()),
         ),
     };
-    let mut reporter = report::Reporter::new();
+    let mut reporter = report::Reporter::new(report::ReportOptions {
+        json: output.json,
+        output_logs: output.output_logs,
+        progress: term.progress,
+        color: term.color,
+        running_notice: term.running_notice,
+        summary_file: output.summary.clone(),
+        dry_run: ctx.opts.dry_run,
+        jobs: ctx.opts.jobs,
+    });
     let failed = scheduler::run(&ctx, &order, &mut reporter);
     reporter.flush();
     for dir in ctx.exec_env.created_dirs() {
         cleanup::remove_tree(dir);
     }
     store.action_cache.save_stat_cache(&stat_cache)?;
-    if !ctx.opts.dry_run {
-        reporter.summary(&failed);
-    }
+    reporter.summary(&failed, scheduler::cancelled())?;
     if let Some(remote) = &remote {
         remote.finish();
+    }
+    drop(lease);
+    if !ctx.opts.dry_run {
+        store_cmd::after_build(&store);
     }
     Ok(if scheduler::cancelled() {
         EXIT_INTERRUPTED

@@ -27,10 +27,20 @@ pub struct Declared<'a> {
 /// each, anchored at the later target's entry.
 pub fn check(targets: &[Declared], packages: &[String]) -> Vec<Diagnostic> {
     let mut diags = Vec::new();
+    // Targets by package, in order: a lookup, not a scan of every target
+    // per output (O(N²) at load time, on every run).
+    let mut of_package: std::collections::HashMap<&str, Vec<usize>> = Default::default();
+    for (i, t) in targets.iter().enumerate() {
+        of_package
+            .entry(t.label.package.as_str())
+            .or_default()
+            .push(i);
+    }
     for (i, b) in targets.iter().enumerate() {
         for (spec, span) in &b.outs {
             if let Some(sub) = literal_subpackage(&b.label.package, spec, packages) {
-                let other = targets.iter().find_map(|a| {
+                let other = of_package.get(sub).into_iter().flatten().find_map(|&a| {
+                    let a = &targets[a];
                     (a.label.package == sub)
                         .then(|| {
                             let inner = strip_package(
@@ -68,9 +78,10 @@ pub fn check(targets: &[Declared], packages: &[String]) -> Vec<Diagnostic> {
                 continue;
             }
             // The first earlier target of the same package it overlaps.
-            let earlier = targets[..i]
+            let earlier = of_package[b.label.package.as_str()]
                 .iter()
-                .filter(|a| a.label.package == b.label.package)
+                .take_while(|&&a| a < i)
+                .map(|&a| &targets[a])
                 .find_map(|a| {
                     a.outs
                         .iter()
@@ -78,7 +89,12 @@ pub fn check(targets: &[Declared], packages: &[String]) -> Vec<Diagnostic> {
                         .map(|(o, s)| (a, o, s))
                 });
             if let Some((a, o, s)) = earlier {
-                diags.push(overlap_diag(b, spec, span, a, o, s));
+                // Point at whichever entry comes later in the file.
+                diags.push(if s.start > span.start {
+                    overlap_diag(a, o, s, b, spec, span)
+                } else {
+                    overlap_diag(b, spec, span, a, o, s)
+                });
             }
         }
     }
@@ -136,11 +152,18 @@ fn literal_subpackage<'p>(
     packages: &'p [String],
 ) -> Option<&'p str> {
     let path = join_package(package, &literal(spec)?);
-    packages
-        .iter()
-        .map(String::as_str)
-        .filter(|p| *p != package && (package.is_empty() || p.starts_with(&format!("{package}/"))))
-        .find(|p| path == *p || path.starts_with(&format!("{p}/")))
+    // `packages` is sorted: look up each directory from `path` itself up
+    // to (not including) `package`, outermost first.
+    let mut dirs: Vec<&str> = std::iter::successors(Some(path.as_str()), |d| {
+        d.rsplit_once('/').map(|(parent, _)| parent)
+    })
+    .take_while(|d| d.len() > package.len())
+    .collect();
+    dirs.reverse();
+    dirs.into_iter().find_map(|d| {
+        let i = packages.binary_search_by(|p| p.as_str().cmp(d)).ok()?;
+        Some(packages[i].as_str())
+    })
 }
 
 /// Whether two outputs of one package (package-relative) can name the same
@@ -255,5 +278,37 @@ mod tests {
             assert!(!may_overlap(&o(a), &o(b)), "{a} vs {b}");
             assert!(!may_overlap(&o(b), &o(a)), "{b} vs {a}");
         }
+    }
+}
+
+#[cfg(test)]
+mod subpackage_tests {
+    use super::*;
+
+    #[test]
+    fn literal_outputs_find_the_outermost_sub_package() {
+        let packages: Vec<String> = ["", "a", "a/b", "a/b/c", "ab"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let file = |p: &str| OutSpec::File(p.into());
+        assert_eq!(
+            literal_subpackage("a", &file("b/c/x"), &packages),
+            Some("a/b")
+        );
+        assert_eq!(literal_subpackage("a", &file("x/y"), &packages), None);
+        assert_eq!(
+            literal_subpackage("", &file("ab/out"), &packages),
+            Some("ab")
+        );
+        assert_eq!(literal_subpackage("", &file("a"), &packages), Some("a"));
+        assert_eq!(
+            literal_subpackage("a/b", &OutSpec::Dir("c".into()), &packages),
+            Some("a/b/c")
+        );
+        assert_eq!(
+            literal_subpackage("a", &OutSpec::Glob("b/*".into()), &packages),
+            None
+        );
     }
 }

@@ -2,8 +2,10 @@
 //! calling thread is one of them). The graph state sits behind one mutex;
 //! a worker that finishes an action settles it and takes the next ready one
 //! itself, so a run of cache hits does not bounce every action between
-//! threads. Among ready actions a worker always takes the first in
-//! topological order, so `-j 1` runs are fully deterministic. A worker with
+//! threads. Among ready actions a worker takes the one heading the longest
+//! chain of actions still to come (critical path first, so the last
+//! minutes of a cold build are not one long chain on one core), ties and
+//! `-j 1` in topological order, so `-j 1` runs are fully deterministic. A worker with
 //! nothing ready resolves the sources of targets still to come (stat and
 //! hash, through the stat cache) instead of sleeping.
 use crate::action::{self, Ctx, Outcome, State};
@@ -24,7 +26,9 @@ struct Graph<'r> {
     deps: Vec<Vec<usize>>,
     dependents: Vec<Vec<usize>>,
     pending: Vec<usize>,
-    ready: BTreeSet<usize>,
+    /// (rank, position): the smallest rank runs first.
+    ready: BTreeSet<(usize, usize)>,
+    rank: Vec<usize>,
     outputs: Vec<Option<Arc<Tree>>>,
     blocked: Vec<Option<String>>,
     failed: Vec<String>,
@@ -55,13 +59,18 @@ pub fn run(ctx: &Ctx, order: &[usize], reporter: &mut Reporter) -> Vec<String> {
         }
     }
     let pending: Vec<usize> = deps.iter().map(Vec::len).collect();
-    let ready: BTreeSet<usize> = (0..n).filter(|&p| pending[p] == 0).collect();
     let jobs = ctx.opts.jobs.max(1).min(n.max(1));
+    let rank = ranks(&dependents, jobs);
+    let ready: BTreeSet<(usize, usize)> = (0..n)
+        .filter(|&p| pending[p] == 0)
+        .map(|p| (rank[p], p))
+        .collect();
     let graph = Mutex::new(Graph {
         deps,
         dependents,
         pending,
         ready,
+        rank,
         outputs: vec![None; n],
         blocked: vec![None; n],
         failed: Vec::new(),
@@ -75,16 +84,46 @@ pub fn run(ctx: &Ctx, order: &[usize], reporter: &mut Reporter) -> Vec<String> {
     });
     let wake = Condvar::new();
 
+    graph
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .reporter
+        .run_started(
+            order
+                .iter()
+                .filter(|&&i| !ctx.ws.targets[i].file_group)
+                .count(),
+        );
     std::thread::scope(|scope| {
-        for _ in 1..jobs {
-            scope.spawn(|| worker(ctx, order, &graph, &wake));
+        for w in 1..jobs {
+            let (graph, wake) = (&graph, &wake);
+            scope.spawn(move || {
+                crate::profile::set_worker(w);
+                worker(ctx, order, graph, wake)
+            });
         }
+        crate::profile::set_worker(0);
         worker(ctx, order, &graph, &wake);
     });
     let g = graph.into_inner().unwrap_or_else(|p| p.into_inner());
-    let not_run = n - g.settled;
-    g.reporter.not_run(not_run);
     g.failed
+}
+
+/// Scheduling rank of each position (topological order): with one job
+/// none (topological order); with more, `usize::MAX` minus the length of
+/// the longest chain of dependents it starts, so the action heading the
+/// longest chain still to run is taken first.
+fn ranks(dependents: &[Vec<usize>], jobs: usize) -> Vec<usize> {
+    let n = dependents.len();
+    if jobs <= 1 {
+        return vec![0; n];
+    }
+    let mut height = vec![0usize; n];
+    // Dependents come later in topological order: fill from the end.
+    for p in (0..n).rev() {
+        height[p] = 1 + dependents[p].iter().map(|&d| height[d]).max().unwrap_or(0);
+    }
+    height.into_iter().map(|h| usize::MAX - h).collect()
 }
 
 /// What a worker does next.
@@ -122,12 +161,23 @@ fn worker(ctx: &Ctx, order: &[usize], graph: &Mutex<Graph<'_>>, wake: &Condvar) 
             }
             Next::Run(pos, deps) => {
                 g.in_flight += 1;
+                let target = &ctx.ws.targets[order[pos]];
+                let label = &target.label;
+                if !target.file_group {
+                    g.reporter.action_started(label);
+                }
                 drop(g);
-                let outcome = if cancelled() {
-                    Outcome::new(State::Skipped("cancelled".into()), Default::default())
+                crate::profile::set_label(Some(label.to_string()));
+                let mut outcome = if cancelled() {
+                    Outcome::new(State::Cancelled("interrupted".into()), Default::default())
                 } else {
                     action::run(ctx, order[pos], &deps)
                 };
+                crate::profile::set_label(None);
+                // Ctrl-C killed it: that is not the action's failure.
+                if cancelled() && matches!(outcome.state, State::Failed(_)) {
+                    outcome.state = State::Cancelled("interrupted".into());
+                }
                 g = lock();
                 g.in_flight -= 1;
                 g.settled += 1;
@@ -156,7 +206,7 @@ fn next_job(ctx: &Ctx, order: &[usize], g: &mut Graph<'_>) -> Next {
                 Next::Wait
             };
         }
-        let Some(pos) = g.ready.pop_first() else {
+        let Some((_, pos)) = g.ready.pop_first() else {
             if g.in_flight == 0 {
                 // Settled everything, or nothing left that can run.
                 return Next::Exit;
@@ -193,6 +243,7 @@ fn settle(ctx: &Ctx, order: &[usize], pos: usize, outcome: Outcome, g: &mut Grap
     let why_blocked = match &outcome.state {
         State::Failed(_) => Some(format!("dependency {label} failed")),
         State::Skipped(_) => Some(format!("dependency {label} was skipped")),
+        State::Cancelled(_) => Some(format!("dependency {label} was cancelled")),
         State::WouldRun(_) => Some(format!("dependency {label} would run")),
         _ => None,
     };
@@ -205,9 +256,26 @@ fn settle(ctx: &Ctx, order: &[usize], pos: usize, outcome: Outcome, g: &mut Grap
         }
         g.pending[d] -= 1;
         if g.pending[d] == 0 {
-            g.ready.insert(d);
+            let rank = g.rank[d];
+            g.ready.insert((rank, d));
             newly_ready += 1;
         }
     }
     newly_ready
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ranks;
+
+    /// Positions 0 (alone), 1 → 2 → 3 (a chain): with two jobs the chain's
+    /// head goes first; with one job, topological order.
+    #[test]
+    fn longest_chain_first_with_several_jobs() {
+        let dependents = vec![vec![], vec![2], vec![3], vec![]];
+        let r = ranks(&dependents, 2);
+        assert!(r[1] < r[0] && r[1] < r[2] && r[2] < r[3]);
+        assert_eq!(r[0], r[3], "two actions heading no chain tie");
+        assert_eq!(ranks(&dependents, 1), vec![0; 4]);
+    }
 }

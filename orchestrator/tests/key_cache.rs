@@ -265,6 +265,11 @@ fn store_verify_finds_and_repairs() {
         .filter(|l| l.starts_with("problem: "))
         .collect();
     assert_eq!(problems.len(), 4, "{}", found.stdout);
+    let digests = regex::Regex::new(r"\b[0-9a-f]{12}\b").unwrap();
+    insta::assert_snapshot!(
+        "store_verify_problems",
+        digests.replace_all(&redact(&found.stdout), "[digest]")
+    );
     for needle in [
         "its bytes do not match its name",
         "(//lib:build): output \"lib/out/msg.txt\"",

@@ -458,3 +458,99 @@ fn files_outside_the_package_are_declared_or_listed() {
     );
     ws.run(&["run", "//packages/a:build"]).assert_all("miss");
 }
+
+#[test]
+fn root_scripts_packages_share_name_the_pipeline() {
+    // npm workspaces, no turbo: the root compiles the whole repo with
+    // `tsc -b`, each package has `compile`; `test` runs what it compiled.
+    let ws = npm_ws(&[
+        (
+            "package.json",
+            r#"{"name":"r","private":true,"workspaces":["packages/*"],"scripts":{"compile":"tsc -b tsconfig.build.json","test":"npm run --ws test --if-present"}}"#,
+        ),
+        (
+            "packages/core/package.json",
+            r#"{"name":"core","version":"1.0.0","scripts":{"compile":"tsc"}}"#,
+        ),
+        (
+            "packages/core/tsconfig.json",
+            r#"{"compilerOptions":{"outDir":"lib"}}"#,
+        ),
+        (
+            "packages/cli/package.json",
+            r#"{"name":"cli","version":"1.0.0","scripts":{"compile":"tsc","test":"node lib/main.spec.js"},"dependencies":{"core":"^1.0.0"}}"#,
+        ),
+        (
+            "packages/cli/tsconfig.json",
+            r#"{"compilerOptions":{"outDir":"lib"}}"#,
+        ),
+    ]);
+    let out = ws.run(&["migrate"]);
+    assert_eq!(out.code, 0, "{}", out.snapshot());
+    let cli = ws.read("packages/cli/BUILD.toml");
+    assert!(
+        cli.contains("[target.compile]\ncommand = \"tsc\"\nsrcs = [\"**\"]\ndeps = [\"//packages/core:compile\"]\nouts = [\"lib/\"]"),
+        "{cli}"
+    );
+    assert!(cli.contains("deps = [\":compile\"]"), "{cli}");
+    assert_eq!(
+        ws.run(&["query", "compile"]).stdout,
+        "//packages/cli:compile\n//packages/core:compile\n"
+    );
+}
+
+#[test]
+fn a_package_turbo_json_overrides_the_roots_tasks() {
+    let ws = turbo_ws(
+        r#"{"tasks":{"build":{"dependsOn":["^build"],"outputs":["dist/**"]},"test":{"dependsOn":["^test"]}}}"#,
+        &[
+            (
+                "packages/a/package.json",
+                r#"{"name":"a","version":"1.0.0","scripts":{"build":"tsc","test":"node t.js"}}"#,
+            ),
+            (
+                "packages/a/tsconfig.json",
+                r#"{"compilerOptions":{"outDir":"dist"}}"#,
+            ),
+            (
+                "packages/a/turbo.json",
+                r#"{"extends":["//"],"tasks":{"test":{"dependsOn":["build"],"env":["API_URL"]}}}"#,
+            ),
+        ],
+    );
+    let out = ws.run(&["migrate"]);
+    assert_eq!(out.code, 0, "{}", out.snapshot());
+    let a = ws.read("packages/a/BUILD.toml");
+    assert!(
+        a.contains("[target.test]\ncommand = \"node t.js\"\nsrcs = [\"**\"]\ndeps = [\":build\"]\npass_env = [\"API_URL\"]"),
+        "{a}"
+    );
+}
+
+#[test]
+fn unknown_builders_get_what_the_native_build_left_and_npm_variables() {
+    let ws = npm_ws(&[
+        ("package.json", r#"{"name":"r","private":true,"workspaces":["packages/*"]}"#),
+        (".gitignore", "dist\n"),
+        ("fake-build.js", "const fs = require('fs');\nconst dir = `packages/${process.env.npm_package_name}/dist`;\nfs.mkdirSync(__dirname + '/' + dir, { recursive: true });\nfs.writeFileSync(__dirname + '/' + dir + '/log.txt', process.env.npm_lifecycle_event);\n"),
+        ("packages/a/package.json", r#"{"name":"a","version":"1.0.0","scripts":{"build":"node ../../fake-build.js"}}"#),
+        ("packages/a/dist/log.txt", "build"),
+    ]);
+    let out = ws.run(&["migrate"]);
+    assert_eq!(out.code, 0, "{}", out.snapshot());
+    assert!(
+        out.stdout.contains(
+            "packages/a:build: outs = [\"dist/\"] guessed from what the native build left"
+        ),
+        "{}",
+        out.stdout
+    );
+    let a = ws.read("packages/a/BUILD.toml");
+    assert!(a.contains("env = { npm_lifecycle_event = \"build\", npm_package_name = \"a\", npm_package_version = \"1.0.0\" }"), "{a}");
+    assert!(ws
+        .read("vbuild.toml")
+        .contains("inputs = [\"fake-build.js\", \"package.json\"]"));
+    std::fs::remove_dir_all(ws.path("packages/a/dist")).unwrap();
+    ws.run(&["run", "build"]).assert_all("miss");
+    assert_eq!(ws.read("packages/a/dist/log.txt"), "build");
+}

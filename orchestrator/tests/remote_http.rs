@@ -228,6 +228,21 @@ fn cross_machine_restore_from_nginx() {
     // Another checkout at another path, with its own empty store.
     let second = Checkout::basic();
     assert_ne!(first.root(), second.root());
+    // `why` asks the remote as `run` does (it used to say "would run ×4"),
+    // answers on stdout, and writes nothing into the workspace.
+    let third = Checkout::basic();
+    let why = third.vbuild(&["why", "//..."], &env);
+    why.assert_ok();
+    let answers: Vec<&str> = why
+        .stdout
+        .lines()
+        .map(|l| l.rsplit_once("  ").map_or(l, |(head, _)| head))
+        .collect();
+    assert_eq!(answers, BASIC_REMOTE_HITS, "{}", why.stdout);
+    assert!(
+        !third.root().join("app/dist").exists(),
+        "why restored files"
+    );
     let out = second.run(&["//..."], &env);
     out.assert_ok();
     assert_eq!(out.states(), BASIC_REMOTE_HITS, "{}", out.stderr);
@@ -424,6 +439,7 @@ fn unsafe_or_undeclared_output_paths_are_rejected() {
         std::fs::write(&file, original).unwrap();
     }
     // A symlink out of the workspace.
+    let original = std::fs::read(&file).unwrap();
     forge(&file, |r| {
         r.output_symlinks.push(reapi::OutputSymlink {
             path: "libs/words/out/link".into(),
@@ -433,6 +449,22 @@ fn unsafe_or_undeclared_output_paths_are_rejected() {
     });
     assert_rejected(&nginx, "outside the workspace", evil);
     assert!(!Path::new("/tmp/vbuild-evil.txt").exists());
+    // A chain: each link alone stays inside, `a` through `b` reaches
+    // /etc/passwd.
+    std::fs::write(&file, original).unwrap();
+    forge(&file, |r| {
+        for (path, target) in [
+            ("libs/words/out/d/b", "../../../.."),
+            ("libs/words/out/d/a", "b/../../../../etc/passwd"),
+        ] {
+            r.output_symlinks.push(reapi::OutputSymlink {
+                path: path.into(),
+                target: target.into(),
+                ..Default::default()
+            })
+        }
+    });
+    assert_rejected(&nginx, "symlink \"libs/words/out/d/a\" points to", evil);
 }
 
 #[test]
@@ -491,6 +523,66 @@ fn oversized_entries_are_rejected() {
     assert!(rejected[0].contains("over the limit"), "{}", rejected[0]);
     // Only the records list, its blob and the action result were read.
     assert!(nginx.count("GET") - gets <= 3, "{}", nginx.access_log());
+}
+
+#[test]
+fn entries_over_the_file_byte_and_depth_caps_are_rejected() {
+    let Some(nginx) = Nginx::start("") else {
+        return;
+    };
+    populate(&nginx);
+    let (file, _) = nginx.result_with_output("libs/words/out/words.txt");
+    let original = std::fs::read(&file).unwrap();
+    let evil = b"EVIL-MANY";
+    let digest = nginx.put_blob(evil);
+    // 20,000 files (default cap 10,000): refused before one is fetched.
+    forge(&file, |r| {
+        for i in 0..20_000 {
+            r.output_files.push(reapi::OutputFile {
+                path: format!("libs/words/out/f{i}"),
+                digest: Some(digest.clone()),
+                ..Default::default()
+            });
+        }
+    });
+    let gets = nginx.count("GET");
+    assert_rejected(
+        &nginx,
+        "20001 files, over the limit of 10000 (max_entry_files)",
+        evil,
+    );
+    assert!(nginx.count("GET") - gets <= 3, "{}", nginx.access_log());
+    // A path 100 levels deep (default cap 64).
+    std::fs::write(&file, &original).unwrap();
+    forge(&file, |r| {
+        r.output_files.push(reapi::OutputFile {
+            path: format!("libs/words/out/{}f", "d/".repeat(100)),
+            digest: Some(digest.clone()),
+            ..Default::default()
+        });
+    });
+    assert_rejected(&nginx, "over the limit of 64 (max_entry_depth)", evil);
+    // The caps are settings: the honest entry over a tiny byte cap.
+    std::fs::write(&file, &original).unwrap();
+    let env = remote_env(&nginx);
+    let ws = Checkout::basic();
+    ws.append(
+        "vbuild.toml",
+        "\n[remote]\nmax_entry_bytes = 1\nmax_entry_files = 5\n",
+    );
+    let out = ws.run(
+        &["//libs/words:build", "--remote-mode", "read-only"],
+        &env_refs(&env),
+    );
+    out.assert_ok();
+    assert_eq!(
+        out.states(),
+        vec!["miss //libs/words:build"],
+        "{}",
+        out.stderr
+    );
+    let rejected = lines_with(&out.stderr, "remote entry rejected");
+    assert!(rejected[0].contains("(max_entry_bytes)"), "{}", out.stderr);
 }
 
 #[test]

@@ -324,8 +324,9 @@ fn migrate_and_build_the_vite_example() {
     std::fs::write(&ws_yaml, format!("{yaml}# edited\n")).unwrap();
     let why = s.run(&["why", "//packages/core:test"], &[]);
     assert!(
-        why.stderr.contains("('pnpm-workspace.yaml' modified)"),
-        "{}",
+        why.stdout.contains("('pnpm-workspace.yaml' modified)"),
+        "{}{}",
+        why.stdout,
         why.stderr
     );
     std::fs::write(&ws_yaml, yaml).unwrap();

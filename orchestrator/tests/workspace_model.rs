@@ -115,7 +115,7 @@ fn workspace_inputs_are_seen_by_every_action() {
         ws.write("tsconfig.base.json", "{\"target\":\"es5\"}\n");
         let why = ws.run(&["why", "//packages/c:build"]);
         assert!(
-            why.stderr.contains("('tsconfig.base.json' modified)"),
+            why.stdout.contains("('tsconfig.base.json' modified)"),
             "{}",
             why.snapshot()
         );
@@ -132,7 +132,7 @@ fn workspace_inputs_are_seen_by_every_action() {
         );
         let why = ws.run(&["why", "//packages/c:build"]);
         assert!(
-            why.stderr
+            why.stdout
                 .contains("target config changed (workspace inputs)"),
             "{}",
             why.snapshot()
@@ -288,11 +288,18 @@ fn cache_always_overrides_a_tools_disable_request() {
         let out = run();
         assert_eq!(out.states(), ["uncached //p:dev", "hit //p:test"]);
         assert_eq!(out.stdout, "served\ntested\n");
+        let why = ws.run(&["why", "//p:test"]);
+        assert!(
+            why.stdout.contains("hit       //p:test")
+                && format!("{}{}", why.stdout, why.stderr).contains("warning: //p:test: cached although its tool asked not to be (disableCache()): cache = \"always\" overrides that\n"),
+            "{}",
+            why.snapshot()
+        );
         // The setting is part of the key, and `why` names it.
         ws.write("p/BUILD.toml", &build(""));
         let why = ws.run(&["why", "//p:test"]);
         assert!(
-            why.stderr
+            why.stdout
                 .contains("would run //p:test  (target config changed (cache = \"always\"))"),
             "{}",
             why.snapshot()
@@ -450,4 +457,63 @@ fn failures_naming_unstaged_paths_get_a_hint() {
             }
         }
     }
+}
+
+/// Where the scratch directory's filesystem cannot hold an overlay's upper
+/// layer (here: an overlayfs, mounted in a user namespace of the test), the
+/// namespace sandbox writes a staged tree of copies directly: same results,
+/// same warning, the store untouched.
+#[test]
+fn writable_staging_without_overlay_support() {
+    if !namespaces_available() {
+        eprintln!("skipped: namespaces unavailable");
+        return;
+    }
+    let ws = Ws::new(&[
+        ("p/data.txt", "data"),
+        (
+            "p/BUILD.toml",
+            "[target.build]\ncommand = \"chmod u+w data.txt && echo evil > data.txt && rm -rf dist && mkdir dist && cat data.txt > dist/o.txt\"\nsrcs = [\"data.txt\"]\nouts = [\"dist/\"]\n",
+        ),
+    ]);
+    let layers = tempfile::tempdir().unwrap();
+    for d in ["l", "u", "w", "m"] {
+        std::fs::create_dir(layers.path().join(d)).unwrap();
+    }
+    let l = |d: &str| layers.path().join(d).display().to_string();
+    let script = format!(
+        "mount -t overlay overlay -o userxattr,lowerdir={},upperdir={},workdir={} {} || exit 99; \
+         VBUILD_SCRATCH_DIR={} VBUILD_CACHE_DIR={} {} run //p:build --sandbox=strict",
+        l("l"),
+        l("u"),
+        l("w"),
+        l("m"),
+        l("m"),
+        ws.cache.display(),
+        env!("CARGO_BIN_EXE_vbuild"),
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-Urm", "sh", "-c", &script])
+        .current_dir(ws.root())
+        .output()
+        .unwrap();
+    if out.status.code() == Some(99) || out.status.code().is_none() {
+        eprintln!("skipped: cannot mount an overlay in a user namespace here");
+        return;
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(ws.read("p/dist/o.txt"), "evil\n");
+    assert_eq!(ws.read("p/data.txt"), "data");
+    assert!(
+        stderr.contains("discarded 1 write outside the declared outputs: p/data.txt (modified)"),
+        "{stderr}"
+    );
+    let digest = blake3::hash(b"data").to_hex().to_string();
+    let blob = ws.cache.join("cas").join(&digest[..2]).join(&digest[2..]);
+    assert_eq!(
+        std::fs::read(&blob).unwrap(),
+        b"data",
+        "the stored blob must not change"
+    );
 }

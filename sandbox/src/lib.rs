@@ -31,7 +31,7 @@ use std::time::Duration;
 
 pub use error::SandboxError;
 pub use launch::cancel_all;
-pub use probe::{probe_namespaces, resolve_mode};
+pub use probe::{overlay_usable, probe_namespaces, resolve_mode};
 pub use remove::remove_tree;
 pub use scratch::Scratch;
 
@@ -124,6 +124,11 @@ pub struct RunSpec {
     pub extra_ro_binds: Vec<(PathBuf, PathBuf)>,
     /// (host path, path inside) bound read-write (namespaces mode only).
     pub extra_rw_binds: Vec<(PathBuf, PathBuf)>,
+    /// Namespaces mode without the overlay: the staged workspace is bound
+    /// read-write and written directly, so its inputs must be copies, never
+    /// links to store blobs. For filesystems an overlay's upper layer cannot
+    /// live on (see [`overlay_usable`]).
+    pub direct_ws: bool,
 }
 
 /// How a run ended.

@@ -2,8 +2,9 @@
 //! setting to change.
 
 use std::fs;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use nix::errno::Errno;
 
@@ -113,10 +114,13 @@ fn run_probe() -> Result<(), (String, String)> {
         .tempdir()
         .map_err(|e| generic(&e))?;
     let scratch = Scratch::create(parent.path()).map_err(|e| generic(&e))?;
+    // Namespaces themselves: the overlay is probed apart (`overlay_usable`),
+    // since it depends on where the scratch directories live.
     let spec = RunSpec {
         argv: vec!["true".into()],
         stdout: "/dev/null".into(),
         stderr: "/dev/null".into(),
+        direct_ws: true,
         ..RunSpec::default()
     };
     match scratch.probe(&spec) {
@@ -124,6 +128,30 @@ fn run_probe() -> Result<(), (String, String)> {
         Err(SandboxError::NamespacesUnavailable { reason, hint }) => Err((reason, hint)),
         Err(e) => Err(generic(&e)),
     }
+}
+
+/// Whether the namespace sandbox can mount its workspace overlay with the
+/// upper layer under `scratch_parent` (the filesystem decides: overlayfs
+/// itself, for one, cannot hold an upper layer). Probed once per directory
+/// and process, by building a real sandbox there; false when namespaces do
+/// not work at all.
+pub fn overlay_usable(scratch_parent: &Path) -> bool {
+    static SEEN: Mutex<Vec<(PathBuf, bool)>> = Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, ok)) = seen.iter().find(|(p, _)| p == scratch_parent) {
+        return *ok;
+    }
+    let ok = Scratch::create(scratch_parent).is_ok_and(|scratch| {
+        let spec = RunSpec {
+            argv: vec!["true".into()],
+            stdout: "/dev/null".into(),
+            stderr: "/dev/null".into(),
+            ..RunSpec::default()
+        };
+        scratch.probe(&spec).is_ok()
+    });
+    seen.push((scratch_parent.to_path_buf(), ok));
+    ok
 }
 
 static ANNOUNCED: AtomicBool = AtomicBool::new(false);

@@ -63,6 +63,8 @@ pub(crate) struct RootSpec<'a> {
     /// The overlay's upper and work directories (empty, same filesystem).
     pub upper: &'a Path,
     pub work: &'a Path,
+    /// No overlay: `ws` is bound read-write (see `RunSpec::direct_ws`).
+    pub direct_ws: bool,
     pub home: &'a Path,
     pub tmp: &'a Path,
     pub network: bool,
@@ -390,19 +392,23 @@ fn workspace(b: &mut Builder, r: &RootSpec) -> Result<(), SandboxError> {
     for d in [FIXED_WS, FIXED_HOME, FIXED_TMP] {
         b.mkdir(d)?;
     }
-    // Writable staging (see overlay.rs): every write lands in `upper`.
-    // A gate: a kernel without unprivileged overlayfs (before 5.11) makes
-    // the probe fail, and the run falls back to scratch mode.
-    let data = crate::overlay::options(r.ws, r.upper, r.work)?;
-    b.plan.push_gate(
-        Op::Mount {
-            fstype: c"overlay",
-            dst: b.at(FIXED_WS)?,
-            flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            data,
-        },
-        format!("mount overlay on {FIXED_WS}"),
-    );
+    // Writable staging (see overlay.rs): every write lands in `upper`;
+    // without an overlay, the staged tree (of copies) itself is written.
+    if r.direct_ws {
+        b.bind_existing(r.ws, Path::new(FIXED_WS), false)?;
+    } else {
+        let data = crate::overlay::options(r.ws, r.upper, r.work)?;
+        let dst = b.at(FIXED_WS)?;
+        b.plan.push(
+            Op::Mount {
+                fstype: c"overlay",
+                dst,
+                flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                data,
+            },
+            format!("mount overlay on {FIXED_WS}"),
+        );
+    }
     b.bind_existing(r.home, Path::new(FIXED_HOME), false)?;
     b.bind_existing(r.tmp, Path::new(FIXED_TMP), false)?;
     // Tools that ignore TMPDIR still write to the action's own tmp.

@@ -110,7 +110,8 @@ impl Scratch {
     /// upper layer in namespaces mode), ready to be captured.
     pub fn run(&self, mode: SandboxMode, spec: &RunSpec) -> Result<Outcome, SandboxError> {
         let plan = self.plan(mode, spec)?;
-        let before = (mode == SandboxMode::Scratch).then(|| overlay::snapshot(&self.ws));
+        let direct = mode == SandboxMode::Scratch || spec.direct_ws;
+        let before = direct.then(|| overlay::snapshot(&self.ws));
         let outcome = launch::run(plan, spec)?;
         let writes = match &before {
             Some(before) => overlay::diff(&self.ws, before),
@@ -163,6 +164,7 @@ impl Scratch {
                     ws: &self.ws,
                     upper: &self.upper,
                     work: &self.work,
+                    direct_ws: spec.direct_ws,
                     home: &self.home,
                     tmp: &self.tmp,
                     network: spec.network,

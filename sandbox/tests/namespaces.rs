@@ -363,3 +363,27 @@ fn a_root_caller_is_not_root_on_the_host_inside() {
     assert!(r.stdout.contains("wrote\nhome\n"), "{r:?}");
     assert_eq!(f.ws_file("dist/o").as_deref(), Some("out\n"));
 }
+
+#[test]
+fn without_the_overlay_the_staged_tree_is_written_directly() {
+    require_namespaces!();
+    let f = fixture();
+    assert!(vbuild_sandbox::overlay_usable(f.parent.path()));
+    f.stage("src/a.ts", "a");
+    let mut spec = f.sh(
+        NS,
+        "echo gen > src/gen.ts && rm -rf dist && mkdir dist && echo o > dist/o",
+    );
+    spec.direct_ws = true;
+    let r = f.run(NS, &spec).expect("run");
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(f.ws_file("src/gen.ts").as_deref(), Some("gen\n"));
+    assert_eq!(f.ws_file("dist/o").as_deref(), Some("o\n"));
+    let writes: Vec<String> = f
+        .scratch
+        .writes()
+        .iter()
+        .map(|w| format!("{:?} {}", w.kind, w.path.display()))
+        .collect();
+    assert_eq!(writes, ["Created dist/o", "Created src/gen.ts"]);
+}

@@ -193,6 +193,12 @@ pub struct RemoteDef {
     pub max_blob_size: Option<u64>,
     /// Largest action result accepted from the remote, in bytes.
     pub max_action_result_size: Option<u64>,
+    /// Most files and symlinks one remote entry may restore.
+    pub max_entry_files: Option<u64>,
+    /// Most bytes (all files together) one remote entry may restore.
+    pub max_entry_bytes: Option<u64>,
+    /// Deepest path (in components) one remote entry may restore.
+    pub max_entry_depth: Option<u64>,
     /// Transfers at once.
     pub connections: Option<usize>,
 }

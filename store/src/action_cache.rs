@@ -125,16 +125,36 @@ impl ActionCache {
     /// The result stored under a strong key. A row that does not parse is
     /// `Err(StoreError::Corrupt)`: the caller reports it, `remove`s it and
     /// runs the action, as for a corrupt blob.
+    ///
+    /// Using an entry marks it as used (`last_used`) when that mark is
+    /// older than [`crate::gc::TOUCH_MS`]: the garbage collector never
+    /// removes an entry marked within that interval before the oldest
+    /// running build started, so an entry returned here stays while the
+    /// caller restores it (`gc.rs` has the argument). If the entry vanished
+    /// between the read and the mark (collected meanwhile), it is a miss.
     pub fn get(&self, strong_key: &StrongKey) -> Result<Option<ActionResult>> {
-        let json: Option<String> = self.checked((|| {
+        let row: Option<(String, i64)> = self.checked((|| {
             let conn = self.conn();
             let mut stmt =
-                conn.prepare_cached("SELECT result FROM entries WHERE strong_key = ?1")?;
-            Ok(stmt
-                .query_row([strong_key.as_bytes()], |r| r.get(0))
-                .optional()?)
+                conn.prepare_cached("SELECT result, last_used FROM entries WHERE strong_key = ?1")?;
+            let row: Option<(String, i64)> = stmt
+                .query_row([strong_key.as_bytes()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((json, last_used)) = row else {
+                return Ok(None);
+            };
+            let now = now_ms();
+            if last_used < now - crate::gc::TOUCH_MS {
+                let marked = conn
+                    .prepare_cached("UPDATE entries SET last_used = ?2 WHERE strong_key = ?1")?
+                    .execute(params![strong_key.as_bytes(), now])?;
+                if marked == 0 {
+                    return Ok(None);
+                }
+            }
+            Ok(Some((json, last_used)))
         })())?;
-        json.map(|j| parse_result(&j)).transpose()
+        row.map(|(j, _)| parse_result(&j)).transpose()
     }
 
     /// Inserts record (if new), the entry (replacing an existing strong key),
@@ -152,12 +172,13 @@ impl ActionCache {
         // Upsert rather than INSERT OR REPLACE: REPLACE deletes the old row,
         // which would cascade to last_run pointers of other labels.
         tx.prepare_cached(
-            "INSERT INTO entries (strong_key, weak_key, workspace, label, explain, result, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            "INSERT INTO entries (strong_key, weak_key, workspace, label, explain, result, created_at, last_used)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
              ON CONFLICT (strong_key) DO UPDATE SET
                weak_key = excluded.weak_key, workspace = excluded.workspace,
                label = excluded.label, explain = excluded.explain,
-               result = excluded.result, created_at = excluded.created_at",
+               result = excluded.result, created_at = excluded.created_at,
+               last_used = excluded.last_used",
         )?
         .execute(params![
             entry.strong_key.as_bytes(),
@@ -413,8 +434,9 @@ impl ActionCache {
     pub fn raw_entries(&self) -> Result<Vec<RawEntry>> {
         self.checked((|| {
             let conn = self.conn();
-            let mut stmt =
-                conn.prepare("SELECT strong_key, label, explain, result FROM entries")?;
+            let mut stmt = conn.prepare(
+                "SELECT strong_key, label, explain, result FROM entries ORDER BY label, strong_key",
+            )?;
             let rows = stmt.query_map([], |r| {
                 Ok(RawEntry {
                     strong_key: r.get(0)?,
@@ -431,7 +453,8 @@ impl ActionCache {
     pub fn raw_records(&self) -> Result<Vec<RawRecord>> {
         self.checked((|| {
             let conn = self.conn();
-            let mut stmt = conn.prepare("SELECT weak_key, record FROM records")?;
+            let mut stmt =
+                conn.prepare("SELECT weak_key, record FROM records ORDER BY weak_key, record")?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })())
@@ -476,7 +499,7 @@ impl ActionCache {
         r.map_err(|e| schema::damaged(e, &self.path))
     }
 
-    fn conn(&self) -> MutexGuard<'_, Conn> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Conn> {
         // A panic mid-transaction rolls the transaction back as it unwinds
         // (Transaction's Drop), so the connection is still usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
@@ -515,7 +538,7 @@ fn to_digest(bytes: &[u8]) -> Result<Digest> {
     })
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     crate::stat_cache::now_ns() / 1_000_000
 }
 

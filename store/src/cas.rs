@@ -54,6 +54,7 @@ pub struct Cas {
     cas_dir: PathBuf,
     /// `<root>/tmp`: same filesystem as `cas/`, so the final rename is atomic.
     tmp_dir: PathBuf,
+    written: std::sync::atomic::AtomicU64,
     /// The device of `tmp/`: a restore to the same device is written there.
     tmp_dev: Option<u64>,
 }
@@ -77,18 +78,20 @@ impl Cas {
             cas_dir,
             tmp_dir,
             tmp_dev,
+            written: Default::default(),
         })
     }
 
     /// Stores bytes; returns their digest. No-op if already present.
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest, CasError> {
         let digest = Digest::of_bytes(bytes);
-        if self.contains(&digest) {
+        if self.keep(&digest) {
             return Ok(digest);
         }
         let mut tmp = self.new_temp()?;
         tmp.write_all(bytes).map_err(io_err(tmp.path()))?;
         self.commit(tmp, &digest)?;
+        self.note_written(bytes.len() as u64);
         Ok(digest)
     }
 
@@ -104,10 +107,34 @@ impl Cas {
         // bytes go to a temp file while hashing; if the blob turns out to
         // exist already, the temp file is simply dropped (deleted).
         let (digest, size) = copy_hashing(&mut src, path, &mut tmp)?;
-        if !self.contains(&digest) {
+        if !self.keep(&digest) {
             self.commit(tmp, &digest)?;
+            self.note_written(size);
         }
         Ok((digest, size))
+    }
+
+    /// Whether the blob exists; if it does, marks it as used now (its
+    /// mtime), so a concurrent garbage collection keeps it: a writer that
+    /// finds its bytes already stored relies on that blob from here on.
+    /// See `gc.rs` for why this, and not `contains`, guards deduplication.
+    pub fn keep(&self, digest: &Digest) -> bool {
+        crate::gc::touch(&self.blob_path(digest))
+    }
+
+    /// Bytes of new blobs this process has written (for the size budget).
+    pub fn bytes_written(&self) -> u64 {
+        self.written.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn note_written(&self, n: u64) {
+        self.written
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// `<root>/cas`.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.cas_dir
     }
 
     pub fn contains(&self, digest: &Digest) -> bool {
@@ -195,6 +222,25 @@ impl Cas {
         // rename(2) atomically replaces a file or a symlink at `dest` (the
         // symlink itself, not its target).
         tmp.persist(dest).map_err(io_err(dest))
+    }
+
+    /// Puts a symlink to `target` at `dest` atomically (made under a temp
+    /// name, renamed over whatever file or symlink is there), so a
+    /// concurrent reader never sees the path missing. The temp name lives
+    /// in `tmp/` when on the same filesystem, as for `copy_out`.
+    pub fn put_symlink(&self, target: &str, dest: &Path) -> Result<(), CasError> {
+        let parent = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let same_fs = self.tmp_dev.is_some() && self.tmp_dev == temp::dev_of(parent);
+        let dir = if same_fs { &self.tmp_dir } else { parent };
+        match temp::symlink_into(target, dir, dest) {
+            Err(e) if same_fs && e.raw_os_error() == Some(libc::EXDEV) => {
+                temp::symlink_into(target, parent, dest).map_err(io_err(dest))
+            }
+            other => other.map_err(io_err(dest)),
+        }
     }
 
     /// Hard-links a blob at `dest` (which must not exist) after verifying its
@@ -346,8 +392,9 @@ impl BlobWriter<'_> {
     /// Makes the bytes a blob of the store; returns (digest, size).
     pub fn commit(self) -> Result<(Digest, u64), CasError> {
         let digest = self.digest();
-        if !self.cas.contains(&digest) {
+        if !self.cas.keep(&digest) {
             self.cas.commit(self.tmp, &digest)?;
+            self.cas.note_written(self.size);
         }
         Ok((digest, self.size))
     }

@@ -9,11 +9,15 @@
 //!                   workspace when complete; a dead run's are swept at open
 //! scratch/          per-action scratch directories (owned by the orchestrator)
 //! cache.db          SQLite (WAL): action cache + stat cache
+//! leases/           one locked file per running build (see gc.rs)
+//! gc.lock           held by the one collection running
+//! gc-aside/         blobs a collection is about to unlink
 //! ```
 
 mod action_cache;
 mod cas;
 mod digest;
+mod gc;
 pub mod remote;
 mod schema;
 mod stat_cache;
@@ -27,6 +31,9 @@ pub use action_cache::{
 };
 pub use cas::{BlobWriter, Cas, CasError};
 pub use digest::{Digest, ParseDigestError, StrongKey, WeakKey};
+pub use gc::{
+    budget, collect, format_size, parse_size, GcReport, Lease, DEFAULT_MAX_SIZE, ENV_MAX_SIZE,
+};
 pub use schema::SCHEMA_VERSION;
 pub use stat_cache::{FileStat, StatCache, RACY_MARGIN_NS};
 pub use tree::{EntryKind, Tree, TreeEntry, TreeError, TREE_FORMAT_VERSION};
@@ -92,6 +99,15 @@ impl Store {
             cas,
             action_cache,
         })
+    }
+
+    /// Opens the store at `root` only if one exists there (`store stats`
+    /// must not create one).
+    pub fn open_existing(root: &Path) -> Result<Option<Store>> {
+        if !root.join("cache.db").is_file() {
+            return Ok(None);
+        }
+        Store::open(root).map(Some)
     }
 
     pub fn root(&self) -> &Path {

@@ -19,7 +19,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 type Migration = fn(&Transaction<'_>) -> rusqlite::Result<()>;
 
 /// Step n takes the schema from version n to n+1.
-const MIGRATIONS: &[Migration] = &[v0_to_v1, v1_to_v2, v2_to_v3];
+const MIGRATIONS: &[Migration] = &[v0_to_v1, v1_to_v2, v2_to_v3, v3_to_v4];
 
 /// The schema version this build reads and writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -230,6 +230,16 @@ fn v2_to_v3(tx: &Transaction<'_>) -> rusqlite::Result<()> {
         CREATE INDEX entry_owners_by_strong_key ON entry_owners (strong_key);
         INSERT INTO entry_owners (scope, strong_key) SELECT workspace, strong_key FROM entries;
         ALTER TABLE last_run RENAME COLUMN workspace TO scope;",
+    )
+}
+
+/// v4: when each entry was last used (ms since epoch), for the size
+/// budget's least-recently-used collection (`gc.rs`).
+fn v3_to_v4(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "ALTER TABLE entries ADD COLUMN last_used INTEGER NOT NULL DEFAULT 0;
+        UPDATE entries SET last_used = created_at;
+        CREATE INDEX entries_by_last_used ON entries (last_used);",
     )
 }
 

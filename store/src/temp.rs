@@ -156,6 +156,23 @@ impl Temp {
     }
 }
 
+/// Makes a symlink to `target` under a temp name in `dir`, then renames it
+/// onto `dest`.
+pub(crate) fn symlink_into(target: &str, dir: &Path, dest: &Path) -> io::Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let tmp = dir.join(format!(
+        "{}l{}",
+        own_prefix(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp)?;
+    fs::rename(&tmp, dest).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
+}
+
 /// A named temp file of this process in `dir`.
 pub(crate) fn named_in(dir: &Path) -> io::Result<tempfile::NamedTempFile> {
     tempfile::Builder::new()

@@ -177,7 +177,12 @@ fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
         source,
     };
     match fs::read_dir(dir) {
-        Ok(rd) => rd.collect::<std::io::Result<Vec<_>>>().map_err(io),
+        // Sorted: the report lists problems in the same order every time.
+        Ok(rd) => {
+            let mut entries = rd.collect::<std::io::Result<Vec<_>>>().map_err(io)?;
+            entries.sort_by_key(|e| e.file_name());
+            Ok(entries)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(vec![]),
         Err(e) => Err(io(e)),
     }

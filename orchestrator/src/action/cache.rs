@@ -22,6 +22,8 @@ pub(crate) struct Hit {
     pub(crate) stderr: Log,
     /// Found in the remote (and now filled into the local cache).
     pub(crate) remote: bool,
+    /// The run that stored it called disableCache() (kept by `cache = "always"`).
+    pub(crate) tool_disabled: bool,
 }
 
 /// What a lookup found.
@@ -90,7 +92,9 @@ impl<'c> Cache<'c> {
         if found.hit.is_none() && key.resandbox(self.ctx, target, self.ctx.sandbox_of(target)) {
             found.hit = self.local(key, &mut found)?;
         }
-        if found.hit.is_none() && !self.ctx.opts.dry_run {
+        // `why` asks too: a remote hit is fetched into the local store
+        // (never into the workspace), as the next run would.
+        if found.hit.is_none() {
             found.hit = self.remote(target, key, &mut found)?;
         }
         Ok(found)
@@ -247,12 +251,18 @@ impl<'c> Cache<'c> {
                 Log::verified_blob(cas, &result.stderr)?,
             )
         };
+        let tool_disabled = result
+            .declarations
+            .get("cache_disabled")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
         Ok(Hit {
             strong,
             tree,
             stdout,
             stderr,
             remote: false,
+            tool_disabled,
         })
     }
 
@@ -293,6 +303,7 @@ impl Hit {
             outputs: Some(self.tree),
             duration,
             warnings: vec![],
+            key: None,
         }
     }
 }

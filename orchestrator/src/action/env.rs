@@ -9,7 +9,7 @@ use vbuild_ipc::{EnvQuery, EnvQueryMatcher};
 use vbuild_schema::SandboxSetting;
 
 /// The fixed PATH actions see after vbuild's own bin directory; a change
-/// to it must bump `KEY_VERSION`.
+/// to it (or to the rest of the fixed environment) must bump `KEY_VERSION`.
 pub const ACTION_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// Epoch for `SOURCE_DATE_EPOCH`: 1980-01-01, the earliest zip can store.
@@ -90,6 +90,12 @@ impl Ctx<'_> {
                 SOURCE_DATE_EPOCH.to_string(),
             ),
         ]);
+        // Logs are replayed anywhere (pipes, CI, terminals), so tools are
+        // told not to colour unless the caller forces colour (keyed).
+        match &self.opts.force_color {
+            Some(v) => env.insert("FORCE_COLOR".to_string(), v.clone()),
+            None => env.insert("NO_COLOR".to_string(), "1".to_string()),
+        };
         env.extend(ipc);
         // The same view as the key's (`EnvSource::value`): vbuild's own
         // settings and credentials are not passed, even when listed.

@@ -69,7 +69,8 @@ pub(super) fn execute(
     sandbox: SandboxSetting,
     inputs: &BTreeMap<String, EntryKind>,
 ) -> Result<Executed> {
-    let scratch = Scratch::create(ctx.exec_env.scratch_parent(sandbox)?)?;
+    let parent = ctx.exec_env.scratch_parent(sandbox)?;
+    let scratch = Scratch::create(parent)?;
     let mode = match sandbox {
         SandboxSetting::Namespaces => Some(SandboxMode::Namespaces),
         SandboxSetting::Scratch => Some(SandboxMode::Scratch),
@@ -80,9 +81,13 @@ pub(super) fn execute(
         None => ctx.ws.root.clone(),
     };
     let namespaced = mode == Some(SandboxMode::Namespaces);
+    // Where the scratch filesystem cannot hold an overlay's upper layer,
+    // the namespace sandbox writes its staged tree directly: of copies.
+    let overlay = namespaced && vbuild_sandbox::overlay_usable(parent);
     let mut writable = writable_paths(target);
+    let stage_span = crate::profile::span("stage");
     if mode.is_some() {
-        stage(ctx, &ws_root, inputs, namespaced)?;
+        stage(ctx, &ws_root, inputs, overlay)?;
     }
     let exe = ctx.exec_env.exe()?;
     let mut extra_ro_binds = vec![(exe.to_path_buf(), Path::new(BIN_INSIDE).join("vbuild"))];
@@ -151,7 +156,10 @@ pub(super) fn execute(
         stderr: err_path.clone(),
         extra_ro_binds,
         extra_rw_binds: vec![(server.socket_dir().to_path_buf(), PathBuf::from(IPC_INSIDE))],
+        direct_ws: namespaced && !overlay,
     };
+    drop(stage_span);
+    let run_span = crate::profile::span("run");
     let outcome = match mode {
         Some(mode) => scratch.run(mode, &spec),
         None => vbuild_sandbox::run_direct(&ctx.ws.root, &spec),
@@ -159,6 +167,7 @@ pub(super) fn execute(
     // Drain the channel before anything else: fire-and-forget calls made
     // just before exit must still count.
     let decl = server.finish(IPC_DRAIN);
+    drop(run_span);
     let outcome = match outcome {
         Ok(o) => o,
         Err(vbuild_sandbox::SandboxError::Spawn(e)) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -199,6 +208,7 @@ pub(super) fn execute(
         Some(_) => discarded_writes(target, &scratch.writes()),
         None => vec![],
     };
+    let _capture = crate::profile::span("capture");
     let input_paths: BTreeSet<&str> = inputs.keys().map(String::as_str).collect();
     let ignored: Vec<String> = decl.ignored_outputs.iter().cloned().collect();
     let conf = materialize::Confinement::new(ctx.ws, target).map_err(anyhow::Error::msg)?;
@@ -261,15 +271,15 @@ fn discarded_writes(target: &Target, writes: &[vbuild_sandbox::Write]) -> Vec<St
         .collect()
 }
 
-/// Whether an input may be staged as a hard link to its blob: only inside
-/// the namespace sandbox, where the staged tree is the overlay's lower
-/// layer that no write reaches (a write, even after `chmod`, copies the
+/// Whether an input may be staged as a hard link to its blob: only under
+/// the namespace sandbox's overlay (`overlay`), where the staged tree is the
+/// lower layer that no write reaches (a write, even after `chmod`, copies the
 /// file up first; tested by `inputs_under_writable_outputs_never_alias_the_store`).
 /// In scratch mode the action writes the staged tree itself, so inputs are
 /// copies. Executables are copied (blobs are 0444; making a link executable
 /// would chmod the blob).
-fn linkable(path: &str, executable: bool, namespaced: bool) -> bool {
-    namespaced && !executable && !path.split('/').any(|c| c == "node_modules")
+fn linkable(path: &str, executable: bool, overlay: bool) -> bool {
+    overlay && !executable && !path.split('/').any(|c| c == "node_modules")
 }
 
 /// Puts every input into the scratch workspace, read-only: a verified hard
@@ -278,13 +288,18 @@ fn stage(
     ctx: &Ctx,
     ws_root: &Path,
     inputs: &BTreeMap<String, EntryKind>,
-    namespaced: bool,
+    overlay: bool,
 ) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
+    // Directories made so far: one mkdir per directory, not per input.
+    let mut made: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     for (path, entry) in inputs {
         let dest = ws_root.join(path);
         if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent)?;
+            if !made.contains(parent) {
+                std::fs::create_dir_all(parent)?;
+                made.extend(parent.ancestors().map(Path::to_path_buf));
+            }
         }
         match entry {
             EntryKind::File {
@@ -292,7 +307,7 @@ fn stage(
             } => {
                 // Saves a copy and an inode per input; any failure (another
                 // filesystem, a corrupt blob, now removed) falls back to copying.
-                if linkable(path, *executable, namespaced)
+                if linkable(path, *executable, overlay)
                     && ctx.store.cas.link_out(digest, &dest).is_ok()
                 {
                     continue;

@@ -44,6 +44,9 @@ pub struct RunOptions {
     pub sandbox: Option<SandboxSetting>,
     /// Refuse to run rather than fall back from namespaces to scratch.
     pub strict: bool,
+    /// The caller's FORCE_COLOR, passed to actions (and keyed) instead of
+    /// the default NO_COLOR=1.
+    pub force_color: Option<String>,
 }
 
 /// Everything an action needs, shared by all workers of a run.
@@ -78,6 +81,8 @@ pub enum State {
     /// Ran and was not stored.
     Uncached(String),
     Failed(String),
+    /// Killed by Ctrl-C while it ran.
+    Cancelled(String),
     /// Not run because a dependency failed.
     Skipped(String),
     /// Dry run: would run, and why.
@@ -97,6 +102,8 @@ pub struct Outcome {
     pub duration: Duration,
     /// vbuild's own warnings about this action (e.g. refused tool requests).
     pub warnings: Vec<String>,
+    /// The action key (hex) its result is stored or was found under.
+    pub key: Option<String>,
 }
 
 impl Outcome {
@@ -108,6 +115,7 @@ impl Outcome {
             outputs: None,
             duration,
             warnings: vec![],
+            key: None,
         }
     }
 }
@@ -135,6 +143,7 @@ pub fn run(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>]) -> Outcome {
 fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -> Result<Outcome> {
     let target = &ctx.ws.targets[idx];
     // 1. Resolve the inputs.
+    let resolve_span = crate::profile::span("resolve");
     let (own, inputs, mut warnings) = match resolve(ctx, idx, dep_outputs)? {
         Resolved::FileGroup(tree, warnings) => {
             return Ok(Outcome {
@@ -148,6 +157,7 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
     // 2. Key them (for the sandbox asked for; `Cache::lookup` re-keys).
     let requested = requested_sandbox(ctx.opts.sandbox, target, ctx.ws);
     let mut key = ActionKey::new(ctx, target, requested, inputs, own);
+    drop(resolve_span);
     let cache = Cache::new(ctx);
     // 3. Look up: local, then remote; a hit is restored once, here.
     let reason = match look_up(ctx, target, &cache, &mut key, &mut warnings)? {
@@ -157,8 +167,16 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
             } else {
                 State::Hit
             };
+            if ctx.opts.dry_run && hit.tool_disabled {
+                warnings.push(
+                    "cached although its tool asked not to be (disableCache()): cache = \"always\" overrides that"
+                        .into(),
+                );
+            }
+            let strong = hit.strong.to_hex();
             let mut outcome = hit.outcome(state, start.elapsed());
             outcome.warnings = warnings;
+            outcome.key = Some(strong);
             return Ok(outcome);
         }
         Ok(reason) => reason,
@@ -184,12 +202,13 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
             outputs: None,
             duration: start.elapsed(),
             warnings,
+            key: None,
         });
     }
     let tree = Arc::new(run.tree.take().expect("captured on success"));
     let duration = start.elapsed();
     // 5. Record.
-    let state = record(ctx, target, &cache, &key, &run, &tree, reason, duration)?;
+    let (state, stored_key) = record(ctx, target, &cache, &key, &run, &tree, reason, duration)?;
     // 6. Materialize (`none` ran in the workspace: its outputs are there).
     if key.sandbox != SandboxSetting::None {
         place(ctx, target, &key, &tree)?;
@@ -201,6 +220,7 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
         outputs: Some(tree),
         duration,
         warnings,
+        key: stored_key,
     })
 }
 
@@ -217,7 +237,9 @@ fn look_up(
         key.resandbox(ctx, target, ctx.sandbox_of(target));
         return Ok(Ok(why));
     }
+    let lookup_span = crate::profile::span("lookup");
     let found = cache.lookup(target, key)?;
+    drop(lookup_span);
     warnings.extend(found.warnings);
     Ok(match found.hit {
         Some(hit) => match place(ctx, target, key, &hit.tree) {
@@ -235,7 +257,7 @@ fn look_up(
 }
 
 /// Step 5: stores a successful run (unless it is not cacheable or its tool
-/// asked not to be cached) and says how it ended.
+/// asked not to be cached) and says how it ended, with the key it stored.
 #[allow(clippy::too_many_arguments)]
 fn record(
     ctx: &Ctx,
@@ -246,19 +268,21 @@ fn record(
     tree: &Arc<Tree>,
     reason: String,
     duration: Duration,
-) -> Result<State> {
+) -> Result<(State, Option<String>)> {
     // `cache = "always"`: the target vouches that this run is hermetic
     // even though its tool asked not to be cached (e.g. Vite's server
     // under `vitest run`).
     let overridden = run.decl.cache_disabled && target.cache == CacheSetting::Always;
     if run.decl.cache_disabled && !overridden {
-        return Ok(State::Uncached("requested by tool".into()));
+        return Ok((State::Uncached("requested by tool".into()), None));
     }
     let requested = requested_sandbox(ctx.opts.sandbox, target, ctx.ws);
     if uncacheable(ctx, target, requested).is_some() {
-        return Ok(State::Uncached(reason));
+        return Ok((State::Uncached(reason), None));
     }
+    let _span = crate::profile::span("record");
     let record = key.record_of(&run.decl);
+    let stored = key.strong(&record).to_hex();
     let produced = Produced {
         tree,
         stdout: &run.stdout,
@@ -267,10 +291,11 @@ fn record(
         duration,
     };
     cache.record(target, key, &record, tree, &produced)?;
-    Ok(State::Miss(match overridden {
+    let state = State::Miss(match overridden {
         true => format!("{reason}; cache = \"always\" overrode the tool's disableCache()"),
         false => reason,
-    }))
+    });
+    Ok((state, Some(stored)))
 }
 
 /// Why an action is never looked up or stored, if it is not.
@@ -356,6 +381,7 @@ fn resolve(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>]) -> Result<Resolved>
 /// in the workspace equal to `tree` (not under `vbuild why`).
 fn place(ctx: &Ctx, target: &Target, key: &ActionKey, tree: &Tree) -> Result<()> {
     if !ctx.opts.dry_run {
+        let _m = crate::profile::span("materialize");
         materialize::materialize(ctx.store, ctx.stat_cache, ctx.ws, target, &key.inputs, tree)?;
     }
     Ok(())

@@ -266,5 +266,6 @@ fn static_key(ctx: &Ctx, target: &Target, sandbox: SandboxSetting) -> StaticKey 
             .map(|n| n.key_part(&target.label.package)),
         workspace_inputs: ctx.ws.inputs.patterns.clone(),
         cache_always: target.cache == vbuild_schema::CacheSetting::Always,
+        color: ctx.opts.force_color.clone(),
     }
 }

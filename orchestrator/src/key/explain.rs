@@ -36,6 +36,9 @@ pub fn explain(before: &KeyInputs, now: &KeyInputs) -> String {
             return format!("env '{name}' changed in the target's config");
         }
     }
+    if b.color != n.color {
+        return "colour setting changed (FORCE_COLOR)".into();
+    }
     let config = [
         ("srcs", b.srcs != n.srcs),
         ("workspace inputs", b.workspace_inputs != n.workspace_inputs),

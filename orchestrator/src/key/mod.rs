@@ -27,7 +27,8 @@ use vbuild_store::{EntryKind, WeakKey};
 
 /// Bump when the encoding or the meaning of any field changes.
 /// 3: the hand-written encoding of `encode.rs`; narrowing confined.
-pub const KEY_VERSION: u32 = 3;
+/// 4: `NO_COLOR=1` in the fixed environment; `FORCE_COLOR` keyed (field 15).
+pub const KEY_VERSION: u32 = 4;
 
 /// The static part of an action: what the weak key hashes. Never holds an
 /// absolute path, so a copied workspace gets the same keys. (Serialized
@@ -58,6 +59,11 @@ pub struct StaticKey {
     /// `cache = "always"`: a tool's disableCache() is overridden.
     #[serde(default)]
     pub cache_always: bool,
+    /// `FORCE_COLOR`'s value when the caller set it (actions then get it
+    /// instead of `NO_COLOR=1`; docs/guide.md, the environment). Absent
+    /// otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub color: Option<String>,
 }
 
 /// The sandbox as it is spelled in keys and explanations.
@@ -175,6 +181,11 @@ fn encode_static<S: Sink>(k: &StaticKey, out: &mut S) {
     };
     e.field(13).strs(k.workspace_inputs.iter());
     e.field(14).bool(k.cache_always);
+    e.field(15);
+    match &k.color {
+        None => e.absent(),
+        Some(v) => e.str(v),
+    };
 }
 
 pub fn weak_key(fixed: &StaticKey) -> WeakKey {

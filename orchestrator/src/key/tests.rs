@@ -26,6 +26,7 @@ fn fixed() -> StaticKey {
         node: None,
         workspace_inputs: vec![],
         cache_always: false,
+        color: None,
     }
 }
 
@@ -93,7 +94,7 @@ fn golden_static_encoding_and_weak_key() {
     // One line per field: `#`, number, tag, payload.
     let expected = [
         "766275696c642d7765616b00",                              // "vbuild-weak\0"
-        "2301 75 0300000000000000",                              // #1 version 3
+        "2301 75 0400000000000000",                              // #1 version 4
         "2302 73 0c00000000000000 6c696e75782d7838365f3634",     // #2 "linux-x86_64"
         "2303 6c 0100000000000000 73 0400000000000000 74727565", // #3 ["true"]
         "2304 73 0000000000000000",                              // #4 cwd ""
@@ -107,13 +108,14 @@ fn golden_static_encoding_and_weak_key() {
         "230c 2d",                                               // #12 node absent
         "230d 6c 0000000000000000",                              // #13 workspace inputs []
         "230e 62 00",                                            // #14 cache_always false
+        "230f 2d",                                               // #15 FORCE_COLOR absent
     ]
     .concat()
     .replace(' ', "");
     assert_eq!(hex(&bytes), expected);
     assert_eq!(
         weak_key(&fixed()).to_hex(),
-        "8d17714b0de193d15acc5ddccbb1c57efdd617b74fc9167692f8a38a00e04aa8"
+        "e06924014dc25b1e347f9a6154af2488f0272e6a44c666816caddae4ba25d582"
     );
 }
 
@@ -129,11 +131,11 @@ fn golden_strong_key() {
     };
     assert_eq!(
         k.strong(&record).to_hex(),
-        "464ac95567c6f0d5d33b8e474c6d03335e2eb4de989c205c7147af0e7a24c44f"
+        "bf97b8da0d5f9b5694c9f7238a12ea2a17a1139e1f1f2b1d89b3f686ad68a878"
     );
     assert_eq!(
         k.strong(&k.default_record()).to_hex(),
-        "7e7dea80d62188160190e7c461ccacaa7df8e0f1de0f86e096e2f5bcbb8ff9b3"
+        "ee0f1d9ea5db865f72d24060c626b556b632fcbb0bccbb1c6bc7c975c0469387"
     );
 }
 

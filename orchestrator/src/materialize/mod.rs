@@ -25,8 +25,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::ErrorKind;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use vbuild_store::temp::{is_temp_name, sweep_dead, temp_in_use, TEMP_PREFIX};
+use vbuild_store::temp::{is_temp_name, sweep_dead, temp_in_use};
 use vbuild_store::{EntryKind, FileStat, StatCache, Store, Tree, TreeEntry};
 
 /// Makes the workspace's declared outputs of `target` equal to `tree`,
@@ -230,7 +229,7 @@ impl Writer<'_> {
                         .record(&abs, &FileStat::from_metadata(&meta), *digest);
                 }
             }
-            EntryKind::Symlink { target } => replace_with_symlink(&abs, target)?,
+            EntryKind::Symlink { target } => self.store.cas.put_symlink(target, &abs)?,
         }
         // Leftovers of a killed older vbuild beside this output: they would
         // otherwise be listed as inputs by a glob.
@@ -277,25 +276,6 @@ fn up_to_date(stat_cache: &StatCache, abs: &Path, kind: &EntryKind) -> bool {
             actual == *digest
         }
     }
-}
-
-/// Puts a symlink at `abs` atomically (made under a temp name, renamed over
-/// whatever is there), so a concurrent run never sees the path missing.
-fn replace_with_symlink(abs: &Path, target: &str) -> Result<()> {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let dir = abs.parent().expect("has a parent");
-    let tmp = dir.join(format!(
-        "{TEMP_PREFIX}{}-l{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(target, &tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    std::fs::rename(&tmp, abs).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })?;
-    Ok(())
 }
 
 fn create_dir(abs: &Path) -> Result<()> {

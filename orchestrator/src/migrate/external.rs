@@ -20,6 +20,9 @@ pub struct External {
     /// Packages (indexes) whose file group the target needs.
     pub groups: BTreeSet<usize>,
     pub unresolved: Vec<String>,
+    /// The command or a script it runs reads `npm_package_*` /
+    /// `npm_lifecycle_*`, which the package manager sets and vbuild does not.
+    pub npm_env: bool,
 }
 
 /// The workspace as this module needs it.
@@ -138,6 +141,7 @@ pub fn find(ctx: &Ctx, me: usize, command: &str) -> External {
         .collect();
     configs.sort();
     let mut scanned = BTreeSet::new();
+    ext.npm_env = command.contains("npm_package_") || command.contains("npm_lifecycle_");
     for seg in segments(command) {
         let w = tool_words(seg);
         let Some(tool) = w.first().cloned() else {
@@ -195,6 +199,8 @@ pub fn find(ctx: &Ctx, me: usize, command: &str) -> External {
                 if ctx.root.join(&rel).is_file() {
                     ctx.add(me, &rel, "script", &mut ext);
                     scan_relative(ctx, me, &rel, &mut ext, &mut scanned);
+                    let text = std::fs::read_to_string(ctx.root.join(&rel)).unwrap_or_default();
+                    ext.npm_env |= text.contains("npm_package_") || text.contains("npm_lifecycle_");
                 }
             }
         }

@@ -49,14 +49,56 @@ fn lines(root: &Path, dir: &str, undecided: &mut Vec<String>) -> Vec<String> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        if line.starts_with('!') {
+        if let Some(body) = line.strip_prefix('!') {
+            let body = body.trim_start_matches('/').trim_end_matches('/');
+            if body.starts_with('.') || body.starts_with("node_modules") {
+                continue; // hidden and node_modules paths are never sources anyway
+            }
+            // Globs cannot re-include: drop every earlier line that could
+            // exclude what this one brings back (more inputs, never fewer).
+            let sample = body.rsplit('/').next().unwrap_or(body).replace('*', "x");
+            let before = out.len();
+            out.retain(|l: &String| {
+                let last = l.trim_end_matches('/').rsplit('/').next().unwrap_or(l);
+                !crate::globs::glob(last).is_ok_and(|g| g.compile_matcher().is_match(&sample))
+            });
+            if out.len() == before {
+                continue; // it re-includes nothing an earlier line excluded
+            }
             undecided.push(format!(
-                "{}/.gitignore: negated pattern `{line}` not translated; files it re-includes stay out of srcs",
+                "{}/.gitignore: `{line}` re-includes files an earlier pattern excludes; that pattern is not translated (globs cannot re-include)",
                 if dir.is_empty() { "." } else { dir }
             ));
             continue;
         }
         out.push(line.to_string());
+    }
+    out
+}
+
+/// Top-level directory names of `pkg` that the .gitignore files from the
+/// root down to the package ignore (`dist`, `dist/`, `/dist` in the package's own).
+pub fn ignored_dirs(root: &Path, pkg: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut dirs = vec![String::new()];
+    let mut acc = String::new();
+    for seg in pkg.split('/').filter(|s| !s.is_empty()) {
+        acc = if acc.is_empty() {
+            seg.to_string()
+        } else {
+            format!("{acc}/{seg}")
+        };
+        dirs.push(acc.clone());
+    }
+    for d in dirs {
+        for line in lines(root, &d, &mut Vec::new()) {
+            let body = line.trim_end_matches('/');
+            let own = d == pkg && body.starts_with('/');
+            let body = body.trim_start_matches('/');
+            if !body.contains('/') && !body.contains('*') && (own || !line.starts_with('/')) {
+                out.push(body.to_string());
+            }
+        }
     }
     out
 }
@@ -112,6 +154,22 @@ pub fn package_excludes(root: &Path, pkg: &str, undecided: &mut Vec<String>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn negations_drop_what_they_re_include() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join(".gitignore"),
+            "dist/\n*.js\n*.d.ts\n!*.config.js\n!.vscode/x\n",
+        )
+        .unwrap();
+        let mut undecided = vec![];
+        assert_eq!(
+            root_excludes(d.path(), &mut undecided),
+            ["**/dist/**", "**/*.d.ts"]
+        );
+        assert_eq!(undecided.len(), 1, "{undecided:?}");
+    }
 
     #[test]
     fn directory_lines_exclude_their_contents() {

@@ -224,6 +224,52 @@ pub fn read_turbo(root: &Path) -> Result<Option<Turbo>> {
     Ok(Some(turbo))
 }
 
+/// A package's own turbo.json (`"extends": ["//"]`): its tasks override the
+/// root's fields for that package, as `pkg#task` entries do.
+pub fn add_package_turbo(turbo: &mut Turbo, dir: &Path, pkg_name: &str) -> Result<()> {
+    let path = dir.join("turbo.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let v: Value = serde_json::from_str(&strip_jsonc(&text))
+        .with_context(|| format!("parsing {}", path.display()))?;
+    let tasks = v
+        .get("tasks")
+        .or_else(|| v.get("pipeline"))
+        .and_then(Value::as_object);
+    for (name, t) in tasks.into_iter().flatten() {
+        let key = format!("{pkg_name}#{name}");
+        let mut merged = turbo
+            .task(Some(pkg_name), name)
+            .cloned()
+            .unwrap_or_default();
+        let over = |field: &str| strings(t.get(field));
+        if t.get("dependsOn").is_some() {
+            merged.depends_on = over("dependsOn");
+        }
+        if t.get("inputs").is_some() {
+            merged.inputs = over("inputs");
+        }
+        if t.get("outputs").is_some() {
+            merged.outputs = over("outputs");
+        }
+        if let Some(e) = over("env") {
+            merged.env = e;
+        }
+        if let Some(e) = over("passThroughEnv") {
+            merged.pass_through_env = e;
+        }
+        if let Some(c) = t.get("cache").and_then(Value::as_bool) {
+            merged.cache = Some(c);
+        }
+        if let Some(p) = t.get("persistent").and_then(Value::as_bool) {
+            merged.persistent = p;
+        }
+        turbo.tasks.insert(key, merged);
+    }
+    Ok(())
+}
+
 /// The Vite config file of a package, if any.
 pub fn vite_config(dir: &Path) -> Option<String> {
     ["ts", "mts", "js", "mjs", "cts", "cjs"]

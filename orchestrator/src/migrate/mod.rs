@@ -239,12 +239,20 @@ const RELEASE: &[&str] = &[
 
 pub fn plan(root: &Path) -> Result<Plan> {
     let layout = detect::detect(root)?;
-    let turbo = manifest::read_turbo(root)?;
+    let mut turbo = manifest::read_turbo(root)?;
     let manifests: Vec<manifest::Manifest> = layout
         .packages
         .iter()
         .map(|p| manifest::read_manifest(&root.join(p)))
         .collect::<Result<_>>()?;
+    if let Some(t) = turbo.as_mut() {
+        for (p, m) in layout.packages.iter().zip(&manifests) {
+            if let (false, Some(name)) = (p.is_empty(), &m.name) {
+                manifest::add_package_turbo(t, &root.join(p), name)?;
+            }
+        }
+    }
+    let turbo = turbo;
     let n = layout.packages.len();
     let mut undecided = Vec::new();
     let mut skipped = Vec::new();
@@ -266,12 +274,26 @@ pub fn plan(root: &Path) -> Result<Plan> {
         .unwrap_or_default();
     let root_idx = layout.packages.iter().position(|p| p.is_empty());
     let mut grouped: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut grouped_undecided: BTreeMap<String, Vec<String>> = BTreeMap::new();
     if let Some(r) = root_idx {
         for (name, cmd) in &manifests[r].scripts {
             let tasks = scripts::orchestrated_tasks(cmd);
             let base = name.split(':').next().unwrap_or(name);
+            // A root script packages define too (`compile: tsc -b` at the
+            // root, `compile: tsc` in each package) names a pipeline task.
+            let shared = manifests
+                .iter()
+                .enumerate()
+                .any(|(i, m)| i != r && m.scripts.iter().any(|(n, _)| n == name))
+                && matches!(
+                    scripts::classify(name, cmd, &[], false),
+                    scripts::Kind::Step | scripts::Kind::Other
+                );
             if turbo.is_none() && !RELEASE.contains(&base) {
                 pipeline.extend(tasks.iter().cloned());
+                if shared {
+                    pipeline.insert(name.clone());
+                }
             }
             let why = if !tasks.is_empty() {
                 format!(
@@ -355,10 +377,7 @@ pub fn plan(root: &Path) -> Result<Plan> {
                     // declared vbuild output must be written. Keep those the
                     // native build produced.
                     let (kept, missing): (Vec<String>, Vec<String>) =
-                        declared.into_iter().partition(|o| {
-                            let base = o.trim_end_matches('/');
-                            crate::globs::is_glob(base) || dir.join(base).exists()
-                        });
+                        declared.into_iter().partition(|o| written(&dir, o));
                     if !missing.is_empty() && found.outs.is_empty() {
                         undecided.push(format!(
                             "{what}: turbo outputs {} not found on disk, so not declared (a declared output must be written); run the native build before migrating, or add outs by hand",
@@ -371,6 +390,22 @@ pub fn plan(root: &Path) -> Result<Plan> {
             } else {
                 for p in &found.problems {
                     undecided.push(format!("{what}: {p}"));
+                }
+            }
+            if outs_list.is_empty() && name.split(':').next() == Some("build") && !found.known {
+                // What the native build left: a git-ignored output directory.
+                let ignored = gitignore::ignored_dirs(root, pkg);
+                let guess: Vec<String> = ["dist", "build", "lib", "out"]
+                    .iter()
+                    .filter(|d| dir.join(d).is_dir() && ignored.iter().any(|i| i == *d))
+                    .map(|d| format!("{d}/"))
+                    .collect();
+                if !guess.is_empty() {
+                    grouped_undecided
+                        .entry(format!("outs = {guess:?} guessed from what the native build left (git-ignored); check them"))
+                        .or_default()
+                        .push(what.clone());
+                    outs_list = guess;
                 }
             }
             if outs_list.is_empty() && name.split(':').next() == Some("build") && !found.known {
@@ -410,6 +445,9 @@ pub fn plan(root: &Path) -> Result<Plan> {
     }
     for (why, pkgs) in grouped {
         skipped.push(format!("{} in {}", why, list_short(&pkgs)));
+    }
+    for (why, targets) in grouped_undecided {
+        undecided.push(format!("{}: {why}", list_short(&targets)));
     }
 
     let resolve = |q: usize, task: &str| alias.get(&(q, task.to_string())).cloned();
@@ -531,8 +569,24 @@ pub fn plan(root: &Path) -> Result<Plan> {
                     .collect();
                 d.dedup();
                 d
-            } else {
+            } else if p.outs.is_empty() {
+                // Tests usually run what the package's build wrote (`node
+                // lib/main.spec.js`); natively it was built before.
+                let base = p.name.split(['-', ':', '_']).next().unwrap_or("");
+                let own = protos[i]
+                    .iter()
+                    .find(|b| !b.outs.is_empty() && b.name != p.name);
+                match own {
+                    Some(b) if matches!(base, "test" | "e2e" | "check" | "spec") => {
+                        vec!["^build".to_string(), b.scripts[0].clone()]
+                    }
+                    _ => vec!["^build".to_string()],
+                }
+            } else if p.name == "build" {
                 vec!["^build".to_string()]
+            } else {
+                // `pnpm -r compile` runs dependencies' `compile` first.
+                vec!["^build".to_string(), format!("^{}", p.scripts[0])]
             };
             let mut deps: Vec<String> = Vec::new();
             for d in &depends_on {
@@ -582,6 +636,20 @@ pub fn plan(root: &Path) -> Result<Plan> {
                 undecided.push(format!("{what}: {u}"));
             }
             ws_inputs.extend(ext.ws_inputs.iter().cloned());
+            if ext.npm_env {
+                // What `npm run` would have set (fixed values: in the key).
+                t.env
+                    .push(("npm_lifecycle_event".into(), p.scripts[0].clone()));
+                if let Some(n) = &m.name {
+                    t.env.push(("npm_package_name".into(), n.clone()));
+                }
+                if let Some(v) = &m.version {
+                    t.env.push(("npm_package_version".into(), v.clone()));
+                }
+                t.notes.push(
+                    "its scripts read npm_* variables: set as the package manager would".into(),
+                );
+            }
             let mut groups: BTreeSet<usize> = ext.groups.clone();
             groups.extend(closure[i].iter().copied().filter(|&q| needs_group[q]));
             for q in groups {
@@ -747,6 +815,31 @@ pub fn plan(root: &Path) -> Result<Plan> {
         undecided,
         turbo: turbo.is_some(),
     })
+}
+
+/// Whether the native build wrote what a turbo output names: the
+/// directory or file exists, or a glob matches a file of the package.
+fn written(dir: &Path, out: &str) -> bool {
+    let base = out.trim_end_matches('/');
+    if !crate::globs::is_glob(base) {
+        return dir.join(base).exists();
+    }
+    let Ok(glob) = crate::globs::out_glob(base) else {
+        return false;
+    };
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_entry(|e| {
+            e.depth() == 0 || !crate::workspace::skipped_dir(&e.file_name().to_string_lossy())
+        })
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .take(100_000)
+        .any(|e| {
+            e.path()
+                .strip_prefix(dir)
+                .is_ok_and(|r| glob.is_match(r.to_string_lossy().as_ref()))
+        })
 }
 
 /// The file group's target name.

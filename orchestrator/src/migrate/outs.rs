@@ -87,6 +87,17 @@ fn config_file(dir: &Path, stem: &str) -> Option<String> {
 }
 
 pub fn detect(dir: &Path, command: &str) -> Found {
+    let mut f = detect_all(dir, command);
+    // `dist/**/*.d.ts` next to `dist/` says nothing more.
+    let all = f.outs.clone();
+    f.outs.retain(|o| {
+        !all.iter()
+            .any(|w| w != o && w.ends_with('/') && o.starts_with(w.as_str()))
+    });
+    f
+}
+
+fn detect_all(dir: &Path, command: &str) -> Found {
     let mut f = Found::default();
     for seg in segments(command) {
         let w = tool_words(seg);
@@ -302,17 +313,16 @@ fn tsc(dir: &Path, w: &[String], f: &mut Found) {
             Some(d) => vec![d.to_string()],
             None => info.out_dirs.clone(),
         };
-        if info.no_emit && flag_dir.is_none() {
-            continue;
-        }
-        if dirs.is_empty() {
+        // A solution config (`files: []`) builds only its references.
+        let emits = !(info.no_emit || info.solution) || flag_dir.is_some();
+        if emits && dirs.is_empty() {
             f.problems.push(format!(
                 "tsc writes next to the sources (no outDir in {config}); add outs by hand"
             ));
         }
-        for d in dirs {
+        for d in dirs.iter().filter(|_| emits) {
             let base = Path::new(&config).parent().unwrap_or(Path::new(""));
-            let rel = base.join(&d).to_string_lossy().replace('\\', "/");
+            let rel = base.join(d).to_string_lossy().replace('\\', "/");
             let Some(rel) = clean(&normalize(&rel)) else {
                 f.problems.push(format!(
                     "tsc ({config}) writes to `{d}`, outside the package"
@@ -369,6 +379,8 @@ pub struct TsconfigInfo {
     pub no_emit: bool,
     pub incremental: bool,
     pub decl_map: bool,
+    /// `"files": []` without `include`: only its references are built.
+    pub solution: bool,
     /// `references[].path`, relative to the config's directory.
     pub references: Vec<String>,
 }
@@ -407,6 +419,11 @@ pub fn tsconfig_info(dir: &Path, config: &str) -> TsconfigInfo {
         inc = inc.or(b("incremental")).or(b("composite"));
         decl_map = decl_map.or(b("declarationMap"));
         if depth == 0 {
+            info.solution = v
+                .get("files")
+                .and_then(Value::as_array)
+                .is_some_and(|f| f.is_empty())
+                && v.get("include").is_none();
             for r in v
                 .get("references")
                 .and_then(Value::as_array)

@@ -55,6 +55,7 @@ pub fn modifies_sources(name: &str, command: &str) -> Option<String> {
 
 pub const STEP_NAMES: &[&str] = &[
     "build",
+    "compile",
     "typecheck",
     "type-check",
     "types",
@@ -228,6 +229,7 @@ fn workspace_flag(w: &str) -> bool {
         flag,
         "-w" | "--workspace"
             | "-ws"
+            | "--ws"
             | "--workspaces"
             | "--filter"
             | "-F"

@@ -143,11 +143,11 @@ impl NodeEnv {
         let mut seen = BTreeSet::new();
         let mut todo: Vec<String> = vec![package.to_string()];
         if let Lock::Pnpm(p) = &self.lock {
-            todo.extend(p.reachable_importers(package).into_iter().map(|i| {
+            todo.extend(p.reachable_importers(package).iter().map(|i| {
                 if i == "." {
                     String::new()
                 } else {
-                    i
+                    i.clone()
                 }
             }));
         }

@@ -1,5 +1,6 @@
 //! Slicing `pnpm-lock.yaml` per package for the key.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 /// `pnpm-lock.yaml` (lockfile v6 and later) cut into entries, read line by
 /// line: enough structure to slice it per package without a YAML parser.
@@ -13,6 +14,9 @@ pub struct PnpmLock {
     packages: BTreeMap<String, String>,
     /// `name@version(peers)` → its block and its dependencies' keys.
     snapshots: BTreeMap<String, Entry>,
+    /// `reachable_importers` per package: asked for each action's key and
+    /// its node_modules staging, so computed once per package and run.
+    reach: Mutex<HashMap<String, Arc<BTreeSet<String>>>>,
 }
 
 #[derive(Default)]
@@ -33,6 +37,7 @@ impl PnpmLock {
             importers: BTreeMap::new(),
             packages: BTreeMap::new(),
             snapshots: BTreeMap::new(),
+            reach: Mutex::default(),
         };
         let mut section = String::new();
         let mut current: Option<String> = None;
@@ -119,7 +124,19 @@ impl PnpmLock {
 
     /// The importers `package` can reach: its own (if it is one), the
     /// root's, and those of workspace packages linked from them, transitively.
-    pub(super) fn reachable_importers(&self, package: &str) -> BTreeSet<String> {
+    pub(super) fn reachable_importers(&self, package: &str) -> Arc<BTreeSet<String>> {
+        if let Some(r) = self.reach.lock().unwrap().get(package) {
+            return r.clone();
+        }
+        let r = Arc::new(self.compute_reach(package));
+        self.reach
+            .lock()
+            .unwrap()
+            .insert(package.to_string(), r.clone());
+        r
+    }
+
+    fn compute_reach(&self, package: &str) -> BTreeSet<String> {
         let start = if package.is_empty() { "." } else { package };
         let mut seen = BTreeSet::new();
         let mut todo = vec![".".to_string(), start.to_string()];
@@ -160,7 +177,7 @@ impl PnpmLock {
         }
         let mut h = blake3::Hasher::new();
         h.update(self.header.as_bytes());
-        for i in &importers {
+        for i in importers.iter() {
             h.update(b"\0importer\0");
             h.update(self.importers[i].text.as_bytes());
         }
@@ -275,7 +292,7 @@ snapshots:
     fn pnpm_slices_follow_links_and_snapshots() {
         let lock = PnpmLock::parse(LOCK).unwrap();
         assert_eq!(
-            lock.reachable_importers("packages/b"),
+            *lock.reachable_importers("packages/b"),
             BTreeSet::from([".".into(), "packages/a".into(), "packages/b".into()])
         );
         let b = lock.slice_digest("packages/b");

@@ -13,6 +13,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_BLOB: u64 = 1 << 30;
 pub const DEFAULT_MAX_RESULT: u64 = 64 << 20;
 pub const DEFAULT_CONNECTIONS: usize = 4;
+/// Per remote entry: a forged entry must not make a restore unbounded.
+pub const DEFAULT_MAX_ENTRY_FILES: u64 = 10_000;
+pub const DEFAULT_MAX_ENTRY_BYTES: u64 = 4 << 30;
+pub const DEFAULT_MAX_ENTRY_DEPTH: u64 = 64;
 
 /// The environment variables that override `[remote]`.
 pub const ENV_URL: &str = "VBUILD_REMOTE_URL";
@@ -38,6 +42,10 @@ pub struct Config {
     pub max_blob: u64,
     pub max_result: u64,
     pub connections: usize,
+    /// Caps on one remote entry: paths, bytes, path depth.
+    pub max_entry_files: u64,
+    pub max_entry_bytes: u64,
+    pub max_entry_depth: u64,
 }
 
 impl Config {
@@ -148,6 +156,9 @@ pub fn resolve(
         max_blob: def.max_blob_size.unwrap_or(DEFAULT_MAX_BLOB),
         max_result: def.max_action_result_size.unwrap_or(DEFAULT_MAX_RESULT),
         connections: def.connections.unwrap_or(DEFAULT_CONNECTIONS).max(1),
+        max_entry_files: def.max_entry_files.unwrap_or(DEFAULT_MAX_ENTRY_FILES),
+        max_entry_bytes: def.max_entry_bytes.unwrap_or(DEFAULT_MAX_ENTRY_BYTES),
+        max_entry_depth: def.max_entry_depth.unwrap_or(DEFAULT_MAX_ENTRY_DEPTH),
     }))
 }
 

@@ -180,6 +180,7 @@ impl Remote {
                 "it has output directories; vbuild stores files and symlinks only".into(),
             ));
         }
+        check_entry_caps(cfg, result).map_err(reject)?;
         let outs = Confinement::new(ws, target).map_err(reject)?;
         let is_input = |p: &str| inputs.contains_key(p);
         let mut files: Vec<(String, WireDigest, bool)> = Vec::new();
@@ -363,4 +364,51 @@ impl Remote {
 enum Log {
     Blob(WireDigest),
     Raw(Vec<u8>),
+}
+
+/// Caps one entry before any of it is checked path by path or fetched: a
+/// forged entry naming 20,000 files, terabytes or a path 10,000 deep is
+/// refused (a warning, and the action runs locally).
+#[allow(deprecated)]
+fn check_entry_caps(
+    cfg: &super::config::Config,
+    result: &reapi::ActionResult,
+) -> Result<(), String> {
+    let paths = result.output_files.len()
+        + result.output_symlinks.len()
+        + result.output_file_symlinks.len();
+    if paths as u64 > cfg.max_entry_files {
+        return Err(format!(
+            "it has {paths} files, over the limit of {} (max_entry_files)",
+            cfg.max_entry_files
+        ));
+    }
+    let bytes = result
+        .output_files
+        .iter()
+        .filter_map(|f| f.digest.as_ref())
+        .map(|d| d.size_bytes.max(0) as u64)
+        .fold(0u64, u64::saturating_add);
+    if bytes > cfg.max_entry_bytes {
+        return Err(format!(
+            "its files hold {bytes} bytes, over the limit of {} (max_entry_bytes)",
+            cfg.max_entry_bytes
+        ));
+    }
+    let deepest = result
+        .output_files
+        .iter()
+        .map(|f| &f.path)
+        .chain(result.output_symlinks.iter().map(|s| &s.path))
+        .chain(result.output_file_symlinks.iter().map(|s| &s.path))
+        .map(|p| p.split('/').count())
+        .max()
+        .unwrap_or(0);
+    if deepest as u64 > cfg.max_entry_depth {
+        return Err(format!(
+            "a path is {deepest} levels deep, over the limit of {} (max_entry_depth)",
+            cfg.max_entry_depth
+        ));
+    }
+    Ok(())
 }

@@ -152,7 +152,12 @@ pub fn run_with(dir: &Path, cache: &Path, args: &[&str], env: &[(&str, &str)]) -
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vbuild"));
     cmd.current_dir(dir)
         .args(args)
-        .env("VBUILD_CACHE_DIR", cache);
+        .env("VBUILD_CACHE_DIR", cache)
+        // The caller's colour settings reach actions (and their keys).
+        .env_remove("FORCE_COLOR")
+        .env_remove("NO_COLOR")
+        .env_remove("VBUILD_STORE_MAX_SIZE")
+        .env_remove("VBUILD_RUNNING_NOTICE");
     for (k, v) in env {
         cmd.env(k, v);
     }
