@@ -13,6 +13,7 @@ use nix::fcntl::OFlag;
 use crate::child::{self, ChildFds};
 use crate::plan::ChildPlan;
 use crate::probe;
+use crate::streams::Copier;
 use crate::{ExitKind, Outcome, RunSpec, SandboxError};
 
 /// Supervisors currently running, for [`cancel_all`].
@@ -47,11 +48,25 @@ fn clone_flags(plan: &ChildPlan) -> libc::c_ulong {
 /// Runs `plan` to completion.
 pub(crate) fn run(plan: ChildPlan, spec: &RunSpec) -> Result<Outcome, SandboxError> {
     let stdin = File::open("/dev/null")?;
-    let stdout = File::create(&spec.stdout)?;
-    let stderr = if spec.stderr == spec.stdout {
-        stdout.try_clone()?
-    } else {
-        File::create(&spec.stderr)?
+    // With `order`, the action writes into pipes that a copier drains into
+    // the files, noting the interleaving; otherwise straight into the files.
+    let (stdout, stderr, copier) = match &spec.order {
+        Some(order) => {
+            let (out_rd, out_wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+            let (err_rd, err_wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+            let files = [File::create(&spec.stdout)?, File::create(&spec.stderr)?];
+            let copier = Copier::start(out_rd, err_rd, files, File::create(order)?)?;
+            (File::from(out_wr), File::from(err_wr), Some(copier))
+        }
+        None => {
+            let stdout = File::create(&spec.stdout)?;
+            let stderr = if spec.stderr == spec.stdout {
+                stdout.try_clone()?
+            } else {
+                File::create(&spec.stderr)?
+            };
+            (stdout, stderr, None)
+        }
     };
     let (status_rd, status_wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
     let parent_maps = plan.ns.as_ref().and_then(|ns| ns.parent_maps.as_ref());
@@ -99,7 +114,12 @@ pub(crate) fn run(plan: ChildPlan, spec: &RunSpec) -> Result<Outcome, SandboxErr
     // Only the child may hold the write end, so EOF means it is gone.
     drop(status_wr);
     drop((stdin, stdout, stderr));
-    let wait_status = wait_registered(pid)?;
+    let waited = wait_registered(pid);
+    // The supervisor has killed the whole tree: what remains is in the pipes.
+    if let Some(copier) = copier {
+        copier.finish()?;
+    }
+    let wait_status = waited?;
     let duration = start.elapsed();
     let records = read_records(File::from(status_rd))?;
     decode(&plan, &records, wait_status).map(|status| Outcome { status, duration })

@@ -24,6 +24,7 @@ mod reap;
 mod remove;
 mod rootfs;
 mod scratch;
+mod streams;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ pub use launch::cancel_all;
 pub use probe::{overlay_usable, probe_namespaces, resolve_mode};
 pub use remove::remove_tree;
 pub use scratch::Scratch;
+pub use streams::parse_order;
 
 /// Where the staged workspace appears inside the namespace sandbox. The same
 /// on every machine and for every action (like Nix's `/build`), so tools that
@@ -120,6 +122,10 @@ pub struct RunSpec {
     /// same path for both merges the two streams.
     pub stdout: PathBuf,
     pub stderr: PathBuf,
+    /// Host file to receive the order in which stdout and stderr bytes
+    /// arrived (`streams::parse_order` reads it); the streams then go
+    /// through pipes copied by a thread. `None`: straight into the files.
+    pub order: Option<PathBuf>,
     /// (host path, path inside) bound read-only (namespaces mode only).
     pub extra_ro_binds: Vec<(PathBuf, PathBuf)>,
     /// (host path, path inside) bound read-write (namespaces mode only).
