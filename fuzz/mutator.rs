@@ -114,7 +114,8 @@ impl Mutator {
                     let i = self.rng.below(len);
                     let n = 1 + self.rng.below((len - i).min(32));
                     let piece = out[i..i + n].to_vec();
-                    let times = 1 + self.rng.below(if self.rng.chance(8) { 4000 } else { 8 });
+                    let most = if self.rng.chance(8) { 4000 } else { 8 };
+                    let times = 1 + self.rng.below(most);
                     let at = self.rng.below(out.len() + 1);
                     let rep: Vec<u8> = piece.iter().cycle().take(n * times).copied().collect();
                     out.splice(at..at, rep);
@@ -180,37 +181,6 @@ pub fn seed() -> u64 {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64)
         })
-}
-
-/// Aborts the process when one case runs past [`CASE_LIMIT`].
-pub struct Watchdog {
-    started: std::sync::Arc<AtomicU64>,
-}
-
-impl Watchdog {
-    pub fn start(name: &'static str) -> Watchdog {
-        let started = std::sync::Arc::new(AtomicU64::new(0));
-        let epoch = Instant::now();
-        let seen = started.clone();
-        std::thread::spawn(move || loop {
-            std::thread::sleep(Duration::from_millis(200));
-            let at = seen.load(Ordering::Relaxed);
-            if at != 0 {
-                let running = epoch.elapsed().saturating_sub(Duration::from_nanos(at));
-                if running > CASE_LIMIT {
-                    eprintln!("{name}: a case ran for {running:?}: hang (input in target/fuzz-failures/{name}-current)");
-                    std::process::abort();
-                }
-            }
-        });
-        Watchdog { started: std::sync::Arc::new(AtomicU64::new(epoch.elapsed().as_nanos() as u64)) }
-            .with(started, epoch)
-    }
-
-    fn with(self, started: std::sync::Arc<AtomicU64>, _epoch: Instant) -> Watchdog {
-        drop(self);
-        Watchdog { started }
-    }
 }
 
 /// Runs `case` over mutated inputs until the budget is spent; returns
