@@ -168,7 +168,9 @@ pub fn budget() -> Duration {
 
 /// Number of cases to stop after, if `VBUILD_FUZZ_CASES` is set.
 pub fn case_limit() -> Option<u64> {
-    std::env::var("VBUILD_FUZZ_CASES").ok().and_then(|s| s.parse().ok())
+    std::env::var("VBUILD_FUZZ_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
 }
 
 /// The seed of this run: `VBUILD_FUZZ_SEED`, else from the clock (printed).
@@ -193,7 +195,10 @@ pub fn run(
     mut case: impl FnMut(&[u8]),
 ) -> (u64, usize) {
     let seed = seed();
-    eprintln!("{name}: seed {seed} (VBUILD_FUZZ_SEED={seed} replays), {} seeds", seeds.len());
+    eprintln!(
+        "{name}: seed {seed} (VBUILD_FUZZ_SEED={seed} replays), {} seeds",
+        seeds.len()
+    );
     let mut m = Mutator::new(seed, dict);
     let failures = repo().join("target/fuzz-failures");
     let _ = std::fs::create_dir_all(&failures);
@@ -208,7 +213,10 @@ pub fn run(
             if at != 0 {
                 let running = epoch.elapsed().saturating_sub(Duration::from_nanos(at));
                 if running > CASE_LIMIT {
-                    eprintln!("{name}: a case ran for {running:?}: a hang; its input is {}", current_name(name));
+                    eprintln!(
+                        "{name}: a case ran for {running:?}: a hang; its input is {}",
+                        current_name(name)
+                    );
                     std::process::abort();
                 }
             }
@@ -236,7 +244,10 @@ pub fn run(
         if outcome.is_err() {
             let saved = failures.join(format!("{name}-panic-{seed}-{cases}"));
             let _ = std::fs::write(&saved, &input);
-            panic!("{name}: case {cases} panicked; input saved to {}", saved.display());
+            panic!(
+                "{name}: case {cases} panicked; input saved to {}",
+                saved.display()
+            );
         }
         // Keep a few interesting (small) inputs around to mutate further.
         if input.len() < 4096 && m.rng.chance(16) && pool.len() < 512 {
@@ -246,7 +257,11 @@ pub fn run(
     }
     let _ = std::fs::remove_file(&current);
     let peak = PEAK.load(Ordering::Relaxed);
-    eprintln!("{name}: {cases} cases in {:?}, no panic or hang; peak live heap {} MiB", epoch.elapsed(), peak >> 20);
+    eprintln!(
+        "{name}: {cases} cases in {:?}, no panic or hang; peak live heap {} MiB",
+        epoch.elapsed(),
+        peak >> 20
+    );
     (cases, peak)
 }
 

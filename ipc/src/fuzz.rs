@@ -64,7 +64,10 @@ impl Target {
             if session.process(&self.shared, &mut out) == Flow::Close {
                 break;
             }
-            assert!(session.buf.len() <= MAX_FRAME_LEN + 4 + chunk, "unbounded buffer");
+            assert!(
+                session.buf.len() <= MAX_FRAME_LEN + 4 + chunk,
+                "unbounded buffer"
+            );
         }
         let mut rest = out.as_slice();
         let mut answers = 0usize;
@@ -74,7 +77,9 @@ impl Target {
                 .expect("responses are whole frames");
             let response: Response = serde_json::from_slice(body).expect("responses are JSON");
             if let Response::Envs { values } = &response {
-                assert!(values.keys().all(|k| !k.starts_with("VBUILD_") && !k.contains("TOKEN")));
+                assert!(values
+                    .keys()
+                    .all(|k| !k.starts_with("VBUILD_") && !k.contains("TOKEN")));
             }
             if let Response::Env { value: Some(v) } = &response {
                 assert_ne!(v, "cred", "a hidden variable was answered");
@@ -88,6 +93,9 @@ impl Target {
         assert!(d.ignored_inputs.len() <= crate::limits::MAX_IGNORED);
         assert!(d.tracked_env.len() <= crate::limits::MAX_TRACKED_ENV);
         assert!(d.refusals.len() <= 16, "{} refusal lines", d.refusals.len());
-        assert!(d.refusals.iter().all(|r| r.len() < 1024), "a long refusal line");
+        assert!(
+            d.refusals.iter().all(|r| r.len() < 1024),
+            "a long refusal line"
+        );
     }
 }

@@ -42,7 +42,9 @@ const DICT: &[&[u8]] = &[
 ];
 
 fn text(rng: &mut Rng) -> String {
-    let pieces = ["a", "*", "?", "[", "]", "{", "}", ",", "/", "..", ".", "\\", "é", "\0", "VITE_", "**"];
+    let pieces = [
+        "a", "*", "?", "[", "]", "{", "}", ",", "/", "..", ".", "\\", "é", "\0", "VITE_", "**",
+    ];
     let n = match rng.below(400) {
         0 => rng.below(200_000),
         1..=20 => rng.below(5000),
@@ -50,7 +52,13 @@ fn text(rng: &mut Rng) -> String {
     };
     let repeat = pieces[rng.below(pieces.len())];
     (0..n)
-        .map(|_| if rng.chance(4) { pieces[rng.below(pieces.len())] } else { repeat })
+        .map(|_| {
+            if rng.chance(4) {
+                pieces[rng.below(pieces.len())]
+            } else {
+                repeat
+            }
+        })
         .collect()
 }
 
@@ -67,12 +75,27 @@ fn generate(rng: &mut Rng) -> Option<Vec<u8>> {
     for _ in 0..1 + rng.below(20) {
         let cwd = rng.chance(2).then(|| format!("/vbuild/ws/{}", text(rng)));
         let req = match rng.below(7) {
-            0 => Request::IgnoreInput { path: text(rng), cwd },
-            1 => Request::IgnoreOutput { path: text(rng), cwd },
+            0 => Request::IgnoreInput {
+                path: text(rng),
+                cwd,
+            },
+            1 => Request::IgnoreOutput {
+                path: text(rng),
+                cwd,
+            },
             2 => Request::DisableCache,
-            3 => Request::GetEnv { name: text(rng), tracked: rng.chance(2) },
-            4 => Request::GetEnvs { query: EnvQuery::Glob(text(rng)), tracked: rng.chance(2) },
-            5 => Request::GetEnvs { query: EnvQuery::Prefix(text(rng)), tracked: true },
+            3 => Request::GetEnv {
+                name: text(rng),
+                tracked: rng.chance(2),
+            },
+            4 => Request::GetEnvs {
+                query: EnvQuery::Glob(text(rng)),
+                tracked: rng.chance(2),
+            },
+            5 => Request::GetEnvs {
+                query: EnvQuery::Prefix(text(rng)),
+                tracked: true,
+            },
             _ => Request::ReportUsedInputs {
                 paths: (0..rng.below(50)).map(|_| text(rng)).collect(),
                 cwd,
@@ -94,7 +117,7 @@ fn fuzz_ipc_frames_and_requests() {
     let (cases, _) = mutator::run("ipc", &seeds, DICT, generate, |input| {
         n += 1;
         // A fresh action now and then, so limits are met and left again.
-        if n % 500 == 0 {
+        if n.is_multiple_of(500) {
             target = Target::new();
         }
         target.feed(input);
