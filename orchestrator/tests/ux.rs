@@ -470,3 +470,41 @@ fn schema_command_writes_the_schemas() {
     // The workspace still loads: .vbuild is hidden from package discovery.
     ws.run(&["query"]).assert_ok();
 }
+
+/// Runs vbuild with stdout and stderr into one file, as a terminal shows them.
+fn run_merged(ws: &Ws, args: &[&str]) -> String {
+    let path = ws.cache.join("merged.log");
+    let file = std::fs::File::create(&path).unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_vbuild"))
+        .args(args)
+        .current_dir(ws.root())
+        .env("VBUILD_CACHE_DIR", &ws.cache)
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::read_to_string(path).unwrap()
+}
+
+#[test]
+fn stdout_and_stderr_keep_their_order() {
+    let ws = Ws::new(&[(
+        "a/BUILD.toml",
+        "[target.build]\ncommand = \"echo out1; sleep 0.3; echo err1 >&2; sleep 0.3; echo out2; sleep 0.3; echo err2 >&2\"\n",
+    )]);
+    for (what, sandbox) in [
+        ("miss", "scratch"),
+        ("hit", "scratch"),
+        ("miss", "namespaces"),
+    ] {
+        let text = run_merged(&ws, &["run", "//a:build", "--sandbox", sandbox]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with(what), "{text}");
+        assert_eq!(
+            lines[1..5],
+            ["out1", "err1", "out2", "err2"],
+            "{what} in {sandbox}:\n{text}"
+        );
+    }
+}
