@@ -114,7 +114,8 @@ impl Mutator {
                     let i = self.rng.below(len);
                     let n = 1 + self.rng.below((len - i).min(32));
                     let piece = out[i..i + n].to_vec();
-                    let times = 1 + self.rng.below(if self.rng.chance(8) { 4000 } else { 8 });
+                    let most = if self.rng.chance(8) { 4000 } else { 8 };
+                    let times = 1 + self.rng.below(most);
                     let at = self.rng.below(out.len() + 1);
                     let rep: Vec<u8> = piece.iter().cycle().take(n * times).copied().collect();
                     out.splice(at..at, rep);
@@ -167,7 +168,9 @@ pub fn budget() -> Duration {
 
 /// Number of cases to stop after, if `VBUILD_FUZZ_CASES` is set.
 pub fn case_limit() -> Option<u64> {
-    std::env::var("VBUILD_FUZZ_CASES").ok().and_then(|s| s.parse().ok())
+    std::env::var("VBUILD_FUZZ_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
 }
 
 /// The seed of this run: `VBUILD_FUZZ_SEED`, else from the clock (printed).
@@ -182,37 +185,6 @@ pub fn seed() -> u64 {
         })
 }
 
-/// Aborts the process when one case runs past [`CASE_LIMIT`].
-pub struct Watchdog {
-    started: std::sync::Arc<AtomicU64>,
-}
-
-impl Watchdog {
-    pub fn start(name: &'static str) -> Watchdog {
-        let started = std::sync::Arc::new(AtomicU64::new(0));
-        let epoch = Instant::now();
-        let seen = started.clone();
-        std::thread::spawn(move || loop {
-            std::thread::sleep(Duration::from_millis(200));
-            let at = seen.load(Ordering::Relaxed);
-            if at != 0 {
-                let running = epoch.elapsed().saturating_sub(Duration::from_nanos(at));
-                if running > CASE_LIMIT {
-                    eprintln!("{name}: a case ran for {running:?}: hang (input in target/fuzz-failures/{name}-current)");
-                    std::process::abort();
-                }
-            }
-        });
-        Watchdog { started: std::sync::Arc::new(AtomicU64::new(epoch.elapsed().as_nanos() as u64)) }
-            .with(started, epoch)
-    }
-
-    fn with(self, started: std::sync::Arc<AtomicU64>, _epoch: Instant) -> Watchdog {
-        drop(self);
-        Watchdog { started }
-    }
-}
-
 /// Runs `case` over mutated inputs until the budget is spent; returns
 /// (cases, peak live bytes). Panics (after saving the input) on a panic.
 pub fn run(
@@ -223,7 +195,10 @@ pub fn run(
     mut case: impl FnMut(&[u8]),
 ) -> (u64, usize) {
     let seed = seed();
-    eprintln!("{name}: seed {seed} (VBUILD_FUZZ_SEED={seed} replays), {} seeds", seeds.len());
+    eprintln!(
+        "{name}: seed {seed} (VBUILD_FUZZ_SEED={seed} replays), {} seeds",
+        seeds.len()
+    );
     let mut m = Mutator::new(seed, dict);
     let failures = repo().join("target/fuzz-failures");
     let _ = std::fs::create_dir_all(&failures);
@@ -238,7 +213,10 @@ pub fn run(
             if at != 0 {
                 let running = epoch.elapsed().saturating_sub(Duration::from_nanos(at));
                 if running > CASE_LIMIT {
-                    eprintln!("{name}: a case ran for {running:?}: a hang; its input is {}", current_name(name));
+                    eprintln!(
+                        "{name}: a case ran for {running:?}: a hang; its input is {}",
+                        current_name(name)
+                    );
                     std::process::abort();
                 }
             }
@@ -266,7 +244,10 @@ pub fn run(
         if outcome.is_err() {
             let saved = failures.join(format!("{name}-panic-{seed}-{cases}"));
             let _ = std::fs::write(&saved, &input);
-            panic!("{name}: case {cases} panicked; input saved to {}", saved.display());
+            panic!(
+                "{name}: case {cases} panicked; input saved to {}",
+                saved.display()
+            );
         }
         // Keep a few interesting (small) inputs around to mutate further.
         if input.len() < 4096 && m.rng.chance(16) && pool.len() < 512 {
@@ -276,7 +257,11 @@ pub fn run(
     }
     let _ = std::fs::remove_file(&current);
     let peak = PEAK.load(Ordering::Relaxed);
-    eprintln!("{name}: {cases} cases in {:?}, no panic or hang; peak live heap {} MiB", epoch.elapsed(), peak >> 20);
+    eprintln!(
+        "{name}: {cases} cases in {:?}, no panic or hang; peak live heap {} MiB",
+        epoch.elapsed(),
+        peak >> 20
+    );
     (cases, peak)
 }
 
