@@ -69,11 +69,17 @@ pub(crate) fn run(plan: ChildPlan, spec: &RunSpec) -> Result<Outcome, SandboxErr
         }
     };
     let (status_rd, status_wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+    let parent_maps = plan.ns.as_ref().and_then(|ns| ns.parent_maps.as_ref());
+    let maps_pipe = match parent_maps {
+        Some(_) => Some(nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?),
+        None => None,
+    };
     let fds = ChildFds {
         stdin: stdin.as_raw_fd(),
         stdout: stdout.as_raw_fd(),
         stderr: stderr.as_raw_fd(),
         status: status_wr.as_raw_fd(),
+        maps_written: maps_pipe.as_ref().map_or(-1, |(rd, _)| rd.as_raw_fd()),
     };
     let parent = unsafe { libc::getpid() };
     let flags = clone_flags(&plan);
@@ -94,6 +100,17 @@ pub(crate) fn run(plan: ChildPlan, spec: &RunSpec) -> Result<Outcome, SandboxErr
             )),
         });
     }
+    if let (Some(maps), Some((_, wr))) = (parent_maps, &maps_pipe) {
+        if let Err(e) = write_maps(pid, maps, wr) {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = wait_registered(pid);
+            return Err(SandboxError::Setup {
+                step: "mapping the sandbox user to an unprivileged host id".into(),
+                source: e,
+            });
+        }
+    }
+    drop(maps_pipe);
     // Only the child may hold the write end, so EOF means it is gone.
     drop(status_wr);
     drop((stdin, stdout, stderr));
@@ -106,6 +123,23 @@ pub(crate) fn run(plan: ChildPlan, spec: &RunSpec) -> Result<Outcome, SandboxErr
     let duration = start.elapsed();
     let records = read_records(File::from(status_rd))?;
     decode(&plan, &records, wait_status).map(|status| Outcome { status, duration })
+}
+
+/// A root caller maps the sandbox ids to an unprivileged host id, which
+/// only a process with CAP_SETUID in the parent namespace may write; then
+/// tells the waiting child.
+fn write_maps(
+    pid: libc::pid_t,
+    (uid_map, gid_map): &(Vec<u8>, Vec<u8>),
+    done: &std::os::fd::OwnedFd,
+) -> io::Result<()> {
+    std::fs::write(format!("/proc/{pid}/uid_map"), uid_map)?;
+    std::fs::write(format!("/proc/{pid}/gid_map"), gid_map)?;
+    let n = unsafe { libc::write(done.as_raw_fd(), b"k".as_ptr().cast(), 1) };
+    if n != 1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Reads what the (exited) supervisor wrote. Non-blocking: a process
@@ -190,6 +224,7 @@ fn decode(
                         plan.exec.cwd.to_string_lossy()
                     ),
                     child::EXEC_FORK => "cannot fork the action".to_string(),
+                    child::EXEC_IDS => "cannot drop to the sandbox user".to_string(),
                     _ => format!("cannot run `{}`", plan.exec.program),
                 };
                 return Err(SandboxError::Spawn(io::Error::new(

@@ -50,6 +50,10 @@ pub const FIXED_TMP: &str = "/vbuild/tmp";
 pub const SANDBOX_UID: u32 = 1000;
 /// See [`SANDBOX_UID`].
 pub const SANDBOX_GID: u32 = 1000;
+/// When vbuild runs as root, the host uid and gid that [`SANDBOX_UID`] and
+/// [`SANDBOX_GID`] stand for (`nobody`/`nogroup`): the action must not be
+/// root on the host. Its writable directories are handed to this id.
+pub const HOST_UNPRIVILEGED_ID: u32 = 65534;
 /// The hostname inside the namespace sandbox.
 pub const SANDBOX_HOSTNAME: &str = "vbuild";
 

@@ -187,6 +187,13 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
     if ctx.opts.dry_run {
         return Ok(Outcome::new(State::WouldRun(reason), start.elapsed()));
     }
+    // Ctrl-C came while this action was resolved or looked up.
+    if crate::scheduler::cancelled() {
+        return Ok(Outcome::new(
+            State::Cancelled("interrupted".into()),
+            start.elapsed(),
+        ));
+    }
     // 4. Execute on a miss.
     let mut run = execute(ctx, target, key.sandbox, &key.inputs)?;
     warnings.extend(
