@@ -15,9 +15,9 @@ mod profile;
 mod remote;
 mod report;
 mod scheduler;
-mod tmpfs;
 mod store_cmd;
 mod term;
+mod tmpfs;
 mod workspace;
 
 use anyhow::{bail, Context, Result};

@@ -230,16 +230,35 @@ impl NodeEnv {
         let lockfile = match &self.lock {
             Lock::None => "none".to_string(),
             Lock::Whole { name, digest } => format!("{name} {digest}"),
-            Lock::Pnpm(p) => format!("pnpm-lock.yaml slice {}", p.slice_digest(package)),
+            Lock::Pnpm(p) => {
+                // Which of each importer's ancestors have node_modules
+                // (what staging exposes), inside the Merkle hash.
+                let flags = |imp: &str| -> String {
+                    let imp = if imp == "." { "" } else { imp };
+                    let dirs: Vec<&str> =
+                        ancestors(imp).filter(|d| self.has_module_dir(d)).collect();
+                    dirs.join(",")
+                };
+                match p.merkle_slice(package, &flags) {
+                    Some(m) => {
+                        let own = flags(package);
+                        return self.key_map(format!("pnpm-lock.yaml merkle {m}"), own);
+                    }
+                    None => format!("pnpm-lock.yaml slice {}", p.slice_digest(package)),
+                }
+            }
         };
+        self.key_map(lockfile, dirs_digest(&self.reachable_dirs(package)))
+    }
+
+    fn key_map(&self, lockfile: String, node_modules: String) -> BTreeMap<String, String> {
         BTreeMap::from([
             ("manager".to_string(), self.manager.clone()),
             ("node".to_string(), self.node_version.clone()),
-            // A digest: the list can name hundreds of directories.
-            (
-                "node_modules".to_string(),
-                dirs_digest(&self.reachable_dirs(package)),
-            ),
+            // A digest (or, with the pnpm Merkle slice, which covers the
+            // rest, the package's own ancestors): the list can name
+            // hundreds of directories.
+            ("node_modules".to_string(), node_modules),
             ("lockfile".to_string(), lockfile),
         ])
     }
@@ -570,13 +589,23 @@ mod tests {
         );
         assert_eq!(pnpm_env.reachable_dirs("libs/b"), ["", "libs/b"]);
         assert_eq!(
-            pnpm_env.key_part("libs/c")["node_modules"],
+            fs_env.key_part("libs/c")["node_modules"],
             dirs_digest(&["".into(), "libs/c".into()]),
             "the key names the reachable directories only"
         );
         assert_ne!(
-            pnpm_env.key_part("libs/c")["node_modules"],
-            pnpm_env.key_part("libs/b")["node_modules"]
+            pnpm_env.key_part("libs/c")["lockfile"],
+            pnpm_env.key_part("libs/b")["lockfile"]
+        );
+        // A node_modules directory appearing in a linked package counts.
+        let fewer = env(
+            r,
+            &["", "apps/web", "libs/a"],
+            Lock::Pnpm(Box::new(PnpmLock::parse(lock).unwrap())),
+        );
+        assert_ne!(
+            fewer.key_part("apps/web")["lockfile"],
+            pnpm_env.key_part("apps/web")["lockfile"]
         );
     }
 }

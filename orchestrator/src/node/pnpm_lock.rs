@@ -17,6 +17,8 @@ pub struct PnpmLock {
     /// `reach` per package.
     reach: Mutex<HashMap<String, Arc<Vec<usize>>>>,
     graph: std::sync::OnceLock<Graph>,
+    /// `merkle` per importer (None: it reaches a link cycle).
+    merkle: std::sync::OnceLock<Vec<Option<[u8; 32]>>>,
 }
 
 #[derive(Default)]
@@ -39,6 +41,7 @@ impl PnpmLock {
             snapshots: BTreeMap::new(),
             reach: Mutex::default(),
             graph: Default::default(),
+            merkle: Default::default(),
         };
         let mut section = String::new();
         let mut current: Option<String> = None;
@@ -235,6 +238,85 @@ impl PnpmLock {
     }
 }
 
+impl PnpmLock {
+    /// The slice digest as a Merkle hash over the `link:` graph: each
+    /// importer's hash covers its own digest, `flags(importer)` (what the
+    /// caller stages for it) and the hashes of the importers it links to,
+    /// so every package's slice costs O(1) after one O(importers + links)
+    /// pass (the set-based `slice_digest` is O(reach) per package, O(N²)
+    /// over a deep workspace). A change anywhere in the reach changes it,
+    /// as with the set. None when `package` reaches a link cycle: the
+    /// caller falls back to `slice_digest`.
+    pub fn merkle_slice(&self, package: &str, flags: &dyn Fn(&str) -> String) -> Option<String> {
+        let g = self.graph();
+        let m = self.merkle.get_or_init(|| merkle_all(g, flags));
+        let mut h = blake3::Hasher::new();
+        h.update(b"merkle\0");
+        h.update(&g.header);
+        let start = if package.is_empty() { "." } else { package };
+        for name in [".", start] {
+            if let Some(i) = g.index(name) {
+                h.update(&m[i]?);
+            }
+        }
+        Some(h.finalize().to_hex()[..32].to_string())
+    }
+}
+
+/// Post-order over the link graph (iterative: chains can be long). A node
+/// seen again while still open closes a cycle: it and every node that
+/// reaches it get None.
+fn merkle_all(g: &Graph, flags: &dyn Fn(&str) -> String) -> Vec<Option<[u8; 32]>> {
+    let n = g.names.len();
+    let mut out: Vec<Option<[u8; 32]>> = vec![None; n];
+    // 0 unvisited, 1 open, 2 done.
+    let mut state = vec![0u8; n];
+    let mut poisoned = vec![false; n];
+    for root in 0..n {
+        if state[root] != 0 {
+            continue;
+        }
+        let mut stack = vec![(root, 0usize)];
+        state[root] = 1;
+        while let Some(&mut (i, ref mut next)) = stack.last_mut() {
+            if let Some(&c) = g.links[i].get(*next) {
+                *next += 1;
+                match state[c] {
+                    0 => {
+                        state[c] = 1;
+                        stack.push((c, 0));
+                    }
+                    1 => poisoned[i] = true,
+                    _ => poisoned[i] |= out[c].is_none(),
+                }
+                continue;
+            }
+            stack.pop();
+            state[i] = 2;
+            let children_ok = g.links[i].iter().all(|&c| out[c].is_some());
+            if poisoned[i] || !children_ok {
+                if let Some(&(parent, _)) = stack.last() {
+                    poisoned[parent] = true;
+                }
+                continue;
+            }
+            let mut h = blake3::Hasher::new();
+            h.update(&g.digests[i]);
+            h.update(g.names[i].as_bytes());
+            h.update(b"\0");
+            h.update(flags(&g.names[i]).as_bytes());
+            let mut kids: Vec<usize> = g.links[i].clone();
+            kids.sort_unstable();
+            kids.dedup();
+            for c in kids {
+                h.update(&out[c].expect("checked above"));
+            }
+            out[i] = Some(*h.finalize().as_bytes());
+        }
+    }
+    out
+}
+
 /// Importers by index (sorted names), their resolved `link:` edges and
 /// their digests.
 struct Graph {
@@ -366,6 +448,48 @@ snapshots:
         assert_eq!(changed.slice_digest("packages/c"), c);
         let changed = PnpmLock::parse(&LOCK.replace("sha512-vite", "sha512-vite2")).unwrap();
         assert_ne!(changed.slice_digest("packages/c"), c);
+        // The Merkle slice changes exactly where the set-based one does.
+        let flags = |_: &str| String::new();
+        let (mb, mc) = (
+            lock.merkle_slice("packages/b", &flags).unwrap(),
+            lock.merkle_slice("packages/c", &flags).unwrap(),
+        );
+        for (from, to, b_changes, c_changes) in [
+            ("sha512-even", "sha512-even2", false, true),
+            ("sha512-num", "sha512-num2", true, false),
+            ("sha512-pad", "sha512-pad2", true, false),
+            ("sha512-vite", "sha512-vite2", true, true),
+        ] {
+            let changed = PnpmLock::parse(&LOCK.replace(from, to)).unwrap();
+            assert_eq!(
+                changed.merkle_slice("packages/b", &flags).unwrap() != mb,
+                b_changes,
+                "{from}"
+            );
+            assert_eq!(
+                changed.merkle_slice("packages/c", &flags).unwrap() != mc,
+                c_changes,
+                "{from}"
+            );
+        }
+        // What the caller stages for an importer counts too.
+        let other = PnpmLock::parse(LOCK).unwrap();
+        let flags_a = |i: &str| {
+            if i == "packages/a" {
+                "nm".to_string()
+            } else {
+                String::new()
+            }
+        };
+        assert_ne!(other.merkle_slice("packages/b", &flags_a).unwrap(), mb);
+        // A link cycle: no Merkle hash (the caller falls back to the set).
+        let cyclic = PnpmLock::parse(&LOCK.replace(
+            "  packages/a:\n    dependencies:\n",
+            "  packages/a:\n    dependencies:\n      '@x/b':\n        specifier: workspace:*\n        version: link:../b\n",
+        ))
+        .unwrap();
+        assert_eq!(cyclic.merkle_slice("packages/b", &flags), None);
+        assert!(cyclic.merkle_slice("packages/c", &flags).is_some());
         // Settings are global.
         let changed =
             PnpmLock::parse(&LOCK.replace("autoInstallPeers: true", "autoInstallPeers: false"))
