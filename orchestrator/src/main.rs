@@ -15,6 +15,7 @@ mod profile;
 mod remote;
 mod report;
 mod scheduler;
+mod tmpfs;
 mod store_cmd;
 mod term;
 mod workspace;
@@ -577,7 +578,7 @@ fn build(
         },
         remote: remote.as_ref(),
         exec_env: action::ExecEnv::new(
-            store.scratch_dir(),
+            tmpfs::scratch_base(&store),
             namespaces,
             rt.as_ref().map(|rt| rt.handle().clone()),
         ),
