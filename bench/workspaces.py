@@ -150,7 +150,7 @@ class Generated:
 
 class Real:
     """A real checkout (dependencies installed). Outputs are learned: what
-    git ignores after the first build, minus NOT_OUTPUTS; `--leaf FILE`
+    git does not track after the first build, minus NOT_OUTPUTS; `--leaf FILE`
     names the file the leaf scenario edits (appending a comment line)."""
 
     def __init__(self, src, work, leaf):
@@ -162,13 +162,20 @@ class Real:
         self.title = os.path.basename(self.src.rstrip("/"))
 
     def setup(self, vbuild, want_nx):
-        if not os.path.isdir(os.path.join(self.src, ".git")):
-            raise SystemExit(f"--real {self.src}: not a git checkout")
         if not os.path.isdir(os.path.join(self.src, "node_modules")):
             raise SystemExit(f"--real {self.src}: install its dependencies first (node_modules is missing)")
         print(f"# copying {self.src} to {self.ws}", file=sys.stderr)
         rm(self.ws)
         shutil.copytree(self.src, self.ws, symlinks=True)
+        if not os.path.isdir(os.path.join(self.ws, ".git")):
+            # A directory inside another checkout (examples/vite-monorepo):
+            # a repository of its own, so outputs can be told from sources.
+            if not os.path.exists(os.path.join(self.ws, ".gitignore")):
+                with open(os.path.join(self.ws, ".gitignore"), "w") as f:
+                    f.write("node_modules/\n")
+            git(self.ws, "init", "-q", "-b", "main")
+            git(self.ws, "add", "-A")
+            git(self.ws, "commit", "-q", "-m", "copied")
         git(self.ws, "checkout", "-q", "--", ".")
         if not os.path.exists(os.path.join(self.ws, "vbuild.toml")):
             migrate(self.ws, vbuild)
@@ -176,9 +183,11 @@ class Real:
         return None
 
     def ignored(self):
+        # What a build added: untracked files, ignored or not.
         out = git(self.ws, "ls-files", "--others", "--ignored", "--exclude-standard", "--directory", capture=True)
+        out += git(self.ws, "ls-files", "--others", "--exclude-standard", "--directory", capture=True)
         paths = []
-        for line in out.splitlines():
+        for line in sorted(set(out.splitlines())):
             rel = line.rstrip("/")
             if not any(part in NOT_OUTPUTS for part in rel.split("/")):
                 paths.append(rel)
