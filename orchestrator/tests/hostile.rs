@@ -84,6 +84,36 @@ fn tracked_env_values_are_stored_only_as_hashes() {
     assert_eq!(hit.states(), ["hit //p:build"]);
 }
 
+/// Item 2, the other way in: a `pass_env` value is tracked like a tool's
+/// `get-env`, so it too must be kept only as a hash.
+#[test]
+fn pass_env_values_are_stored_only_as_hashes() {
+    let ws = one_target(
+        "echo built > out.txt",
+        "outs = [\"out.txt\"]\npass_env = [\"DATABASE_URL\"]",
+    );
+    let secret = "postgres://app:pass-env-secret-1@db";
+    ws.run_env(&["run", "//p:build"], &[("DATABASE_URL", secret)])
+        .assert_ok();
+    let changed = ws.run_env(
+        &["run", "//p:build"],
+        &[("DATABASE_URL", "postgres://app:pass-env-secret-2@db")],
+    );
+    changed.assert_ok();
+    assert!(
+        changed.stderr.contains("env 'DATABASE_URL' changed"),
+        "{}",
+        changed.stderr
+    );
+    for value in ["pass-env-secret-1", "pass-env-secret-2"] {
+        assert!(!changed.stderr.contains(value), "{}", changed.stderr);
+        let leaks = files_containing(&ws.cache, value);
+        assert!(leaks.is_empty(), "{value} stored in {leaks:?}");
+    }
+    let hit = ws.run_env(&["run", "//p:build"], &[("DATABASE_URL", secret)]);
+    assert_eq!(hit.states(), ["hit //p:build"]);
+}
+
 /// Item 4: scratch directories lived inside the store, so a scratch action
 /// reached `cache.db` by a relative path from its working tree.
 #[test]
