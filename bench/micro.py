@@ -117,6 +117,7 @@ def staging(args, vb, tmp):
     for n in [int(x) for x in args.sizes.split(",")]:
         ws = os.path.join(tmp, f"ws{n}")
         gen_workspace.generate(n, ws, install=True, pnpm=pnpm, mode="migrate")
+        workspaces.native_build(ws, n)
         workspaces.migrate(ws, vb)
         leaf = gen_workspace.leaf(n, 42)
         # A store per size: equal packages of another size would hit.

@@ -24,13 +24,14 @@ checked: exit status 0, every output present, and after a leaf edit the
 leaf's output reflects the edit.
 
 usage: bench/run.py [--mode migrate|hand] [--real DIR [--leaf FILE]]
-                    [--sizes 200,1000] [--runs 5] [--cold-runs N]
-                    [--tools vbuild,turbo,vp,nx] [--scenarios cold,cached,restore,leaf]
+                    [--sizes 200,1000] [--runs 5] [--cold-runs N[,N...]]
+                    [--tools vbuild,turbo,vp,nx,pnpm] [--scenarios cold,cached,restore,leaf]
                     [--vbuild PATH] [--workdir DIR] [--json FILE] [--require-peers]
 
 Peers come from bench/node_modules (`npm install` in bench/). turbo runs
 through its native binary, not the Node wrapper; vp through `node vp`; nx
-with its daemon, cloud and TUI off. A peer that is missing or fails is
+with its daemon, cloud and TUI off; `pnpm` (for --real) runs the repo's own
+`pnpm run build`, uncached. A peer that is missing or fails is
 reported as such and the run goes on; `--require-peers` makes that an error.
 """
 import argparse
@@ -52,7 +53,7 @@ from workspaces import NM, rm  # noqa: E402
 
 SCENARIOS = ["cold", "cached", "restore", "leaf"]
 TOOLS = ["vbuild", "turbo", "vp", "nx"]
-PEERS = ["turbo", "vp", "nx"]
+PEERS = ["turbo", "vp", "nx", "pnpm"]
 # The issue's targets (vbuild wall / peer wall), on the migrate path.
 TARGETS = {
     ("cold", "vp"): (1.0, 1.0),
@@ -60,6 +61,8 @@ TARGETS = {
     ("cached", "turbo"): (0.25, 0.2),
     ("restore", "turbo"): (0.25, 0.25),
     ("leaf", "turbo"): (0.3, 0.3),
+    # --real: the repo's own runner.
+    ("cold", "pnpm"): (1.0, 1.0),
 }
 
 
@@ -111,6 +114,12 @@ def make_tool(name, args, ws, env):
             argv = node_script(os.path.join("vite-plus", "bin", "vp"), "vite-plus")
             cache = os.path.join(ws, "node_modules", ".vite", "task-cache")
             return Tool("vp", argv + ["run", "-r", "--cache", "build"], [cache])
+        if name == "pnpm":
+            # The repo's own script (`pnpm run build`, e.g. `pnpm -r build`): no cache.
+            pnpm = os.path.join(NM, ".bin", "pnpm")
+            if not os.path.exists(pnpm):
+                raise ToolUnavailable("pnpm not installed under bench/node_modules (run `npm install` in bench/)")
+            return Tool("pnpm", [pnpm, "run", "build"], [])
         if name == "nx":
             argv = node_script(os.path.join("nx", "dist", "bin", "nx.js"), "nx")
             argv += ["run-many", "-t", "build", "--outputStyle=static"]
@@ -143,8 +152,9 @@ def tail(path, lines=15):
 
 
 class Bench:
-    def __init__(self, args, space, work, home):
+    def __init__(self, args, space, work, home, cold_runs=None):
         self.args = args
+        self.cold_runs = cold_runs
         self.space = space
         self.work = work
         self.ws = space.ws
@@ -208,7 +218,7 @@ class Bench:
         self.setup()
         results = {}  # (scenario, tool) -> list of (wall, cpu, rss)
         for scenario in self.args.scenarios:
-            runs = self.args.cold_runs if scenario == "cold" and self.args.cold_runs else self.args.runs
+            runs = self.cold_runs if scenario == "cold" and self.cold_runs else self.args.runs
             for r in range(runs):
                 for tool in self.tools:
                     if tool.error:
@@ -283,7 +293,7 @@ def targets_table(rows):
     """rows: (title, n, results). The issue's targets, wall ratios."""
     lines = ["| workspace | target | ratio | met |", "|---|---|---|---|"]
     for title, n, results in rows:
-        stats = medians(results, TOOLS)
+        stats = medians(results, TOOLS + ["pnpm"])
         for (scenario, peer), (t200, t1000) in TARGETS.items():
             v, p = stats.get((scenario, "vbuild")), stats.get((scenario, peer))
             goal = t1000 if n and n >= 1000 else t200
@@ -301,7 +311,7 @@ def main():
     ap.add_argument("--leaf", help="with --real: the file the leaf scenario edits (workspace-relative)")
     ap.add_argument("--sizes", default="200,1000")
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--cold-runs", type=int, help="runs of `cold` (default: --runs)")
+    ap.add_argument("--cold-runs", help="runs of `cold` (default: --runs); a comma list gives one per size")
     ap.add_argument("--tools", default=",".join(TOOLS))
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     ap.add_argument("--seed", type=int, default=42)
@@ -310,6 +320,9 @@ def main():
     ap.add_argument("--json", help="also write the raw samples here")
     ap.add_argument("--require-peers", action="store_true", help="fail if a peer cannot run")
     args = ap.parse_args()
+    if args.real and args.tools == ",".join(TOOLS):
+        # A real repo: its own build script and the runners it configures.
+        args.tools = "vbuild,pnpm,turbo,nx"
     args.tools = args.tools.split(",")
     args.scenarios = [s for s in SCENARIOS if s in args.scenarios.split(",")]
     if args.real and not args.leaf:
@@ -330,8 +343,9 @@ def main():
             for n in [int(s) for s in args.sizes.split(",")]:
                 work = os.path.join(args.workdir, f"{args.mode}-n{n}")
                 spaces.append((n, workspaces.Generated(n, args.mode, work, args.seed), work))
-        for n, space, work in spaces:
-            bench = Bench(args, space, work, home)
+        cold = [int(c) for c in args.cold_runs.split(",")] if args.cold_runs else []
+        for k, (n, space, work) in enumerate(spaces):
+            bench = Bench(args, space, work, home, cold[min(k, len(cold) - 1)] if cold else None)
             results = bench.go()
             tables.append(table(space.title, bench.tools, results))
             rows.append((space.title, n, results))

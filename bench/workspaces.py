@@ -39,6 +39,25 @@ def git(ws, *args, capture=False):
     subprocess.run(cmd, cwd=ws, check=True, stdout=subprocess.DEVNULL)
 
 
+# Builds every generated package in dependency (index) order in one node
+# process, as `pnpm -r build` would: `vbuild migrate` keeps turbo's
+# outputs only where the native build wrote them, so users migrate built
+# checkouts and the harness does the same.
+NATIVE_BUILD = """
+const path = require("path");
+const [ws, n] = [process.argv.at(-2), Number(process.argv.at(-1))];
+for (let i = 0; i < n; i++) {
+  const pkg = path.join(ws, "packages", "p" + String(i).padStart(4, "0"));
+  process.chdir(pkg);
+  require(path.join(pkg, "build.js"));
+}
+"""
+
+
+def native_build(ws, n):
+    subprocess.run(["node", "-e", NATIVE_BUILD, ws, str(n)], check=True)
+
+
 def migrate(ws, vbuild):
     """`vbuild migrate --force`, committed, so `git checkout` keeps it."""
     out = subprocess.run([vbuild, "migrate", "--force"], cwd=ws, capture_output=True, text=True)
@@ -92,6 +111,7 @@ class Generated:
                 f.write(want)
         git(self.ws, "checkout", "-q", "--", ".")
         if self.mode == "migrate":
+            native_build(self.ws, self.n)
             migrate(self.ws, vbuild)
         self.clean_outputs()
         self.nx_error = link_nx(self.ws) if want_nx and install else None
@@ -130,7 +150,7 @@ class Generated:
 
 class Real:
     """A real checkout (dependencies installed). Outputs are learned: what
-    git ignores after the first build, minus NOT_OUTPUTS; `--leaf FILE`
+    git does not track after the first build, minus NOT_OUTPUTS; `--leaf FILE`
     names the file the leaf scenario edits (appending a comment line)."""
 
     def __init__(self, src, work, leaf):
@@ -142,13 +162,20 @@ class Real:
         self.title = os.path.basename(self.src.rstrip("/"))
 
     def setup(self, vbuild, want_nx):
-        if not os.path.isdir(os.path.join(self.src, ".git")):
-            raise SystemExit(f"--real {self.src}: not a git checkout")
         if not os.path.isdir(os.path.join(self.src, "node_modules")):
             raise SystemExit(f"--real {self.src}: install its dependencies first (node_modules is missing)")
         print(f"# copying {self.src} to {self.ws}", file=sys.stderr)
         rm(self.ws)
         shutil.copytree(self.src, self.ws, symlinks=True)
+        if not os.path.isdir(os.path.join(self.ws, ".git")):
+            # A directory inside another checkout (examples/vite-monorepo):
+            # a repository of its own, so outputs can be told from sources.
+            if not os.path.exists(os.path.join(self.ws, ".gitignore")):
+                with open(os.path.join(self.ws, ".gitignore"), "w") as f:
+                    f.write("node_modules/\n")
+            git(self.ws, "init", "-q", "-b", "main")
+            git(self.ws, "add", "-A")
+            git(self.ws, "commit", "-q", "-m", "copied")
         git(self.ws, "checkout", "-q", "--", ".")
         if not os.path.exists(os.path.join(self.ws, "vbuild.toml")):
             migrate(self.ws, vbuild)
@@ -156,9 +183,11 @@ class Real:
         return None
 
     def ignored(self):
+        # What a build added: untracked files, ignored or not.
         out = git(self.ws, "ls-files", "--others", "--ignored", "--exclude-standard", "--directory", capture=True)
+        out += git(self.ws, "ls-files", "--others", "--exclude-standard", "--directory", capture=True)
         paths = []
-        for line in out.splitlines():
+        for line in sorted(set(out.splitlines())):
             rel = line.rstrip("/")
             if not any(part in NOT_OUTPUTS for part in rel.split("/")):
                 paths.append(rel)

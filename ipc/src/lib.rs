@@ -11,6 +11,8 @@
 pub mod client;
 mod declarations;
 mod env;
+#[doc(hidden)]
+pub mod fuzz;
 mod handler;
 pub mod limits;
 mod paths;

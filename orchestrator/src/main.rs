@@ -5,6 +5,7 @@ mod cli;
 mod globs;
 mod graph;
 mod inputs;
+mod interrupt;
 mod key;
 mod materialize;
 mod migrate;
@@ -16,6 +17,7 @@ mod report;
 mod scheduler;
 mod store_cmd;
 mod term;
+mod tmpfs;
 mod workspace;
 
 use anyhow::{bail, Context, Result};
@@ -50,7 +52,7 @@ pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("VBUILD_
 const EXIT_FAILED: u8 = 1;
 const EXIT_ERROR: u8 = 2;
 /// Like a shell: 128 + SIGINT.
-const EXIT_INTERRUPTED: u8 = 130;
+pub(crate) const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
     // Nothing an action starts may ptrace vbuild (or the forked supervisors,
@@ -105,27 +107,13 @@ fn load_with_store(dir: &Option<PathBuf>) -> Result<(Session, Opened)> {
     Ok((session, opened))
 }
 
-/// A runtime for IPC servers and remote transfers, with the Ctrl-C
-/// handler: the first Ctrl-C kills every running action's process tree
-/// (each then fails) and starts nothing new; a second exits at once.
+/// A runtime for IPC servers and remote transfers (Ctrl-C: `interrupt.rs`).
 pub(crate) fn start_runtime() -> Result<tokio::runtime::Runtime> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .context("starting the IPC runtime")?;
-    rt.spawn(async {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            scheduler::CANCELLED.store(true, std::sync::atomic::Ordering::SeqCst);
-            vbuild_sandbox::cancel_all();
-            report::notice("vbuild: interrupted; stopping (Ctrl-C again to quit now)");
-            if tokio::signal::ctrl_c().await.is_ok() {
-                // Quit now, but say what happened first.
-                report::interrupted_exit_summary();
-                std::process::exit(EXIT_INTERRUPTED.into());
-            }
-        }
-    });
     Ok(rt)
 }
 
@@ -510,6 +498,8 @@ fn build(
     output: &OutputArgs,
 ) -> Result<u8> {
     let ws = &session.ws;
+    // Before the first file is hashed: Ctrl-C is ours from here on.
+    interrupt::install();
     let order = match &session.only {
         Some(keep) => graph::select_where(ws, patterns, |i| keep[i]),
         None => graph::select(ws, patterns),
@@ -588,7 +578,7 @@ fn build(
         },
         remote: remote.as_ref(),
         exec_env: action::ExecEnv::new(
-            store.scratch_dir(),
+            tmpfs::scratch_base(&store),
             namespaces,
             rt.as_ref().map(|rt| rt.handle().clone()),
         ),

@@ -397,8 +397,12 @@ impl Workspace {
             if needed.contains(b.package.as_str()) {
                 errors.extend(b.diagnostics.iter().cloned());
             } else {
-                for d in &b.diagnostics {
+                for d in b.diagnostics.iter().take(MAX_SHOWN_ERRORS) {
                     eprintln!("warning: {d}");
+                }
+                if b.diagnostics.len() > MAX_SHOWN_ERRORS {
+                    let more = b.diagnostics.len() - MAX_SHOWN_ERRORS;
+                    eprintln!("warning: … and {more} more errors like these");
                 }
                 eprintln!(
                     "warning: skipped //{} and what depends on it: its BUILD.toml has errors (not needed by this command)",
@@ -492,17 +496,36 @@ impl TargetCtx<'_> {
         if self.files.binary_search(&path).is_ok() {
             return None;
         }
-        match std::fs::symlink_metadata(pkg_dir.join(rel)) {
-            Err(_) => Some((
-                "matches no file".into(),
-                "create the file, fix the path (srcs are relative to the package), or remove the entry",
-            )),
-            Ok(m) if m.is_dir() => Some((
-                "is a directory".into(),
-                "write it with a trailing / (\"dir/\") to include everything in it",
-            )),
-            Ok(_) => None,
+        // One component at a time, never following a symlink: a path
+        // through a symlinked directory (`a/etc -> /etc`) would otherwise
+        // stat, and later stage, a file outside the workspace.
+        let mut at = pkg_dir;
+        for (i, part) in parts.iter().enumerate() {
+            at.push(part);
+            let last = i + 1 == parts.len();
+            match std::fs::symlink_metadata(&at) {
+                Err(_) => {
+                    return Some((
+                        "matches no file".into(),
+                        "create the file, fix the path (srcs are relative to the package), or remove the entry",
+                    ))
+                }
+                Ok(m) if !last && m.file_type().is_symlink() => {
+                    return Some((
+                        format!("goes through the symlink '{}'", parts[..=i].join("/")),
+                        "vbuild never follows a symlinked directory while loading; list the files where they really are",
+                    ))
+                }
+                Ok(m) if last && m.is_dir() => {
+                    return Some((
+                        "is a directory".into(),
+                        "write it with a trailing / (\"dir/\") to include everything in it",
+                    ))
+                }
+                Ok(_) => {}
+            }
         }
+        None
     }
 
     /// A target without `command` is a file group: it needs srcs, and the
@@ -559,7 +582,11 @@ impl TargetCtx<'_> {
     }
 
     fn error(&mut self, span: std::ops::Range<usize>, msg: String, help: &str) {
-        let d = Diagnostic::at(self.file, self.source, Some(span), msg);
+        // Locating a span scans the file up to it; past the errors anyone
+        // reads, only the count matters, so later ones skip the scan (10,000
+        // errors on one long line were quadratic).
+        let span = (self.diags.len() < MAX_LOCATED_ERRORS).then_some(span);
+        let d = Diagnostic::at(self.file, self.source, span, msg);
         self.diags.push(if help.is_empty() {
             d
         } else {
@@ -1044,10 +1071,24 @@ fn walk_dir(dir: &Path, rel: &str, tree: &mut Tree) {
     }
 }
 
+/// Load errors printed in full before the rest are only counted.
+const MAX_SHOWN_ERRORS: usize = 20;
+/// Load errors given a line and column (the others only count).
+const MAX_LOCATED_ERRORS: usize = 100;
+
 impl std::fmt::Display for LoadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for d in &self.0 {
+        // The first ones, then a count: a file with 10,000 bad entries
+        // must not print 10,000 errors.
+        for d in self.0.iter().take(MAX_SHOWN_ERRORS) {
             writeln!(f, "error: {d}")?;
+        }
+        if self.0.len() > MAX_SHOWN_ERRORS {
+            writeln!(
+                f,
+                "error: … and {} more errors like these",
+                self.0.len() - MAX_SHOWN_ERRORS
+            )?;
         }
         write!(
             f,

@@ -331,6 +331,38 @@ fn results_built_without_isolation_are_never_uploaded() {
     assert!(nginx.count("PUT") > 0, "{}", nginx.access_log());
 }
 
+/// Issue 14 item 2: a tracked `get-env DATABASE_URL` (a credential no
+/// secret pattern matches) was uploaded in plaintext inside the action
+/// result. Only its hash reaches the remote (or the local store).
+#[test]
+fn tracked_env_values_are_uploaded_only_as_hashes() {
+    let Some(nginx) = Nginx::start("") else {
+        return;
+    };
+    let mut env = remote_env(&nginx).to_vec();
+    env.push(("DATABASE_URL", "postgres://app:hunter2-remote@db".into()));
+    let env = env_refs(&env);
+    let ws = Checkout::files(&[(
+        "p/BUILD.toml",
+        "[target.build]\ncommand = \"vbuild tool get-env DATABASE_URL > /dev/null; echo ok > out.txt\"\nouts = [\"out.txt\"]\n",
+    )]);
+    let out = ws.run(&["//..."], &env);
+    out.assert_ok();
+    assert!(nginx.count("PUT") > 0, "{}", nginx.access_log());
+    for dir in [nginx.cache_dir(), ws.cache.path().to_path_buf()] {
+        for e in walkdir::WalkDir::new(&dir).into_iter().flatten() {
+            if e.file_type().is_file() {
+                let bytes = std::fs::read(e.path()).unwrap();
+                assert!(
+                    !bytes.windows(14).any(|w| w == b"hunter2-remote"),
+                    "the value is stored in {}",
+                    e.path().display()
+                );
+            }
+        }
+    }
+}
+
 /// Builds examples/basic once against `nginx` so it holds every entry.
 fn populate(nginx: &Nginx) {
     let env = remote_env(nginx);

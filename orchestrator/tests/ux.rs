@@ -322,35 +322,57 @@ fn ctrl_c_cancels_even_with_keep_going() {
     insta::assert_snapshot!("ctrl_c_keep_going", lines.join("\n"));
 }
 
-#[test]
-fn second_ctrl_c_still_prints_the_summary() {
-    let ws = interruptible();
-    let marks = ws.path("marks");
-    // Two at once: the second may arrive while the first is handled (vbuild
-    // then exits at once) or be merged with it by the kernel; either way
-    // exactly one summary, no failure, exit 130.
+/// Starts `vbuild run //a:build` on a workspace whose one src takes a while
+/// to hash; returns once hashing has begun (Ctrl-C is vbuild's by then).
+fn hashing_a_big_file(ws: &Ws) -> std::process::Child {
+    ws.write(
+        "a/BUILD.toml",
+        "[target.build]\ncommand = \"echo ran\"\nsrcs = [\"big.bin\"]\n",
+    );
+    let big = std::fs::File::create(ws.path("a/big.bin")).unwrap();
+    big.set_len(100 << 20).unwrap(); // sparse: cheap to make, slow to hash
     let child = Command::new(env!("CARGO_BIN_EXE_vbuild"))
-        .args(["run", "//...", "-j2"])
+        .args(["run", "//a:build", "-j1"])
         .current_dir(ws.root())
         .env("VBUILD_CACHE_DIR", &ws.cache)
-        .env("MARK", &marks)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for(&marks.join("a"));
-    wait_for(&marks.join("b"));
+    // The file is being stored once a temp file shows up in the store.
+    let tmp = ws.cache.join("tmp");
+    let start = Instant::now();
+    while !std::fs::read_dir(&tmp).is_ok_and(|mut d| d.next().is_some()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "never started hashing"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child
+}
+
+/// A second Ctrl-C quits while the action is still busy, and still says
+/// what happened (the busy action counted as cancelled).
+#[test]
+fn second_ctrl_c_still_prints_the_summary() {
+    let ws = Ws::new(&[]);
+    let child = hashing_a_big_file(&ws);
     sigint(&child);
+    std::thread::sleep(Duration::from_millis(30));
     sigint(&child);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let summaries: Vec<&str> = stderr
         .lines()
-        .filter(|l| l.starts_with("vbuild: 4 actions in"))
+        .filter(|l| l.starts_with("vbuild: 1 action in"))
         .collect();
     assert_eq!(summaries.len(), 1, "{stderr}");
-    assert!(summaries[0].contains("cancelled"), "{stderr}");
+    assert!(
+        summaries[0].ends_with("0 hit, 0 miss, 1 cancelled"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("failed"), "{stderr}");
 }
 
@@ -469,4 +491,61 @@ fn schema_command_writes_the_schemas() {
     }
     // The workspace still loads: .vbuild is hidden from package discovery.
     ws.run(&["query"]).assert_ok();
+}
+
+/// Runs vbuild with stdout and stderr into one file, as a terminal shows them.
+fn run_merged(ws: &Ws, args: &[&str]) -> String {
+    let path = ws.cache.join("merged.log");
+    let file = std::fs::File::create(&path).unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_vbuild"))
+        .args(args)
+        .current_dir(ws.root())
+        .env("VBUILD_CACHE_DIR", &ws.cache)
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::read_to_string(path).unwrap()
+}
+
+#[test]
+fn stdout_and_stderr_keep_their_order() {
+    let ws = Ws::new(&[(
+        "a/BUILD.toml",
+        "[target.build]\ncommand = \"echo out1; sleep 0.3; echo err1 >&2; sleep 0.3; echo out2; sleep 0.3; echo err2 >&2\"\n",
+    )]);
+    for (what, sandbox) in [
+        ("miss", "scratch"),
+        ("hit", "scratch"),
+        ("miss", "namespaces"),
+    ] {
+        let text = run_merged(&ws, &["run", "//a:build", "--sandbox", sandbox]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with(what), "{text}");
+        assert_eq!(
+            lines[1..5],
+            ["out1", "err1", "out2", "err2"],
+            "{what} in {sandbox}:\n{text}"
+        );
+    }
+}
+
+/// Ctrl-C while the first action's inputs are still being hashed (before
+/// anything ran): the action is cancelled, never started, and the summary
+/// is printed (the default SIGINT used to end vbuild without one).
+#[test]
+fn ctrl_c_while_hashing_cancels_with_a_summary() {
+    let ws = Ws::new(&[]);
+    let child = hashing_a_big_file(&ws);
+    sigint(&child);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("cancelled //a:build  (interrupted)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("0 hit, 0 miss, 1 cancelled"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("ran"));
 }

@@ -34,6 +34,7 @@ pub(crate) const RECORD_LEN: usize = 16;
 pub(crate) const EXEC_CHDIR: i32 = 0;
 pub(crate) const EXEC_EXECVE: i32 = 1;
 pub(crate) const EXEC_FORK: i32 = 2;
+pub(crate) const EXEC_IDS: i32 = 3;
 
 /// The status pipe's fixed descriptor in the children.
 const STATUS_FD: RawFd = 3;
@@ -44,6 +45,9 @@ pub(crate) struct ChildFds {
     pub stdout: RawFd,
     pub stderr: RawFd,
     pub status: RawFd,
+    /// Read end of a pipe on which the parent says "id maps written"
+    /// (one byte; EOF means it failed), or -1.
+    pub maps_written: RawFd,
 }
 
 fn record(tag: i32, a: i32, b: i32) {
@@ -111,6 +115,19 @@ fn supervisor_signals() -> libc::sigset_t {
 
 /// Entry point of the supervisor. Never returns.
 pub(crate) fn supervisor_main(plan: &ChildPlan, fds: &ChildFds, parent: pid_t) -> ! {
+    if fds.maps_written >= 0 {
+        // Nothing below may run before the parent has mapped our ids.
+        let mut byte = 0u8;
+        let n = loop {
+            let n = unsafe { libc::read(fds.maps_written, (&mut byte as *mut u8).cast(), 1) };
+            if n >= 0 || Errno::last() != Errno::EINTR {
+                break n;
+            }
+        };
+        if n != 1 {
+            exit(1);
+        }
+    }
     if setup_fds(fds).is_err() {
         exit(126);
     }
@@ -271,6 +288,21 @@ fn action_main(exec: &ExecPlan, scratch: bool) -> ! {
         if libc::chdir(exec.cwd.as_ptr()) != 0 {
             record(REC_EXEC, EXEC_CHDIR, Errno::last() as i32);
             exit(127);
+        }
+        if let Some((uid, gid)) = exec.become_ids {
+            // Groups first (root's supplementary groups would still open
+            // host files), then gid, then uid, which drops every capability.
+            // Raw syscalls: glibc's wrappers signal every thread of the
+            // process it remembers, which in this forked child deadlocks.
+            let (u, g) = (uid as libc::c_long, gid as libc::c_long);
+            let dropped = libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>())
+                == 0
+                && libc::syscall(libc::SYS_setresgid, g, g, g) == 0
+                && libc::syscall(libc::SYS_setresuid, u, u, u) == 0;
+            if !dropped {
+                record(REC_EXEC, EXEC_IDS, Errno::last() as i32);
+                exit(127);
+            }
         }
         if exec.no_new_privs {
             libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);

@@ -13,6 +13,7 @@ use nix::fcntl::OFlag;
 use crate::child::{self, ChildFds};
 use crate::plan::ChildPlan;
 use crate::probe;
+use crate::streams::Copier;
 use crate::{ExitKind, Outcome, RunSpec, SandboxError};
 
 /// Supervisors currently running, for [`cancel_all`].
@@ -47,18 +48,38 @@ fn clone_flags(plan: &ChildPlan) -> libc::c_ulong {
 /// Runs `plan` to completion.
 pub(crate) fn run(plan: ChildPlan, spec: &RunSpec) -> Result<Outcome, SandboxError> {
     let stdin = File::open("/dev/null")?;
-    let stdout = File::create(&spec.stdout)?;
-    let stderr = if spec.stderr == spec.stdout {
-        stdout.try_clone()?
-    } else {
-        File::create(&spec.stderr)?
+    // With `order`, the action writes into pipes that a copier drains into
+    // the files, noting the interleaving; otherwise straight into the files.
+    let (stdout, stderr, copier) = match &spec.order {
+        Some(order) => {
+            let (out_rd, out_wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+            let (err_rd, err_wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+            let files = [File::create(&spec.stdout)?, File::create(&spec.stderr)?];
+            let copier = Copier::start(out_rd, err_rd, files, File::create(order)?)?;
+            (File::from(out_wr), File::from(err_wr), Some(copier))
+        }
+        None => {
+            let stdout = File::create(&spec.stdout)?;
+            let stderr = if spec.stderr == spec.stdout {
+                stdout.try_clone()?
+            } else {
+                File::create(&spec.stderr)?
+            };
+            (stdout, stderr, None)
+        }
     };
     let (status_rd, status_wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+    let parent_maps = plan.ns.as_ref().and_then(|ns| ns.parent_maps.as_ref());
+    let maps_pipe = match parent_maps {
+        Some(_) => Some(nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?),
+        None => None,
+    };
     let fds = ChildFds {
         stdin: stdin.as_raw_fd(),
         stdout: stdout.as_raw_fd(),
         stderr: stderr.as_raw_fd(),
         status: status_wr.as_raw_fd(),
+        maps_written: maps_pipe.as_ref().map_or(-1, |(rd, _)| rd.as_raw_fd()),
     };
     let parent = unsafe { libc::getpid() };
     let flags = clone_flags(&plan);
@@ -79,13 +100,46 @@ pub(crate) fn run(plan: ChildPlan, spec: &RunSpec) -> Result<Outcome, SandboxErr
             )),
         });
     }
+    if let (Some(maps), Some((_, wr))) = (parent_maps, &maps_pipe) {
+        if let Err(e) = write_maps(pid, maps, wr) {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = wait_registered(pid);
+            return Err(SandboxError::Setup {
+                step: "mapping the sandbox user to an unprivileged host id".into(),
+                source: e,
+            });
+        }
+    }
+    drop(maps_pipe);
     // Only the child may hold the write end, so EOF means it is gone.
     drop(status_wr);
     drop((stdin, stdout, stderr));
-    let wait_status = wait_registered(pid)?;
+    let waited = wait_registered(pid);
+    // The supervisor has killed the whole tree: what remains is in the pipes.
+    if let Some(copier) = copier {
+        copier.finish()?;
+    }
+    let wait_status = waited?;
     let duration = start.elapsed();
     let records = read_records(File::from(status_rd))?;
     decode(&plan, &records, wait_status).map(|status| Outcome { status, duration })
+}
+
+/// A root caller maps the sandbox ids to an unprivileged host id, which
+/// only a process with CAP_SETUID in the parent namespace may write; then
+/// tells the waiting child.
+fn write_maps(
+    pid: libc::pid_t,
+    (uid_map, gid_map): &(Vec<u8>, Vec<u8>),
+    done: &std::os::fd::OwnedFd,
+) -> io::Result<()> {
+    std::fs::write(format!("/proc/{pid}/uid_map"), uid_map)?;
+    std::fs::write(format!("/proc/{pid}/gid_map"), gid_map)?;
+    let n = unsafe { libc::write(done.as_raw_fd(), b"k".as_ptr().cast(), 1) };
+    if n != 1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Reads what the (exited) supervisor wrote. Non-blocking: a process
@@ -170,6 +224,7 @@ fn decode(
                         plan.exec.cwd.to_string_lossy()
                     ),
                     child::EXEC_FORK => "cannot fork the action".to_string(),
+                    child::EXEC_IDS => "cannot drop to the sandbox user".to_string(),
                     _ => format!("cannot run `{}`", plan.exec.program),
                 };
                 return Err(SandboxError::Spawn(io::Error::new(

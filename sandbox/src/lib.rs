@@ -24,6 +24,7 @@ mod reap;
 mod remove;
 mod rootfs;
 mod scratch;
+mod streams;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ pub use launch::cancel_all;
 pub use probe::{overlay_usable, probe_namespaces, resolve_mode};
 pub use remove::remove_tree;
 pub use scratch::Scratch;
+pub use streams::parse_order;
 
 /// Where the staged workspace appears inside the namespace sandbox. The same
 /// on every machine and for every action (like Nix's `/build`), so tools that
@@ -48,6 +50,10 @@ pub const FIXED_TMP: &str = "/vbuild/tmp";
 pub const SANDBOX_UID: u32 = 1000;
 /// See [`SANDBOX_UID`].
 pub const SANDBOX_GID: u32 = 1000;
+/// When vbuild runs as root, the host uid and gid that [`SANDBOX_UID`] and
+/// [`SANDBOX_GID`] stand for (`nobody`/`nogroup`): the action must not be
+/// root on the host. Its writable directories are handed to this id.
+pub const HOST_UNPRIVILEGED_ID: u32 = 65534;
 /// The hostname inside the namespace sandbox.
 pub const SANDBOX_HOSTNAME: &str = "vbuild";
 
@@ -116,6 +122,10 @@ pub struct RunSpec {
     /// same path for both merges the two streams.
     pub stdout: PathBuf,
     pub stderr: PathBuf,
+    /// Host file to receive the order in which stdout and stderr bytes
+    /// arrived (`streams::parse_order` reads it); the streams then go
+    /// through pipes copied by a thread. `None`: straight into the files.
+    pub order: Option<PathBuf>,
     /// (host path, path inside) bound read-only (namespaces mode only).
     pub extra_ro_binds: Vec<(PathBuf, PathBuf)>,
     /// (host path, path inside) bound read-write (namespaces mode only).

@@ -41,6 +41,9 @@ pub(crate) struct ExecPlan {
     /// Set `PR_SET_NO_NEW_PRIVS` so setuid binaries and file capabilities
     /// cannot give the action more than it started with.
     pub no_new_privs: bool,
+    /// Drop every group and become this (uid, gid) before `execve` (the
+    /// namespace sandbox under a root caller).
+    pub become_ids: Option<(u32, u32)>,
     /// For error messages.
     pub program: String,
     // Own the strings the pointer arrays point into (heap buffers, so moving
@@ -90,6 +93,7 @@ impl ExecPlan {
             argv: argv_ptrs,
             envp: envp_ptrs,
             no_new_privs: false,
+            become_ids: None,
             program: argv0.to_string_lossy().into_owned(),
             _argv: argv,
             _envp: envp,
@@ -179,6 +183,9 @@ pub(crate) struct NsPlan {
     /// unprivileged namespaces" rather than "this spec is wrong".
     pub gates: Vec<bool>,
     pub network: bool,
+    /// (uid_map, gid_map) the parent writes for the child (a root caller;
+    /// see `rootfs::id_maps`); the action then drops to the sandbox ids.
+    pub parent_maps: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl NsPlan {

@@ -23,7 +23,8 @@ use nix::sys::statvfs::{statvfs, FsFlags};
 
 use crate::plan::{cpath, NsPlan, Op};
 use crate::{
-    SandboxError, FIXED_HOME, FIXED_TMP, FIXED_WS, SANDBOX_GID, SANDBOX_HOSTNAME, SANDBOX_UID,
+    SandboxError, FIXED_HOME, FIXED_TMP, FIXED_WS, HOST_UNPRIVILEGED_ID, SANDBOX_GID,
+    SANDBOX_HOSTNAME, SANDBOX_UID,
 };
 
 /// Top-level host directories holding the toolchain.
@@ -40,7 +41,9 @@ const ETC_ALLOW: &[&str] = &[
     "protocols",
     "services",
     "mime.types",
-    "ssl",
+    // TLS roots and OpenSSL's config only: /etc/ssl/private holds keys.
+    "ssl/certs",
+    "ssl/openssl.cnf",
     "ca-certificates",
     "os-release",
     "mtab",
@@ -249,9 +252,25 @@ impl Builder<'_> {
 /// `id -u` (and files' owners as tools see them) is the same on every
 /// machine. Not uid 0: the action then loses all capabilities on `execve`
 /// and cannot undo the read-only mounts.
+///
+/// A root caller's own id is not what 1000 stands for: uid 1000 inside would
+/// be root on the host, with root's access to every file the sandbox can
+/// reach. 1000 is [`HOST_UNPRIVILEGED_ID`] instead, a mapping only a
+/// privileged parent can write, so vbuild writes it from outside (see
+/// `launch.rs`); the supervisor stays 0 to build the root, and the action
+/// drops every group and becomes 1000 (losing all capabilities) before
+/// `execve`.
 fn id_maps(plan: &mut NsPlan) {
     let uid = nix::unistd::geteuid().as_raw();
     let gid = nix::unistd::getegid().as_raw();
+    if root_caller() {
+        // 0 stays 0 for the supervisor, which creates the root's mountpoints
+        // (a file cannot be created by an unmapped id); the action is 1000.
+        let map = format!("0 0 1\n{SANDBOX_UID} {HOST_UNPRIVILEGED_ID} 1\n").into_bytes();
+        let gmap = format!("0 0 1\n{SANDBOX_GID} {HOST_UNPRIVILEGED_ID} 1\n").into_bytes();
+        plan.parent_maps = Some((map, gmap));
+        return;
+    }
     plan.push_gate(
         Op::WriteProc {
             path: c"/proc/self/setgroups",
@@ -273,6 +292,30 @@ fn id_maps(plan: &mut NsPlan) {
         },
         "write /proc/self/gid_map",
     );
+}
+
+/// Whether the caller is root with [`HOST_UNPRIVILEGED_ID`] mapped in its
+/// own user namespace (the host's root, or a container's). A root of a user
+/// namespace without that id (a nested test sandbox) keeps the plain map.
+pub(crate) fn root_caller() -> bool {
+    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ANSWER.get_or_init(|| {
+        let mapped = |file: &str| {
+            fs::read_to_string(file).is_ok_and(|map| {
+                map.lines().any(|line| {
+                    let f: Vec<u64> = line
+                        .split_whitespace()
+                        .filter_map(|n| n.parse().ok())
+                        .collect();
+                    let id = u64::from(HOST_UNPRIVILEGED_ID);
+                    f.len() == 3 && f[0] <= id && id < f[0] + f[2]
+                })
+            })
+        };
+        nix::unistd::geteuid().is_root()
+            && mapped("/proc/self/uid_map")
+            && mapped("/proc/self/gid_map")
+    })
 }
 
 fn etc(b: &mut Builder, network: bool) -> Result<(), SandboxError> {

@@ -10,6 +10,7 @@ use crate::rootfs::{self, RootSpec};
 use crate::{launch, overlay, remove};
 use crate::{
     Layout, Outcome, RunSpec, SandboxError, SandboxMode, Write, FIXED_HOME, FIXED_TMP, FIXED_WS,
+    HOST_UNPRIVILEGED_ID, SANDBOX_GID, SANDBOX_UID,
 };
 use std::sync::Mutex;
 
@@ -152,6 +153,12 @@ impl Scratch {
             SandboxMode::Scratch => Ok(ChildPlan::supervised(exec, spec.timeout)),
             SandboxMode::Namespaces => {
                 exec.no_new_privs = true;
+                if rootfs::root_caller() {
+                    // See `rootfs::id_maps`: the action is the host's
+                    // unprivileged id, so what it may write must be its.
+                    exec.become_ids = Some((SANDBOX_UID, SANDBOX_GID));
+                    self.hand_over(spec)?;
+                }
                 let ns = rootfs::build(&RootSpec {
                     new_root: &self.mnt,
                     ws: &self.ws,
@@ -172,6 +179,47 @@ impl Scratch {
                 })
             }
         }
+    }
+}
+
+impl Scratch {
+    /// Gives [`HOST_UNPRIVILEGED_ID`] the directories a root caller's
+    /// action writes: HOME, TMPDIR, the overlay's upper root and every
+    /// directory of the staged workspace (writes land in the upper layer,
+    /// but the permission check is on these), and the read-write binds with
+    /// their entries (the IPC socket). Never a file of the staged workspace:
+    /// those are hard links to store blobs.
+    fn hand_over(&self, spec: &RunSpec) -> Result<(), SandboxError> {
+        let id = Some(HOST_UNPRIVILEGED_ID);
+        let give = |p: &Path| {
+            std::os::unix::fs::lchown(p, id, id).map_err(|e| SandboxError::Setup {
+                step: format!("handing {} to the sandbox user", p.display()),
+                source: e,
+            })
+        };
+        give(&self.home)?;
+        give(&self.tmp)?;
+        // A merged directory shows the upper layer's owner: its root first.
+        give(&self.upper)?;
+        let mut dirs = vec![self.ws.clone()];
+        while let Some(dir) = dirs.pop() {
+            give(&dir)?;
+            for entry in fs::read_dir(&dir)? {
+                let entry = entry?;
+                if entry.file_type()?.is_dir() {
+                    dirs.push(entry.path());
+                }
+            }
+        }
+        for (host, _) in &spec.extra_rw_binds {
+            give(host)?;
+            if fs::symlink_metadata(host)?.is_dir() {
+                for entry in fs::read_dir(host)? {
+                    give(&entry?.path())?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 

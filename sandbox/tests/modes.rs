@@ -352,7 +352,12 @@ fn writes_in_the_staged_workspace_are_listed_in_both_modes() {
         f.stage("src/edit.ts", "e");
         let r = f.run_sh(
             mode,
-            "chmod u+w src/edit.ts && echo x >> src/edit.ts && rm src/gone.ts && \
+            // Under a root caller the namespace sandbox's user is not the
+            // staged files' owner (docs/sandbox.md), so it cannot chmod
+            // them; replacing one is the same edit.
+            "{ chmod u+w src/edit.ts 2>/dev/null || { cat src/edit.ts > $TMPDIR/e && \
+               rm -f src/edit.ts && cat $TMPDIR/e > src/edit.ts; }; } && \
+             echo x >> src/edit.ts && rm src/gone.ts && \
              mkdir -p .cache/a && touch .cache/a/b gen.ts && echo out > dist/o.txt",
         );
         assert!(r.ok(), "{mode:?}: {r:?}");

@@ -325,6 +325,7 @@ pub fn parse_build_file(
 ) -> Result<BTreeMap<String, Spanned<TargetDef>>, Diagnostic> {
     let def: BuildFileDef = toml::from_str(source).map_err(|e| toml_error(file, source, e))?;
     for (name, target) in &def.target {
+        check_target_limits(file, source, name, target)?;
         if !valid_target_name(name) {
             return Err(Diagnostic::at(
                 file,
@@ -338,9 +339,68 @@ pub fn parse_build_file(
     Ok(def.target)
 }
 
+/// `crate::limits` for one target, before anything looks at its values.
+fn check_target_limits(
+    file: &Path,
+    source: &str,
+    name: &str,
+    target: &Spanned<TargetDef>,
+) -> Result<(), Diagnostic> {
+    use crate::limits::*;
+    let span = Some(target.span());
+    check_name(file, source, span.clone(), "target name", name)?;
+    let t = target.get_ref();
+    check_list(file, source, "srcs", &t.srcs, MAX_PATTERN_LEN)?;
+    check_list(file, source, "outs", &t.outs, MAX_PATTERN_LEN)?;
+    check_list(file, source, "deps", &t.deps, MAX_LABEL_LEN)?;
+    check_list(file, source, "pass_env", &t.pass_env, MAX_NAME_LEN)?;
+    let env: Vec<String> = t.env.keys().cloned().collect();
+    check_plain(file, source, span, "env", &env, MAX_NAME_LEN)
+}
+
+/// `crate::limits` for vbuild.toml.
+fn check_workspace_limits(
+    file: &Path,
+    source: &str,
+    def: &WorkspaceFileDef,
+) -> Result<(), Diagnostic> {
+    use crate::limits::*;
+    let w = &def.workspace;
+    check_list(file, source, "inputs", &w.inputs, MAX_PATTERN_LEN)?;
+    check_list(file, source, "exclude", &w.exclude, MAX_PATTERN_LEN)?;
+    check_plain(file, source, None, "pass_env", &w.pass_env, MAX_NAME_LEN)?;
+    check_plain(
+        file,
+        source,
+        None,
+        "secret_env",
+        &w.secret_env,
+        MAX_PATTERN_LEN,
+    )?;
+    for (name, d) in &def.defaults {
+        let span = Some(d.span());
+        check_name(file, source, span.clone(), "target name", name)?;
+        let d = d.get_ref();
+        let lists = [
+            ("srcs", &d.srcs, MAX_PATTERN_LEN),
+            ("outs", &d.outs, MAX_PATTERN_LEN),
+            ("deps", &d.deps, MAX_LABEL_LEN),
+            ("pass_env", &d.pass_env, MAX_NAME_LEN),
+        ];
+        for (field, list, max) in lists {
+            if let Some(list) = list {
+                let field = format!("[defaults.{name}] {field}");
+                check_plain(file, source, span.clone(), &field, list, max)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Parses `vbuild.toml`.
 pub fn parse_workspace_file(file: &Path, source: &str) -> Result<WorkspaceDef, Diagnostic> {
     let def: WorkspaceFileDef = toml::from_str(source).map_err(|e| toml_error(file, source, e))?;
+    check_workspace_limits(file, source, &def)?;
     for (name, d) in &def.defaults {
         if !valid_target_name(name) {
             return Err(Diagnostic::at(

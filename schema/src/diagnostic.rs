@@ -15,8 +15,34 @@ pub struct Diagnostic {
     /// The source line the error points at, if any.
     pub source_line: Option<String>,
     /// Width of the underline under `source_line`.
-    pub underline: usize,
+    pub underline: u32,
+    /// 1-based column of the underline within `source_line` (which may be
+    /// an excerpt of a long line; `column` is the real one).
+    pub caret: u32,
     pub help: Option<String>,
+}
+
+/// Characters of a source line shown under an error. A line of 10,000
+/// entries must not be copied into each of its 10,000 diagnostics.
+pub const MAX_SHOWN: usize = 160;
+
+/// The part of `line` around `column` (1-based) to show, and the column
+/// within it. Long lines are cut to [`MAX_SHOWN`] characters with `…` at
+/// each cut end.
+fn window(line: &str, column: usize) -> (String, usize) {
+    let count = line.chars().count();
+    if count <= MAX_SHOWN {
+        return (line.to_owned(), column);
+    }
+    let first = column.saturating_sub(1).saturating_sub(40);
+    let first = first.min(count.saturating_sub(MAX_SHOWN));
+    let text: String = line.chars().skip(first).take(MAX_SHOWN).collect();
+    let (lead, caret) = match first {
+        0 => ("", column),
+        _ => ("…", column - first + 1),
+    };
+    let tail = if first + MAX_SHOWN < count { "…" } else { "" };
+    (format!("{lead}{text}{tail}"), caret)
 }
 
 impl Diagnostic {
@@ -34,6 +60,7 @@ impl Diagnostic {
             message: message.into(),
             source_line: None,
             underline: 0,
+            caret: 0,
             help: None,
         };
         if let Some(span) = span {
@@ -46,8 +73,12 @@ impl Diagnostic {
             diag.line = source[..start].matches('\n').count() + 1;
             diag.column = source[line_start..start].chars().count() + 1;
             let end = span.end.clamp(start, line_end);
-            diag.underline = source[start..end].chars().count().max(1);
-            diag.source_line = Some(line_text.trim_end_matches('\r').to_string());
+            let underline = source[start..end].chars().count().max(1);
+            let (shown, caret) = window(line_text.trim_end_matches('\r'), diag.column);
+            diag.source_line = Some(shown);
+            // Both fit: the excerpt is at most MAX_SHOWN characters wide.
+            diag.caret = caret as u32;
+            diag.underline = underline.min(MAX_SHOWN + 1 - caret.min(MAX_SHOWN)) as u32;
         }
         diag
     }
@@ -84,8 +115,8 @@ impl fmt::Display for Diagnostic {
                 f,
                 "\n{:gutter$} | {}{}",
                 "",
-                " ".repeat(self.column.saturating_sub(1)),
-                "^".repeat(self.underline)
+                " ".repeat((self.caret as usize).saturating_sub(1)),
+                "^".repeat(self.underline as usize)
             )?;
         }
         if let Some(help) = &self.help {
@@ -100,6 +131,29 @@ impl std::error::Error for Diagnostic {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_lines_are_shown_as_an_excerpt() {
+        let entries: Vec<String> = (0..10_000).map(|i| format!("\"e{i}\"")).collect();
+        let src = format!("srcs = [{}]\n", entries.join(", "));
+        let at = src.find("\"e5000\"").unwrap();
+        let d = Diagnostic::at(Path::new("BUILD.toml"), &src, Some(at..at + 7), "bad");
+        assert_eq!(d.column, src[..at].chars().count() + 1);
+        let text = d.to_string();
+        assert!(text.len() < 600, "{} bytes", text.len());
+        let shown = d.source_line.as_deref().unwrap();
+        assert!(shown.starts_with('…') && shown.ends_with('…'), "{shown}");
+        // The caret still points at the entry.
+        let caret_line = text.lines().last().unwrap();
+        let caret_col = caret_line.find('^').unwrap() - caret_line.find('|').unwrap() - 2;
+        let shown_line = text.lines().nth(2).unwrap();
+        let offset = shown_line.find('|').unwrap() + 2;
+        assert!(shown_line[offset..]
+            .chars()
+            .skip(caret_col)
+            .collect::<String>()
+            .starts_with("\"e5000\""));
+    }
 
     #[test]
     fn points_at_line_and_column() {

@@ -11,6 +11,7 @@
 pub mod build_file;
 pub mod diagnostic;
 pub mod label;
+pub mod limits;
 
 pub use build_file::{
     apply_defaults, parse_build_file, parse_workspace_file, CacheSetting, Command, RemoteAuth,

@@ -35,6 +35,11 @@ pub struct ActionResult {
     /// The tool's declarations (IPC), opaque JSON to the store.
     pub declarations: serde_json::Value,
     pub duration_ms: u64,
+    /// The order stdout and stderr bytes arrived in (records of stream and
+    /// length), when the action wrote to both; absent in older entries and
+    /// in entries from a remote cache (replayed stdout first then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interleave: Option<Digest>,
 }
 
 /// One row written after a successful cacheable action.

@@ -321,6 +321,7 @@ fn needs(store: &Store, row: &EntryRow) -> Option<Vec<Digest>> {
     let result = crate::action_cache::parse_result(&row.result).ok()?;
     let tree = Tree::from_bytes(&store.cas.read_verified(&result.output_tree).ok()?).ok()?;
     let mut out = vec![result.output_tree, result.stdout, result.stderr];
+    out.extend(result.interleave);
     out.extend(Digest::from_slice(&row.explain));
     for e in tree.entries() {
         if let crate::EntryKind::File { digest, .. } = &e.kind {
@@ -392,6 +393,7 @@ pub fn collect(store: &Store, target: u64) -> Result<GcReport> {
                 // Unreadable tree: keep what can be named without it.
                 if let Ok(r) = crate::action_cache::parse_result(&row.result) {
                     needed.extend([r.output_tree, r.stdout, r.stderr]);
+                    needed.extend(r.interleave);
                 }
             }
         }

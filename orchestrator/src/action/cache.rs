@@ -8,7 +8,7 @@
 use super::{Ctx, Log, Outcome};
 use crate::key::{self, ActionKey, KeyInputs, Record};
 use crate::workspace::{Target, Workspace};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::sync::Arc;
 use std::time::Duration;
 use vbuild_ipc::Declarations;
@@ -20,6 +20,7 @@ pub(crate) struct Hit {
     pub(crate) tree: Arc<Tree>,
     pub(crate) stdout: Log,
     pub(crate) stderr: Log,
+    pub(crate) order: Option<super::log::Order>,
     /// Found in the remote (and now filled into the local cache).
     pub(crate) remote: bool,
     /// The run that stored it called disableCache() (kept by `cache = "always"`).
@@ -41,6 +42,7 @@ pub(crate) struct Produced<'a> {
     pub(crate) tree: &'a Tree,
     pub(crate) stdout: &'a Log,
     pub(crate) stderr: &'a Log,
+    pub(crate) order: Option<&'a super::log::Order>,
     pub(crate) declarations: serde_json::Value,
     pub(crate) duration: Duration,
 }
@@ -55,6 +57,10 @@ pub(crate) fn assemble(store: &Store, p: &Produced) -> Result<ActionResult> {
         exit_code: 0,
         declarations: p.declarations.clone(),
         duration_ms: p.duration.as_millis() as u64,
+        interleave: match p.order {
+            Some(o) => Some(store.cas.put_bytes(&super::log::encode_order(o))?),
+            None => None,
+        },
     })
 }
 
@@ -177,6 +183,7 @@ impl<'c> Cache<'c> {
             tree: &got.tree,
             stdout: &stdout,
             stderr: &stderr,
+            order: None,
             declarations: got.declarations,
             duration: Duration::ZERO,
         };
@@ -251,6 +258,14 @@ impl<'c> Cache<'c> {
                 Log::verified_blob(cas, &result.stderr)?,
             )
         };
+        // A damaged order blob makes the entry unusable like any other.
+        let order = match (&result.interleave, self.ctx.opts.dry_run) {
+            (Some(d), false) => Some(
+                vbuild_sandbox::parse_order(&cas.read_verified(d)?)
+                    .context("the stored order of stdout and stderr is malformed")?,
+            ),
+            _ => None,
+        };
         let tool_disabled = result
             .declarations
             .get("cache_disabled")
@@ -261,6 +276,7 @@ impl<'c> Cache<'c> {
             tree,
             stdout,
             stderr,
+            order,
             remote: false,
             tool_disabled,
         })
@@ -300,6 +316,7 @@ impl Hit {
             state,
             stdout: self.stdout,
             stderr: self.stderr,
+            order: self.order.map(Arc::new),
             outputs: Some(self.tree),
             duration,
             warnings: vec![],

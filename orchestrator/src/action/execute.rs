@@ -25,6 +25,8 @@ pub(super) struct Executed {
     /// In the store already: never read into memory.
     pub(super) stdout: Log,
     pub(super) stderr: Log,
+    /// How stdout and stderr interleaved, when both have bytes.
+    pub(super) order: Option<super::log::Order>,
     /// Captured outputs, on success.
     pub(super) tree: Option<Tree>,
     pub(super) decl: Declarations,
@@ -141,9 +143,10 @@ pub(super) fn execute(
         server.action_env(server.socket_dir(), server.node_client_path())
     };
     let env = ctx.action_env(target, &layout, &bin, ipc_env);
-    let (out_path, err_path) = (
+    let (out_path, err_path, order_path) = (
         scratch.host_out().join("stdout"),
         scratch.host_out().join("stderr"),
+        scratch.host_out().join("order"),
     );
     let spec = vbuild_sandbox::RunSpec {
         argv: target.argv.iter().map(Into::into).collect(),
@@ -154,6 +157,7 @@ pub(super) fn execute(
         timeout: target.timeout,
         stdout: out_path.clone(),
         stderr: err_path.clone(),
+        order: Some(order_path.clone()),
         extra_ro_binds,
         extra_rw_binds: vec![(server.socket_dir().to_path_buf(), PathBuf::from(IPC_INSIDE))],
         direct_ws: namespaced && !overlay,
@@ -177,6 +181,7 @@ pub(super) fn execute(
                 exit: ExitKind::Exited(127),
                 stdout: Log::Empty,
                 stderr: Log::from(msg.into_bytes()),
+                order: None,
                 tree: None,
                 decl,
                 discarded: vec![],
@@ -193,11 +198,20 @@ pub(super) fn execute(
     // Hashed into the store in chunks, however much the action printed.
     let stdout = Log::store_file(&ctx.store.cas, &out_path).context("storing stdout")?;
     let stderr = Log::store_file(&ctx.store.cas, &err_path).context("storing stderr")?;
+    // Worth keeping only when both streams have something to interleave.
+    let order = match (
+        stdout.is_empty() || stderr.is_empty(),
+        std::fs::read(&order_path),
+    ) {
+        (false, Ok(bytes)) => vbuild_sandbox::parse_order(&bytes).filter(|o| o.len() > 1),
+        _ => None,
+    };
     if !outcome.success() {
         return Ok(Executed {
             exit: outcome.status,
             stdout,
             stderr,
+            order,
             tree: None,
             decl,
             discarded: vec![],
@@ -217,6 +231,7 @@ pub(super) fn execute(
         exit: outcome.status,
         stdout,
         stderr,
+        order,
         tree: Some(tree),
         decl,
         discarded,

@@ -12,7 +12,7 @@ mod env;
 mod exec_env;
 mod execute;
 mod hint;
-mod log;
+pub(crate) mod log;
 
 pub use cache::{check_record, scope_of};
 pub use env::{requested_sandbox, ACTION_PATH};
@@ -97,6 +97,8 @@ pub struct Outcome {
     /// Streamed when replayed (see `Log`).
     pub stdout: Log,
     pub stderr: Log,
+    /// How stdout and stderr interleaved (replayed in that order).
+    pub order: Option<Arc<log::Order>>,
     /// The output tree, for dependents.
     pub outputs: Option<Arc<Tree>>,
     pub duration: Duration,
@@ -112,6 +114,7 @@ impl Outcome {
             state,
             stdout: Log::Empty,
             stderr: Log::Empty,
+            order: None,
             outputs: None,
             duration,
             warnings: vec![],
@@ -184,6 +187,13 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
     if ctx.opts.dry_run {
         return Ok(Outcome::new(State::WouldRun(reason), start.elapsed()));
     }
+    // Ctrl-C came while this action was resolved or looked up.
+    if crate::scheduler::cancelled() {
+        return Ok(Outcome::new(
+            State::Cancelled("interrupted".into()),
+            start.elapsed(),
+        ));
+    }
     // 4. Execute on a miss.
     let mut run = execute(ctx, target, key.sandbox, &key.inputs)?;
     warnings.extend(
@@ -199,6 +209,7 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
             state: State::Failed(describe(run.exit, target)),
             stdout: run.stdout,
             stderr: run.stderr,
+            order: run.order.map(Arc::new),
             outputs: None,
             duration: start.elapsed(),
             warnings,
@@ -217,6 +228,7 @@ fn run_inner(ctx: &Ctx, idx: usize, dep_outputs: &[Arc<Tree>], start: Instant) -
         state,
         stdout: run.stdout,
         stderr: run.stderr,
+        order: run.order.map(Arc::new),
         outputs: Some(tree),
         duration,
         warnings,
@@ -287,6 +299,7 @@ fn record(
         tree,
         stdout: &run.stdout,
         stderr: &run.stderr,
+        order: run.order.as_ref(),
         declarations: cache::stored_declarations(&run.decl)?,
         duration,
     };

@@ -16,6 +16,9 @@ fn line_globs(line: &str) -> Option<Vec<String>> {
     if body.starts_with('.') && !body.contains(['*', '/']) {
         return None; // hidden files and directories are never sources
     }
+    if body.trim_start_matches('/').starts_with('.') && body.contains('/') {
+        return None; // inside a hidden directory (`.vscode/*`): never sources
+    }
     let anchored = body.starts_with('/') || body.trim_start_matches('/').contains('/');
     let body = body.trim_start_matches('/');
     let p = if anchored || body.starts_with("**/") {

@@ -240,21 +240,46 @@ fn rollup_config(dir: &Path, cfg: Option<&str>, f: &mut Found) {
             .push("rollup -c: no rollup.config.* found; add outs by hand".into());
         return;
     };
-    let mut found = false;
+    let manifest: Value = std::fs::read_to_string(dir.join("package.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    let mut found = Vec::new();
+    let mut computed = false;
     for key in ["dir", "file"] {
         let mut rest = src.as_str();
         while let Some(pos) = rest.find(&format!("{key}:")) {
             let before = rest[..pos].chars().last();
             let at = &rest[pos..];
             rest = &rest[pos + key.len() + 1..];
-            if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.') {
                 continue;
             }
-            if let Some(Some(v)) = literal_after(at, key) {
-                found = true;
+            let value = match literal_after(at, key) {
+                Some(Some(v)) => Some(v),
+                // `file: pkg.main`: the package.json field it names.
+                Some(None) => {
+                    let expr: String = at[key.len() + 1..]
+                        .trim_start()
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '.' || *c == '_')
+                        .collect();
+                    let field = expr.rsplit('.').next().unwrap_or("");
+                    let v = expr
+                        .contains('.')
+                        .then(|| manifest.get(field).and_then(Value::as_str))
+                        .flatten();
+                    if v.is_none() {
+                        computed = true;
+                    }
+                    v.map(str::to_string)
+                }
+                None => None,
+            };
+            if let Some(v) = value {
                 match clean(&v) {
-                    Some(v) if key == "dir" => f.push(format!("{v}/")),
-                    Some(v) => f.push(v),
+                    Some(v) if key == "dir" => found.push(format!("{v}/")),
+                    Some(v) => found.push(v),
                     None => f
                         .problems
                         .push(format!("rollup writes `{v}` outside the package")),
@@ -262,11 +287,32 @@ fn rollup_config(dir: &Path, cfg: Option<&str>, f: &mut Found) {
             }
         }
     }
-    if !found {
+    // Rollup writes siblings of each output file (source maps, extracted
+    // CSS, chunks): declare the directories they are in.
+    {
+        found = found
+            .iter()
+            .map(|o| match o.split_once('/') {
+                Some((d, _)) => format!("{d}/"),
+                None => o.clone(),
+            })
+            .collect();
+        found.dedup();
+    }
+    if computed {
+        f.problems.push(format!(
+            "rollup: some outputs in {} are computed; declared the directories of the others: {found:?}",
+            cfg.unwrap_or("rollup.config")
+        ));
+    }
+    if found.is_empty() {
         f.problems.push(format!(
             "rollup: no literal output dir/file in {}; add outs by hand",
             cfg.unwrap_or("rollup.config")
         ));
+    }
+    for o in found {
+        f.push(o);
     }
 }
 
@@ -516,6 +562,9 @@ mod tests {
                 "export default { input: 'src/i.js', output: { file: 'dist/x.js', format: 'es' } }",
             ),
             ("tsup.config.ts", "export default { outDir: 'out' }"),
+            ("rollup.pkg.mjs", "const p = require('./package.json');\nexport default [{ output: [{ file: p.main }, { file: p.module }] }, { output: { file: 'types/index.d.ts' } }]"),
+            ("rollup.dyn.mjs", "export default { output: { file: name() } }"),
+            ("package.json", r#"{"main":"dist/a.cjs.js","module":"dist/a.es.js"}"#),
         ]);
         let o = |c: &str| detect(d.path(), c).outs;
         assert_eq!(o("cross-env NODE_ENV=production vite build"), ["dist/"]);
@@ -524,7 +573,10 @@ mod tests {
         assert_eq!(o("vue-tsc --noEmit"), Vec::<String>::new());
         assert_eq!(o("tsup src/index.ts"), ["out/"]);
         assert_eq!(o("unbuild"), ["dist/"]);
-        assert_eq!(o("rollup -c"), ["dist/x.js"]);
+        assert_eq!(o("rollup -c"), ["dist/"]);
+        // `file: pkg.main` reads package.json.
+        assert_eq!(o("rollup -c rollup.pkg.mjs"), ["dist/", "types/"]);
+        assert_eq!(o("rollup -c rollup.dyn.mjs"), Vec::<String>::new());
         assert_eq!(
             o("esbuild src/a.ts --bundle --outfile=build/a.js"),
             ["build/a.js"]

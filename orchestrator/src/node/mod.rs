@@ -72,7 +72,7 @@ enum Lock {
         name: String,
         digest: String,
     },
-    Pnpm(PnpmLock),
+    Pnpm(Box<PnpmLock>),
 }
 
 impl NodeEnv {
@@ -91,7 +91,7 @@ impl NodeEnv {
             manager = pm.to_string();
             lock = match (*pm, std::str::from_utf8(&bytes)) {
                 ("pnpm", Ok(text)) => match PnpmLock::parse(text) {
-                    Some(p) => Lock::Pnpm(p),
+                    Some(p) => Lock::Pnpm(Box::new(p)),
                     None => Lock::Whole {
                         name: name.to_string(),
                         digest: blake3::hash(&bytes).to_hex().to_string(),
@@ -140,38 +140,46 @@ impl NodeEnv {
     /// links are its importers' `link:` versions (what the key's lockfile
     /// slice covers); otherwise the symlinks found in node_modules.
     pub fn reachable_dirs(&self, package: &str) -> Vec<String> {
+        // Indexes into `module_dirs` (sorted), so the result comes out sorted.
         let mut seen = BTreeSet::new();
-        let mut todo: Vec<String> = vec![package.to_string()];
-        if let Lock::Pnpm(p) = &self.lock {
-            todo.extend(p.reachable_importers(package).iter().map(|i| {
-                if i == "." {
-                    String::new()
-                } else {
-                    i.clone()
-                }
-            }));
-        }
-        let mut visited_pkgs = BTreeSet::new();
-        while let Some(pkg) = todo.pop() {
-            if !visited_pkgs.insert(pkg.clone()) {
-                continue;
-            }
-            for dir in ancestors(&pkg) {
-                if self.has_module_dir(dir)
-                    && seen.insert(dir.to_string())
-                    && !matches!(self.lock, Lock::Pnpm(_))
-                {
-                    todo.extend(self.links_of(dir).iter().cloned());
+        let add = |pkg: &str, seen: &mut BTreeSet<usize>| -> Vec<usize> {
+            ancestors(pkg)
+                .filter_map(|dir| self.module_dir_index(dir))
+                .filter(|&i| seen.insert(i))
+                .collect()
+        };
+        match &self.lock {
+            Lock::Pnpm(p) => {
+                add(package, &mut seen);
+                for imp in p.reachable_importers(package) {
+                    add(if imp == "." { "" } else { imp }, &mut seen);
                 }
             }
+            _ => {
+                let mut visited = BTreeSet::new();
+                let mut todo = vec![package.to_string()];
+                while let Some(pkg) = todo.pop() {
+                    if visited.insert(pkg.clone()) {
+                        for i in add(&pkg, &mut seen) {
+                            todo.extend(self.links_of(&self.module_dirs[i]).iter().cloned());
+                        }
+                    }
+                }
+            }
         }
-        seen.into_iter().collect()
+        seen.into_iter()
+            .map(|i| self.module_dirs[i].clone())
+            .collect()
+    }
+
+    fn module_dir_index(&self, dir: &str) -> Option<usize> {
+        self.module_dirs
+            .binary_search_by(|d| d.as_str().cmp(dir))
+            .ok()
     }
 
     fn has_module_dir(&self, dir: &str) -> bool {
-        self.module_dirs
-            .binary_search_by(|d| d.as_str().cmp(dir))
-            .is_ok()
+        self.module_dir_index(dir).is_some()
     }
 
     /// Workspace directories the symlinks in `dir`'s node_modules (and its
@@ -222,15 +230,35 @@ impl NodeEnv {
         let lockfile = match &self.lock {
             Lock::None => "none".to_string(),
             Lock::Whole { name, digest } => format!("{name} {digest}"),
-            Lock::Pnpm(p) => format!("pnpm-lock.yaml slice {}", p.slice_digest(package)),
+            Lock::Pnpm(p) => {
+                // Which of each importer's ancestors have node_modules
+                // (what staging exposes), inside the Merkle hash.
+                let flags = |imp: &str| -> String {
+                    let imp = if imp == "." { "" } else { imp };
+                    let dirs: Vec<&str> =
+                        ancestors(imp).filter(|d| self.has_module_dir(d)).collect();
+                    dirs.join(",")
+                };
+                match p.merkle_slice(package, &flags) {
+                    Some(m) => {
+                        let own = flags(package);
+                        return self.key_map(format!("pnpm-lock.yaml merkle {m}"), own);
+                    }
+                    None => format!("pnpm-lock.yaml slice {}", p.slice_digest(package)),
+                }
+            }
         };
+        self.key_map(lockfile, dirs_digest(&self.reachable_dirs(package)))
+    }
+
+    fn key_map(&self, lockfile: String, node_modules: String) -> BTreeMap<String, String> {
         BTreeMap::from([
             ("manager".to_string(), self.manager.clone()),
             ("node".to_string(), self.node_version.clone()),
-            (
-                "node_modules".to_string(),
-                self.reachable_dirs(package).join(","),
-            ),
+            // A digest (or, with the pnpm Merkle slice, which covers the
+            // rest, the package's own ancestors): the list can name
+            // hundreds of directories.
+            ("node_modules".to_string(), node_modules),
             ("lockfile".to_string(), lockfile),
         ])
     }
@@ -270,6 +298,15 @@ impl NodeEnv {
             .map(|p| ws_inside.join(join_package(p, "node_modules/.bin")))
             .collect()
     }
+}
+
+fn dirs_digest(dirs: &[String]) -> String {
+    let mut h = blake3::Hasher::new();
+    for d in dirs {
+        h.update(d.as_bytes());
+        h.update(b"\0");
+    }
+    format!("{} dirs {}", dirs.len(), &h.finalize().to_hex()[..16])
 }
 
 /// `package`, its parent, ..., "" (the root).
@@ -541,16 +578,34 @@ mod tests {
         assert!(!scratch.path().join("libs/a").exists());
         // From the lockfile's `link:` entries, which the key covers.
         let lock = "lockfileVersion: '9.0'\n\nimporters:\n\n  .: {}\n\n  apps/web:\n    dependencies:\n      '@s/a':\n        specifier: workspace:*\n        version: link:../../libs/a\n\n  libs/a:\n    dependencies:\n      b:\n        specifier: workspace:*\n        version: link:../b\n\n  libs/b: {}\n\n  libs/c: {}\n";
-        let pnpm_env = env(r, &dirs, Lock::Pnpm(PnpmLock::parse(lock).unwrap()));
+        let pnpm_env = env(
+            r,
+            &dirs,
+            Lock::Pnpm(Box::new(PnpmLock::parse(lock).unwrap())),
+        );
         assert_eq!(
             pnpm_env.reachable_dirs("apps/web"),
             ["", "apps/web", "libs/a", "libs/b"]
         );
         assert_eq!(pnpm_env.reachable_dirs("libs/b"), ["", "libs/b"]);
         assert_eq!(
-            pnpm_env.key_part("libs/c")["node_modules"],
-            ",libs/c",
+            fs_env.key_part("libs/c")["node_modules"],
+            dirs_digest(&["".into(), "libs/c".into()]),
             "the key names the reachable directories only"
+        );
+        assert_ne!(
+            pnpm_env.key_part("libs/c")["lockfile"],
+            pnpm_env.key_part("libs/b")["lockfile"]
+        );
+        // A node_modules directory appearing in a linked package counts.
+        let fewer = env(
+            r,
+            &["", "apps/web", "libs/a"],
+            Lock::Pnpm(Box::new(PnpmLock::parse(lock).unwrap())),
+        );
+        assert_ne!(
+            fewer.key_part("apps/web")["lockfile"],
+            pnpm_env.key_part("apps/web")["lockfile"]
         );
     }
 }

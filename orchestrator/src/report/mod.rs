@@ -236,14 +236,19 @@ impl Reporter {
             }
             let _ = err.flush();
             if show_logs {
-                if !outcome.stdout.is_empty() {
-                    let mut out = std::io::stdout().lock();
-                    if let Err(e) = outcome.stdout.write_to(&mut out) {
-                        replay_failed(label, "stdout", &e);
-                    }
-                    let _ = out.flush();
+                let mut out = std::io::stdout().lock();
+                let (r_out, r_err) = crate::action::log::replay(
+                    &outcome.stdout,
+                    &outcome.stderr,
+                    outcome.order.as_deref(),
+                    &mut out,
+                    &mut err,
+                );
+                let _ = out.flush();
+                if let Err(e) = r_out {
+                    replay_failed(label, "stdout", &e);
                 }
-                if let Err(e) = outcome.stderr.write_to(&mut err) {
+                if let Err(e) = r_err {
                     replay_failed(label, "stderr", &e);
                 }
             }

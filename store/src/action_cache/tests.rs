@@ -21,6 +21,7 @@ fn result(tag: &str) -> ActionResult {
         exit_code: 0,
         declarations: serde_json::json!({ "ignoredInputs": [tag] }),
         duration_ms: 42,
+        interleave: None,
     }
 }
 
