@@ -107,7 +107,10 @@ class Tool:
 def make_tool(name, args, ws, env):
     try:
         if name == "vbuild":
-            return Tool("vbuild", [args.vbuild, "run", "//..."], [env["VBUILD_CACHE_DIR"]])
+            # A real repo has test and lint targets too: the build task
+            # only, as its own `build` script and turbo/nx run it.
+            what = "build" if args.real else "//..."
+            return Tool("vbuild", [args.vbuild, "run", what], [env["VBUILD_CACHE_DIR"]])
         if name == "turbo":
             return Tool("turbo", [find_turbo(), "run", "build"], [os.path.join(ws, ".turbo")])
         if name == "vp":
