@@ -8,7 +8,9 @@
 //! default; `bench/crash.sh` runs it:
 //!   VBUILD_CRASH_ROUNDS=200 cargo test -p vbuild --test crash -- --ignored --nocapture
 //! `VBUILD_CRASH_SEED` replays a run, `VBUILD_CRASH_SANDBOX` picks the
-//! sandbox (default scratch).
+//! sandbox (default scratch), `VBUILD_CRASH_BIN` the vbuild binary that is
+//! killed (e.g. an older build, to see what the checks catch; the store is
+//! then verified on a copy, which this build may migrate).
 mod common;
 use common::*;
 use std::collections::BTreeSet;
@@ -115,9 +117,41 @@ fn stray_files(ws: &Ws) -> Vec<String> {
         .collect()
 }
 
+/// The vbuild that is built and killed.
+fn bin_under_test() -> String {
+    std::env::var("VBUILD_CRASH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vbuild").into())
+}
+
+fn run_under_test(ws: &Ws, args: &[&str]) -> Out {
+    let out = Command::new(bin_under_test())
+        .current_dir(ws.root())
+        .args(args)
+        .env("VBUILD_CACHE_DIR", &ws.cache)
+        .output()
+        .unwrap();
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// `vbuild store verify`: the problem lines (none when it exits 0).
 fn store_problems(ws: &Ws) -> Vec<String> {
-    let out = ws.run(&["store", "verify"]);
+    let copy = tempfile::tempdir().unwrap();
+    let cache = if std::env::var_os("VBUILD_CRASH_BIN").is_some() {
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", ws.cache.display()))
+            .arg(copy.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        copy.path().to_path_buf()
+    } else {
+        ws.cache.clone()
+    };
+    let out = run_with(ws.root(), &cache, &["store", "verify"], &[]);
     if out.code == 0 {
         return vec![];
     }
@@ -166,7 +200,7 @@ fn crash_rounds(rounds: usize) {
     let ws = workspace(&sandbox);
     // A complete cold build gives the scale for the kill delays.
     let start = Instant::now();
-    ws.run(&["run", "//...", "-j2"]).assert_ok();
+    run_under_test(&ws, &["run", "//...", "-j2"]).assert_ok();
     let full = start.elapsed().max(Duration::from_millis(50));
     let mut figures = Figures::default();
     let mut seeds = vec!["seed-0".to_string()];
@@ -198,7 +232,7 @@ fn crash_rounds(rounds: usize) {
         // within the first fifth of it.
         let scale = if rng.below(2) == 0 { 6 } else { 1 };
         let delay = Duration::from_micros(rng.below(full.as_micros() as u64 * scale / 5));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vbuild"))
+        let mut child = Command::new(bin_under_test())
             .current_dir(ws.root())
             .args(["run", "//...", "-j2"])
             .env("VBUILD_CACHE_DIR", &ws.cache)
@@ -226,7 +260,7 @@ fn crash_rounds(rounds: usize) {
             eprintln!("round {round}: stray files after the kill: {stray:?}");
             figures.stray_after_kill += stray.len();
         }
-        let next = ws.run(&["run", "//...", "-j2"]);
+        let next = run_under_test(&ws, &["run", "//...", "-j2"]);
         if next.code != 0 {
             eprintln!("round {round}: next run failed:\n{}", next.snapshot());
             figures.failed_next_runs += 1;
