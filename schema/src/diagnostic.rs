@@ -45,6 +45,39 @@ fn window(line: &str, column: usize) -> (String, usize) {
     (format!("{lead}{text}{tail}"), caret)
 }
 
+/// Characters of one quoted value (`` `…` ``) kept in a message: serde and
+/// other sources quote the offending input whole, and an unknown field name
+/// of 400,000 characters must not become a message of that size.
+const MAX_QUOTED: usize = 80;
+/// Characters of a whole message, whatever quoted it.
+const MAX_MESSAGE: usize = 2000;
+
+/// `message` with each long back-quoted value cut to [`MAX_QUOTED`]
+/// characters and the whole cut to [`MAX_MESSAGE`], each cut marked `…`.
+fn bounded_message(message: String) -> String {
+    if message.len() <= MAX_QUOTED {
+        return message;
+    }
+    let mut out = String::with_capacity(message.len().min(MAX_MESSAGE + 8));
+    for (i, part) in message.split('`').enumerate() {
+        if i > 0 {
+            out.push('`');
+        }
+        // Odd parts sit between a pair of backquotes.
+        if i % 2 == 1 && part.chars().count() > MAX_QUOTED {
+            out.extend(part.chars().take(MAX_QUOTED));
+            out.push('…');
+        } else {
+            out.push_str(part);
+        }
+    }
+    if out.chars().count() > MAX_MESSAGE {
+        out = out.chars().take(MAX_MESSAGE).collect();
+        out.push('…');
+    }
+    out
+}
+
 impl Diagnostic {
     /// An error for `span` (byte offsets) in `source`.
     pub fn at(
@@ -57,7 +90,7 @@ impl Diagnostic {
             file: file.to_path_buf(),
             line: 0,
             column: 0,
-            message: message.into(),
+            message: bounded_message(message.into()),
             source_line: None,
             underline: 0,
             caret: 0,
@@ -131,6 +164,24 @@ impl std::error::Error for Diagnostic {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_quoted_values_in_messages_are_cut() {
+        let name = "x".repeat(400_000);
+        let d = Diagnostic::file(
+            Path::new("BUILD.toml"),
+            format!("unknown field `{name}`, expected one of `command`, `srcs`"),
+        );
+        assert_eq!(
+            d.message,
+            format!(
+                "unknown field `{}…`, expected one of `command`, `srcs`",
+                "x".repeat(MAX_QUOTED)
+            )
+        );
+        let d = Diagnostic::file(Path::new("BUILD.toml"), "y".repeat(10_000));
+        assert_eq!(d.message.chars().count(), MAX_MESSAGE + 1);
+    }
 
     #[test]
     fn long_lines_are_shown_as_an_excerpt() {
