@@ -9,7 +9,7 @@
 //! there); skipped without them unless VBUILD_REQUIRE_NODE=1.
 mod common;
 
-use common::{run_with, Out};
+use common::{label_set, run_with, Out};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -209,17 +209,6 @@ impl Fixture {
     }
 }
 
-fn states(out: &Out, state: &str) -> BTreeSet<String> {
-    out.states()
-        .into_iter()
-        .filter_map(|s| s.strip_prefix(&format!("{state} ")).map(str::to_string))
-        .collect()
-}
-
-fn set(labels: &[&str]) -> BTreeSet<String> {
-    labels.iter().map(|s| s.to_string()).collect()
-}
-
 const ALL: &[&str] = &[
     "//packages/app:build",
     "//packages/lib:build",
@@ -229,13 +218,13 @@ const ALL: &[&str] = &[
 /// Runs once and checks exactly `missed` ran (each naming `file`), the rest hit.
 fn changed(f: &Fixture, file: &str, missed: &[&str]) {
     let out = f.run();
-    assert_eq!(states(&out, "miss"), set(missed), "{}", out.stderr);
+    assert_eq!(out.labels_in("miss"), label_set(missed), "{}", out.stderr);
     let hits: BTreeSet<String> = ALL
         .iter()
         .filter(|l| !missed.contains(l))
         .map(|s| s.to_string())
         .collect();
-    assert_eq!(states(&out, "hit"), hits, "{}", out.stderr);
+    assert_eq!(out.labels_in("hit"), hits, "{}", out.stderr);
     assert!(
         out.stderr.contains(&format!("('{file}' modified)")),
         "{}",
@@ -256,7 +245,7 @@ fn shared_config_packages_build_with_the_real_tools() {
 
     // Cold: everything runs, in the namespace sandbox, with no warning.
     let cold = f.run();
-    assert_eq!(states(&cold, "miss"), set(ALL), "{}", cold.stderr);
+    assert_eq!(cold.labels_in("miss"), label_set(ALL), "{}", cold.stderr);
     assert!(!cold.stderr.contains("warning:"), "{}", cold.stderr);
     assert!(cold.stdout.contains("lint ok: no-var"), "{}", cold.stdout);
     assert!(f.read("packages/lib/dist/index.d.ts").contains("greet"));
@@ -272,7 +261,12 @@ fn shared_config_packages_build_with_the_real_tools() {
     let before = f.stamps();
     for i in 0..10 {
         let warm = f.run();
-        assert_eq!(states(&warm, "hit"), set(ALL), "run {i}: {}", warm.stderr);
+        assert_eq!(
+            warm.labels_in("hit"),
+            label_set(ALL),
+            "run {i}: {}",
+            warm.stderr
+        );
     }
     assert_eq!(f.stamps(), before, "a no-op run rewrote a file");
 
@@ -281,7 +275,12 @@ fn shared_config_packages_build_with_the_real_tools() {
         std::fs::remove_dir_all(f.root().join(pkg).join("dist")).unwrap();
     }
     let restored = f.run();
-    assert_eq!(states(&restored, "hit"), set(ALL), "{}", restored.stderr);
+    assert_eq!(
+        restored.labels_in("hit"),
+        label_set(ALL),
+        "{}",
+        restored.stderr
+    );
     assert_eq!(f.read("packages/app/dist/app.js"), bundle);
 
     // Each shared config change re-runs exactly its dependents.

@@ -8,7 +8,7 @@
 //! it the test prints SKIP, unless VBUILD_REQUIRE_NODE=1, where it fails.
 mod common;
 
-use common::{run_with, Out};
+use common::{label_set, run_with, Out};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -122,18 +122,6 @@ fn stamps(root: &Path) -> std::collections::BTreeMap<PathBuf, (i64, i64, i64, i6
         .collect()
 }
 
-/// Labels by state word, e.g. "hit" → {//a:b}.
-fn by_state(out: &Out, state: &str) -> BTreeSet<String> {
-    out.states()
-        .into_iter()
-        .filter_map(|s| s.strip_prefix(&format!("{state} ")).map(str::to_string))
-        .collect()
-}
-
-fn set(labels: &[&str]) -> BTreeSet<String> {
-    labels.iter().map(|s| s.to_string()).collect()
-}
-
 const CACHED: &[&str] = &[
     "//apps/web:build",
     "//packages/core:build",
@@ -196,8 +184,8 @@ fn migrate_and_build_the_vite_example() {
     // Cold: everything runs in the namespace sandbox (strict: no fallback).
     let cold = s.run(&["run", "//...", "--sandbox=strict"], &[]);
     let all: BTreeSet<String> = CACHED.iter().chain(TESTS).map(|s| s.to_string()).collect();
-    assert_eq!(by_state(&cold, "miss"), all, "{}", cold.stderr);
-    assert!(by_state(&cold, "uncached").is_empty(), "{}", cold.stderr);
+    assert_eq!(cold.labels_in("miss"), all, "{}", cold.stderr);
+    assert!(cold.labels_in("uncached").is_empty(), "{}", cold.stderr);
     assert!(s.bundle().contains("MODE_MARKER_PRODUCTION"));
     assert!(!s.bundle().contains("MODE_MARKER_DEVELOPMENT"));
     assert!(s.read("packages/ui/dist/stamp.json").contains("ui.js"));
@@ -229,8 +217,8 @@ fn migrate_and_build_the_vite_example() {
     let before = stamps(&s.root);
     for i in 0..10 {
         let warm = s.run(&["run", "//..."], &[]);
-        assert_eq!(by_state(&warm, "hit"), all, "run {i}: {}", warm.stderr);
-        assert!(by_state(&warm, "miss").is_empty());
+        assert_eq!(warm.labels_in("hit"), all, "run {i}: {}", warm.stderr);
+        assert!(warm.labels_in("miss").is_empty());
     }
     assert_eq!(stamps(&s.root), before, "a no-op run rewrote a file");
 
@@ -244,7 +232,7 @@ fn migrate_and_build_the_vite_example() {
         std::fs::remove_dir_all(s.root.join(pkg).join("dist")).unwrap();
     }
     let restored = s.run(&["run", "//..."], &[]);
-    assert_eq!(by_state(&restored, "hit"), all, "{}", restored.stderr);
+    assert_eq!(restored.labels_in("hit"), all, "{}", restored.stderr);
     assert!(s.bundle().contains("MODE_MARKER_PRODUCTION"));
     assert!(s.root.join("packages/format/dist/format.js").is_file());
 
@@ -254,8 +242,8 @@ fn migrate_and_build_the_vite_example() {
     std::fs::write(&lib, text.replace("format-v1", "format-v2")).unwrap();
     let edited = s.run(&["run", "//..."], &[]);
     assert_eq!(
-        by_state(&edited, "miss"),
-        set(&[
+        edited.labels_in("miss"),
+        label_set(&[
             "//apps/web:build",
             "//packages/format:build",
             "//packages/format:test",
@@ -266,8 +254,8 @@ fn migrate_and_build_the_vite_example() {
         edited.stderr
     );
     assert_eq!(
-        by_state(&edited, "hit"),
-        set(&[
+        edited.labels_in("hit"),
+        label_set(&[
             "//packages/core:build",
             "//packages/core:test",
             "//packages/core:typecheck"
@@ -286,7 +274,7 @@ fn migrate_and_build_the_vite_example() {
     // flipping back finds the earlier entry.
     let web = "//apps/web:build";
     let dev = s.run(&["run", web], &[("NODE_ENV", "development")]);
-    assert!(by_state(&dev, "miss").contains(web), "{}", dev.stderr);
+    assert!(dev.labels_in("miss").contains(web), "{}", dev.stderr);
     assert!(
         dev.stderr.contains("env 'NODE_ENV' changed"),
         "{}",
@@ -295,24 +283,24 @@ fn migrate_and_build_the_vite_example() {
     assert!(s.bundle().contains("MODE_MARKER_DEVELOPMENT"));
     assert!(!s.bundle().contains("MODE_MARKER_PRODUCTION"));
     let prod = s.run(&["run", web], &[("NODE_ENV", "production")]);
-    assert!(by_state(&prod, "miss").contains(web), "{}", prod.stderr);
+    assert!(prod.labels_in("miss").contains(web), "{}", prod.stderr);
     assert!(s.bundle().contains("MODE_MARKER_PRODUCTION"));
     assert!(!s.bundle().contains("MODE_MARKER_DEVELOPMENT"));
     let dev_again = s.run(&["run", web], &[("NODE_ENV", "development")]);
     assert!(
-        by_state(&dev_again, "hit").contains(web),
+        dev_again.labels_in("hit").contains(web),
         "{}",
         dev_again.stderr
     );
     assert!(
-        by_state(&dev_again, "miss").is_empty(),
+        dev_again.labels_in("miss").is_empty(),
         "{}",
         dev_again.stderr
     );
     assert!(s.bundle().contains("MODE_MARKER_DEVELOPMENT"));
     let prod_again = s.run(&["run", web], &[("NODE_ENV", "production")]);
     assert!(
-        by_state(&prod_again, "hit").contains(web),
+        prod_again.labels_in("hit").contains(web),
         "{}",
         prod_again.stderr
     );
@@ -424,10 +412,10 @@ export default defineConfig({
     // An unimported source beside the bundled ones: narrowed away.
     std::fs::write(pkg.join("src/unused.ts"), "export const x = 2;\n").unwrap();
     let out = s.run(&["run", label], &[]);
-    assert!(by_state(&out, "hit").contains(label), "{}", out.stderr);
+    assert!(out.labels_in("hit").contains(label), "{}", out.stderr);
     // The helper the config loaded: counts.
     banner("v2");
     let out = s.run(&["run", label], &[]);
-    assert!(by_state(&out, "miss").contains(label), "{}", out.stderr);
+    assert!(out.labels_in("miss").contains(label), "{}", out.stderr);
     assert!(bundle().contains("banner-v2"), "{}", bundle());
 }

@@ -68,6 +68,18 @@ impl Out {
             })
             .collect()
     }
+    /// The labels whose action line has `state`, e.g. "hit" → {//a:b}.
+    pub fn labels_in(&self, state: &str) -> std::collections::BTreeSet<String> {
+        self.states()
+            .into_iter()
+            .filter_map(|s| s.strip_prefix(&format!("{state} ")).map(str::to_string))
+            .collect()
+    }
+}
+
+/// A set of labels, to compare with [`Out::labels_in`].
+pub fn label_set(labels: &[&str]) -> std::collections::BTreeSet<String> {
+    labels.iter().map(|s| s.to_string()).collect()
 }
 
 pub fn redact(text: &str) -> String {
