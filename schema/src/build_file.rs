@@ -323,6 +323,7 @@ pub fn parse_build_file(
     file: &Path,
     source: &str,
 ) -> Result<BTreeMap<String, Spanned<TargetDef>>, Diagnostic> {
+    crate::limits::check_nesting(file, source)?;
     let def: BuildFileDef = toml::from_str(source).map_err(|e| toml_error(file, source, e))?;
     for (name, target) in &def.target {
         check_target_limits(file, source, name, target)?;
@@ -399,6 +400,7 @@ fn check_workspace_limits(
 
 /// Parses `vbuild.toml`.
 pub fn parse_workspace_file(file: &Path, source: &str) -> Result<WorkspaceDef, Diagnostic> {
+    crate::limits::check_nesting(file, source)?;
     let def: WorkspaceFileDef = toml::from_str(source).map_err(|e| toml_error(file, source, e))?;
     check_workspace_limits(file, source, &def)?;
     for (name, d) in &def.defaults {

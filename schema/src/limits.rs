@@ -106,3 +106,122 @@ pub(crate) fn check_name(
     }
     Ok(())
 }
+
+/// Deepest nesting of arrays and inline tables. The TOML parser recurses
+/// once per level with no bound of its own: `[{[{…` 100,000 levels deep
+/// overflowed the stack and aborted vbuild. No real file nests past a few.
+pub const MAX_NESTING: usize = 64;
+
+/// Refuses `source` if its arrays and inline tables nest deeper than
+/// [`MAX_NESTING`], before the parser sees it. Brackets inside strings and
+/// comments do not count; table headers (`[a]`, `[[a]]`) close on their
+/// line, so they never add up.
+pub fn check_nesting(file: &Path, source: &str) -> Result<(), Diagnostic> {
+    match deepest_opening(source) {
+        None => Ok(()),
+        Some(at) => Err(Diagnostic::at(
+            file,
+            source,
+            Some(at..at + 1),
+            format!("arrays and inline tables nest deeper than {MAX_NESTING} levels"),
+        )
+        .with_help("no BUILD.toml or vbuild.toml needs this; flatten the value")),
+    }
+}
+
+/// The byte offset of the first bracket that opens level `MAX_NESTING + 1`.
+fn deepest_opening(source: &str) -> Option<usize> {
+    let bytes = source.as_bytes();
+    let mut open_stack: Vec<u8> = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'#' => i = find_from(bytes, i, b"\n").unwrap_or(bytes.len()),
+            quote @ (b'"' | b'\'') => {
+                let triple = [quote; 3];
+                let (close, escapes): (&[u8], bool) = if bytes[i..].starts_with(&triple) {
+                    i += 3;
+                    (&triple, quote == b'"')
+                } else {
+                    i += 1;
+                    (&triple[..1], quote == b'"')
+                };
+                i = string_end(bytes, i, close, escapes);
+                continue;
+            }
+            open @ (b'[' | b'{') => {
+                open_stack.push(open);
+                if open_stack.len() > MAX_NESTING {
+                    return Some(i);
+                }
+            }
+            // Only a matching closer ends a level: the parser recovers from
+            // a stray one without leaving the level it is in.
+            b']' if open_stack.last() == Some(&b'[') => {
+                open_stack.pop();
+            }
+            b'}' if open_stack.last() == Some(&b'{') => {
+                open_stack.pop();
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Just past the `close` that ends a string whose body starts at `i`
+/// (a backslash escapes the next byte in basic strings).
+fn string_end(bytes: &[u8], mut i: usize, close: &[u8], escapes: bool) -> usize {
+    while i < bytes.len() {
+        if escapes && bytes[i] == b'\\' {
+            i += 2;
+        } else if bytes[i..].starts_with(close) {
+            return i + close.len();
+        } else if close.len() == 1 && bytes[i] == b'\n' {
+            // A one-line string ends at the line end, closed or not.
+            return i;
+        } else {
+            i += 1;
+        }
+    }
+    bytes.len()
+}
+
+fn find_from(bytes: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    bytes[from..]
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| from + p)
+}
+
+#[cfg(test)]
+mod nesting_tests {
+    use super::*;
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let deep = format!("x = {}1{}", "[{a=".repeat(40_000), "}]".repeat(40_000));
+        let err = check_nesting(Path::new("BUILD.toml"), &deep).unwrap_err();
+        assert!(err.message.contains("nest deeper than 64"), "{err}");
+        // Level 65 is the `[` of the 33rd "[{a=", after "x = ".
+        assert_eq!((err.line, err.column), (1, 4 + 4 * 32 + 1));
+    }
+
+    #[test]
+    fn brackets_in_strings_comments_and_headers_do_not_count() {
+        let many = "[".repeat(200);
+        let source = format!(
+            "[target.a]\n# {many}\ncommand = \"{many}\"\nsrcs = ['{many}', \"\"\"\n{many}\\\"\"\"\"]\n[[x]]\ny = '''{many}'''\nz = [[1], [2], {{ a = [3] }}]\n"
+        );
+        assert!(check_nesting(Path::new("BUILD.toml"), &source).is_ok());
+    }
+
+    #[test]
+    fn sixty_four_levels_are_fine() {
+        let ok = format!("x = {}1{}", "[".repeat(64), "]".repeat(64));
+        assert!(check_nesting(Path::new("BUILD.toml"), &ok).is_ok());
+        let deep = format!("x = {}1{}", "[".repeat(65), "]".repeat(65));
+        assert!(check_nesting(Path::new("BUILD.toml"), &deep).is_err());
+    }
+}
