@@ -244,8 +244,7 @@ fn corrupt_blob_is_detected_and_repaired() {
     let ws = three_packages();
     ws.run(&["run", "//lib:build"]).assert_ok();
     // Corrupt the blob holding lib/out/msg.txt ("HELLO\n").
-    let digest = blake3::hash(b"HELLO\n").to_hex().to_string();
-    let blob = ws.cache.join("cas").join(&digest[..2]).join(&digest[2..]);
+    let blob = ws.blob_path(b"HELLO\n");
     std::fs::set_permissions(&blob, std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::write(&blob, b"EVIL!\n").unwrap();
     std::fs::remove_dir_all(ws.path("lib/out")).unwrap();

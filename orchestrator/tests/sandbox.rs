@@ -104,8 +104,7 @@ fn inputs_cannot_be_modified() {
             "data",
             "{mode}: workspace copy unchanged"
         );
-        let digest = blake3::hash(b"data").to_hex().to_string();
-        let blob = ws.cache.join("cas").join(&digest[..2]).join(&digest[2..]);
+        let blob = ws.blob_path(b"data");
         assert_eq!(
             std::fs::read(&blob).unwrap(),
             b"data",
@@ -320,8 +319,7 @@ fn inputs_under_writable_outputs_never_alias_the_store() {
         "1\n",
         "the input was staged as a hard link to its blob"
     );
-    let digest = blake3::hash(b"data").to_hex().to_string();
-    let blob = ws.cache.join("cas").join(&digest[..2]).join(&digest[2..]);
+    let blob = ws.blob_path(b"data");
     assert_eq!(
         std::fs::read(&blob).unwrap(),
         b"data",

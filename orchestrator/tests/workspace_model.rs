@@ -509,8 +509,7 @@ fn writable_staging_without_overlay_support() {
         stderr.contains("discarded 1 write outside the declared outputs: p/data.txt (modified)"),
         "{stderr}"
     );
-    let digest = blake3::hash(b"data").to_hex().to_string();
-    let blob = ws.cache.join("cas").join(&digest[..2]).join(&digest[2..]);
+    let blob = ws.blob_path(b"data");
     assert_eq!(
         std::fs::read(&blob).unwrap(),
         b"data",

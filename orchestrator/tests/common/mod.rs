@@ -100,6 +100,11 @@ pub fn redact(text: &str) -> String {
 }
 
 impl Ws {
+    /// Where the store keeps the blob of `bytes` (`cas/<2 hex>/<62 hex>`).
+    pub fn blob_path(&self, bytes: &[u8]) -> PathBuf {
+        let hex = blake3::hash(bytes).to_hex().to_string();
+        self.cache.join("cas").join(&hex[..2]).join(&hex[2..])
+    }
     /// A workspace named "test" holding `files` (path, contents).
     pub fn new(files: &[(&str, &str)]) -> Ws {
         let dir = tempfile::tempdir().unwrap();
