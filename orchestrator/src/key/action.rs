@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use vbuild_ipc::Declarations;
 use vbuild_schema::SandboxSetting;
-use vbuild_store::{EntryKind, StrongKey, WeakKey};
+use vbuild_store::{Digest, EntryKind, StrongKey, WeakKey};
 
 /// The key of one action: static part, inputs, and how records apply.
 pub struct ActionKey<'a> {
@@ -181,10 +181,10 @@ impl<'a> ActionKey<'a> {
     pub fn strong(&self, record: &Record) -> StrongKey {
         let record = self.confine(record.clone());
         let env = self.env_values(&record);
-        let mut h = blake3::Hasher::new();
         let counts = |p: &str| self.counts(&record, p);
-        encode_strong(&self.weak, &record, &self.inputs, &counts, &env, &mut h);
-        StrongKey(h.finalize().into())
+        StrongKey(Digest(super::hash_encoded(|buf| {
+            encode_strong(&self.weak, &record, &self.inputs, &counts, &env, buf)
+        })))
     }
 
     /// The values a record tracks, by name (pattern matches included).
@@ -257,7 +257,7 @@ fn static_key(ctx: &Ctx, target: &Target, sandbox: SandboxSetting) -> StaticKey 
         deps: target
             .deps
             .iter()
-            .map(|&d| ctx.ws.targets[d].label.to_string())
+            .map(|&d| ctx.ws.targets[d].label.text())
             .collect(),
         sandbox: sandbox_name(sandbox).to_string(),
         network: target.network,
