@@ -90,7 +90,7 @@ type Opened = Result<(
     Store,
     vbuild_store::StatCache,
     vbuild_store::Lease,
-    node::Lockfile,
+    Option<node::Lockfile>,
 )>;
 
 /// Loads the workspace and opens the store at the same time (on another
@@ -104,9 +104,14 @@ fn load_with_store(dir: &Option<PathBuf>) -> Result<(Session, Opened)> {
             // Before anything is read: a collection keeps what this build uses.
             let lease = store.lease()?;
             let stat_cache = store.action_cache.load_stat_cache(&prefix)?;
-            // Read even if no target turns out to use node_modules: this
-            // thread is done long before the workspace is loaded.
-            let lockfile = node::Lockfile::read(&root);
+            // Ahead of knowing whether a selected target uses
+            // node_modules (this thread is done long before the workspace
+            // is loaded), but only where some are installed: a workspace
+            // without them never has its lockfiles probed.
+            let lockfile = root
+                .join("node_modules")
+                .is_dir()
+                .then(|| node::Lockfile::read(&root));
             Ok((store, stat_cache, lease, lockfile))
         })
     })?;
@@ -582,7 +587,7 @@ fn build(
                     &ws.root,
                     ws.tree.module_dirs.clone(),
                     &store.root().join("toolchains"),
-                    lockfile,
+                    lockfile.unwrap_or_else(|| node::Lockfile::read(&ws.root)),
                 )
                 .context("looking at node_modules and node")?,
             )

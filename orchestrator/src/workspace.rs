@@ -274,39 +274,43 @@ impl Workspace {
                 .extend(outs);
         }
         let unparsed: std::collections::HashSet<String> = pkg_diags.keys().cloned().collect();
-        let mut into_unparsed: HashMap<Label, Vec<String>> = HashMap::new();
-        let mut slots = Vec::with_capacity(defs.len());
-        let mut matchers = HashMap::new();
-        for (label, file, source, def) in &defs {
-            let before = diags.len();
-            let mut ctx = TargetCtx {
-                file,
-                source,
-                diags: &mut diags,
-                by_label: &by_label,
-                root: &root,
-                files: &tree.files,
-                matchers: &mut matchers,
-                package_outs: &package_outs,
-                target_span: def.span(),
-                unparsed: &unparsed,
-                into_unparsed: &mut into_unparsed,
-            };
-            let mut slot = ctx.validate(label, def.get_ref());
-            if let Some(t) = &mut slot {
-                // Workspace exclusions are part of what decides the inputs.
-                t.src_patterns
-                    .extend(exclude.1.iter().map(|g| format!("!//{g}")));
+        let shared = Shared {
+            by_label: &by_label,
+            root: &root,
+            files: &tree.files,
+            package_outs: &package_outs,
+            unparsed: &unparsed,
+            exclude: &exclude.1,
+        };
+        let (slots, into_unparsed) = match validate_parallel(&shared, &defs) {
+            Some(clean) => clean,
+            None => {
+                // Serial, as it always was when anything is wrong: the
+                // diagnostics (and which of them get a location) depend
+                // on the order and count of those before them.
+                let mut into_unparsed: HashMap<Label, Vec<String>> = HashMap::new();
+                let mut slots = Vec::with_capacity(defs.len());
+                let mut matchers = HashMap::new();
+                for (label, file, source, def) in &defs {
+                    let before = diags.len();
+                    let slot = shared.validate(
+                        (label, file, source, def),
+                        &mut diags,
+                        &mut matchers,
+                        &mut into_unparsed,
+                    );
+                    slots.push(slot);
+                    if diags.len() > before {
+                        let found = diags.split_off(before);
+                        pkg_diags
+                            .entry(label.package.clone())
+                            .or_default()
+                            .extend(found);
+                    }
+                }
+                (slots, into_unparsed)
             }
-            slots.push(slot);
-            if diags.len() > before {
-                let found = diags.split_off(before);
-                pkg_diags
-                    .entry(label.package.clone())
-                    .or_default()
-                    .extend(found);
-            }
-        }
+        };
         // Overlapping outputs: an error of the package whose BUILD.toml the
         // diagnostic points at.
         let valid: Vec<&Target> = slots.iter().flatten().collect();
@@ -418,6 +422,114 @@ impl Workspace {
     pub fn uses_node(&self, target: &Target) -> bool {
         target.node_modules.unwrap_or(self.def.node_modules)
     }
+}
+
+/// What every target's validation reads (see `TargetCtx`).
+struct Shared<'a> {
+    by_label: &'a HashMap<Label, usize>,
+    root: &'a Path,
+    files: &'a [String],
+    package_outs: &'a HashMap<String, Vec<OutSpec>>,
+    unparsed: &'a std::collections::HashSet<String>,
+    /// `[workspace] exclude` globs, appended to every target's patterns.
+    exclude: &'a [String],
+}
+
+/// One target definition as collected from the BUILD.toml files.
+type Def<'a> = (
+    &'a Label,
+    &'a PathBuf,
+    &'a String,
+    &'a vbuild_schema::Spanned<TargetDef>,
+);
+
+impl Shared<'_> {
+    fn validate(
+        &self,
+        (label, file, source, def): Def,
+        diags: &mut Vec<Diagnostic>,
+        matchers: &mut HashMap<Vec<(bool, String)>, SrcMatcher>,
+        into_unparsed: &mut HashMap<Label, Vec<String>>,
+    ) -> Option<Target> {
+        let mut ctx = TargetCtx {
+            file,
+            source,
+            diags,
+            by_label: self.by_label,
+            root: self.root,
+            files: self.files,
+            matchers,
+            package_outs: self.package_outs,
+            target_span: def.span(),
+            unparsed: self.unparsed,
+            into_unparsed,
+        };
+        let mut slot = ctx.validate(label, def.get_ref());
+        if let Some(t) = &mut slot {
+            // Workspace exclusions are part of what decides the inputs.
+            t.src_patterns
+                .extend(self.exclude.iter().map(|g| format!("!//{g}")));
+        }
+        slot
+    }
+}
+
+/// The validated targets (in `defs` order) and the deps into unparsed
+/// packages, computed on every core; `None` if any target has an error
+/// (the caller then validates serially, which reports them exactly as
+/// before). Each target's validation reads only shared, immutable state,
+/// so the clean result equals the serial one; the threads only duplicate
+/// compiling a srcs pattern list that both of them meet.
+#[allow(clippy::type_complexity)]
+fn validate_parallel(
+    shared: &Shared,
+    defs: &[(Label, &PathBuf, &String, &vbuild_schema::Spanned<TargetDef>)],
+) -> Option<(Vec<Option<Target>>, HashMap<Label, Vec<String>>)> {
+    // Below this a thread costs more than it saves.
+    const PER_THREAD: usize = 64;
+    let threads = crate::cores().min(defs.len() / PER_THREAD);
+    if threads < 2 {
+        return None;
+    }
+    let chunk = defs.len().div_ceil(threads);
+    let parts: Vec<Option<(Vec<Option<Target>>, HashMap<Label, Vec<String>>)>> =
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = defs
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        let (mut matchers, mut into_unparsed) = (HashMap::new(), HashMap::new());
+                        let mut diags = Vec::new();
+                        let mut slots = Vec::with_capacity(part.len());
+                        for (label, file, source, def) in part {
+                            let slot = shared.validate(
+                                (label, file, source, def),
+                                &mut diags,
+                                &mut matchers,
+                                &mut into_unparsed,
+                            );
+                            if !diags.is_empty() {
+                                return None;
+                            }
+                            slots.push(slot);
+                        }
+                        Some((slots, into_unparsed))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("validating a target does not panic"))
+                .collect()
+        });
+    let mut slots = Vec::with_capacity(defs.len());
+    let mut into_unparsed = HashMap::new();
+    for part in parts {
+        let (s, u) = part?;
+        slots.extend(s);
+        into_unparsed.extend(u);
+    }
+    Some((slots, into_unparsed))
 }
 
 struct TargetCtx<'a> {
