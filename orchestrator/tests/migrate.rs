@@ -625,3 +625,70 @@ fn a_never_built_checkout_gets_turbos_outputs() {
     let remigrated: Vec<String> = files.iter().map(|f| ws.read(f)).collect();
     assert_eq!(migrated, remigrated);
 }
+
+/// Every manifest migrate writes starts with a `#:schema` line whose path,
+/// resolved from the manifest's own directory as Taplo does, is a schema
+/// migrate wrote and that accepts the manifest.
+#[test]
+fn manifests_point_editors_at_schemas_that_accept_them() {
+    let ws = npm_ws(&[
+        (
+            "package.json",
+            r#"{"name":"r","private":true,"workspaces":["packages/*","apps/web/*"]}"#,
+        ),
+        (
+            "packages/a/package.json",
+            r#"{"name":"a","version":"1.0.0","scripts":{"build":"tsc","test":"vitest run"}}"#,
+        ),
+        (
+            "packages/a/tsconfig.json",
+            r#"{"compilerOptions":{"outDir":"dist"}}"#,
+        ),
+        (
+            "apps/web/site/package.json",
+            r#"{"name":"site","version":"1.0.0","scripts":{"build":"node build.js"},"dependencies":{"a":"*"}}"#,
+        ),
+    ]);
+    let out = ws.run(&["migrate"]);
+    assert_eq!(out.code, 0, "{}", out.snapshot());
+    assert!(
+        out.stdout
+            .contains("wrote .vbuild/schema/: JSON Schemas for editors"),
+        "{}",
+        out.stdout
+    );
+    let mut checked = Vec::new();
+    for manifest in [
+        "vbuild.toml",
+        "packages/a/BUILD.toml",
+        "apps/web/site/BUILD.toml",
+    ] {
+        let text = ws.read(manifest);
+        let first = text.lines().next().unwrap_or_default();
+        let rel = first
+            .strip_prefix("#:schema ")
+            .unwrap_or_else(|| panic!("{manifest} starts with {first:?}"));
+        let dir = ws.path(manifest).parent().unwrap().to_path_buf();
+        let schema_text = std::fs::read_to_string(dir.join(rel))
+            .unwrap_or_else(|e| panic!("{manifest}: {rel}: {e}"));
+        let schema: serde_json::Value = serde_json::from_str(&schema_text).unwrap();
+        let validator = jsonschema::draft202012::new(&schema).expect("the schema compiles");
+        let doc: serde_json::Value = toml::from_str(&text).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{manifest}:\n{text}\n{errors:#?}");
+        checked.push(rel.to_string());
+    }
+    assert_eq!(
+        checked,
+        [
+            "./.vbuild/schema/vbuild.schema.json",
+            "../../.vbuild/schema/build.schema.json",
+            "../../../.vbuild/schema/build.schema.json"
+        ]
+    );
+    // The schema directory is hidden: never a package, and the generated
+    // workspace loads and runs with it in place.
+    let q = ws.run(&["query", "//..."]);
+    assert_eq!(q.code, 0, "{}", q.snapshot());
+    assert!(!q.stdout.contains(".vbuild"), "{}", q.stdout);
+}
