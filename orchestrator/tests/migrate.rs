@@ -692,3 +692,55 @@ fn manifests_point_editors_at_schemas_that_accept_them() {
     assert_eq!(q.code, 0, "{}", q.snapshot());
     assert!(!q.stdout.contains(".vbuild"), "{}", q.stdout);
 }
+
+/// Nx's `outputs` (nx.json `targetDefaults`, a project.json target) on a
+/// never-built checkout: `{projectRoot}/…` paths become `optional_outs`,
+/// and the outputs are cached and restored.
+#[test]
+fn nx_outputs_become_optional_outs() {
+    let ws = npm_ws(&[
+        (
+            "package.json",
+            r#"{"name":"r","private":true,"workspaces":["packages/*"],"scripts":{"build":"nx run-many -t build"}}"#,
+        ),
+        (
+            "nx.json",
+            r#"{"targetDefaults":{"build":{"dependsOn":["^build"],"outputs":["{projectRoot}/dist","{options.outputPath}"]}}}"#,
+        ),
+        (
+            "packages/a/package.json",
+            r#"{"name":"a","version":"1.0.0","scripts":{"build":"mkdir -p dist && cp a.src dist/a.txt"}}"#,
+        ),
+        ("packages/a/a.src", "a\n"),
+        (
+            "packages/b/package.json",
+            r#"{"name":"b","version":"1.0.0","scripts":{"build":"mkdir -p out && cp ../a/dist/a.txt out/b.txt"},"dependencies":{"a":"*"}}"#,
+        ),
+        (
+            "packages/b/project.json",
+            r#"{"targets":{"build":{"outputs":["{workspaceRoot}/packages/b/out"]}}}"#,
+        ),
+    ]);
+    let out = ws.run(&["migrate"]);
+    assert_eq!(out.code, 0, "{}", out.snapshot());
+    assert!(
+        ws.read("packages/a/BUILD.toml")
+            .contains("optional_outs = [\"dist/\"]"),
+        "{}",
+        ws.read("packages/a/BUILD.toml")
+    );
+    let b = ws.read("packages/b/BUILD.toml");
+    assert!(b.contains("optional_outs = [\"out/\"]"), "{b}");
+    assert!(
+        out.stdout
+            .contains("packages/a:build: nx output `{options.outputPath}` not translated"),
+        "{}",
+        out.stdout
+    );
+    ws.run(&["run", "build"]).assert_all("miss");
+    assert_eq!(ws.read("packages/b/out/b.txt"), "a\n");
+    std::fs::remove_dir_all(ws.path("packages/a/dist")).unwrap();
+    std::fs::remove_dir_all(ws.path("packages/b/out")).unwrap();
+    ws.run(&["run", "build"]).assert_all("hit");
+    assert_eq!(ws.read("packages/b/out/b.txt"), "a\n");
+}

@@ -17,6 +17,7 @@ mod external;
 mod gitignore;
 mod graph;
 mod manifest;
+mod nx;
 mod outs;
 mod scripts;
 mod write;
@@ -377,16 +378,21 @@ pub fn plan(root: &Path) -> Result<Plan> {
             // migrate does not know. Never read from what a native build
             // left on disk, so a fresh clone migrates as a built one does.
             let mut optional: Vec<String> = Vec::new();
-            if let Some(outputs) = task.and_then(|t| t.outputs.clone()) {
-                for o in manifest::turbo_outs(&outputs, &mut undecided, &what) {
+            let declared = match task.and_then(|t| t.outputs.clone()) {
+                Some(outputs) => Some(manifest::turbo_outs(&outputs, &mut undecided, &what)),
+                None => nx::task_outputs(root, pkg, name)
+                    .map(|o| nx::outs(&o, pkg, &mut undecided, &what)),
+            };
+            if let Some(declared) = declared {
+                for o in declared {
                     // What the tool's own flags and config say is exact; a
-                    // turbo output beside them is kept where it adds files.
+                    // turbo (or Nx) output beside them is kept where it adds files.
                     if found.outs.iter().any(|f| outs::overlap(f, &o)) {
                         continue;
                     }
                     match tracked_under(root, pkg, &o) {
                         Some(f) => undecided.push(format!(
-                            "{what}: turbo output `{o}` holds `{f}`, a file in git: not declared (a restore deletes what the build did not write)"
+                            "{what}: output `{o}` (turbo.json / nx) holds `{f}`, a file in git: not declared (a restore deletes what the build did not write)"
                         )),
                         None => optional.push(o),
                     }
