@@ -528,31 +528,102 @@ fn a_package_turbo_json_overrides_the_roots_tasks() {
 }
 
 #[test]
-fn unknown_builders_get_what_the_native_build_left_and_npm_variables() {
+fn unknown_builders_get_the_gitignored_output_dir_and_npm_variables() {
+    // Never built: no dist/ on disk, as in a fresh clone.
     let ws = npm_ws(&[
         ("package.json", r#"{"name":"r","private":true,"workspaces":["packages/*"]}"#),
         (".gitignore", "dist\n"),
         ("fake-build.js", "const fs = require('fs');\nconst dir = `packages/${process.env.npm_package_name}/dist`;\nfs.mkdirSync(__dirname + '/' + dir, { recursive: true });\nfs.writeFileSync(__dirname + '/' + dir + '/log.txt', process.env.npm_lifecycle_event);\n"),
         ("packages/a/package.json", r#"{"name":"a","version":"1.0.0","scripts":{"build":"node ../../fake-build.js"}}"#),
-        ("packages/a/dist/log.txt", "build"),
     ]);
     let out = ws.run(&["migrate"]);
     assert_eq!(out.code, 0, "{}", out.snapshot());
     assert!(
-        out.stdout.contains(
-            "packages/a:build: outs = [\"dist/\"] guessed from what the native build left"
-        ),
+        out.stdout
+            .contains("packages/a:build: optional_outs = [\"dist/\"] guessed from the .gitignore"),
         "{}",
         out.stdout
     );
     let a = ws.read("packages/a/BUILD.toml");
+    assert!(a.contains("optional_outs = [\"dist/\"]"), "{a}");
     assert!(a.contains("env = { npm_lifecycle_event = \"build\", npm_package_name = \"a\", npm_package_version = \"1.0.0\" }"), "{a}");
     assert!(ws
         .read("vbuild.toml")
         .contains("inputs = [\"fake-build.js\", \"package.json\"]"));
-    std::fs::remove_dir_all(ws.path("packages/a/dist")).unwrap();
     ws.run(&["run", "build"]).assert_all("miss");
     assert_eq!(ws.read("packages/a/dist/log.txt"), "build");
+    std::fs::remove_dir_all(ws.path("packages/a/dist")).unwrap();
+    ws.run(&["run", "build"]).assert_all("hit");
+    assert_eq!(ws.read("packages/a/dist/log.txt"), "build");
+}
+
+/// A newcomer's first `vbuild migrate && vbuild run build`, on a checkout
+/// that was never built: turbo's `outputs` (task, `pkg#task` and a
+/// package's own turbo.json; relative to the package) become
+/// `optional_outs`, so what an unknown tool writes is cached, staged for
+/// dependents and restored; and migrating again after the build writes
+/// the same files.
+#[test]
+fn a_never_built_checkout_gets_turbos_outputs() {
+    let build = "const fs = require('fs');\nconst [dir, from] = process.argv.slice(2);\nfs.mkdirSync(dir, { recursive: true });\nconst dep = from ? fs.readFileSync(from, 'utf8') : '';\nfs.writeFileSync(dir + '/out.js', dep + 'built ' + process.env.npm_package_name + '\\n');\n";
+    let ws = turbo_ws(
+        r#"{"tasks":{"build":{"dependsOn":["^build"],"outputs":["dist/**",".next/**","!.next/cache/**","node_modules/.cache/x/**"]},"app#build":{"dependsOn":["^build"],"outputs":["www/**"]},"test":{"dependsOn":["build"],"outputs":["coverage/**"]}}}"#,
+        &[
+            ("build.js", build),
+            (
+                "packages/lib/package.json",
+                r#"{"name":"lib","version":"1.0.0","scripts":{"build":"node ../../build.js dist","test":"grep -q lib dist/out.js"}}"#,
+            ),
+            (
+                "packages/app/package.json",
+                r#"{"name":"app","version":"1.0.0","scripts":{"build":"node ../../build.js www ../lib/dist/out.js"},"dependencies":{"lib":"*"}}"#,
+            ),
+            // A package's own turbo.json: its build writes `out/`.
+            (
+                "packages/docs/package.json",
+                r#"{"name":"docs","version":"1.0.0","scripts":{"build":"node ../../build.js out"}}"#,
+            ),
+            (
+                "packages/docs/turbo.json",
+                r#"{"extends":["//"],"tasks":{"build":{"outputs":["out/**"]}}}"#,
+            ),
+        ],
+    );
+    let out = ws.run(&["migrate"]);
+    assert_eq!(out.code, 0, "{}", out.snapshot());
+    insta::assert_snapshot!("never_built_summary", out.stdout);
+    let files = [
+        "vbuild.toml",
+        "packages/lib/BUILD.toml",
+        "packages/app/BUILD.toml",
+        "packages/docs/BUILD.toml",
+    ];
+    let migrated: Vec<String> = files.iter().map(|f| ws.read(f)).collect();
+    insta::assert_snapshot!("never_built_lib", migrated[1]);
+    insta::assert_snapshot!("never_built_app", migrated[2]);
+    assert!(
+        migrated[3].contains("optional_outs = [\"out/\"]"),
+        "{}",
+        migrated[3]
+    );
+
+    let cold = ws.run(&["run", "build", "test"]);
+    cold.assert_ok();
+    cold.assert_all("miss");
+    assert_eq!(ws.read("packages/app/www/out.js"), "built lib\nbuilt app\n");
+    assert_eq!(ws.read("packages/docs/out/out.js"), "built docs\n");
+    for d in ["packages/lib/dist", "packages/app/www", "packages/docs/out"] {
+        std::fs::remove_dir_all(ws.path(d)).unwrap();
+    }
+    ws.run(&["run", "build", "test"]).assert_all("hit");
+    assert_eq!(ws.read("packages/app/www/out.js"), "built lib\nbuilt app\n");
+    assert_eq!(ws.read("packages/lib/dist/out.js"), "built lib\n");
+
+    // Built now: migrating again gives the same files.
+    let again = ws.run(&["migrate", "--force"]);
+    assert_eq!(again.code, 0, "{}", again.snapshot());
+    let remigrated: Vec<String> = files.iter().map(|f| ws.read(f)).collect();
+    assert_eq!(migrated, remigrated);
 }
 
 /// Every manifest migrate writes starts with a `#:schema` line whose path,

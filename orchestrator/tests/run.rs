@@ -181,6 +181,55 @@ fn missing_declared_output_is_an_error_naming_it() {
     );
 }
 
+/// `optional_outs` (what turbo's `outputs` become): one the command does
+/// not write is no error; one it writes is captured and restored like
+/// `outs`; moving a path between the two lists is a miss that `why` names.
+#[test]
+fn optional_outputs_may_be_left_unwritten() {
+    let ws = Ws::new(&[
+        ("p/src.txt", "hello\n"),
+        (
+            "p/BUILD.toml",
+            "[target.build]\ncommand = \"mkdir -p dist && cp src.txt dist/a.txt\"\nsrcs = [\"src.txt\"]\noptional_outs = [\"dist/\", \".next/\", \"types/*.d.ts\", \"meta.json\"]\n",
+        ),
+    ]);
+    let first = ws.run(&["run", "//p:build"]);
+    first.assert_ok();
+    assert_eq!(first.states(), ["miss //p:build"]);
+    assert_eq!(ws.read("p/dist/a.txt"), "hello\n");
+    assert!(!ws.path("p/.next").exists() && !ws.path("p/meta.json").exists());
+    std::fs::remove_dir_all(ws.path("p/dist")).unwrap();
+    ws.write("p/.next/stale.txt", "left by a native build");
+    let restore = ws.run(&["run", "//p:build"]);
+    restore.assert_all("hit");
+    assert_eq!(ws.read("p/dist/a.txt"), "hello\n");
+    // The target owns `.next/`: what its run did not write is not kept.
+    assert!(!ws.path("p/.next/stale.txt").exists());
+    ws.write(
+        "p/BUILD.toml",
+        "[target.build]\ncommand = \"mkdir -p dist && cp src.txt dist/a.txt\"\nsrcs = [\"src.txt\"]\nouts = [\"dist/\"]\noptional_outs = [\".next/\", \"types/*.d.ts\", \"meta.json\"]\n",
+    );
+    let why = ws.run(&["why", "//p:build"]);
+    assert!(
+        why.stdout.contains("target config changed (outs)"),
+        "{}",
+        why.stdout
+    );
+    assert_eq!(ws.run(&["run", "//p:build"]).states(), ["miss //p:build"]);
+    // The overlap rule covers them: another target may not claim `.next/`.
+    ws.write(
+        "p/BUILD.toml",
+        "[target.build]\ncommand = \"true\"\noptional_outs = [\".next/\"]\n[target.next]\ncommand = \"true\"\nouts = [\".next/**/*.js\"]\n",
+    );
+    let out = ws.run(&["run", "//p:build"]);
+    assert_eq!(out.code, 2, "{}", out.snapshot());
+    assert!(
+        out.stderr.contains("//p:build") && out.stderr.contains("//p:next"),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn undeclared_file_cannot_be_read() {
     let ws = Ws::new(&[

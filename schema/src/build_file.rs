@@ -84,6 +84,11 @@ pub struct TargetDef {
     pub deps: Vec<Spanned<String>>,
     #[serde(default)]
     pub outs: Vec<Spanned<String>>,
+    /// Outputs the command may leave unwritten (turbo's `outputs` and Nx's
+    /// are globs that may match nothing): declared, restored and checked
+    /// for overlap like `outs`, but not writing one is not an error.
+    #[serde(default)]
+    pub optional_outs: Vec<Spanned<String>>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     #[serde(default)]
@@ -222,6 +227,7 @@ pub struct TargetDefaults {
     pub srcs: Option<Vec<String>>,
     pub deps: Option<Vec<String>>,
     pub outs: Option<Vec<String>>,
+    pub optional_outs: Option<Vec<String>>,
     pub env: Option<BTreeMap<String, String>>,
     pub pass_env: Option<Vec<String>>,
     pub cache: Option<CacheSetting>,
@@ -267,6 +273,7 @@ pub fn apply_defaults(
             ("srcs", &mut t.srcs, &d.srcs),
             ("deps", &mut t.deps, &d.deps),
             ("outs", &mut t.outs, &d.outs),
+            ("optional_outs", &mut t.optional_outs, &d.optional_outs),
             ("pass_env", &mut t.pass_env, &d.pass_env),
         ] {
             if let (true, Some(v)) = (unset(key), value) {
@@ -353,6 +360,13 @@ fn check_target_limits(
     let t = target.get_ref();
     check_list(file, source, "srcs", &t.srcs, MAX_PATTERN_LEN)?;
     check_list(file, source, "outs", &t.outs, MAX_PATTERN_LEN)?;
+    check_list(
+        file,
+        source,
+        "optional_outs",
+        &t.optional_outs,
+        MAX_PATTERN_LEN,
+    )?;
     check_list(file, source, "deps", &t.deps, MAX_LABEL_LEN)?;
     check_list(file, source, "pass_env", &t.pass_env, MAX_NAME_LEN)?;
     for name in &t.pass_env {
@@ -413,6 +427,7 @@ fn check_workspace_limits(
         let lists = [
             ("srcs", &d.srcs, MAX_PATTERN_LEN),
             ("outs", &d.outs, MAX_PATTERN_LEN),
+            ("optional_outs", &d.optional_outs, MAX_PATTERN_LEN),
             ("deps", &d.deps, MAX_LABEL_LEN),
             ("pass_env", &d.pass_env, MAX_NAME_LEN),
         ];
