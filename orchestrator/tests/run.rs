@@ -104,7 +104,7 @@ fn relative_label_from_inside_a_package() {
     let ws = three_packages();
     let out = ws.run_in(&ws.path("lib/src"), &["run", ":build"]);
     out.assert_ok();
-    assert_eq!(out.states(), ["miss //lib:build"]);
+    out.assert_states(&["miss //lib:build"]);
 }
 
 #[test]
@@ -150,7 +150,7 @@ fn failing_action_fails_the_run_and_caches_nothing() {
         "a failed action writes nothing to the workspace"
     );
     let again = ws.run(&["run", "//bad:build"]);
-    assert_eq!(again.states(), ["failed //bad:build"]);
+    again.assert_states(&["failed //bad:build"]);
 }
 
 #[test]
@@ -161,7 +161,7 @@ fn failure_stops_scheduling_without_keep_going() {
     ]);
     let out = ws.run(&["run", "//...", "-j1"]);
     assert_eq!(out.code, 1);
-    assert_eq!(out.states(), ["failed //a:build"]);
+    out.assert_states(&["failed //a:build"]);
     assert!(out.stderr.contains("1 not run"), "{}", out.stderr);
 }
 
@@ -195,7 +195,7 @@ fn optional_outputs_may_be_left_unwritten() {
     ]);
     let first = ws.run(&["run", "//p:build"]);
     first.assert_ok();
-    assert_eq!(first.states(), ["miss //p:build"]);
+    first.assert_states(&["miss //p:build"]);
     assert_eq!(ws.read("p/dist/a.txt"), "hello\n");
     assert!(!ws.path("p/.next").exists() && !ws.path("p/meta.json").exists());
     std::fs::remove_dir_all(ws.path("p/dist")).unwrap();
@@ -267,7 +267,7 @@ pass_env = ["MODE"]
         again.stderr
     );
     let back = ws.run_env(&["run", "//p:build"], &[("MODE", "a")]);
-    assert_eq!(back.states(), ["hit //p:build"]);
+    back.assert_states(&["hit //p:build"]);
 }
 
 #[test]
@@ -302,7 +302,7 @@ fn corrupt_blob_is_detected_and_repaired() {
     assert!(out.stderr.contains("corrupt"), "{}", out.stderr);
     assert_eq!(ws.read("lib/out/msg.txt"), "HELLO\n");
     let fixed = ws.run(&["run", "//lib:build"]);
-    assert_eq!(fixed.states(), ["hit //lib:build"]);
+    fixed.assert_states(&["hit //lib:build"]);
     assert_eq!(std::fs::read(&blob).unwrap(), b"HELLO\n", "blob repaired");
 }
 

@@ -369,8 +369,33 @@ fn check_target_limits(
     )?;
     check_list(file, source, "deps", &t.deps, MAX_LABEL_LEN)?;
     check_list(file, source, "pass_env", &t.pass_env, MAX_NAME_LEN)?;
+    for name in &t.pass_env {
+        check_pass_env_name(file, source, Some(name.span()), "pass_env", name.get_ref())?;
+    }
     let env: Vec<String> = t.env.keys().cloned().collect();
     check_plain(file, source, span, "env", &env, MAX_NAME_LEN)
+}
+
+/// vbuild's own settings (`VBUILD_*`: the IPC socket and token, remote
+/// credentials) never reach an action, so listing one would silently pass
+/// nothing: an error says so where it is written.
+fn check_pass_env_name(
+    file: &Path,
+    source: &str,
+    span: Option<std::ops::Range<usize>>,
+    field: &str,
+    name: &str,
+) -> Result<(), Diagnostic> {
+    if !name.starts_with("VBUILD_") {
+        return Ok(());
+    }
+    Err(Diagnostic::at(
+        file,
+        source,
+        span,
+        format!("{field} lists {name:?}: vbuild's own settings (VBUILD_*) are never passed to actions"),
+    )
+    .with_help("remove it; to give an action a value, pass a variable with another name or set it in `env`"))
 }
 
 /// `crate::limits` for vbuild.toml.
@@ -384,6 +409,9 @@ fn check_workspace_limits(
     check_list(file, source, "inputs", &w.inputs, MAX_PATTERN_LEN)?;
     check_list(file, source, "exclude", &w.exclude, MAX_PATTERN_LEN)?;
     check_plain(file, source, None, "pass_env", &w.pass_env, MAX_NAME_LEN)?;
+    for name in &w.pass_env {
+        check_pass_env_name(file, source, None, "[workspace] pass_env", name)?;
+    }
     check_plain(
         file,
         source,
@@ -408,6 +436,10 @@ fn check_workspace_limits(
                 let field = format!("[defaults.{name}] {field}");
                 check_plain(file, source, span.clone(), &field, list, max)?;
             }
+        }
+        for var in d.pass_env.iter().flatten() {
+            let field = format!("[defaults.{name}] pass_env");
+            check_pass_env_name(file, source, span.clone(), &field, var)?;
         }
     }
     Ok(())
