@@ -744,3 +744,58 @@ fn nx_outputs_become_optional_outs() {
     ws.run(&["run", "build"]).assert_all("hit");
     assert_eq!(ws.read("packages/b/out/b.txt"), "a\n");
 }
+
+/// turbo outputs never make migrate emit what the overlap rule rejects: a
+/// `test` whose outputs repeat the build's `dist/**` leaves `dist/` to the
+/// build (instead of merging the two), and an output reaching into a
+/// nested package is listed, not declared.
+#[test]
+fn turbo_outputs_never_overlap_another_targets() {
+    let ws = turbo_ws(
+        r#"{"tasks":{"build":{"outputs":["dist/**"]},"test":{"outputs":["dist/**","coverage/**"]},"docs#build":{"outputs":["site/**","api/**"]}}}"#,
+        &[
+            (
+                "packages/ui/package.json",
+                r#"{"name":"ui","version":"1.0.0","scripts":{"build":"tsc","test":"node t.js"}}"#,
+            ),
+            (
+                "packages/ui/tsconfig.json",
+                r#"{"compilerOptions":{"outDir":"dist"}}"#,
+            ),
+            ("packages/ui/t.js", ""),
+            (
+                "packages/docs/package.json",
+                r#"{"name":"docs","version":"1.0.0","scripts":{"build":"node gen.js"}}"#,
+            ),
+            ("packages/docs/gen.js", ""),
+            (
+                "packages/docs/api/package.json",
+                r#"{"name":"api","version":"1.0.0","scripts":{"build":"node gen.js"}}"#,
+            ),
+            ("packages/docs/api/gen.js", ""),
+        ],
+    );
+    // The nested package is a workspace package too.
+    let root = ws.read("package.json").replace(
+        r#""workspaces":["packages/*"]"#,
+        r#""workspaces":["packages/*","packages/docs/api"]"#,
+    );
+    ws.write("package.json", &root);
+    let out = ws.run(&["migrate"]);
+    assert_eq!(out.code, 0, "{}", out.snapshot());
+    let ui = ws.read("packages/ui/BUILD.toml");
+    assert_eq!(ui.matches("[target.").count(), 2, "{ui}");
+    assert!(ui.contains("outs = [\"dist/\"]"), "{ui}");
+    assert!(ui.contains("optional_outs = [\"coverage/\"]"), "{ui}");
+    let docs = ws.read("packages/docs/BUILD.toml");
+    assert!(docs.contains("optional_outs = [\"site/\"]"), "{docs}");
+    assert!(
+        out.stdout.contains(
+            "packages/docs:build: output `api/` (turbo.json / nx) reaches into the package packages/docs/api"
+        ),
+        "{}",
+        out.stdout
+    );
+    // Everything migrate wrote loads (the overlap rule included).
+    ws.run(&["query"]).assert_ok();
+}

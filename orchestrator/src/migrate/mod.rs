@@ -394,7 +394,12 @@ pub fn plan(root: &Path) -> Result<Plan> {
                         Some(f) => undecided.push(format!(
                             "{what}: output `{o}` (turbo.json / nx) holds `{f}`, a file in git: not declared (a restore deletes what the build did not write)"
                         )),
-                        None => optional.push(o),
+                        None => match crosses_package(&layout.packages, pkg, &o) {
+                            Some(sub) => undecided.push(format!(
+                                "{what}: output `{o}` (turbo.json / nx) reaches into the package {sub}: not declared (each package declares its own outputs)"
+                            )),
+                            None => optional.push(o),
+                        },
                     }
                 }
             } else {
@@ -457,6 +462,7 @@ pub fn plan(root: &Path) -> Result<Plan> {
             alias.insert((i, name.clone()), proto.name.clone());
             protos[i].push(proto);
         }
+        drop_claimed_optional(&mut protos[i]);
         merge_overlapping(
             i,
             &mut protos[i],
@@ -883,6 +889,59 @@ fn tracked_under(root: &Path, pkg: &str, out: &str) -> Option<String> {
             })
         })
         .map(str::to_string)
+}
+
+/// The package an out of `pkg` would reach into (a sub-package at or
+/// below its base, or one its base lies in), if any: outputs stop at
+/// sub-packages, and a literal out inside one is a load error.
+fn crosses_package(packages: &[String], pkg: &str, out: &str) -> Option<String> {
+    let base = out
+        .split(['*', '?', '[', '{'])
+        .next()
+        .unwrap_or(out)
+        .trim_end_matches('/');
+    let base = base.rsplit_once('/').map_or(base, |(d, f)| {
+        if crate::globs::is_glob(out) || out.ends_with('/') || !f.contains('.') {
+            base
+        } else {
+            d
+        }
+    });
+    let full = match (pkg.is_empty(), base.is_empty()) {
+        (true, _) => base.to_string(),
+        (false, true) => pkg.to_string(),
+        (false, false) => format!("{pkg}/{base}"),
+    };
+    packages
+        .iter()
+        .filter(|q| q.as_str() != pkg && (pkg.is_empty() || q.starts_with(&format!("{pkg}/"))))
+        .find(|q| {
+            full.is_empty()
+                || *q == &full
+                || q.starts_with(&format!("{full}/"))
+                || full.starts_with(&format!("{q}/"))
+        })
+        .cloned()
+}
+
+/// An optional out (turbo's, guessed) that another target of the package
+/// writes for certain is that target's: dropped here rather than merging
+/// the two targets (a `test` whose turbo outputs repeat `dist/**`).
+fn drop_claimed_optional(protos: &mut [Proto]) {
+    let required: Vec<(usize, String)> = protos
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| p.outs.iter().map(move |o| (i, o.clone())))
+        .collect();
+    for (i, p) in protos.iter_mut().enumerate() {
+        let before = p.optional.len();
+        p.optional
+            .retain(|o| !required.iter().any(|(j, r)| *j != i && outs::overlap(r, o)));
+        if p.optional.len() < before {
+            p.notes
+                .push("turbo outputs another target of this package writes are left to it".into());
+        }
+    }
 }
 
 /// The file group's target name.
