@@ -41,7 +41,7 @@ while read -r name gh task sub; do
   else
     git --git-dir="$mirror" archive HEAD "$sub" | tar -x -C "$dest" --strip-components=1
   fi
-  g() { git -C "$dest" -c user.name=bench -c user.email=bench@example.com "$@"; }
+  g() { git -C "$dest" -c user.name=bench -c user.email=bench@example.com -c core.hooksPath=/dev/null "$@"; }
   g init -q -b main && printf 'node_modules/\n' >> "$dest/.git/info/exclude"
   g add -A && g commit -q -m "$gh @ $(git --git-dir="$mirror" rev-parse HEAD)"
   echo "$task" > "$dest.task"
