@@ -176,11 +176,16 @@ class Real:
         return paths
 
     def learn_outputs(self):
+        # Checked: what the first build wrote. Deleted for `cold` and
+        # `restore`: what any tool's build wrote (a native `tsc -b` also
+        # leaves .tsbuildinfo files, which would make its next cold run warm).
+        now = self.ignored()
         if self.outputs is None:
-            self.outputs = self.ignored()
+            self.outputs = now
+        self.written = sorted(set(getattr(self, "written", [])) | set(now))
 
     def clean_outputs(self):
-        for rel in self.outputs if self.outputs is not None else self.ignored():
+        for rel in getattr(self, "written", None) or self.ignored():
             rm(os.path.join(self.ws, rel))
 
     def check_outputs(self):
