@@ -133,6 +133,16 @@ fn literal_src_in_node_modules_or_sub_package() {
     ]));
 }
 
+/// vbuild's own variables never reach an action; listing one in pass_env
+/// used to pass nothing without a word.
+#[test]
+fn pass_env_of_vbuilds_own_settings() {
+    insta::assert_snapshot!(load_error(&[(
+        "a/BUILD.toml",
+        "[target.build]\ncommand = \"true\"\npass_env = [\"CI\", \"VBUILD_REMOTE_TOKEN\"]\n"
+    )]));
+}
+
 /// 300 packages, each depending on the one before: past the size where
 /// BUILD.toml files are parsed and targets validated on several threads.
 fn chain_of_packages(n: usize) -> Vec<(String, String)> {
