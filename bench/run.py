@@ -23,15 +23,19 @@ time (user+sys of the process and every descendant it reaped) and peak RSS
 checked: exit status 0, every output present, and after a leaf edit the
 leaf's output reflects the edit.
 
-usage: bench/run.py [--mode migrate|hand] [--real DIR [--leaf FILE]]
+usage: bench/run.py [--mode migrate|hand] [--real DIR [--leaf FILE] [--task build]]
                     [--sizes 200,1000] [--runs 5] [--cold-runs N[,N...]]
                     [--tools vbuild,turbo,vp,nx,pnpm] [--scenarios cold,cached,restore,leaf]
                     [--vbuild PATH] [--workdir DIR] [--json FILE] [--require-peers]
 
 Peers come from bench/node_modules (`npm install` in bench/). turbo runs
 through its native binary, not the Node wrapper; vp through `node vp`; nx
-with its daemon, cloud and TUI off; `pnpm` (for --real) runs the repo's own
-`pnpm run build`, uncached. A peer that is missing or fails is
+with its daemon, cloud and TUI off; `own` (for --real) is the repo's own
+runner: its package manager (found by lockfile, on the caller's PATH) running
+the root's TASK script (`pnpm run build`, which may be `turbo run build`,
+with the repo's installed turbo and its cache), else the manager's recursive
+run (`pnpm -r run build`, `yarn workspaces run build`, `npm run build
+--workspaces`); `pnpm` runs bench's pnpm on the root script, uncached. A peer that is missing or fails is
 reported as such and the run goes on; `--require-peers` makes that an error.
 """
 import argparse
@@ -53,7 +57,7 @@ from workspaces import NM, rm  # noqa: E402
 
 SCENARIOS = ["cold", "cached", "restore", "leaf"]
 TOOLS = ["vbuild", "turbo", "vp", "nx"]
-PEERS = ["turbo", "vp", "nx", "pnpm"]
+PEERS = ["turbo", "vp", "nx", "pnpm", "own"]
 # The issue's targets (vbuild wall / peer wall), on the migrate path.
 TARGETS = {
     ("cold", "vp"): (1.0, 1.0),
@@ -63,6 +67,8 @@ TARGETS = {
     ("leaf", "turbo"): (0.3, 0.3),
     # --real: the repo's own runner.
     ("cold", "pnpm"): (1.0, 1.0),
+    ("cold", "own"): (1.0, 1.0),
+    ("cached", "own"): (0.25, 0.25),
 }
 
 
@@ -109,7 +115,7 @@ def make_tool(name, args, ws, env):
         if name == "vbuild":
             # A real repo has test and lint targets too: the build task
             # only, as its own `build` script and turbo/nx run it.
-            what = "build" if args.real else "//..."
+            what = args.task if args.real else "//..."
             return Tool("vbuild", [args.vbuild, "run", what], [env["VBUILD_CACHE_DIR"]])
         if name == "turbo":
             return Tool("turbo", [find_turbo(), "run", "build"], [os.path.join(ws, ".turbo")])
@@ -123,6 +129,10 @@ def make_tool(name, args, ws, env):
             if not os.path.exists(pnpm):
                 raise ToolUnavailable("pnpm not installed under bench/node_modules (run `npm install` in bench/)")
             return Tool("pnpm", [pnpm, "run", "build"], [])
+        if name == "own":
+            if not os.path.exists(os.path.join(ws, "package.json")):
+                raise ToolUnavailable("not set up yet")
+            return own_runner(args.task, ws)
         if name == "nx":
             argv = node_script(os.path.join("nx", "dist", "bin", "nx.js"), "nx")
             argv += ["run-many", "-t", "build", "--outputStyle=static"]
@@ -132,6 +142,37 @@ def make_tool(name, args, ws, env):
         tool.error = str(e)
         return tool
     raise SystemExit(f"unknown tool {name}")
+
+
+def own_runner(task, ws):
+    """The repo's own runner for `task`, as bench/real/check.sh runs it
+    natively: the package manager its lockfile names, on the caller's PATH
+    (the repo may need an older pnpm or yarn 1 than bench's)."""
+    if os.path.exists(os.path.join(ws, "pnpm-lock.yaml")) or os.path.exists(os.path.join(ws, "pnpm-workspace.yaml")):
+        pm = "pnpm"
+    elif os.path.exists(os.path.join(ws, "yarn.lock")):
+        pm = "yarn"
+    else:
+        pm = "npm"
+    exe = shutil.which(pm)
+    if not exe:
+        raise ToolUnavailable(f"{pm} (the repo's package manager) not on PATH")
+    with open(os.path.join(ws, "package.json")) as f:
+        scripts = json.load(f).get("scripts", {})
+    if task in scripts:
+        argv, what = [exe, "run", task], f"{pm} run {task}: {scripts[task]}"
+    elif pm == "pnpm":
+        argv, what = [exe, "-r", "run", task], f"pnpm -r run {task}"
+    elif pm == "yarn":
+        argv, what = [exe, "workspaces", "run", task], f"yarn workspaces run {task}"
+    else:
+        argv, what = [exe, "run", task, "--workspaces", "--if-present"], f"npm run {task} --workspaces"
+    # Its caches, emptied for `cold`: turbo 2 (.turbo), turbo 1
+    # (node_modules/.cache/turbo), nx.
+    caches = [os.path.join(ws, ".turbo"), os.path.join(ws, "node_modules", ".cache", "turbo"), os.path.join(ws, ".nx", "cache")]
+    tool = Tool("own", argv, caches)
+    tool.what = what
+    return tool
 
 
 def measure(argv, cwd, env, log):
@@ -179,6 +220,9 @@ class Bench:
             "NX_NO_CLOUD": "true",
             "NX_TUI": "false",
             "NX_SKIP_NX_CACHE": "false",
+            # The repo's own pnpm even where packageManager pins another.
+            "npm_config_manage_package_manager_versions": "false",
+            "COREPACK_ENABLE_STRICT": "0",
             "VBUILD_CACHE_DIR": os.path.join(work, "vbuild-store"),
         }
         self.tools = [make_tool(name, args, self.ws, self.env) for name in args.tools]
@@ -206,6 +250,8 @@ class Bench:
     def setup(self):
         os.makedirs(self.work, exist_ok=True)
         no_pnpm = self.space.setup(self.args.vbuild, "nx" in self.args.tools)
+        # The repo's own runner is read from the copied checkout.
+        self.tools = [make_tool(t.name, self.args, self.ws, self.env) if t.name == "own" else t for t in self.tools]
         for tool in self.tools:
             if tool.name != "vbuild" and not tool.error:
                 if no_pnpm:
@@ -296,7 +342,7 @@ def targets_table(rows):
     """rows: (title, n, results). The issue's targets, wall ratios."""
     lines = ["| workspace | target | ratio | met |", "|---|---|---|---|"]
     for title, n, results in rows:
-        stats = medians(results, TOOLS + ["pnpm"])
+        stats = medians(results, TOOLS + ["pnpm", "own"])
         for (scenario, peer), (t200, t1000) in TARGETS.items():
             v, p = stats.get((scenario, "vbuild")), stats.get((scenario, peer))
             goal = t1000 if n and n >= 1000 else t200
@@ -312,6 +358,7 @@ def main():
     ap.add_argument("--mode", choices=gen_modes(), default="migrate")
     ap.add_argument("--real", help="measure this checkout (dependencies installed) instead of generated ones")
     ap.add_argument("--leaf", help="with --real: the file the leaf scenario edits (workspace-relative)")
+    ap.add_argument("--task", default="build", help="with --real: the task every tool runs (default build)")
     ap.add_argument("--sizes", default="200,1000")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--cold-runs", help="runs of `cold` (default: --runs); a comma list gives one per size")
@@ -325,7 +372,7 @@ def main():
     args = ap.parse_args()
     if args.real and args.tools == ",".join(TOOLS):
         # A real repo: its own build script and the runners it configures.
-        args.tools = "vbuild,pnpm,turbo,nx"
+        args.tools = "vbuild,own,turbo,nx"
     args.tools = args.tools.split(",")
     args.scenarios = [s for s in SCENARIOS if s in args.scenarios.split(",")]
     if args.real and not args.leaf:
@@ -354,6 +401,8 @@ def main():
             rows.append((space.title, n, results))
             raw[space.title] = {f"{s}/{t}": v for (s, t), v in results.items()}
             for t in bench.tools:
+                if getattr(t, "what", None):
+                    notes.append(f"{space.title}: {t.name} = {t.what}")
                 if t.error:
                     notes.append(f"{space.title}: {t.name} not measured: {t.error.splitlines()[0]}")
     finally:

@@ -3,12 +3,15 @@
 # (a scratch copy: the script builds in it, edits one file and reverts it).
 #
 #   bench/real/check.sh CHECKOUT [--task build] [--time] [--skip-install]
+#                                [--migrate-after-build]
 #
 # 1. installs with the repo's own package manager (its lockfile decides);
-# 2. builds natively (the root's `TASK` script, else the manager's
+# 2. runs `vbuild migrate` on the never-built checkout, as a newcomer does
+#    after cloning (--migrate-after-build: after step 3 instead);
+# 3. builds natively (the root's `TASK` script, else the manager's
 #    recursive run) and records every file the build wrote (path, sha256);
-# 3. deletes them, runs `vbuild migrate`, then `vbuild run TASK` and records
-#    the same; compares file sets and bytes;
+# 4. deletes them, runs `vbuild run TASK` and records the same; compares
+#    file sets and bytes;
 # 4. 10 no-op reruns (all must hit), restore after deleting every output
 #    (must hit and be byte-exact), one edit of a source file in a package
 #    others depend on (must re-run exactly that package's targets and their
@@ -21,18 +24,19 @@
 # manager the repo uses.
 set -uo pipefail
 
-dir=""; task=build; timing=0; install=1
+dir=""; task=build; timing=0; install=1; fresh=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --task) task="$2"; shift ;;
     --time) timing=1 ;;
     --skip-install) install=0 ;;
+    --migrate-after-build) fresh=0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) dir="$1" ;;
   esac
   shift
 done
-[ -n "$dir" ] || { echo "usage: $0 CHECKOUT [--task build] [--time] [--skip-install]" >&2; exit 2; }
+[ -n "$dir" ] || { echo "usage: $0 CHECKOUT [--task build] [--time] [--skip-install] [--migrate-after-build]" >&2; exit 2; }
 cd "$dir" || exit 2
 VBUILD=${VBUILD:-vbuild}
 export VBUILD_CACHE_DIR=${VBUILD_CACHE_DIR:-$PWD/.vbuild-check-cache}
@@ -58,7 +62,7 @@ say manager "$pm $($pm --version 2>/dev/null | tail -1)"
 # Every regular file outside node_modules, .git and the check's own cache,
 # with its sha256: the build's outputs are what a build adds or changes.
 snapshot() {
-  find . \( -name node_modules -o -name .git -o -name .vbuild-check-cache -o -name .turbo \) -prune -o -type f -print0 \
+  find . \( -name node_modules -o -name .git -o -name .vbuild-check-cache -o -name .turbo -o -path ./.husky/_ \) -prune -o -type f -print0 \
     | sort -z | xargs -0 -r sha256sum | sed 's|  \./|  |' > "$1"
 }
 # Files in $2 that are new or changed against $1.
@@ -105,25 +109,32 @@ native() {
   fi
 }
 
+# What migrate writes (never build outputs).
+migrated() { grep -Ev '  ((.*/)?(BUILD|vbuild)\.toml|\.vbuild/.*)$' || true; }
+do_migrate() {
+  snapshot "$work/before-migrate"
+  "$VBUILD" migrate --force >"$work/migrate.log" 2>&1 || { fail "migrate"; cat "$work/migrate.log"; exit 1; }
+  snapshot "$work/after-migrate"
+  edited=$(added "$work/before-migrate" "$work/after-migrate" | migrated | cut -d' ' -f3-)
+  say migrate "$([ "$fresh" = 1 ] && echo "on the never-built checkout" || echo "after the native build")"
+  say migrate_edited "${edited:-none}"
+  say migrate_summary "$(head -1 "$work/migrate.log")"
+  sed -n '/^could not decide/,$p' "$work/migrate.log" | sed 's/^/  /'
+}
+[ "$fresh" = 1 ] && do_migrate
+
 t=$(now)
 if native >"$work/native.log" 2>&1; then say native "ok"; else fail "native build (tail below)"; tail -30 "$work/native.log"; fi
 [ "$timing" = 1 ] && say native_time "$(elapsed "$t")"
 snapshot "$work/after-native"
-added "$work/before" "$work/after-native" > "$work/native-outs"
+added "$work/before" "$work/after-native" | migrated > "$work/native-outs"
 say native_files "$(wc -l < "$work/native-outs")"
-# migrate right after a native build, as a user would (it may look at what
-# the build left); then the build's own files are removed.
-snapshot "$work/before-migrate"
-"$VBUILD" migrate --force >"$work/migrate.log" 2>&1 || { fail "migrate"; cat "$work/migrate.log"; exit 1; }
-snapshot "$work/after-migrate"
+[ "$fresh" = 0 ] && do_migrate
+# The native build's own files are removed.
 cut -d' ' -f3- "$work/native-outs" | while IFS= read -r f; do
   grep -q "  $f\$" "$work/before" || rm -f "$f"
 done
 snapshot "$work/clean"
-edited=$(added "$work/before-migrate" "$work/after-migrate" | cut -d' ' -f3- | grep -Ev '(^|/)(BUILD|vbuild)\.toml$' || true)
-say migrate_edited "${edited:-none}"
-say migrate_summary "$(head -1 "$work/migrate.log")"
-sed -n '/^could not decide/,$p' "$work/migrate.log" | sed 's/^/  /'
 
 run() { "$VBUILD" run "$task" >"$1.out" 2>"$1"; }
 t=$(now)
@@ -132,7 +143,7 @@ run "$work/cold"; rc=$?
 say cold "exit $rc: $(states "$work/cold")"
 [ $rc = 0 ] || { fail "vbuild run $task"; grep -A15 '^failed' "$work/cold" | head -40; }
 snapshot "$work/after-vbuild"
-added "$work/clean" "$work/after-vbuild" | grep -Ev '  (.*/)?(BUILD|vbuild)\.toml$' > "$work/vbuild-outs"
+added "$work/clean" "$work/after-vbuild" | migrated > "$work/vbuild-outs"
 say vbuild_files "$(wc -l < "$work/vbuild-outs")"
 python3 - "$work/native-outs" "$work/vbuild-outs" <<'EOF'
 import sys
@@ -163,7 +174,7 @@ t=$(now)
 run "$work/restore"
 [ "$timing" = 1 ] && say restore_time "$(elapsed "$t")"
 snapshot "$work/after-restore"
-added "$work/clean" "$work/after-restore" | grep -Ev '  (.*/)?(BUILD|vbuild)\.toml$' > "$work/restored-outs"
+added "$work/clean" "$work/after-restore" | migrated > "$work/restored-outs"
 if cmp -s "$work/vbuild-outs" "$work/restored-outs" && [ "$(count "$work/restore" miss)" = 0 ]; then
   say restore "byte-exact, $(states "$work/restore")"
 else

@@ -28,7 +28,11 @@ pub struct Target {
     pub srcs: SrcMatcher,
     /// Indexes into [`Workspace::targets`], in declaration order.
     pub deps: Vec<usize>,
+    /// `outs` then `optional_outs`: every declared output.
     pub outs: Vec<OutSpec>,
+    /// How many of `outs` (the first ones) must be written; the rest are
+    /// `optional_outs`.
+    pub required_outs: usize,
     pub env: BTreeMap<String, String>,
     pub pass_env: Vec<String>,
     pub cache: CacheSetting,
@@ -269,10 +273,11 @@ impl Workspace {
 
         let mut package_outs: HashMap<String, Vec<OutSpec>> = HashMap::new();
         for (label, _, _, def) in &defs {
-            let outs = def
-                .get_ref()
+            let d = def.get_ref();
+            let outs = d
                 .outs
                 .iter()
+                .chain(&d.optional_outs)
                 .filter_map(|o| OutSpec::parse(o.get_ref()).ok());
             package_outs
                 .entry(label.package.clone())
@@ -546,6 +551,9 @@ impl TargetCtx<'_> {
         if let Some(o) = def.outs.first() {
             set.push(("outs", Some(o.span())));
         }
+        if let Some(o) = def.optional_outs.first() {
+            set.push(("optional_outs", Some(o.span())));
+        }
         if let Some(p) = def.pass_env.first() {
             set.push(("pass_env", Some(p.span())));
         }
@@ -650,7 +658,7 @@ impl TargetCtx<'_> {
             }),
         };
         let mut outs = Vec::new();
-        for out in &def.outs {
+        for out in def.outs.iter().chain(&def.optional_outs) {
             match OutSpec::parse(out.get_ref()) {
                 Ok(spec) => {
                     if let OutSpec::Glob(g) = &spec {
@@ -725,6 +733,7 @@ impl TargetCtx<'_> {
                 .collect(),
             srcs: srcs?,
             deps,
+            required_outs: def.outs.len().min(outs.len()),
             outs,
             env: def.env.clone(),
             pass_env,
@@ -827,10 +836,11 @@ fn overlaps(
         .iter()
         .filter_map(|(label, file, source, def)| {
             let target = by_label.get(label)?;
-            let written: Vec<(OutSpec, std::ops::Range<usize>)> = def
-                .get_ref()
+            let d = def.get_ref();
+            let written: Vec<(OutSpec, std::ops::Range<usize>)> = d
                 .outs
                 .iter()
+                .chain(&d.optional_outs)
                 .filter_map(|o| Some((OutSpec::parse(o.get_ref()).ok()?, o.span())))
                 .collect();
             let outs = target

@@ -76,10 +76,7 @@ fn a_target_name_runs_it_in_every_package_in_dependency_order() {
     let ws = common::three_packages();
     let out = ws.run(&["run", "-j1", "build"]);
     out.assert_all("miss");
-    assert_eq!(
-        out.states(),
-        ["miss //lib:build", "miss //app:build", "miss //other:build"]
-    );
+    out.assert_states(&["miss //lib:build", "miss //app:build", "miss //other:build"]);
     ws.run(&["run", "//...:build"]).assert_all("hit");
     assert_eq!(
         ws.run(&["query", "build"]).stdout,
@@ -129,24 +126,14 @@ fn since_runs_changed_packages_and_their_dependents() {
     // An uncommitted edit in lib: lib and its dependent app, not other.
     ws.write("lib/src/msg.txt", "changed\n");
     let out = ws.run(&["run", "-j1", "--since", "HEAD"]);
-    assert_eq!(
-        out.states(),
-        ["miss //lib:build", "miss //app:build"],
-        "{}",
-        out.snapshot()
-    );
+    out.assert_states(&["miss //lib:build", "miss //app:build"]);
     // A pattern narrows it further (deps still build, here as hits).
     let out = ws.run(&["run", "--since", "HEAD", "//app/..."]);
-    assert_eq!(
-        out.states(),
-        ["hit //lib:build", "hit //app:build"],
-        "{}",
-        out.snapshot()
-    );
+    out.assert_states(&["hit //lib:build", "hit //app:build"]);
     // A new file in other counts too; vbuild.toml touches everything.
     ws.write("other/new.txt", "n");
     let out = ws.run(&["run", "--since", "HEAD", "//other/..."]);
-    assert_eq!(out.states(), ["miss //other:build"], "{}", out.snapshot());
+    out.assert_states(&["miss //other:build"]);
     let out = ws.run(&["run", "--since", "nope"]);
     assert_eq!(out.code, 2);
     assert!(

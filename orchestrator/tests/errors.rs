@@ -132,3 +132,13 @@ fn literal_src_in_node_modules_or_sub_package() {
         ("a/BUILD.toml", "[target.build]\ncommand = \"true\"\nsrcs = [\"node_modules/x/index.js\", \"sub/f.txt\"]\n"),
     ]));
 }
+
+/// vbuild's own variables never reach an action; listing one in pass_env
+/// used to pass nothing without a word.
+#[test]
+fn pass_env_of_vbuilds_own_settings() {
+    insta::assert_snapshot!(load_error(&[(
+        "a/BUILD.toml",
+        "[target.build]\ncommand = \"true\"\npass_env = [\"CI\", \"VBUILD_REMOTE_TOKEN\"]\n"
+    )]));
+}

@@ -96,7 +96,7 @@ fn assert_kept_only_as_hashes(ws: &Ws, secrets: [&str; 2]) {
         assert!(leaks.is_empty(), "{value} stored in {leaks:?}");
     }
     let hit = ws.run_env(&["run", "//p:build"], &[("DATABASE_URL", &url(secrets[0]))]);
-    assert_eq!(hit.states(), ["hit //p:build"]);
+    hit.assert_states(&["hit //p:build"]);
 }
 
 /// Item 4: scratch directories lived inside the store, so a scratch action
@@ -157,7 +157,7 @@ fn an_action_cannot_declare_for_a_sibling() {
     ws.write("p/data.txt", "v2");
     std::fs::write(marks.path().join("done"), "").unwrap();
     let again = ws.run_env(&["run", "//p:victim"], &env);
-    assert_eq!(again.states(), ["miss //p:victim"], "{}", again.stderr);
+    again.assert_states(&["miss //p:victim"]);
     assert_eq!(ws.read("p/out.txt"), "v2");
 }
 

@@ -144,13 +144,13 @@ fn workspaces_with_the_same_name_do_not_interfere() {
     run(&one, &["run", "//p:build"]).assert_ok();
     let out = run(&two, &["run", "//p:build"]);
     out.assert_ok();
-    assert_eq!(out.states(), ["miss //p:build"], "{}", out.stderr);
+    out.assert_states(&["miss //p:build"]);
     assert!(out.stderr.contains("(no previous entry)"), "{}", out.stderr);
     // A copy of `one` at another path hits, and shares the entry.
     let copy = tempfile::tempdir().unwrap();
     common::checkout::copy_tree(one.root(), copy.path());
     let out = run_with(copy.path(), &one.cache, &["run", "//p:build"], &[]);
-    assert_eq!(out.states(), ["hit //p:build"], "{}", out.stderr);
+    out.assert_states(&["hit //p:build"]);
     // Cleaning `two` leaves `one` alone.
     let out = run(&two, &["clean"]);
     out.assert_ok();
@@ -159,9 +159,9 @@ fn workspaces_with_the_same_name_do_not_interfere() {
         "removed 1 cache entries of workspace 'my-project'\n"
     );
     let out = run(&one, &["run", "//p:build"]);
-    assert_eq!(out.states(), ["hit //p:build"], "{}", out.stderr);
+    out.assert_states(&["hit //p:build"]);
     let out = run(&two, &["run", "//p:build"]);
-    assert_eq!(out.states(), ["miss //p:build"], "{}", out.stderr);
+    out.assert_states(&["miss //p:build"]);
 }
 
 fn db(ws: &Ws) -> rusqlite::Connection {

@@ -23,7 +23,7 @@ fn two_packages() -> Ws {
 /// The forged entry was refused and dropped: the target ran again.
 fn assert_refused(out: &Out, label: &str, why: &str) {
     out.assert_ok();
-    assert_eq!(out.states(), [format!("miss {label}")], "{}", out.stderr);
+    out.assert_states(&[&format!("miss {label}")]);
     assert!(
         out.stderr.contains("cached entry unusable") && out.stderr.contains(why),
         "wanted {why:?}:\n{}",
@@ -148,7 +148,7 @@ fn symlinks_leading_out_of_the_workspace_are_refused() {
             &format!("[target.build]\ncommand = \"mkdir -p out && ln -s {target} out/l\"\nouts = [\"out/\"]\n"),
         );
         let out = ws.run(&["run", "//a:build"]);
-        assert_eq!(out.states(), ["failed //a:build"], "{}", out.stderr);
+        out.assert_states(&["failed //a:build"]);
         assert!(
             out.stderr.contains("symlink \"a/out/l\" points to")
                 && out.stderr.contains("outside the workspace"),

@@ -528,29 +528,274 @@ fn a_package_turbo_json_overrides_the_roots_tasks() {
 }
 
 #[test]
-fn unknown_builders_get_what_the_native_build_left_and_npm_variables() {
+fn unknown_builders_get_the_gitignored_output_dir_and_npm_variables() {
+    // Never built: no dist/ on disk, as in a fresh clone.
     let ws = npm_ws(&[
         ("package.json", r#"{"name":"r","private":true,"workspaces":["packages/*"]}"#),
         (".gitignore", "dist\n"),
         ("fake-build.js", "const fs = require('fs');\nconst dir = `packages/${process.env.npm_package_name}/dist`;\nfs.mkdirSync(__dirname + '/' + dir, { recursive: true });\nfs.writeFileSync(__dirname + '/' + dir + '/log.txt', process.env.npm_lifecycle_event);\n"),
         ("packages/a/package.json", r#"{"name":"a","version":"1.0.0","scripts":{"build":"node ../../fake-build.js"}}"#),
-        ("packages/a/dist/log.txt", "build"),
     ]);
     let out = ws.run(&["migrate"]);
     assert_eq!(out.code, 0, "{}", out.snapshot());
     assert!(
-        out.stdout.contains(
-            "packages/a:build: outs = [\"dist/\"] guessed from what the native build left"
-        ),
+        out.stdout
+            .contains("packages/a:build: optional_outs = [\"dist/\"] guessed from the .gitignore"),
         "{}",
         out.stdout
     );
     let a = ws.read("packages/a/BUILD.toml");
+    assert!(a.contains("optional_outs = [\"dist/\"]"), "{a}");
     assert!(a.contains("env = { npm_lifecycle_event = \"build\", npm_package_name = \"a\", npm_package_version = \"1.0.0\" }"), "{a}");
     assert!(ws
         .read("vbuild.toml")
         .contains("inputs = [\"fake-build.js\", \"package.json\"]"));
-    std::fs::remove_dir_all(ws.path("packages/a/dist")).unwrap();
     ws.run(&["run", "build"]).assert_all("miss");
     assert_eq!(ws.read("packages/a/dist/log.txt"), "build");
+    std::fs::remove_dir_all(ws.path("packages/a/dist")).unwrap();
+    ws.run(&["run", "build"]).assert_all("hit");
+    assert_eq!(ws.read("packages/a/dist/log.txt"), "build");
+}
+
+/// A newcomer's first `vbuild migrate && vbuild run build`, on a checkout
+/// that was never built: turbo's `outputs` (task, `pkg#task` and a
+/// package's own turbo.json; relative to the package) become
+/// `optional_outs`, so what an unknown tool writes is cached, staged for
+/// dependents and restored; and migrating again after the build writes
+/// the same files.
+#[test]
+fn a_never_built_checkout_gets_turbos_outputs() {
+    let build = "const fs = require('fs');\nconst [dir, from] = process.argv.slice(2);\nfs.mkdirSync(dir, { recursive: true });\nconst dep = from ? fs.readFileSync(from, 'utf8') : '';\nfs.writeFileSync(dir + '/out.js', dep + 'built ' + process.env.npm_package_name + '\\n');\n";
+    let ws = turbo_ws(
+        r#"{"tasks":{"build":{"dependsOn":["^build"],"outputs":["dist/**",".next/**","!.next/cache/**","node_modules/.cache/x/**"]},"app#build":{"dependsOn":["^build"],"outputs":["www/**"]},"test":{"dependsOn":["build"],"outputs":["coverage/**"]}}}"#,
+        &[
+            ("build.js", build),
+            (
+                "packages/lib/package.json",
+                r#"{"name":"lib","version":"1.0.0","scripts":{"build":"node ../../build.js dist","test":"grep -q lib dist/out.js"}}"#,
+            ),
+            (
+                "packages/app/package.json",
+                r#"{"name":"app","version":"1.0.0","scripts":{"build":"node ../../build.js www ../lib/dist/out.js"},"dependencies":{"lib":"*"}}"#,
+            ),
+            // A package's own turbo.json: its build writes `out/`.
+            (
+                "packages/docs/package.json",
+                r#"{"name":"docs","version":"1.0.0","scripts":{"build":"node ../../build.js out"}}"#,
+            ),
+            (
+                "packages/docs/turbo.json",
+                r#"{"extends":["//"],"tasks":{"build":{"outputs":["out/**"]}}}"#,
+            ),
+        ],
+    );
+    let out = ws.run(&["migrate"]);
+    assert_eq!(out.code, 0, "{}", out.snapshot());
+    insta::assert_snapshot!("never_built_summary", out.stdout);
+    let files = [
+        "vbuild.toml",
+        "packages/lib/BUILD.toml",
+        "packages/app/BUILD.toml",
+        "packages/docs/BUILD.toml",
+    ];
+    let migrated: Vec<String> = files.iter().map(|f| ws.read(f)).collect();
+    insta::assert_snapshot!("never_built_lib", migrated[1]);
+    insta::assert_snapshot!("never_built_app", migrated[2]);
+    assert!(
+        migrated[3].contains("optional_outs = [\"out/\"]"),
+        "{}",
+        migrated[3]
+    );
+
+    let cold = ws.run(&["run", "build", "test"]);
+    cold.assert_ok();
+    cold.assert_all("miss");
+    assert_eq!(ws.read("packages/app/www/out.js"), "built lib\nbuilt app\n");
+    assert_eq!(ws.read("packages/docs/out/out.js"), "built docs\n");
+    for d in ["packages/lib/dist", "packages/app/www", "packages/docs/out"] {
+        std::fs::remove_dir_all(ws.path(d)).unwrap();
+    }
+    ws.run(&["run", "build", "test"]).assert_all("hit");
+    assert_eq!(ws.read("packages/app/www/out.js"), "built lib\nbuilt app\n");
+    assert_eq!(ws.read("packages/lib/dist/out.js"), "built lib\n");
+
+    // Built now: migrating again gives the same files.
+    let again = ws.run(&["migrate", "--force"]);
+    assert_eq!(again.code, 0, "{}", again.snapshot());
+    let remigrated: Vec<String> = files.iter().map(|f| ws.read(f)).collect();
+    assert_eq!(migrated, remigrated);
+}
+
+/// Every manifest migrate writes starts with a `#:schema` line whose path,
+/// resolved from the manifest's own directory as Taplo does, is a schema
+/// migrate wrote and that accepts the manifest.
+#[test]
+fn manifests_point_editors_at_schemas_that_accept_them() {
+    let ws = npm_ws(&[
+        (
+            "package.json",
+            r#"{"name":"r","private":true,"workspaces":["packages/*","apps/web/*"]}"#,
+        ),
+        (
+            "packages/a/package.json",
+            r#"{"name":"a","version":"1.0.0","scripts":{"build":"tsc","test":"vitest run"}}"#,
+        ),
+        (
+            "packages/a/tsconfig.json",
+            r#"{"compilerOptions":{"outDir":"dist"}}"#,
+        ),
+        (
+            "apps/web/site/package.json",
+            r#"{"name":"site","version":"1.0.0","scripts":{"build":"node build.js"},"dependencies":{"a":"*"}}"#,
+        ),
+    ]);
+    let out = ws.run(&["migrate"]);
+    assert_eq!(out.code, 0, "{}", out.snapshot());
+    assert!(
+        out.stdout
+            .contains("wrote .vbuild/schema/: JSON Schemas for editors"),
+        "{}",
+        out.stdout
+    );
+    let mut checked = Vec::new();
+    for manifest in [
+        "vbuild.toml",
+        "packages/a/BUILD.toml",
+        "apps/web/site/BUILD.toml",
+    ] {
+        let text = ws.read(manifest);
+        let first = text.lines().next().unwrap_or_default();
+        let rel = first
+            .strip_prefix("#:schema ")
+            .unwrap_or_else(|| panic!("{manifest} starts with {first:?}"));
+        let dir = ws.path(manifest).parent().unwrap().to_path_buf();
+        let schema_text = std::fs::read_to_string(dir.join(rel))
+            .unwrap_or_else(|e| panic!("{manifest}: {rel}: {e}"));
+        let schema: serde_json::Value = serde_json::from_str(&schema_text).unwrap();
+        let validator = jsonschema::draft202012::new(&schema).expect("the schema compiles");
+        let doc: serde_json::Value = toml::from_str(&text).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{manifest}:\n{text}\n{errors:#?}");
+        checked.push(rel.to_string());
+    }
+    assert_eq!(
+        checked,
+        [
+            "./.vbuild/schema/vbuild.schema.json",
+            "../../.vbuild/schema/build.schema.json",
+            "../../../.vbuild/schema/build.schema.json"
+        ]
+    );
+    // The schema directory is hidden: never a package, and the generated
+    // workspace loads and runs with it in place.
+    let q = ws.run(&["query", "//..."]);
+    assert_eq!(q.code, 0, "{}", q.snapshot());
+    assert!(!q.stdout.contains(".vbuild"), "{}", q.stdout);
+}
+
+/// Nx's `outputs` (nx.json `targetDefaults`, a project.json target) on a
+/// never-built checkout: `{projectRoot}/…` paths become `optional_outs`,
+/// and the outputs are cached and restored.
+#[test]
+fn nx_outputs_become_optional_outs() {
+    let ws = npm_ws(&[
+        (
+            "package.json",
+            r#"{"name":"r","private":true,"workspaces":["packages/*"],"scripts":{"build":"nx run-many -t build"}}"#,
+        ),
+        (
+            "nx.json",
+            r#"{"targetDefaults":{"build":{"dependsOn":["^build"],"outputs":["{projectRoot}/dist","{options.outputPath}"]}}}"#,
+        ),
+        (
+            "packages/a/package.json",
+            r#"{"name":"a","version":"1.0.0","scripts":{"build":"mkdir -p dist && cp a.src dist/a.txt"}}"#,
+        ),
+        ("packages/a/a.src", "a\n"),
+        (
+            "packages/b/package.json",
+            r#"{"name":"b","version":"1.0.0","scripts":{"build":"mkdir -p out && cp ../a/dist/a.txt out/b.txt"},"dependencies":{"a":"*"}}"#,
+        ),
+        (
+            "packages/b/project.json",
+            r#"{"targets":{"build":{"outputs":["{workspaceRoot}/packages/b/out"]}}}"#,
+        ),
+    ]);
+    let out = ws.run(&["migrate"]);
+    assert_eq!(out.code, 0, "{}", out.snapshot());
+    assert!(
+        ws.read("packages/a/BUILD.toml")
+            .contains("optional_outs = [\"dist/\"]"),
+        "{}",
+        ws.read("packages/a/BUILD.toml")
+    );
+    let b = ws.read("packages/b/BUILD.toml");
+    assert!(b.contains("optional_outs = [\"out/\"]"), "{b}");
+    assert!(
+        out.stdout
+            .contains("packages/a:build: nx output `{options.outputPath}` not translated"),
+        "{}",
+        out.stdout
+    );
+    ws.run(&["run", "build"]).assert_all("miss");
+    assert_eq!(ws.read("packages/b/out/b.txt"), "a\n");
+    std::fs::remove_dir_all(ws.path("packages/a/dist")).unwrap();
+    std::fs::remove_dir_all(ws.path("packages/b/out")).unwrap();
+    ws.run(&["run", "build"]).assert_all("hit");
+    assert_eq!(ws.read("packages/b/out/b.txt"), "a\n");
+}
+
+/// turbo outputs never make migrate emit what the overlap rule rejects: a
+/// `test` whose outputs repeat the build's `dist/**` leaves `dist/` to the
+/// build (instead of merging the two), and an output reaching into a
+/// nested package is listed, not declared.
+#[test]
+fn turbo_outputs_never_overlap_another_targets() {
+    let ws = turbo_ws(
+        r#"{"tasks":{"build":{"outputs":["dist/**"]},"test":{"outputs":["dist/**","coverage/**"]},"docs#build":{"outputs":["site/**","api/**"]}}}"#,
+        &[
+            (
+                "packages/ui/package.json",
+                r#"{"name":"ui","version":"1.0.0","scripts":{"build":"tsc","test":"node t.js"}}"#,
+            ),
+            (
+                "packages/ui/tsconfig.json",
+                r#"{"compilerOptions":{"outDir":"dist"}}"#,
+            ),
+            ("packages/ui/t.js", ""),
+            (
+                "packages/docs/package.json",
+                r#"{"name":"docs","version":"1.0.0","scripts":{"build":"node gen.js"}}"#,
+            ),
+            ("packages/docs/gen.js", ""),
+            (
+                "packages/docs/api/package.json",
+                r#"{"name":"api","version":"1.0.0","scripts":{"build":"node gen.js"}}"#,
+            ),
+            ("packages/docs/api/gen.js", ""),
+        ],
+    );
+    // The nested package is a workspace package too.
+    let root = ws.read("package.json").replace(
+        r#""workspaces":["packages/*"]"#,
+        r#""workspaces":["packages/*","packages/docs/api"]"#,
+    );
+    ws.write("package.json", &root);
+    let out = ws.run(&["migrate"]);
+    assert_eq!(out.code, 0, "{}", out.snapshot());
+    let ui = ws.read("packages/ui/BUILD.toml");
+    assert_eq!(ui.matches("[target.").count(), 2, "{ui}");
+    assert!(ui.contains("outs = [\"dist/\"]"), "{ui}");
+    assert!(ui.contains("optional_outs = [\"coverage/\"]"), "{ui}");
+    let docs = ws.read("packages/docs/BUILD.toml");
+    assert!(docs.contains("optional_outs = [\"site/\"]"), "{docs}");
+    assert!(
+        out.stdout.contains(
+            "packages/docs:build: output `api/` (turbo.json / nx) reaches into the package packages/docs/api"
+        ),
+        "{}",
+        out.stdout
+    );
+    // Everything migrate wrote loads (the overlap rule included).
+    ws.run(&["query"]).assert_ok();
 }

@@ -193,7 +193,7 @@ fn grpc_large_blobs_go_through_bytestream() {
     let second = Checkout::files(&files);
     let out = second.run(&["//..."], &env);
     out.assert_ok();
-    assert_eq!(out.states(), ["hit (remote) //big:build"], "{}", out.stderr);
+    out.assert_states(&["hit (remote) //big:build"]);
     let big = std::fs::read(second.root().join("big/out/big.bin")).unwrap();
     assert_eq!(big.len(), 6_000_000);
     assert_eq!(

@@ -389,12 +389,7 @@ fn assert_rejected(nginx: &Nginx, why: &str, evil: &[u8]) -> Out {
         &env_refs(&env),
     );
     out.assert_ok();
-    assert_eq!(
-        out.states(),
-        vec!["miss //libs/words:build"],
-        "{}",
-        out.stderr
-    );
+    out.assert_states(&["miss //libs/words:build"]);
     let rejected = lines_with(&out.stderr, "remote entry rejected");
     assert_eq!(rejected.len(), 1, "{}", out.stderr);
     assert!(
@@ -512,12 +507,7 @@ fn oversized_entries_are_rejected() {
     ws.append("vbuild.toml", "\n[remote]\nmax_blob_size = 4\n");
     let out = ws.run(&["//libs/words:build"], &env);
     out.assert_ok();
-    assert_eq!(
-        out.states(),
-        vec!["miss //libs/words:build"],
-        "{}",
-        out.stderr
-    );
+    out.assert_states(&["miss //libs/words:build"]);
     let rejected = lines_with(&out.stderr, "remote entry rejected");
     assert_eq!(rejected.len(), 1, "{}", out.stderr);
     assert!(rejected[0].contains("max_blob_size"), "{}", rejected[0]);
@@ -527,12 +517,7 @@ fn oversized_entries_are_rejected() {
     ws.append("vbuild.toml", "\n[remote]\nmax_action_result_size = 10\n");
     let out = ws.run(&["//libs/words:build"], &env);
     out.assert_ok();
-    assert_eq!(
-        out.states(),
-        vec!["miss //libs/words:build"],
-        "{}",
-        out.stderr
-    );
+    out.assert_states(&["miss //libs/words:build"]);
     let rejected = lines_with(&out.stderr, "remote entry rejected");
     assert_eq!(rejected.len(), 1, "{}", out.stderr);
     assert!(
@@ -607,12 +592,7 @@ fn entries_over_the_file_byte_and_depth_caps_are_rejected() {
         &env_refs(&env),
     );
     out.assert_ok();
-    assert_eq!(
-        out.states(),
-        vec!["miss //libs/words:build"],
-        "{}",
-        out.stderr
-    );
+    out.assert_states(&["miss //libs/words:build"]);
     let rejected = lines_with(&out.stderr, "remote entry rejected");
     assert!(rejected[0].contains("(max_entry_bytes)"), "{}", out.stderr);
 }
@@ -846,12 +826,7 @@ fn narrowing_records_are_shared() {
     second.write("pkg/notes.txt", "other notes\n");
     let out = second.run(&["//..."], &env);
     out.assert_ok();
-    assert_eq!(
-        out.states(),
-        vec!["hit (remote) //pkg:build"],
-        "{}",
-        out.stderr
-    );
+    out.assert_states(&["hit (remote) //pkg:build"]);
     assert_eq!(
         std::fs::read_to_string(second.root().join("pkg/out.txt")).unwrap(),
         "A\n"
@@ -861,7 +836,7 @@ fn narrowing_records_are_shared() {
     third.write("pkg/a.txt", "B\n");
     let out = third.run(&["//..."], &env);
     out.assert_ok();
-    assert_eq!(out.states(), vec!["miss //pkg:build"], "{}", out.stderr);
+    out.assert_states(&["miss //pkg:build"]);
 }
 
 /// A writer whose tool ignores the whole workspace (`ignore-input ..`)
@@ -888,22 +863,17 @@ fn a_remote_record_cannot_ignore_everything() {
     honest.write("pkg/a.txt", "B\n");
     let out = honest.run(&["//..."], &env);
     out.assert_ok();
-    assert_eq!(out.states(), vec!["miss //pkg:build"], "{}", out.stderr);
+    out.assert_states(&["miss //pkg:build"]);
     let read = |c: &Checkout| std::fs::read_to_string(c.root().join("pkg/out.txt")).unwrap();
     assert_eq!(read(&honest), "B\n");
     // The same source hits; after an edit, the local cache does not.
     let same = Checkout::files(&files);
     let out = same.run(&["//..."], &env);
-    assert_eq!(
-        out.states(),
-        vec!["hit (remote) //pkg:build"],
-        "{}",
-        out.stderr
-    );
+    out.assert_states(&["hit (remote) //pkg:build"]);
     same.write("pkg/a.txt", "C\n");
     let out = same.run(&["//...", "--no-remote"], &[]);
     out.assert_ok();
-    assert_eq!(out.states(), vec!["miss //pkg:build"], "{}", out.stderr);
+    out.assert_states(&["miss //pkg:build"]);
     assert_eq!(read(&same), "C\n");
 }
 
@@ -929,19 +899,14 @@ fn a_remote_narrowing_is_not_copied_into_the_local_cache() {
     let second = Checkout::files(&files);
     second.write("pkg/notes.txt", "second\n");
     let out = second.run(&["//..."], &env);
-    assert_eq!(
-        out.states(),
-        vec!["hit (remote) //pkg:build"],
-        "{}",
-        out.stderr
-    );
+    out.assert_states(&["hit (remote) //pkg:build"]);
     // Locally the same inputs hit ...
     let out = second.run(&["//...", "--no-remote"], &[]);
-    assert_eq!(out.states(), vec!["hit //pkg:build"], "{}", out.stderr);
+    out.assert_states(&["hit //pkg:build"]);
     // ... but other notes are not vouched for by any local run.
     second.write("pkg/notes.txt", "third\n");
     let out = second.run(&["//...", "--no-remote"], &[]);
-    assert_eq!(out.states(), vec!["miss //pkg:build"], "{}", out.stderr);
+    out.assert_states(&["miss //pkg:build"]);
 }
 
 /// A throwaway CA with a server certificate for 127.0.0.1/localhost and a

@@ -104,7 +104,7 @@ fn relative_label_from_inside_a_package() {
     let ws = three_packages();
     let out = ws.run_in(&ws.path("lib/src"), &["run", ":build"]);
     out.assert_ok();
-    assert_eq!(out.states(), ["miss //lib:build"]);
+    out.assert_states(&["miss //lib:build"]);
 }
 
 #[test]
@@ -150,7 +150,7 @@ fn failing_action_fails_the_run_and_caches_nothing() {
         "a failed action writes nothing to the workspace"
     );
     let again = ws.run(&["run", "//bad:build"]);
-    assert_eq!(again.states(), ["failed //bad:build"]);
+    again.assert_states(&["failed //bad:build"]);
 }
 
 #[test]
@@ -161,7 +161,7 @@ fn failure_stops_scheduling_without_keep_going() {
     ]);
     let out = ws.run(&["run", "//...", "-j1"]);
     assert_eq!(out.code, 1);
-    assert_eq!(out.states(), ["failed //a:build"]);
+    out.assert_states(&["failed //a:build"]);
     assert!(out.stderr.contains("1 not run"), "{}", out.stderr);
 }
 
@@ -176,6 +176,55 @@ fn missing_declared_output_is_an_error_naming_it() {
     assert!(
         out.stderr
             .contains("declared output 'dist/' was not created by //p:build"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// `optional_outs` (what turbo's `outputs` become): one the command does
+/// not write is no error; one it writes is captured and restored like
+/// `outs`; moving a path between the two lists is a miss that `why` names.
+#[test]
+fn optional_outputs_may_be_left_unwritten() {
+    let ws = Ws::new(&[
+        ("p/src.txt", "hello\n"),
+        (
+            "p/BUILD.toml",
+            "[target.build]\ncommand = \"mkdir -p dist && cp src.txt dist/a.txt\"\nsrcs = [\"src.txt\"]\noptional_outs = [\"dist/\", \".next/\", \"types/*.d.ts\", \"meta.json\"]\n",
+        ),
+    ]);
+    let first = ws.run(&["run", "//p:build"]);
+    first.assert_ok();
+    first.assert_states(&["miss //p:build"]);
+    assert_eq!(ws.read("p/dist/a.txt"), "hello\n");
+    assert!(!ws.path("p/.next").exists() && !ws.path("p/meta.json").exists());
+    std::fs::remove_dir_all(ws.path("p/dist")).unwrap();
+    ws.write("p/.next/stale.txt", "left by a native build");
+    let restore = ws.run(&["run", "//p:build"]);
+    restore.assert_all("hit");
+    assert_eq!(ws.read("p/dist/a.txt"), "hello\n");
+    // The target owns `.next/`: what its run did not write is not kept.
+    assert!(!ws.path("p/.next/stale.txt").exists());
+    ws.write(
+        "p/BUILD.toml",
+        "[target.build]\ncommand = \"mkdir -p dist && cp src.txt dist/a.txt\"\nsrcs = [\"src.txt\"]\nouts = [\"dist/\"]\noptional_outs = [\".next/\", \"types/*.d.ts\", \"meta.json\"]\n",
+    );
+    let why = ws.run(&["why", "//p:build"]);
+    assert!(
+        why.stdout.contains("target config changed (outs)"),
+        "{}",
+        why.stdout
+    );
+    assert_eq!(ws.run(&["run", "//p:build"]).states(), ["miss //p:build"]);
+    // The overlap rule covers them: another target may not claim `.next/`.
+    ws.write(
+        "p/BUILD.toml",
+        "[target.build]\ncommand = \"true\"\noptional_outs = [\".next/\"]\n[target.next]\ncommand = \"true\"\nouts = [\".next/**/*.js\"]\n",
+    );
+    let out = ws.run(&["run", "//p:build"]);
+    assert_eq!(out.code, 2, "{}", out.snapshot());
+    assert!(
+        out.stderr.contains("//p:build") && out.stderr.contains("//p:next"),
         "{}",
         out.stderr
     );
@@ -218,7 +267,7 @@ pass_env = ["MODE"]
         again.stderr
     );
     let back = ws.run_env(&["run", "//p:build"], &[("MODE", "a")]);
-    assert_eq!(back.states(), ["hit //p:build"]);
+    back.assert_states(&["hit //p:build"]);
 }
 
 #[test]
@@ -253,7 +302,7 @@ fn corrupt_blob_is_detected_and_repaired() {
     assert!(out.stderr.contains("corrupt"), "{}", out.stderr);
     assert_eq!(ws.read("lib/out/msg.txt"), "HELLO\n");
     let fixed = ws.run(&["run", "//lib:build"]);
-    assert_eq!(fixed.states(), ["hit //lib:build"]);
+    fixed.assert_states(&["hit //lib:build"]);
     assert_eq!(std::fs::read(&blob).unwrap(), b"HELLO\n", "blob repaired");
 }
 

@@ -213,7 +213,7 @@ fn pwd_is_the_same_wherever_the_checkout_lives() {
         &["run", "//p:build", "--sandbox", "namespaces"],
         &[],
     );
-    assert_eq!(b_with_a_store.states(), ["hit //p:build"]);
+    b_with_a_store.assert_states(&["hit //p:build"]);
 }
 
 #[test]

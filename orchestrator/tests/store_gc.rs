@@ -83,12 +83,7 @@ fn collection_removes_the_least_recently_used_first() {
         gc.stdout
     );
     let after = ws.run(&["run", "//...", "-j1"]);
-    assert_eq!(
-        after.states(),
-        ["miss //a:build", "hit //b:build", "miss //c:build"],
-        "{}",
-        after.stderr
-    );
+    after.assert_states(&["miss //a:build", "hit //b:build", "miss //c:build"]);
     assert_eq!(ws.read("a/big.txt").len(), 100_000);
 }
 

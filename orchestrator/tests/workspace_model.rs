@@ -162,7 +162,7 @@ outs = ["lint.txt"]
     let out = ws.run(&["run", "//...", "-j1"]);
     out.assert_ok();
     // A file group is not an action: only the two commands are reported.
-    assert_eq!(out.states(), ["miss //:lint", "miss //app:build"]);
+    out.assert_states(&["miss //:lint", "miss //app:build"]);
     assert_eq!(ws.read("app/out.txt"), "{}\n");
 }
 
@@ -272,12 +272,7 @@ fn cache_always_overrides_a_tools_disable_request() {
         let run = || ws.run(&["run", "//p:all", "-j1"]);
         let out = run();
         out.assert_ok();
-        assert_eq!(
-            out.states(),
-            ["uncached //p:dev", "miss //p:test"],
-            "{}",
-            out.snapshot()
-        );
+        out.assert_states(&["uncached //p:dev", "miss //p:test"]);
         assert!(
             out.stderr.contains(
                 "(no previous entry; cache = \"always\" overrode the tool's disableCache())"
@@ -286,7 +281,7 @@ fn cache_always_overrides_a_tools_disable_request() {
             out.stderr
         );
         let out = run();
-        assert_eq!(out.states(), ["uncached //p:dev", "hit //p:test"]);
+        out.assert_states(&["uncached //p:dev", "hit //p:test"]);
         assert_eq!(out.stdout, "served\ntested\n");
         let why = ws.run(&["why", "//p:test"]);
         assert!(
@@ -305,7 +300,7 @@ fn cache_always_overrides_a_tools_disable_request() {
             why.snapshot()
         );
         let out = run();
-        assert_eq!(out.states(), ["uncached //p:dev", "uncached //p:test"]);
+        out.assert_states(&["uncached //p:dev", "uncached //p:test"]);
     }
 }
 

@@ -84,6 +84,11 @@ pub struct TargetDef {
     pub deps: Vec<Spanned<String>>,
     #[serde(default)]
     pub outs: Vec<Spanned<String>>,
+    /// Outputs the command may leave unwritten (turbo's `outputs` and Nx's
+    /// are globs that may match nothing): declared, restored and checked
+    /// for overlap like `outs`, but not writing one is not an error.
+    #[serde(default)]
+    pub optional_outs: Vec<Spanned<String>>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     #[serde(default)]
@@ -222,6 +227,7 @@ pub struct TargetDefaults {
     pub srcs: Option<Vec<String>>,
     pub deps: Option<Vec<String>>,
     pub outs: Option<Vec<String>>,
+    pub optional_outs: Option<Vec<String>>,
     pub env: Option<BTreeMap<String, String>>,
     pub pass_env: Option<Vec<String>>,
     pub cache: Option<CacheSetting>,
@@ -267,6 +273,7 @@ pub fn apply_defaults(
             ("srcs", &mut t.srcs, &d.srcs),
             ("deps", &mut t.deps, &d.deps),
             ("outs", &mut t.outs, &d.outs),
+            ("optional_outs", &mut t.optional_outs, &d.optional_outs),
             ("pass_env", &mut t.pass_env, &d.pass_env),
         ] {
             if let (true, Some(v)) = (unset(key), value) {
@@ -353,10 +360,42 @@ fn check_target_limits(
     let t = target.get_ref();
     check_list(file, source, "srcs", &t.srcs, MAX_PATTERN_LEN)?;
     check_list(file, source, "outs", &t.outs, MAX_PATTERN_LEN)?;
+    check_list(
+        file,
+        source,
+        "optional_outs",
+        &t.optional_outs,
+        MAX_PATTERN_LEN,
+    )?;
     check_list(file, source, "deps", &t.deps, MAX_LABEL_LEN)?;
     check_list(file, source, "pass_env", &t.pass_env, MAX_NAME_LEN)?;
+    for name in &t.pass_env {
+        check_pass_env_name(file, source, Some(name.span()), "pass_env", name.get_ref())?;
+    }
     let env: Vec<String> = t.env.keys().cloned().collect();
     check_plain(file, source, span, "env", &env, MAX_NAME_LEN)
+}
+
+/// vbuild's own settings (`VBUILD_*`: the IPC socket and token, remote
+/// credentials) never reach an action, so listing one would silently pass
+/// nothing: an error says so where it is written.
+fn check_pass_env_name(
+    file: &Path,
+    source: &str,
+    span: Option<std::ops::Range<usize>>,
+    field: &str,
+    name: &str,
+) -> Result<(), Diagnostic> {
+    if !name.starts_with("VBUILD_") {
+        return Ok(());
+    }
+    Err(Diagnostic::at(
+        file,
+        source,
+        span,
+        format!("{field} lists {name:?}: vbuild's own settings (VBUILD_*) are never passed to actions"),
+    )
+    .with_help("remove it; to give an action a value, pass a variable with another name or set it in `env`"))
 }
 
 /// `crate::limits` for vbuild.toml.
@@ -370,6 +409,9 @@ fn check_workspace_limits(
     check_list(file, source, "inputs", &w.inputs, MAX_PATTERN_LEN)?;
     check_list(file, source, "exclude", &w.exclude, MAX_PATTERN_LEN)?;
     check_plain(file, source, None, "pass_env", &w.pass_env, MAX_NAME_LEN)?;
+    for name in &w.pass_env {
+        check_pass_env_name(file, source, None, "[workspace] pass_env", name)?;
+    }
     check_plain(
         file,
         source,
@@ -385,6 +427,7 @@ fn check_workspace_limits(
         let lists = [
             ("srcs", &d.srcs, MAX_PATTERN_LEN),
             ("outs", &d.outs, MAX_PATTERN_LEN),
+            ("optional_outs", &d.optional_outs, MAX_PATTERN_LEN),
             ("deps", &d.deps, MAX_LABEL_LEN),
             ("pass_env", &d.pass_env, MAX_NAME_LEN),
         ];
@@ -393,6 +436,10 @@ fn check_workspace_limits(
                 let field = format!("[defaults.{name}] {field}");
                 check_plain(file, source, span.clone(), &field, list, max)?;
             }
+        }
+        for var in d.pass_env.iter().flatten() {
+            let field = format!("[defaults.{name}] pass_env");
+            check_pass_env_name(file, source, span.clone(), &field, var)?;
         }
     }
     Ok(())

@@ -253,7 +253,14 @@ fn static_key(ctx: &Ctx, target: &Target, sandbox: SandboxSetting) -> StaticKey 
         env: target.env.clone(),
         pass_env: pass_env_names(ctx, target),
         srcs: target.src_patterns.clone(),
-        outs: target.outs.iter().map(|o| o.text()).collect(),
+        outs: target.outs[..target.required_outs]
+            .iter()
+            .map(|o| o.text())
+            .collect(),
+        optional_outs: target.outs[target.required_outs..]
+            .iter()
+            .map(|o| o.text())
+            .collect(),
         deps: target
             .deps
             .iter()

@@ -44,6 +44,7 @@ pub fn explain(before: &KeyInputs, now: &KeyInputs) -> String {
         ("workspace inputs", b.workspace_inputs != n.workspace_inputs),
         ("cache = \"always\"", b.cache_always != n.cache_always),
         ("outs", b.outs != n.outs),
+        ("optional_outs", b.optional_outs != n.optional_outs),
         ("deps", b.deps != n.deps),
         ("pass_env", b.pass_env != n.pass_env),
         ("sandbox", b.sandbox != n.sandbox),

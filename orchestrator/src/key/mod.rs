@@ -44,6 +44,10 @@ pub struct StaticKey {
     pub pass_env: Vec<String>,
     pub srcs: Vec<String>,
     pub outs: Vec<String>,
+    /// `optional_outs`; absent when there are none, so other keys are
+    /// unchanged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub optional_outs: Vec<String>,
     pub deps: Vec<String>,
     /// `sandbox_name` of the sandbox the action runs in.
     pub sandbox: String,
@@ -186,6 +190,10 @@ fn encode_static<S: Sink>(k: &StaticKey, out: &mut S) {
         None => e.absent(),
         Some(v) => e.str(v),
     };
+    // Written only when set: keys of targets without it stay as they were.
+    if !k.optional_outs.is_empty() {
+        e.field(16).strs(k.optional_outs.iter());
+    }
 }
 
 pub fn weak_key(fixed: &StaticKey) -> WeakKey {

@@ -20,6 +20,7 @@ fn fixed() -> StaticKey {
         pass_env: vec!["CI".into()],
         srcs: vec!["src/**".into()],
         outs: vec!["dist/".into()],
+        optional_outs: vec![],
         deps: vec!["//lib:build".into()],
         sandbox: sandbox_name(SandboxSetting::Namespaces).into(),
         network: false,
@@ -117,6 +118,30 @@ fn golden_static_encoding_and_weak_key() {
         weak_key(&fixed()).to_hex(),
         "e06924014dc25b1e347f9a6154af2488f0272e6a44c666816caddae4ba25d582"
     );
+}
+
+/// `optional_outs` enters the key (field 16) only when set, and a path
+/// moved between `outs` and `optional_outs` is another key.
+#[test]
+fn optional_outs_are_keyed_apart_from_outs() {
+    let optional = StaticKey {
+        outs: vec![],
+        optional_outs: vec!["dist/".into()],
+        ..fixed()
+    };
+    let none = StaticKey {
+        outs: vec![],
+        ..fixed()
+    };
+    assert_ne!(weak_key(&optional), weak_key(&fixed()));
+    assert_ne!(weak_key(&optional), weak_key(&none));
+    let mut bytes = Vec::new();
+    encode_static(&optional, &mut bytes);
+    assert!(hex(&bytes).ends_with(
+        &["2310 6c 0100000000000000 73 0500000000000000 646973742f"]
+            .concat()
+            .replace(' ', "")
+    ));
 }
 
 #[test]

@@ -116,7 +116,10 @@ pub fn capture(
     };
     let in_subpackage = |rel: &str| conf.subpackage_of(&join_package(package, rel)).is_some();
     let mut entries = Vec::new();
-    for spec in &target.outs {
+    for (i, spec) in target.outs.iter().enumerate() {
+        // `optional_outs` may be left unwritten (turbo's outputs may match
+        // nothing); what is there is captured all the same.
+        let required = i < target.required_outs;
         match spec {
             OutSpec::Dir(dir) => {
                 let abs = pkg_dir.join(dir);
@@ -127,7 +130,7 @@ pub fn capture(
                 };
                 // The sandbox creates declared directories up front, so an
                 // empty one means the action wrote nothing there.
-                if files.is_empty() {
+                if files.is_empty() && required {
                     bail!(
                         "declared output '{}' was not created by {} (or holds no files)",
                         spec.text(),
@@ -144,6 +147,9 @@ pub fn capture(
             OutSpec::File(rel) => {
                 let abs = pkg_dir.join(rel);
                 if std::fs::symlink_metadata(&abs).is_err() {
+                    if !required {
+                        continue;
+                    }
                     bail!(
                         "declared output '{rel}' was not created by {}",
                         target.label
@@ -162,7 +168,7 @@ pub fn capture(
                         entries.push(capture_entry(store, &file, path)?);
                     }
                 }
-                if !any {
+                if !any && required {
                     bail!(
                         "declared output '{pattern}' matched no file written by {}",
                         target.label

@@ -30,6 +30,8 @@ pub struct TargetOut {
     /// Deps left out on purpose (cycles), written as comments.
     pub commented_deps: Vec<(String, String)>,
     pub outs: Vec<String>,
+    /// Outputs that may be left unwritten (turbo's outputs).
+    pub optional_outs: Vec<String>,
     pub env: Vec<(String, String)>,
     pub pass_env: Vec<String>,
     /// None: cached (the default); "false" or "\"always\"" as written.
@@ -65,6 +67,12 @@ pub fn build_file(targets: &[TargetOut]) -> String {
         }
         if !t.outs.is_empty() {
             out.push_str(&format!("outs = {}\n", toml_list(&t.outs)));
+        }
+        if !t.optional_outs.is_empty() {
+            out.push_str(&format!(
+                "optional_outs = {}\n",
+                toml_list(&t.optional_outs)
+            ));
         }
         if !t.env.is_empty() {
             let parts: Vec<String> = t

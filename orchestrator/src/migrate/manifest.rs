@@ -312,11 +312,39 @@ pub fn turbo_outs(outputs: &[String], undecided: &mut Vec<String>, what: &str) -
             ));
             continue;
         }
+        // Globs are relative to the package, as turbo reads them.
         let o = o.trim_start_matches("./");
-        let out = match o.strip_suffix("/**").or_else(|| o.strip_suffix("/**/*")) {
-            Some(dir) if !crate::globs::is_glob(dir) => format!("{dir}/"),
-            _ => o.to_string(),
+        let dir_of =
+            |d: &str| (!d.is_empty() && !crate::globs::is_glob(d)).then(|| format!("{d}/"));
+        let out = o
+            .strip_suffix("/**")
+            .or_else(|| o.strip_suffix("/**/*"))
+            .and_then(dir_of)
+            // `dist**` (turbo's starter templates): the directory.
+            .or_else(|| {
+                o.strip_suffix("**")
+                    .filter(|d| !d.ends_with('/'))
+                    .and_then(dir_of)
+            })
+            .unwrap_or_else(|| o.to_string());
+        let first = out.split('/').next().unwrap_or("");
+        if first == "node_modules" || out.starts_with("$TURBO") {
+            undecided.push(format!(
+                "{what}: turbo output `{o}` not declared (node_modules and turbo's own paths are not outputs)"
+            ));
+            continue;
+        }
+        let valid = match crate::globs::OutSpec::parse(&out) {
+            Ok(crate::globs::OutSpec::Glob(g)) => crate::globs::out_glob(&g).is_ok(),
+            Ok(_) => true,
+            Err(_) => false,
         };
+        if !valid {
+            undecided.push(format!(
+                "{what}: turbo output `{o}` is not a path or glob inside the package: not declared"
+            ));
+            continue;
+        }
         if !outs.contains(&out) {
             outs.push(out);
         }

@@ -17,6 +17,7 @@ mod external;
 mod gitignore;
 mod graph;
 mod manifest;
+mod nx;
 mod outs;
 mod scripts;
 mod write;
@@ -169,6 +170,8 @@ struct Proto {
     command: String,
     notes: Vec<String>,
     outs: Vec<String>,
+    /// `optional_outs`: turbo's outputs, a guessed output directory.
+    optional: Vec<String>,
     vite_build: bool,
 }
 
@@ -369,46 +372,69 @@ pub fn plan(root: &Path) -> Result<Plan> {
                 undecided.push(format!("{what}: {p}; kept as written (it starts the package manager inside the action)"));
             }
             let found = outs::detect(&dir, &command);
-            let mut outs_list = found.outs.clone();
-            if let Some(outputs) = task.and_then(|t| t.outputs.clone()) {
-                let declared = manifest::turbo_outs(&outputs, &mut undecided, &what);
-                if !found.known {
-                    // turbo's outputs are globs that may match nothing; a
-                    // declared vbuild output must be written. Keep those the
-                    // native build produced.
-                    let (kept, missing): (Vec<String>, Vec<String>) =
-                        declared.into_iter().partition(|o| written(&dir, o));
-                    if !missing.is_empty() && found.outs.is_empty() {
-                        undecided.push(format!(
-                            "{what}: turbo outputs {} not found on disk, so not declared (a declared output must be written); run the native build before migrating, or add outs by hand",
-                            missing.join(", ")
-                        ));
+            let outs_list = found.outs.clone();
+            // Outputs that may be left unwritten: turbo's `outputs` (globs
+            // that may match nothing) and the directory guessed for a tool
+            // migrate does not know. Never read from what a native build
+            // left on disk, so a fresh clone migrates as a built one does.
+            let mut optional: Vec<String> = Vec::new();
+            let declared = match task.and_then(|t| t.outputs.clone()) {
+                Some(outputs) => Some(manifest::turbo_outs(&outputs, &mut undecided, &what)),
+                None => nx::task_outputs(root, pkg, name)
+                    .map(|o| nx::outs(&o, pkg, &mut undecided, &what)),
+            };
+            if let Some(declared) = declared {
+                for o in declared {
+                    // What the tool's own flags and config say is exact; a
+                    // turbo (or Nx) output beside them is kept where it adds files.
+                    if found.outs.iter().any(|f| outs::overlap(f, &o)) {
+                        continue;
                     }
-                    outs_list = found.outs.clone();
-                    outs_list.extend(kept.into_iter().filter(|k| !found.outs.contains(k)));
+                    match tracked_under(root, pkg, &o) {
+                        Some(f) => undecided.push(format!(
+                            "{what}: output `{o}` (turbo.json / nx) holds `{f}`, a file in git: not declared (a restore deletes what the build did not write)"
+                        )),
+                        None => match crosses_package(&layout.packages, pkg, &o) {
+                            Some(sub) => undecided.push(format!(
+                                "{what}: output `{o}` (turbo.json / nx) reaches into the package {sub}: not declared (each package declares its own outputs)"
+                            )),
+                            None => optional.push(o),
+                        },
+                    }
                 }
             } else {
                 for p in &found.problems {
                     undecided.push(format!("{what}: {p}"));
                 }
             }
-            if outs_list.is_empty() && name.split(':').next() == Some("build") && !found.known {
-                // What the native build left: a git-ignored output directory.
+            if outs_list.is_empty()
+                && optional.is_empty()
+                && name.split(':').next() == Some("build")
+                && !found.known
+            {
+                // A tool migrate does not know: the usual output directory
+                // the repository git-ignores (a build writes it; a fresh
+                // clone does not have it yet).
                 let ignored = gitignore::ignored_dirs(root, pkg);
                 let guess: Vec<String> = ["dist", "build", "lib", "out"]
                     .iter()
-                    .filter(|d| dir.join(d).is_dir() && ignored.iter().any(|i| i == *d))
+                    .filter(|d| ignored.iter().any(|i| i == *d))
                     .map(|d| format!("{d}/"))
+                    .filter(|d| tracked_under(root, pkg, d).is_none())
                     .collect();
                 if !guess.is_empty() {
                     grouped_undecided
-                        .entry(format!("outs = {guess:?} guessed from what the native build left (git-ignored); check them"))
+                        .entry(format!("optional_outs = {guess:?} guessed from the .gitignore (the tool is not one migrate knows); check them"))
                         .or_default()
                         .push(what.clone());
-                    outs_list = guess;
+                    optional = guess;
                 }
             }
-            if outs_list.is_empty() && name.split(':').next() == Some("build") && !found.known {
+            if outs_list.is_empty()
+                && optional.is_empty()
+                && name.split(':').next() == Some("build")
+                && !found.known
+            {
                 undecided.push(format!("{what}: could not tell what it writes; add outs by hand (the build's outputs are not cached or staged for dependents until then)"));
             }
             let script_text = m
@@ -422,6 +448,7 @@ pub fn plan(root: &Path) -> Result<Plan> {
                 notes: vec![format!("package.json \"{name}\": {script_text}")],
                 command,
                 outs: outs_list,
+                optional,
                 vite_build: found.vite_build,
             };
             // Identical commands are one target.
@@ -435,6 +462,7 @@ pub fn plan(root: &Path) -> Result<Plan> {
             alias.insert((i, name.clone()), proto.name.clone());
             protos[i].push(proto);
         }
+        drop_claimed_optional(&mut protos[i]);
         merge_overlapping(
             i,
             &mut protos[i],
@@ -454,7 +482,7 @@ pub fn plan(root: &Path) -> Result<Plan> {
     // Packages others read as files (configs, sources): a file group.
     let covered_by_outs = |q: usize, path: &str| {
         protos[q].iter().any(|p| {
-            p.outs.iter().any(|o| {
+            p.outs.iter().chain(&p.optional).any(|o| {
                 let base = o
                     .split(['*', '?', '[', '{'])
                     .next()
@@ -467,7 +495,9 @@ pub fn plan(root: &Path) -> Result<Plan> {
     let needs_group: Vec<bool> = (0..n)
         .map(|q| {
             !layout.packages[q].is_empty()
-                && (protos[q].iter().all(|p| p.outs.is_empty())
+                && (protos[q]
+                    .iter()
+                    .all(|p| p.outs.is_empty() && p.optional.is_empty())
                     || manifests[q].entries.iter().any(|e| !covered_by_outs(q, e)))
         })
         .collect();
@@ -538,6 +568,7 @@ pub fn plan(root: &Path) -> Result<Plan> {
                 notes: p.notes.clone(),
                 command: Some(p.command.clone()),
                 outs: p.outs.clone(),
+                optional_outs: p.optional.clone(),
                 ..Default::default()
             };
             // srcs
@@ -741,7 +772,7 @@ pub fn plan(root: &Path) -> Result<Plan> {
         }
         build_steps += targets
             .iter()
-            .filter(|t| t.command.is_some() && !t.outs.is_empty())
+            .filter(|t| t.command.is_some() && !(t.outs.is_empty() && t.optional_outs.is_empty()))
             .count();
         let pkg = &layout.packages[i];
         let path = if pkg.is_empty() {
@@ -817,29 +848,100 @@ pub fn plan(root: &Path) -> Result<Plan> {
     })
 }
 
-/// Whether the native build wrote what a turbo output names: the
-/// directory or file exists, or a glob matches a file of the package.
-fn written(dir: &Path, out: &str) -> bool {
-    let base = out.trim_end_matches('/');
-    if !crate::globs::is_glob(base) {
-        return dir.join(base).exists();
-    }
-    let Ok(glob) = crate::globs::out_glob(base) else {
-        return false;
+/// A file in git under what `out` (package-relative) names, if any: such
+/// an output would be deleted by a restore when the build does not write
+/// it. None without git (a fresh extract is not a clone).
+fn tracked_under(root: &Path, pkg: &str, out: &str) -> Option<String> {
+    let base = out
+        .split(['*', '?', '[', '{'])
+        .next()
+        .unwrap_or(out)
+        .trim_end_matches('/');
+    let rel = match (pkg.is_empty(), base.is_empty()) {
+        (true, _) => base.to_string(),
+        (false, true) => pkg.to_string(),
+        (false, false) => format!("{pkg}/{base}"),
     };
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .filter_entry(|e| {
-            e.depth() == 0 || !crate::workspace::skipped_dir(&e.file_name().to_string_lossy())
+    if rel.is_empty() || !root.join(&rel).exists() {
+        return None;
+    }
+    let glob = if crate::globs::is_glob(out) {
+        Some(crate::globs::out_glob(out).ok()?)
+    } else {
+        None
+    };
+    let listed = std::process::Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["ls-files", "-z", "--"])
+        .arg(&rel)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    String::from_utf8_lossy(&listed.stdout)
+        .split('\0')
+        .filter(|f| !f.is_empty())
+        .find(|f| {
+            glob.as_ref().is_none_or(|g| {
+                let in_pkg = f.strip_prefix(&format!("{pkg}/")).unwrap_or(f);
+                g.is_match(if pkg.is_empty() { f } else { in_pkg })
+            })
         })
-        .flatten()
-        .filter(|e| e.file_type().is_file())
-        .take(100_000)
-        .any(|e| {
-            e.path()
-                .strip_prefix(dir)
-                .is_ok_and(|r| glob.is_match(r.to_string_lossy().as_ref()))
+        .map(str::to_string)
+}
+
+/// The package an out of `pkg` would reach into (a sub-package at or
+/// below its base, or one its base lies in), if any: outputs stop at
+/// sub-packages, and a literal out inside one is a load error.
+fn crosses_package(packages: &[String], pkg: &str, out: &str) -> Option<String> {
+    let base = out
+        .split(['*', '?', '[', '{'])
+        .next()
+        .unwrap_or(out)
+        .trim_end_matches('/');
+    let base = base.rsplit_once('/').map_or(base, |(d, f)| {
+        if crate::globs::is_glob(out) || out.ends_with('/') || !f.contains('.') {
+            base
+        } else {
+            d
+        }
+    });
+    let full = match (pkg.is_empty(), base.is_empty()) {
+        (true, _) => base.to_string(),
+        (false, true) => pkg.to_string(),
+        (false, false) => format!("{pkg}/{base}"),
+    };
+    packages
+        .iter()
+        .filter(|q| q.as_str() != pkg && (pkg.is_empty() || q.starts_with(&format!("{pkg}/"))))
+        .find(|q| {
+            full.is_empty()
+                || *q == &full
+                || q.starts_with(&format!("{full}/"))
+                || full.starts_with(&format!("{q}/"))
         })
+        .cloned()
+}
+
+/// An optional out (turbo's, guessed) that another target of the package
+/// writes for certain is that target's: dropped here rather than merging
+/// the two targets (a `test` whose turbo outputs repeat `dist/**`).
+fn drop_claimed_optional(protos: &mut [Proto]) {
+    let required: Vec<(usize, String)> = protos
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| p.outs.iter().map(move |o| (i, o.clone())))
+        .collect();
+    for (i, p) in protos.iter_mut().enumerate() {
+        let before = p.optional.len();
+        p.optional
+            .retain(|o| !required.iter().any(|(j, r)| *j != i && outs::overlap(r, o)));
+        if p.optional.len() < before {
+            p.notes
+                .push("turbo outputs another target of this package writes are left to it".into());
+        }
+    }
 }
 
 /// The file group's target name.
@@ -867,11 +969,15 @@ fn merge_overlapping(
         let mut pair = None;
         'find: for a in 0..protos.len() {
             for b in a + 1..protos.len() {
-                if protos[a]
-                    .outs
-                    .iter()
-                    .any(|x| protos[b].outs.iter().any(|y| outs::overlap(x, y)))
-                {
+                let all = |p: &Proto| {
+                    p.outs
+                        .iter()
+                        .chain(&p.optional)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                };
+                let (x, y) = (all(&protos[a]), all(&protos[b]));
+                if x.iter().any(|x| y.iter().any(|y| outs::overlap(x, y))) {
                     pair = Some((a, b));
                     break 'find;
                 }
@@ -906,10 +1012,14 @@ fn merge_overlapping(
             } else {
                 format!("{} && {}", group(&k.command), group(&g.command))
             };
+            let both: Vec<&String> = g.outs.iter().chain(&g.optional).collect();
             k.notes.push(format!(
                 "merged with `{}`: both write {}",
                 g.name,
-                g.outs.join(", ")
+                both.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
             k.notes.extend(g.notes);
             for o in g.outs {
@@ -917,14 +1027,27 @@ fn merge_overlapping(
                     k.outs.push(o);
                 }
             }
+            for o in g.optional {
+                if !k.optional.contains(&o) {
+                    k.optional.push(o);
+                }
+            }
             k.vite_build |= g.vite_build;
         }
         k.scripts.extend(g.scripts);
-        // A narrower out inside a wider one is redundant.
+        // A narrower out inside a wider one is redundant; an optional one
+        // that a required one overlaps says nothing more.
         let all = k.outs.clone();
         k.outs.retain(|o| {
             !all.iter()
                 .any(|w| w != o && w.ends_with('/') && o.starts_with(w.as_str()))
+        });
+        let opt = k.optional.clone();
+        k.optional.retain(|o| {
+            !all.iter().any(|w| outs::overlap(w, o))
+                && !opt
+                    .iter()
+                    .any(|w| w != o && w.ends_with('/') && o.starts_with(w.as_str()))
         });
     }
 }

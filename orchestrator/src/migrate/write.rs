@@ -3,10 +3,37 @@ use super::{plan, Options};
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 
+/// Where migrate puts vbuild's JSON Schemas, relative to the root: a
+/// hidden directory, so never a package and never matched by `**`.
+pub const SCHEMA_DIR: &str = ".vbuild/schema";
+
+/// The `#:schema` directive (Taplo, Even Better TOML) for a generated
+/// manifest at `path` (workspace-relative): a path relative to the file, so
+/// it works in any checkout and on any machine. None for other files.
+fn schema_directive(path: &str) -> Option<String> {
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+    let schema = match name {
+        "vbuild.toml" if dir.is_empty() => "vbuild.schema.json",
+        "BUILD.toml" => "build.schema.json",
+        _ => return None,
+    };
+    let up = if dir.is_empty() {
+        "./".to_string()
+    } else {
+        "../".repeat(dir.split('/').count())
+    };
+    Some(format!("#:schema {up}{SCHEMA_DIR}/{schema}\n"))
+}
+
 /// `vbuild migrate`: plan, then write (or print, with `--dry-run`), then
 /// summarize. Returns the exit code.
 pub fn run(root: &Path, opts: &Options) -> Result<u8> {
-    let plan = plan(root).with_context(|| format!("migrating {}", root.display()))?;
+    let mut plan = plan(root).with_context(|| format!("migrating {}", root.display()))?;
+    for f in plan.files.iter_mut().filter(|f| !f.edit) {
+        if let Some(line) = schema_directive(&f.path) {
+            f.contents.insert_str(0, &line);
+        }
+    }
     let mut out = String::new();
     let mut written = Vec::new();
     let mut kept = Vec::new();
@@ -34,6 +61,15 @@ pub fn run(root: &Path, opts: &Options) -> Result<u8> {
     }
     if opts.dry_run {
         print!("{out}");
+    } else {
+        // vbuild's own files, always current: the `#:schema` lines above
+        // point here. Written even when manifests were kept, so editors
+        // validate the kept ones too.
+        let dir = root.join(SCHEMA_DIR);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        for (name, text) in crate::store_cmd::SCHEMAS {
+            crate::report::write_atomic(&dir.join(name), text.as_bytes())?;
+        }
     }
     let targets: usize = plan.created.iter().map(|(_, t)| t.len()).sum();
     let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
@@ -61,6 +97,7 @@ pub fn run(root: &Path, opts: &Options) -> Result<u8> {
             }
         );
     }
+    println!("  {verb} {SCHEMA_DIR}/: JSON Schemas for editors (each manifest's `#:schema` line)");
     for (pkg, targets) in &plan.created {
         println!("  targets {pkg}: {}", targets.join(", "));
     }
@@ -89,4 +126,32 @@ pub fn run(root: &Path, opts: &Options) -> Result<u8> {
         );
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::schema_directive;
+
+    #[test]
+    fn directives_are_relative_to_the_manifest() {
+        let d = |p| schema_directive(p).unwrap_or_default();
+        assert_eq!(
+            d("vbuild.toml"),
+            "#:schema ./.vbuild/schema/vbuild.schema.json\n"
+        );
+        assert_eq!(
+            d("BUILD.toml"),
+            "#:schema ./.vbuild/schema/build.schema.json\n"
+        );
+        assert_eq!(
+            d("packages/ui/BUILD.toml"),
+            "#:schema ../../.vbuild/schema/build.schema.json\n"
+        );
+        assert_eq!(
+            d("apps/web/app/BUILD.toml"),
+            "#:schema ../../../.vbuild/schema/build.schema.json\n"
+        );
+        assert_eq!(d("packages/x/vite.config.ts"), "");
+        assert_eq!(d("packages/x/vbuild.toml"), "");
+    }
 }

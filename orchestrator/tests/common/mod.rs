@@ -43,6 +43,12 @@ impl Out {
         );
         self
     }
+    /// Asserts the action lines are exactly `expected`, in order, e.g.
+    /// `["hit (remote) //pkg:build"]`.
+    pub fn assert_states(&self, expected: &[&str]) -> &Self {
+        assert_eq!(self.states(), expected, "{}", self.snapshot());
+        self
+    }
     /// The state word of each action line, e.g. ["hit //a:b", "miss //c:d"].
     pub fn states(&self) -> Vec<String> {
         self.stderr
