@@ -252,6 +252,11 @@ class Bench:
         no_pnpm = self.space.setup(self.args.vbuild, "nx" in self.args.tools)
         # The repo's own runner is read from the copied checkout.
         self.tools = [make_tool(t.name, self.args, self.ws, self.env) if t.name == "own" else t for t in self.tools]
+        for t in self.tools:
+            if t.name == "own" and t.argv:
+                # Scripts that call the manager again (`pnpm --filter …`)
+                # get the same one, not bench's.
+                self.env["PATH"] = os.pathsep.join([os.path.dirname(t.argv[0]), self.env["PATH"]])
         for tool in self.tools:
             if tool.name != "vbuild" and not tool.error:
                 if no_pnpm:

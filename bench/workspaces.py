@@ -39,25 +39,6 @@ def git(ws, *args, capture=False):
     subprocess.run(cmd, cwd=ws, check=True, stdout=subprocess.DEVNULL)
 
 
-# Builds every generated package in dependency (index) order in one node
-# process, as `pnpm -r build` would: `vbuild migrate` keeps turbo's
-# outputs only where the native build wrote them, so users migrate built
-# checkouts and the harness does the same.
-NATIVE_BUILD = """
-const path = require("path");
-const [ws, n] = [process.argv.at(-2), Number(process.argv.at(-1))];
-for (let i = 0; i < n; i++) {
-  const pkg = path.join(ws, "packages", "p" + String(i).padStart(4, "0"));
-  process.chdir(pkg);
-  require(path.join(pkg, "build.js"));
-}
-"""
-
-
-def native_build(ws, n):
-    subprocess.run(["node", "-e", NATIVE_BUILD, ws, str(n)], check=True)
-
-
 def migrate(ws, vbuild):
     """`vbuild migrate --force`, committed, so `git checkout` keeps it."""
     out = subprocess.run([vbuild, "migrate", "--force"], cwd=ws, capture_output=True, text=True)
@@ -111,7 +92,8 @@ class Generated:
                 f.write(want)
         git(self.ws, "checkout", "-q", "--", ".")
         if self.mode == "migrate":
-            native_build(self.ws, self.n)
+            # Never built, as a fresh clone: turbo's outputs become
+            # optional_outs without a native build first.
             migrate(self.ws, vbuild)
         self.clean_outputs()
         self.nx_error = link_nx(self.ws) if want_nx and install else None
@@ -194,11 +176,16 @@ class Real:
         return paths
 
     def learn_outputs(self):
+        # Checked: what the first build wrote. Deleted for `cold` and
+        # `restore`: what any tool's build wrote (a native `tsc -b` also
+        # leaves .tsbuildinfo files, which would make its next cold run warm).
+        now = self.ignored()
         if self.outputs is None:
-            self.outputs = self.ignored()
+            self.outputs = now
+        self.written = sorted(set(getattr(self, "written", [])) | set(now))
 
     def clean_outputs(self):
-        for rel in self.outputs if self.outputs is not None else self.ignored():
+        for rel in getattr(self, "written", None) or self.ignored():
             rm(os.path.join(self.ws, rel))
 
     def check_outputs(self):

@@ -55,6 +55,22 @@ while read -r name gh task sub; do
   for f in vbuild.toml .vbuild $(g ls-files -o --exclude-standard | grep -E '(^|/)BUILD\.toml$'); do
     [ -e "$dest/$f" ] && g add -- "$f"
   done
+  # Outputs a repository commits (epfromer: lib/ and tsbuildinfo files)
+  # are untracked, so the timing can delete them for its cold runs.
+  tracked_outs=$(cd "$dest" && python3 - <<'PY'
+import glob, os, tomllib
+for f in glob.glob("**/BUILD.toml", recursive=True):
+    if "node_modules" in f:
+        continue
+    pkg = os.path.dirname(f)
+    for t in tomllib.load(open(f, "rb")).get("target", {}).values():
+        for o in t.get("outs", []) + t.get("optional_outs", []):
+            if not any(c in o for c in "*?[{"):
+                print(os.path.join(pkg, o.rstrip("/")))
+PY
+)
+  for o in $tracked_outs; do g rm -r -q --cached --ignore-unmatch -- "$o" >/dev/null; done
+  g rm -q --cached --ignore-unmatch -- '*.tsbuildinfo' >/dev/null
   g commit -q -m "vbuild migrate" || true
   grep -E '^(migrate|cold|identical|only_native|only_vbuild|noop_all_hits|restore|edit|native_after_migrate|result|FAIL)' "$dest.check" | sed 's/^/  /'
   if [ $rc = 0 ]; then touch "$dest.ok"; else status=1; fi

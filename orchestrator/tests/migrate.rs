@@ -799,3 +799,36 @@ fn turbo_outputs_never_overlap_another_targets() {
     // Everything migrate wrote loads (the overlap rule included).
     ws.run(&["query"]).assert_ok();
 }
+
+/// turbo 2.5's `$TURBO_ROOT$/…` inputs are root files: workspace inputs,
+/// not package-relative srcs that would match nothing.
+#[test]
+fn turbo_root_inputs_become_workspace_inputs() {
+    let ws = turbo_ws(
+        r#"{"tasks":{"build":{"inputs":["$TURBO_DEFAULT$","$TURBO_ROOT$/tsconfig.base.json","!$TURBO_ROOT$/x"],"outputs":["dist/**"]}}}"#,
+        &[
+            ("tsconfig.base.json", "{}"),
+            (
+                "packages/a/package.json",
+                r#"{"name":"a","version":"1.0.0","scripts":{"build":"mkdir -p dist && cp ../../tsconfig.base.json dist/"}}"#,
+            ),
+        ],
+    );
+    let out = ws.run(&["migrate"]);
+    assert_eq!(out.code, 0, "{}", out.snapshot());
+    let a = ws.read("packages/a/BUILD.toml");
+    assert!(!a.contains("TURBO_ROOT"), "{a}");
+    assert!(
+        ws.read("vbuild.toml").contains("\"tsconfig.base.json\""),
+        "{}",
+        ws.read("vbuild.toml")
+    );
+    assert!(
+        out.stdout
+            .contains("turbo input `!$TURBO_ROOT$/x` not translated"),
+        "{}",
+        out.stdout
+    );
+    ws.run(&["run", "build"]).assert_all("miss");
+    assert_eq!(ws.read("packages/a/dist/tsconfig.base.json"), "{}");
+}

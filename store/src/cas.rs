@@ -9,7 +9,7 @@
 use crate::temp::{self, Temp};
 use crate::{Digest, Result, StoreError};
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use tempfile::NamedTempFile;
 
@@ -210,7 +210,12 @@ impl Cas {
             return Ok(Vec::new());
         }
         let path = self.blob_path(digest);
-        let bytes = fs::read(&path).map_err(|e| self.open_err(digest, &path, e))?;
+        // Not `fs::read`: its `fstat` to size the buffer is one system call
+        // per tree of every hit, and most blobs read whole are small trees.
+        let mut bytes = Vec::with_capacity(8192);
+        File::open(&path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(|e| self.open_err(digest, &path, e))?;
         if Digest::of_bytes(&bytes) != *digest {
             return Err(self.quarantine(digest));
         }
@@ -271,6 +276,61 @@ impl Cas {
         // rename(2) atomically replaces a file or a symlink at `dest` (the
         // symlink itself, not its target).
         tmp.persist(dest).map_err(io_err(dest))
+    }
+
+    /// Copies a blob of `size` bytes (as its tree says) into `dest` (a new,
+    /// still unnamed file the caller names only if this succeeds),
+    /// verifying its hash on the way. It reads exactly `size` bytes: no
+    /// read at the end to see end-of-file (what is written is right when
+    /// those bytes hash to the digest). On a mismatch the whole blob is
+    /// checked: corrupt → removed and `CasError::Corrupt`; intact (the
+    /// size was wrong) → an error, `dest` to be dropped. `dest_path` only
+    /// names `dest` in errors.
+    pub fn copy_into(
+        &self,
+        digest: &Digest,
+        size: u64,
+        dest: &mut File,
+        dest_path: &Path,
+    ) -> Result<(), CasError> {
+        if *digest == Digest::empty() && size == 0 {
+            return Ok(());
+        }
+        let blob = self.blob_path(digest);
+        let mut src = File::open(&blob).map_err(|e| self.open_err(digest, &blob, e))?;
+        let actual = with_thread_buffer(|buf| -> Result<Digest, CasError> {
+            let mut hasher = blake3::Hasher::new();
+            let mut left = size;
+            while left > 0 {
+                let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                let n = match src.read(&mut buf[..want]) {
+                    Ok(0) => break, // shorter than its tree says
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(io_err(&blob)(e)),
+                };
+                hasher.update(&buf[..n]);
+                dest.write_all(&buf[..n]).map_err(io_err(dest_path))?;
+                left -= n as u64;
+            }
+            Ok(hasher.finalize().into())
+        })?;
+        if actual == *digest {
+            return Ok(());
+        }
+        src.seek(io::SeekFrom::Start(0)).map_err(io_err(&blob))?;
+        let (whole, real) =
+            with_thread_buffer(|buf| hash_chunks(&mut src, &blob, buf, |_| Ok(())))?;
+        if whole != *digest {
+            return Err(self.quarantine(digest));
+        }
+        Err(CasError::Io {
+            path: dest_path.to_path_buf(),
+            source: io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the tree says {size} bytes, blob {digest} has {real}"),
+            ),
+        })
     }
 
     /// Puts a symlink to `target` at `dest` atomically (made under a temp

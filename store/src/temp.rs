@@ -5,8 +5,10 @@
 //! says whose it is, so a later run removes leftovers of dead runs (never
 //! those of a live one: two processes may restore one workspace at once).
 //! Blobs are written in the store's `tmp/`. A file restored into the
-//! workspace is written there too and renamed into place when the store is
-//! on the same filesystem; otherwise it is an unnamed `O_TMPFILE` in the
+//! workspace where nothing is yet is an unnamed `O_TMPFILE` linked to its
+//! name once complete (the orchestrator's `materialize/create.rs`); one
+//! that replaces a file is written in `tmp/` and renamed into place when
+//! the store is on the same filesystem; otherwise it is an unnamed `O_TMPFILE` in the
 //! destination directory, given a name only for the `rename` that puts it
 //! in place. Workspace listings skip the prefix.
 use std::fs::{self, File};

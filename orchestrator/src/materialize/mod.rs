@@ -11,13 +11,21 @@
 //! 2. the workspace is checked: no directory above what the target owns is
 //!    a symlink or a file (a restore never writes or deletes through one);
 //! 3. stale files under declared outputs are removed and missing or
-//!    different entries written, each through a temp file renamed into
-//!    place (`vbuild_store::temp`: never a named file a crash could leave).
+//!    different entries written: a new file unnamed in its directory and
+//!    linked to its name once complete (`create.rs`), a replaced one through
+//!    a temp file renamed into place (`vbuild_store::temp`); never a named
+//!    file a crash could leave half-written. Directories are checked once
+//!    and used through open fds (`dirs.rs`).
 mod capture;
 mod confine;
+mod create;
+mod dirs;
 
 pub use capture::capture;
 pub use confine::Confinement;
+
+use create::{create, Created};
+use dirs::{Dirs, Found};
 
 use crate::globs::OutSpec;
 use crate::workspace::{join_package, Target, Workspace};
@@ -48,17 +56,19 @@ pub fn materialize(
         conf: &conf,
         store,
         stat_cache,
-        dirs: HashSet::new(),
+        dirs: Dirs::new(&ws.root)?,
         swept: HashSet::new(),
     };
+    // Deepest first: one `openat2` that reaches an entry's directory has
+    // checked every directory above it too.
+    for entry in tree.entries() {
+        w.parents(&entry.path, false)?;
+    }
     let package = &target.label.package;
     for spec in &target.outs {
         if let OutSpec::Dir(p) | OutSpec::File(p) = spec {
             w.parents(&join_package(package, p), false)?;
         }
-    }
-    for entry in tree.entries() {
-        w.parents(&entry.path, false)?;
     }
     let wanted: BTreeSet<&str> = tree.entries().iter().map(|e| e.path.as_str()).collect();
     let mut changed = w.remove_stale(&wanted)?;
@@ -77,61 +87,27 @@ struct Writer<'a> {
     conf: &'a Confinement<'a>,
     store: &'a Store,
     stat_cache: &'a StatCache,
-    /// Workspace-relative directories known to be real directories.
-    dirs: HashSet<String>,
+    /// Directories checked or made so far, held open.
+    dirs: Dirs,
     /// Directories already swept of dead runs' temp files.
     swept: HashSet<String>,
 }
 
 impl Writer<'_> {
-    /// Walks the directories above `path` from the top. Above what the
-    /// target owns, each must be a real directory or absent (then created
+    /// The directory `rel`, checked (see `dirs.rs`): above what the target
+    /// owns each directory must be a real directory or absent (then created
     /// if `make`); a symlink or a file there is an error, so nothing is ever
     /// written or deleted through it. Inside what it owns, a symlink or a
     /// file in a directory's place is replaced by a directory (if `make`).
-    fn parents(&mut self, path: &str, make: bool) -> Result<()> {
-        for (i, _) in path.match_indices('/') {
-            let dir = &path[..i];
-            if self.dirs.contains(dir) {
-                continue;
-            }
-            let owned = self.conf.owns(dir);
-            let abs = self.root.join(dir);
-            match std::fs::symlink_metadata(&abs) {
-                Ok(m) if m.is_dir() => {}
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    if !make {
-                        return Ok(()); // nothing below exists either
-                    }
-                    create_dir(&abs)?;
-                }
-                Ok(_) if owned => {
-                    if !make {
-                        // Replaced in the write pass; nothing below it is
-                        // read or deleted before that.
-                        return Ok(());
-                    }
-                    remove_not_found_ok(&abs)?;
-                    create_dir(&abs)?;
-                }
-                Ok(m) if m.file_type().is_symlink() => {
-                    let to = std::fs::read_link(&abs).unwrap_or_default();
-                    bail!(
-                        "'{dir}' is a symlink (to {}): vbuild never writes outputs of {} through a \
-                         symlinked directory; remove the symlink (`rm {dir}`) and run again",
-                        to.display(),
-                        self.conf.target().label
-                    );
-                }
-                Ok(_) => bail!(
-                    "'{dir}' is a file where outputs of {} need a directory; remove or rename it and run again",
-                    self.conf.target().label
-                ),
-                Err(e) => return Err(e).with_context(|| format!("checking '{dir}'")),
-            }
-            self.dirs.insert(dir.to_string());
-        }
-        Ok(())
+    fn dir(&mut self, rel: &str, make: bool) -> Result<Found> {
+        let conf = self.conf;
+        self.dirs
+            .get(rel, make, &|p| conf.owns(p), &conf.target().label)
+    }
+
+    /// The directory holding `path`.
+    fn parents(&mut self, path: &str, make: bool) -> Result<Found> {
+        self.dir(parent_of(path), make)
     }
 
     /// Removes what the workspace has under declared outputs that the tree
@@ -147,15 +123,13 @@ impl Writer<'_> {
                 OutSpec::Dir(dir) => {
                     let rel = join_package(package, dir);
                     let abs = self.root.join(&rel);
-                    match std::fs::symlink_metadata(&abs) {
-                        Ok(m) if m.is_dir() => {
-                            removed += self.remove_stale_in(&abs, wanted)?;
-                        }
-                        Ok(_) => {
+                    match self.dir(&rel, false)? {
+                        Found::Dir { .. } => removed += self.remove_stale_in(&abs, wanted)?,
+                        Found::NotDir => {
                             remove_not_found_ok(&abs)?;
                             removed += 1;
                         }
-                        Err(_) => {}
+                        Found::Absent => {}
                     }
                 }
                 OutSpec::File(file) => {
@@ -212,32 +186,102 @@ impl Writer<'_> {
     /// Writes one entry unless the workspace already has it.
     fn place(&mut self, entry: &TreeEntry) -> Result<bool> {
         let abs = self.root.join(&entry.path);
-        if up_to_date(self.stat_cache, &abs, &entry.kind) {
-            return Ok(false);
-        }
-        self.parents(&entry.path, true)?;
-        if std::fs::symlink_metadata(&abs).is_ok_and(|m| m.is_dir()) {
-            remove_any(&abs)?;
-        }
+        let (dirfd, made) = match self.parents(&entry.path, true)? {
+            Found::Dir { fd, made } => (fd.expect("made directories are held open"), made),
+            // `make` replaces whatever stood there by a directory.
+            Found::Absent | Found::NotDir => bail!("'{}' has no directory", entry.path),
+        };
+        let name = entry
+            .path
+            .rsplit_once('/')
+            .map_or(entry.path.as_str(), |(_, n)| n);
+        // In a directory this run just made there is nothing to compare.
+        let absent = made || {
+            match on_disk(self.stat_cache, &abs, &entry.kind) {
+                OnDisk::Same => return Ok(false),
+                OnDisk::Absent => true,
+                OnDisk::Dir => {
+                    remove_any(&abs)?;
+                    true
+                }
+                OnDisk::Differs => false,
+            }
+        };
         match &entry.kind {
             EntryKind::File {
-                digest, executable, ..
+                digest,
+                size,
+                executable,
             } => {
-                self.store.cas.copy_out(digest, &abs, *executable)?;
-                if let Ok(meta) = std::fs::symlink_metadata(&abs) {
+                let created = match absent {
+                    true => create(self.store, dirfd, name, &abs, digest, *size, *executable)?,
+                    false => Created::Fallback,
+                };
+                let meta = match created {
+                    Created::Done(meta) => Some(meta),
+                    Created::Fallback => {
+                        self.store.cas.copy_out(digest, &abs, *executable)?;
+                        std::fs::symlink_metadata(&abs).ok()
+                    }
+                };
+                if let Some(meta) = meta {
                     self.stat_cache
                         .record(&abs, &FileStat::from_metadata(&meta), *digest);
                 }
             }
-            EntryKind::Symlink { target } => self.store.cas.put_symlink(target, &abs)?,
+            EntryKind::Symlink { target } => {
+                // A symlink is made whole by one call: where nothing is,
+                // no temp name is needed.
+                if !(absent && symlink_at(target, dirfd, name)?) {
+                    self.store.cas.put_symlink(target, &abs)?;
+                }
+            }
         }
         // Leftovers of a killed older vbuild beside this output: they would
-        // otherwise be listed as inputs by a glob.
-        let parent = entry.path.rsplit_once('/').map_or("", |(p, _)| p);
-        if self.swept.insert(parent.to_string()) {
+        // otherwise be listed as inputs by a glob. A directory this run
+        // made has none.
+        let parent = parent_of(&entry.path);
+        if !made && self.swept.insert(parent.to_string()) {
             sweep_dead(abs.parent().expect("has a parent"));
         }
         Ok(true)
+    }
+}
+
+fn parent_of(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(p, _)| p)
+}
+
+/// `symlinkat`; false if something is at the path already (another run).
+fn symlink_at(target: &str, dirfd: std::os::fd::RawFd, name: &str) -> Result<bool> {
+    let (t, n) = (dirs::cstr(target.as_bytes())?, dirs::cstr(name.as_bytes())?);
+    if unsafe { libc::symlinkat(t.as_ptr(), dirfd, n.as_ptr()) } == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EEXIST) {
+        return Ok(false);
+    }
+    Err(e).with_context(|| format!("creating the symlink {name}"))
+}
+
+/// What the workspace holds where an entry goes.
+enum OnDisk {
+    /// Exactly the entry.
+    Same,
+    Absent,
+    /// A directory (removed before writing).
+    Dir,
+    /// Something else: replaced through a temp file renamed over it.
+    Differs,
+}
+
+fn on_disk(stat_cache: &StatCache, abs: &Path, kind: &EntryKind) -> OnDisk {
+    match std::fs::symlink_metadata(abs) {
+        Err(e) if e.kind() == ErrorKind::NotFound => OnDisk::Absent,
+        Ok(m) if m.is_dir() => OnDisk::Dir,
+        _ if up_to_date(stat_cache, abs, kind) => OnDisk::Same,
+        _ => OnDisk::Differs,
     }
 }
 
@@ -275,15 +319,6 @@ fn up_to_date(stat_cache: &StatCache, abs: &Path, kind: &EntryKind) -> bool {
             };
             actual == *digest
         }
-    }
-}
-
-fn create_dir(abs: &Path) -> Result<()> {
-    match std::fs::create_dir(abs) {
-        Ok(()) => Ok(()),
-        // Another run made it first.
-        Err(e) if e.kind() == ErrorKind::AlreadyExists && abs.is_dir() => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("creating {}", abs.display())),
     }
 }
 

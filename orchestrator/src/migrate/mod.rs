@@ -574,16 +574,25 @@ pub fn plan(root: &Path) -> Result<Plan> {
             // srcs
             t.srcs = vec!["**".to_string()];
             if let Some(inputs) = tasks.iter().find_map(|t| t.inputs.clone()) {
-                t.srcs = inputs
-                    .iter()
-                    .map(|s| {
-                        if s == "$TURBO_DEFAULT$" {
-                            "**".to_string()
+                t.srcs = Vec::new();
+                for s in &inputs {
+                    if s == "$TURBO_DEFAULT$" {
+                        t.srcs.push("**".to_string());
+                    } else if let Some(r) = s.strip_prefix("$TURBO_ROOT$/") {
+                        // A root file (turbo 2.5+): what every action may see.
+                        if r.split('/').any(|c| c == "..") || r.starts_with('/') {
+                            undecided.push(format!(
+                                "{what}: turbo input `{s}` leaves the workspace: not translated"
+                            ));
                         } else {
-                            s.trim_start_matches("./").to_string()
+                            ws_inputs.insert(r.to_string());
                         }
-                    })
-                    .collect();
+                    } else if s.starts_with("!$TURBO_ROOT$") {
+                        undecided.push(format!("{what}: turbo input `{s}` not translated (workspace inputs cannot be excluded per target)"));
+                    } else {
+                        t.srcs.push(s.trim_start_matches("./").to_string());
+                    }
+                }
                 if !t.srcs.iter().any(|s| s == "package.json") && dir.join("package.json").is_file()
                 {
                     t.srcs.push("package.json".into());

@@ -1,7 +1,7 @@
 //! What a build command writes, read from the usual builders' flags and
 //! configs: Vite, tsc / vue-tsc (also `-b` with references and
 //! `--emitDeclarationOnly`), tsup, unbuild, rollup -c, esbuild, babel,
-//! svelte-package. Anything else is reported, never guessed.
+//! svelte-package, next build. Anything else is reported, never guessed.
 use super::manifest::{self, strip_jsonc};
 use super::scripts::{segments, tool_words};
 use serde_json::Value;
@@ -218,6 +218,20 @@ fn detect_all(dir: &Path, command: &str) -> Found {
                     if let Some(o) = clean(o) {
                         f.push(o);
                     }
+                }
+            }
+            "next" if w.get(1).is_some_and(|s| s == "build") => {
+                // `.next/` (or the config's literal `distDir`); `next build`
+                // always writes it.
+                f.known = true;
+                let cfg = config_file(dir, "next.config")
+                    .and_then(|c| std::fs::read_to_string(dir.join(c)).ok());
+                match cfg.as_deref().and_then(|s| literal_after(s, "distDir")) {
+                    Some(Some(d)) => f.dir(&d, "next build"),
+                    Some(None) => f
+                        .problems
+                        .push("distDir in next.config is computed; add outs by hand".into()),
+                    None => f.push(".next/".into()),
                 }
             }
             "svelte-package" => {
@@ -564,6 +578,7 @@ mod tests {
             ("tsup.config.ts", "export default { outDir: 'out' }"),
             ("rollup.pkg.mjs", "const p = require('./package.json');\nexport default [{ output: [{ file: p.main }, { file: p.module }] }, { output: { file: 'types/index.d.ts' } }]"),
             ("rollup.dyn.mjs", "export default { output: { file: name() } }"),
+            ("web/next.config.js", "module.exports = { distDir: 'build/next' }"),
             ("package.json", r#"{"main":"dist/a.cjs.js","module":"dist/a.es.js"}"#),
         ]);
         let o = |c: &str| detect(d.path(), c).outs;
@@ -573,6 +588,12 @@ mod tests {
         assert_eq!(o("vue-tsc --noEmit"), Vec::<String>::new());
         assert_eq!(o("tsup src/index.ts"), ["out/"]);
         assert_eq!(o("unbuild"), ["dist/"]);
+        assert_eq!(o("next build"), [".next/"]);
+        assert!(o("next lint").is_empty());
+        assert_eq!(
+            detect(&d.path().join("web"), "next build").outs,
+            ["build/next/"]
+        );
         assert_eq!(o("rollup -c"), ["dist/"]);
         // `file: pkg.main` reads package.json.
         assert_eq!(o("rollup -c rollup.pkg.mjs"), ["dist/", "types/"]);

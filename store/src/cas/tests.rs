@@ -252,3 +252,32 @@ fn hash_file_stores_nothing_and_copy_file_verified_checks_the_bytes() {
         .unwrap());
     assert!(!dest3.exists());
 }
+
+#[test]
+fn copy_into_reads_exactly_the_trees_size_and_verifies() {
+    let (_d, cas) = open();
+    let bytes = b"hello world";
+    let digest = cas.put_bytes(bytes).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("out");
+    let mut f = File::create(&dest).unwrap();
+    cas.copy_into(&digest, bytes.len() as u64, &mut f, &dest)
+        .unwrap();
+    assert_eq!(fs::read(&dest).unwrap(), bytes);
+
+    // A tree lying about the size: an error, and the intact blob is kept.
+    let mut f = File::create(dir.path().join("short")).unwrap();
+    let err = cas.copy_into(&digest, 5, &mut f, &dest).unwrap_err();
+    assert!(matches!(err, CasError::Io { .. }), "{err}");
+    assert!(err.to_string().contains("the tree says 5 bytes"), "{err}");
+    assert!(cas.contains(&digest));
+
+    // A corrupt blob: removed, reported as corrupt.
+    corrupt(&cas, &digest);
+    let mut f = File::create(dir.path().join("bad")).unwrap();
+    let err = cas
+        .copy_into(&digest, bytes.len() as u64, &mut f, &dest)
+        .unwrap_err();
+    assert!(matches!(err, CasError::Corrupt(_)), "{err}");
+    assert!(!cas.contains(&digest));
+}

@@ -1,0 +1,96 @@
+//! Creating an output file that does not exist yet, in a directory held
+//! open (`dirs.rs`), in as few system calls as stay crash-safe:
+//!
+//! `openat(dir, ".", O_TMPFILE, mode)` → the verified copy of the blob →
+//! `linkat` of the unnamed file to its name → `fstat` for the stat cache.
+//!
+//! The file has no name until it is complete, so a kill -9 mid-copy leaves
+//! nothing in the workspace (the kernel frees the inode), exactly as the
+//! temp-file-and-rename path it replaces. `linkat` never replaces what is
+//! there: if another run made the path meanwhile it fails, and the caller
+//! takes the general path (compare, then temp file renamed over). The mode
+//! is given at creation; `fchmod` only if the umask would strip bits of it.
+use super::dirs::cstr;
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::path::Path;
+use std::sync::OnceLock;
+use vbuild_store::{Digest, Store};
+
+/// What `create` did.
+pub(super) enum Created {
+    /// Written and named; its metadata after naming (for the stat cache).
+    Done(std::fs::Metadata),
+    /// Not possible here (the path exists now, no `O_TMPFILE` on this
+    /// filesystem, no /proc): nothing was written; use the general path.
+    Fallback,
+}
+
+pub(super) fn create(
+    store: &Store,
+    dirfd: RawFd,
+    name: &str,
+    abs: &Path,
+    digest: &Digest,
+    size: u64,
+    executable: bool,
+) -> anyhow::Result<Created> {
+    let mode: libc::mode_t = if executable { 0o755 } else { 0o644 };
+    let fd = unsafe {
+        libc::openat(
+            dirfd,
+            c".".as_ptr(),
+            libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        // EOPNOTSUPP / EISDIR / EINVAL: the filesystem or kernel has no
+        // O_TMPFILE. The general path knows what to do.
+        return Ok(Created::Fallback);
+    }
+    let mut file = unsafe { File::from_raw_fd(fd) };
+    store.cas.copy_into(digest, size, &mut file, abs)?;
+    if umask() & mode != 0 {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    }
+    let cname: CString = cstr(name.as_bytes())?;
+    let proc_path = format!("/proc/self/fd/{}\0", file.as_raw_fd());
+    let rc = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            proc_path.as_ptr().cast(),
+            dirfd,
+            cname.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        return match e.raw_os_error() {
+            // EEXIST: another run placed it first; ENOENT: no /proc.
+            Some(libc::EEXIST | libc::ENOENT) => Ok(Created::Fallback),
+            _ => Err(e).map_err(|e| anyhow::anyhow!("creating {}: {e}", abs.display())),
+        };
+    }
+    // After linkat, which changed the ctime the stat cache keys on.
+    Ok(Created::Done(file.metadata()?))
+}
+
+/// The process's umask, read once from /proc (calling umask(2) to read it
+/// would change it for a moment under the other threads). Unknown: every
+/// bit, so the mode is always set explicitly.
+fn umask() -> libc::mode_t {
+    static UMASK: OnceLock<libc::mode_t> = OnceLock::new();
+    *UMASK.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                let line = s.lines().find(|l| l.starts_with("Umask:"))?;
+                libc::mode_t::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
+            })
+            .unwrap_or(0o777)
+    })
+}
