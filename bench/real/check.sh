@@ -119,6 +119,19 @@ do_migrate() {
   say migrate "$([ "$fresh" = 1 ] && echo "on the never-built checkout" || echo "after the native build")"
   say migrate_edited "${edited:-none}"
   say migrate_summary "$(head -1 "$work/migrate.log")"
+  # What the TASK's targets declare (outs must be written; optional_outs may not be).
+  say declared "$(TASK="$task" python3 - <<'PY'
+import glob, os, tomllib
+rows = []
+for f in sorted(glob.glob("**/BUILD.toml", recursive=True)):
+    if "node_modules" in f:
+        continue
+    t = tomllib.load(open(f, "rb")).get("target", {}).get(os.environ["TASK"])
+    if t and "command" in t:
+        rows.append(f"//{os.path.dirname(f)}: outs {t.get('outs', [])} optional_outs {t.get('optional_outs', [])}")
+print("; ".join(rows) or "no target of the task")
+PY
+)"
   sed -n '/^could not decide/,$p' "$work/migrate.log" | sed 's/^/  /'
 }
 [ "$fresh" = 1 ] && do_migrate

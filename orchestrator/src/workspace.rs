@@ -214,18 +214,12 @@ impl Workspace {
         let mut tree = walk_workspace(&root);
         let packages = tree.packages.clone();
         let mut parsed = Vec::new();
-        for pkg in &packages {
-            let rel_file = Path::new(pkg).join(BUILD_FILE);
-            let source = match read(&root.join(&rel_file)) {
-                Ok(s) => s,
-                Err(d) => {
-                    pkg_diags.entry(pkg.clone()).or_default().push(d);
-                    continue;
-                }
-            };
-            match parse_build_file(&rel_file, &source) {
-                Ok(mut targets) => {
-                    vbuild_schema::apply_defaults(&mut targets, &source, &def.defaults);
+        for (pkg, file) in packages
+            .iter()
+            .zip(read_build_files(&root, &packages, &def))
+        {
+            match file {
+                Ok((rel_file, source, targets)) => {
                     parsed.push((pkg.clone(), rel_file, source, targets))
                 }
                 Err(d) => pkg_diags.entry(pkg.clone()).or_default().push(d),
@@ -285,39 +279,43 @@ impl Workspace {
                 .extend(outs);
         }
         let unparsed: std::collections::HashSet<String> = pkg_diags.keys().cloned().collect();
-        let mut into_unparsed: HashMap<Label, Vec<String>> = HashMap::new();
-        let mut slots = Vec::with_capacity(defs.len());
-        let mut matchers = HashMap::new();
-        for (label, file, source, def) in &defs {
-            let before = diags.len();
-            let mut ctx = TargetCtx {
-                file,
-                source,
-                diags: &mut diags,
-                by_label: &by_label,
-                root: &root,
-                files: &tree.files,
-                matchers: &mut matchers,
-                package_outs: &package_outs,
-                target_span: def.span(),
-                unparsed: &unparsed,
-                into_unparsed: &mut into_unparsed,
-            };
-            let mut slot = ctx.validate(label, def.get_ref());
-            if let Some(t) = &mut slot {
-                // Workspace exclusions are part of what decides the inputs.
-                t.src_patterns
-                    .extend(exclude.1.iter().map(|g| format!("!//{g}")));
+        let shared = Shared {
+            by_label: &by_label,
+            root: &root,
+            files: &tree.files,
+            package_outs: &package_outs,
+            unparsed: &unparsed,
+            exclude: &exclude.1,
+        };
+        let (slots, into_unparsed) = match validate_parallel(&shared, &defs) {
+            Some(clean) => clean,
+            None => {
+                // Serial, as it always was when anything is wrong: the
+                // diagnostics (and which of them get a location) depend
+                // on the order and count of those before them.
+                let mut into_unparsed: HashMap<Label, Vec<String>> = HashMap::new();
+                let mut slots = Vec::with_capacity(defs.len());
+                let mut matchers = HashMap::new();
+                for (label, file, source, def) in &defs {
+                    let before = diags.len();
+                    let slot = shared.validate(
+                        (label, file, source, def),
+                        &mut diags,
+                        &mut matchers,
+                        &mut into_unparsed,
+                    );
+                    slots.push(slot);
+                    if diags.len() > before {
+                        let found = diags.split_off(before);
+                        pkg_diags
+                            .entry(label.package.clone())
+                            .or_default()
+                            .extend(found);
+                    }
+                }
+                (slots, into_unparsed)
             }
-            slots.push(slot);
-            if diags.len() > before {
-                let found = diags.split_off(before);
-                pkg_diags
-                    .entry(label.package.clone())
-                    .or_default()
-                    .extend(found);
-            }
-        }
+        };
         // Overlapping outputs: an error of the package whose BUILD.toml the
         // diagnostic points at.
         let valid: Vec<&Target> = slots.iter().flatten().collect();
@@ -429,6 +427,114 @@ impl Workspace {
     pub fn uses_node(&self, target: &Target) -> bool {
         target.node_modules.unwrap_or(self.def.node_modules)
     }
+}
+
+/// What every target's validation reads (see `TargetCtx`).
+struct Shared<'a> {
+    by_label: &'a HashMap<Label, usize>,
+    root: &'a Path,
+    files: &'a [String],
+    package_outs: &'a HashMap<String, Vec<OutSpec>>,
+    unparsed: &'a std::collections::HashSet<String>,
+    /// `[workspace] exclude` globs, appended to every target's patterns.
+    exclude: &'a [String],
+}
+
+/// One target definition as collected from the BUILD.toml files.
+type Def<'a> = (
+    &'a Label,
+    &'a PathBuf,
+    &'a String,
+    &'a vbuild_schema::Spanned<TargetDef>,
+);
+
+impl Shared<'_> {
+    fn validate(
+        &self,
+        (label, file, source, def): Def,
+        diags: &mut Vec<Diagnostic>,
+        matchers: &mut HashMap<Vec<(bool, String)>, SrcMatcher>,
+        into_unparsed: &mut HashMap<Label, Vec<String>>,
+    ) -> Option<Target> {
+        let mut ctx = TargetCtx {
+            file,
+            source,
+            diags,
+            by_label: self.by_label,
+            root: self.root,
+            files: self.files,
+            matchers,
+            package_outs: self.package_outs,
+            target_span: def.span(),
+            unparsed: self.unparsed,
+            into_unparsed,
+        };
+        let mut slot = ctx.validate(label, def.get_ref());
+        if let Some(t) = &mut slot {
+            // Workspace exclusions are part of what decides the inputs.
+            t.src_patterns
+                .extend(self.exclude.iter().map(|g| format!("!//{g}")));
+        }
+        slot
+    }
+}
+
+/// The validated targets (in `defs` order) and the deps into unparsed
+/// packages, computed on every core; `None` if any target has an error
+/// (the caller then validates serially, which reports them exactly as
+/// before). Each target's validation reads only shared, immutable state,
+/// so the clean result equals the serial one; the threads only duplicate
+/// compiling a srcs pattern list that both of them meet.
+#[allow(clippy::type_complexity)]
+fn validate_parallel(
+    shared: &Shared,
+    defs: &[(Label, &PathBuf, &String, &vbuild_schema::Spanned<TargetDef>)],
+) -> Option<(Vec<Option<Target>>, HashMap<Label, Vec<String>>)> {
+    // Below this a thread costs more than it saves.
+    const PER_THREAD: usize = 64;
+    let threads = crate::cores().min(defs.len() / PER_THREAD);
+    if threads < 2 {
+        return None;
+    }
+    let chunk = defs.len().div_ceil(threads);
+    let parts: Vec<Option<(Vec<Option<Target>>, HashMap<Label, Vec<String>>)>> =
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = defs
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        let (mut matchers, mut into_unparsed) = (HashMap::new(), HashMap::new());
+                        let mut diags = Vec::new();
+                        let mut slots = Vec::with_capacity(part.len());
+                        for (label, file, source, def) in part {
+                            let slot = shared.validate(
+                                (label, file, source, def),
+                                &mut diags,
+                                &mut matchers,
+                                &mut into_unparsed,
+                            );
+                            if !diags.is_empty() {
+                                return None;
+                            }
+                            slots.push(slot);
+                        }
+                        Some((slots, into_unparsed))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("validating a target does not panic"))
+                .collect()
+        });
+    let mut slots = Vec::with_capacity(defs.len());
+    let mut into_unparsed = HashMap::new();
+    for part in parts {
+        let (s, u) = part?;
+        slots.extend(s);
+        into_unparsed.extend(u);
+    }
+    Some((slots, into_unparsed))
 }
 
 struct TargetCtx<'a> {
@@ -801,7 +907,14 @@ pub fn join_package(package: &str, rel: &str) -> String {
     if package.is_empty() {
         rel.to_string()
     } else {
-        format!("{package}/{rel}")
+        // Not `format!`: this runs for every file of the walk and every
+        // dependency edge of a run, and the formatting machinery (growing
+        // an empty String piecewise) was most of its cost.
+        let mut joined = String::with_capacity(package.len() + 1 + rel.len());
+        joined.push_str(package);
+        joined.push('/');
+        joined.push_str(rel);
+        joined
     }
 }
 
@@ -1022,6 +1135,49 @@ fn walk_workspace(root: &Path) -> Tree {
 
 /// Lists `dir` (workspace-relative `rel`) into `tree`, not descending into
 /// node_modules or hidden directories.
+/// One package's BUILD.toml: its workspace-relative path, text and
+/// targets (defaults applied), or the diagnostic of reading or parsing it.
+type BuildFile = Result<
+    (
+        PathBuf,
+        String,
+        BTreeMap<String, vbuild_schema::Spanned<TargetDef>>,
+    ),
+    Diagnostic,
+>;
+
+/// Reads and parses every package's BUILD.toml, in the order of
+/// `packages`. Each file is independent of the others, so they are split
+/// over the cores: parsing (TOML with spans) was the largest serial part of
+/// loading a 1000-package workspace, and a no-op run waits for it.
+fn read_build_files(root: &Path, packages: &[String], def: &WorkspaceDef) -> Vec<BuildFile> {
+    let one = |pkg: &String| -> BuildFile {
+        let rel_file = Path::new(pkg).join(BUILD_FILE);
+        let source = std::fs::read_to_string(root.join(&rel_file))
+            .map_err(|e| Diagnostic::file(&rel_file, format!("cannot read: {e}")))?;
+        let mut targets = parse_build_file(&rel_file, &source)?;
+        vbuild_schema::apply_defaults(&mut targets, &source, &def.defaults);
+        Ok((rel_file, source, targets))
+    };
+    // Below this a thread costs more than it saves.
+    const PER_THREAD: usize = 32;
+    let threads = crate::cores().min(packages.len() / PER_THREAD).max(1);
+    if threads == 1 {
+        return packages.iter().map(one).collect();
+    }
+    let chunk = packages.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = packages
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|h| h.join().expect("parsing a BUILD.toml does not panic"))
+            .collect()
+    })
+}
+
 fn walk_dir(dir: &Path, rel: &str, tree: &mut Tree) {
     walk(dir, rel, tree);
     fn walk(dir: &Path, rel: &str, tree: &mut Tree) {
@@ -1064,11 +1220,7 @@ fn walk_dir(dir: &Path, rel: &str, tree: &mut Tree) {
             if vbuild_store::temp::is_temp_name(name) {
                 continue;
             }
-            let sub = if rel.is_empty() {
-                name.to_string()
-            } else {
-                format!("{rel}/{name}")
-            };
+            let sub = join_package(rel, name);
             if file_type.is_dir() {
                 walk(&entry.path(), &sub, tree);
             } else {

@@ -142,3 +142,52 @@ fn pass_env_of_vbuilds_own_settings() {
         "[target.build]\ncommand = \"true\"\npass_env = [\"CI\", \"VBUILD_REMOTE_TOKEN\"]\n"
     )]));
 }
+
+/// 300 packages, each depending on the one before: past the size where
+/// BUILD.toml files are parsed and targets validated on several threads.
+fn chain_of_packages(n: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| {
+            let deps = match i {
+                0 => String::new(),
+                _ => format!("\"//p{:03}:build\"", i - 1),
+            };
+            (
+                format!("p{i:03}/BUILD.toml"),
+                format!("[target.build]\ncommand = \"true\"\ndeps = [{deps}]\n"),
+            )
+        })
+        .collect()
+}
+
+/// A large workspace reports a bad label exactly as a small one does (the
+/// threads find it, then the serial pass reports it), and a clean one
+/// loads every target with its deps, in order.
+#[test]
+fn large_workspace_loads_like_a_small_one() {
+    let bad = (
+        "a/BUILD.toml",
+        "[target.build]\ncommand = \"true\"\ndeps = [\"//ok:buld\"]\n",
+    );
+    let chain = chain_of_packages(300);
+    let mut files: Vec<(&str, &str)> = chain
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let clean = Ws::new(&files);
+    let out = clean.run(&["query", "--output", "json", "//..."]);
+    assert_eq!(out.code, 0, "{}", out.snapshot());
+    let targets: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let targets = targets.as_array().expect("a JSON array of targets");
+    assert_eq!(targets.len(), 300, "{}", out.stdout);
+    for (i, t) in targets.iter().enumerate() {
+        assert_eq!(t["label"], format!("//p{i:03}:build"), "{t}");
+        let deps: Vec<String> = match i {
+            0 => vec![],
+            _ => vec![format!("//p{:03}:build", i - 1)],
+        };
+        assert_eq!(t["deps"], serde_json::json!(deps), "{t}");
+    }
+    files.push(bad);
+    assert_eq!(load_error(&files), load_error(&[bad]));
+}

@@ -752,8 +752,14 @@ fn nx_outputs_become_optional_outs() {
 #[test]
 fn turbo_outputs_never_overlap_another_targets() {
     let ws = turbo_ws(
-        r#"{"tasks":{"build":{"outputs":["dist/**"]},"test":{"outputs":["dist/**","coverage/**"]},"docs#build":{"outputs":["site/**","api/**"]}}}"#,
+        r#"{"tasks":{"build":{"outputs":["dist/**"]},"test":{"outputs":["dist/**","coverage/**"]},"docs#build":{"outputs":["site/**","api/**"]},"cfg#build":{"outputs":[]}}}"#,
         &[
+            // turbo says `cfg#build` writes nothing: no guess from the .gitignore.
+            (".gitignore", "dist\n"),
+            (
+                "packages/cfg/package.json",
+                r#"{"name":"cfg","version":"1.0.0","scripts":{"build":"node gen.js"}}"#,
+            ),
             (
                 "packages/ui/package.json",
                 r#"{"name":"ui","version":"1.0.0","scripts":{"build":"tsc","test":"node t.js"}}"#,
@@ -796,6 +802,9 @@ fn turbo_outputs_never_overlap_another_targets() {
         "{}",
         out.stdout
     );
+    let cfg = ws.read("packages/cfg/BUILD.toml");
+    assert!(!cfg.contains("outs"), "{cfg}");
+    assert!(!out.stdout.contains("packages/cfg:build"), "{}", out.stdout);
     // Everything migrate wrote loads (the overlap rule included).
     ws.run(&["query"]).assert_ok();
 }

@@ -11,6 +11,20 @@ pub struct Label {
     pub name: String,
 }
 
+impl Label {
+    /// `//package:name` as a String, sized up front (what `to_string`
+    /// gives, without the formatting machinery: keys spell every dep's
+    /// label on every run).
+    pub fn text(&self) -> String {
+        let mut s = String::with_capacity(3 + self.package.len() + self.name.len());
+        s.push_str("//");
+        s.push_str(&self.package);
+        s.push(':');
+        s.push_str(&self.name);
+        s
+    }
+}
+
 impl fmt::Display for Label {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "//{}:{}", self.package, self.name)

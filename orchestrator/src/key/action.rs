@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use vbuild_ipc::Declarations;
 use vbuild_schema::SandboxSetting;
-use vbuild_store::{EntryKind, StrongKey, WeakKey};
+use vbuild_store::{Digest, EntryKind, StrongKey, WeakKey};
 
 /// The key of one action: static part, inputs, and how records apply.
 pub struct ActionKey<'a> {
@@ -166,6 +166,12 @@ impl<'a> ActionKey<'a> {
     }
 
     fn counts(&self, record: &Record, path: &str) -> Counts {
+        // A record that narrows no input (what most tools declare) counts
+        // every input by content, narrowable or not: decided here without
+        // `narrowable`'s two map lookups per input (most of keying a hit).
+        if record.ignored_inputs.is_empty() && record.used_inputs.is_none() {
+            return Counts::Content;
+        }
         if !self.narrowable(path) {
             Counts::Content
         } else if record.ignores(path) {
@@ -181,10 +187,10 @@ impl<'a> ActionKey<'a> {
     pub fn strong(&self, record: &Record) -> StrongKey {
         let record = self.confine(record.clone());
         let env = self.env_values(&record);
-        let mut h = blake3::Hasher::new();
         let counts = |p: &str| self.counts(&record, p);
-        encode_strong(&self.weak, &record, &self.inputs, &counts, &env, &mut h);
-        StrongKey(h.finalize().into())
+        StrongKey(Digest(super::hash_encoded(|buf| {
+            encode_strong(&self.weak, &record, &self.inputs, &counts, &env, buf)
+        })))
     }
 
     /// The values a record tracks, by name (pattern matches included).
@@ -264,7 +270,7 @@ fn static_key(ctx: &Ctx, target: &Target, sandbox: SandboxSetting) -> StaticKey 
         deps: target
             .deps
             .iter()
-            .map(|&d| ctx.ws.targets[d].label.to_string())
+            .map(|&d| ctx.ws.targets[d].label.text())
             .collect(),
         sandbox: sandbox_name(sandbox).to_string(),
         network: target.network,

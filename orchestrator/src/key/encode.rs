@@ -17,7 +17,7 @@
 //! number and a `KEY_VERSION` bump; a number is never reused.
 use vbuild_store::Digest;
 
-/// Where encoded bytes go: a buffer (golden tests) or straight into a hash.
+/// Where encoded bytes go: a buffer, hashed whole by [`hash_encoded`].
 pub(super) trait Sink {
     fn put(&mut self, bytes: &[u8]);
 }
@@ -28,10 +28,26 @@ impl Sink for Vec<u8> {
     }
 }
 
-impl Sink for blake3::Hasher {
-    fn put(&mut self, bytes: &[u8]) {
-        self.update(bytes);
+/// BLAKE3 of what `encode` writes. The bytes go into a per-thread buffer
+/// and are hashed in one call: a strong key is ~500 pieces of a few bytes
+/// each, and one `Hasher::update` per piece (bookkeeping per call, no
+/// SIMD across chunks) was most of the cost of keying an action. Same
+/// bytes, same hash: no `KEY_VERSION` change.
+pub(super) fn hash_encoded(encode: impl FnOnce(&mut Vec<u8>)) -> [u8; 32] {
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
+    BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        buf.clear();
+        encode(&mut buf);
+        let hash = blake3::hash(&buf);
+        // Keep a usual key's buffer, not a giant one's.
+        if buf.capacity() > 1 << 20 {
+            *buf = Vec::new();
+        }
+        hash.into()
+    })
 }
 
 pub(super) struct Enc<'s, S: Sink> {

@@ -16,14 +16,14 @@ mod tests;
 pub use action::{pass_env_names, ActionKey};
 pub use explain::explain;
 
-use encode::{Enc, Sink};
+use encode::{hash_encoded, Enc, Sink};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use vbuild_ipc::EnvQuery;
 /// A tracked environment value as it enters the key (secrets as a hash).
 pub use vbuild_ipc::EnvValue;
 use vbuild_schema::SandboxSetting;
-use vbuild_store::{EntryKind, WeakKey};
+use vbuild_store::{Digest, EntryKind, WeakKey};
 
 /// Bump when the encoding or the meaning of any field changes.
 /// 3: the hand-written encoding of `encode.rs`; narrowing confined.
@@ -197,9 +197,7 @@ fn encode_static<S: Sink>(k: &StaticKey, out: &mut S) {
 }
 
 pub fn weak_key(fixed: &StaticKey) -> WeakKey {
-    let mut h = blake3::Hasher::new();
-    encode_static(fixed, &mut h);
-    WeakKey(h.finalize().into())
+    WeakKey(Digest(hash_encoded(|buf| encode_static(fixed, buf))))
 }
 
 /// How one input enters a strong key.

@@ -383,6 +383,7 @@ pub fn plan(root: &Path) -> Result<Plan> {
                 None => nx::task_outputs(root, pkg, name)
                     .map(|o| nx::outs(&o, pkg, &mut undecided, &what)),
             };
+            let said = declared.is_some();
             if let Some(declared) = declared {
                 for o in declared {
                     // What the tool's own flags and config say is exact; a
@@ -408,11 +409,11 @@ pub fn plan(root: &Path) -> Result<Plan> {
                 }
             }
             if outs_list.is_empty()
-                && optional.is_empty()
+                && !said
                 && name.split(':').next() == Some("build")
                 && !found.known
             {
-                // A tool migrate does not know: the usual output directory
+                // A tool migrate does not know, and turbo / Nx say nothing: the usual output directory
                 // the repository git-ignores (a build writes it; a fresh
                 // clone does not have it yet).
                 let ignored = gitignore::ignored_dirs(root, pkg);
@@ -432,6 +433,7 @@ pub fn plan(root: &Path) -> Result<Plan> {
             }
             if outs_list.is_empty()
                 && optional.is_empty()
+                && !said
                 && name.split(':').next() == Some("build")
                 && !found.known
             {
