@@ -281,3 +281,30 @@ fn copy_into_reads_exactly_the_trees_size_and_verifies() {
     assert!(matches!(err, CasError::Corrupt(_)), "{err}");
     assert!(!cas.contains(&digest));
 }
+
+#[test]
+fn copy_into_of_a_large_blob_clones_or_copies_exactly() {
+    let (_d, cas) = open();
+    // Above CLONE_FROM: the reflink path, or where the filesystem refuses
+    // it (ext4, tmpfs) copy_file_range, then streaming.
+    let bytes: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let digest = cas.put_bytes(&bytes).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["first", "second"] {
+        let dest = dir.path().join(name);
+        let mut f = File::create(&dest).unwrap();
+        cas.copy_into(&digest, bytes.len() as u64, &mut f, &dest)
+            .unwrap();
+        drop(f);
+        assert!(fs::read(&dest).unwrap() == bytes, "{name}");
+    }
+    // Corrupt: nothing cloned, the blob removed.
+    corrupt(&cas, &digest);
+    let dest = dir.path().join("bad");
+    let mut f = File::create(&dest).unwrap();
+    let err = cas
+        .copy_into(&digest, bytes.len() as u64, &mut f, &dest)
+        .unwrap_err();
+    assert!(matches!(err, CasError::Corrupt(_)), "{err}");
+    assert!(!cas.contains(&digest));
+}
