@@ -114,6 +114,55 @@ impl Cas {
         Ok((digest, size))
     }
 
+    /// Digest and size of a regular file, without storing it (what
+    /// `put_file` refuses, this refuses). Sources are hashed this way: an
+    /// action stages them from the workspace, verified against this digest
+    /// ([`Cas::copy_file_verified`]), so storing each one would cost a new
+    /// store inode per source for nothing (on ext4 an inode allocation scans
+    /// past every recently deleted one: the largest cost of a cold build).
+    pub fn hash_file(&self, path: &Path) -> Result<(Digest, u64), CasError> {
+        let mut src = open_regular(path)?;
+        with_thread_buffer(|buf| hash_chunks(&mut src, path, buf, |_| Ok(())))
+    }
+
+    /// Copies the regular file `src` to `dest`, a new file (never replacing
+    /// one) created with `mode`, hashing while copying. True when the bytes
+    /// hash to `digest`; false when they do not (`src` changed since it was
+    /// hashed, or is not a regular file any more), and then `dest` is
+    /// removed again, so nobody ever sees bytes other than `digest`'s there.
+    pub fn copy_file_verified(
+        &self,
+        src: &Path,
+        digest: &Digest,
+        dest: &Path,
+        mode: u32,
+    ) -> Result<bool, CasError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let Ok(mut from) = open_regular(src) else {
+            return Ok(false);
+        };
+        let mut to = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(dest)
+            .map_err(io_err(dest))?;
+        let copied = with_thread_buffer(|buf| {
+            hash_chunks(&mut from, src, buf, |chunk| {
+                to.write_all(chunk).map_err(io_err(dest))
+            })
+        });
+        match copied {
+            Ok((actual, _)) if actual == *digest => Ok(true),
+            other => {
+                drop(to);
+                fs::remove_file(dest).map_err(io_err(dest))?;
+                other.map(|_| false)
+            }
+        }
+    }
+
     /// Whether the blob exists; if it does, marks it as used now (its
     /// mtime), so a concurrent garbage collection keeps it: a writer that
     /// finds its bytes already stored relies on that blob from here on.
