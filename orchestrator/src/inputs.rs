@@ -214,8 +214,9 @@ fn is_package(ws: &Workspace, path: &str) -> bool {
         .is_ok()
 }
 
-/// Digests one workspace file (or reads a symlink), storing its bytes in the
-/// CAS the first time it is seen.
+/// Digests one workspace file (or reads a symlink). Its bytes are not
+/// stored: an action stages the file from the workspace, verified against
+/// this digest (`execute::stage`).
 pub fn entry_for(store: &Store, stat_cache: &StatCache, abs: &Path) -> Result<EntryKind> {
     let meta =
         std::fs::symlink_metadata(abs).with_context(|| format!("reading {}", abs.display()))?;
@@ -231,7 +232,7 @@ pub fn entry_for(store: &Store, stat_cache: &StatCache, abs: &Path) -> Result<En
     let digest = match stat_cache.lookup(abs, &stat) {
         Some(d) => d,
         None => {
-            let (digest, _) = store.cas.put_file(abs)?;
+            let (digest, _) = store.cas.hash_file(abs)?;
             stat_cache.record(abs, &stat, digest);
             digest
         }

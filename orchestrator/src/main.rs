@@ -409,11 +409,23 @@ const DEFAULT_SECRETS: &[&str] = &["*TOKEN*", "*SECRET*", "*PASSWORD*", "*_KEY",
 
 /// A short, private directory for IPC sockets: socket paths are limited to
 /// 107 bytes, so the store (which may live deep) is no place for them.
+/// `$XDG_RUNTIME_DIR`, else `$TMPDIR`, else the private directory on
+/// `/dev/shm` (a tmpfs: each action's socket directory, socket and client
+/// module are three new inodes, which on ext4 cost a scan past recently
+/// deleted ones), else `/tmp`.
 fn ipc_base() -> Result<PathBuf> {
-    let base = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .filter(|p| p.is_dir());
-    private_dir(&base.unwrap_or_else(std::env::temp_dir))
+    let set = |var: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .filter(|p| p.is_dir())
+    };
+    match set("XDG_RUNTIME_DIR").or_else(|| set("TMPDIR")) {
+        Some(base) => private_dir(&base),
+        None => match tmpfs::private_tmpfs(std::path::Path::new("/dev/shm")) {
+            Some(dir) => Ok(dir),
+            None => private_dir(&std::env::temp_dir()),
+        },
+    }
 }
 
 /// `base/vbuild-<uid>`, created 0700 if missing, and refused unless it is

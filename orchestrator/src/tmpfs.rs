@@ -29,6 +29,11 @@ pub fn scratch_base(store: &Store) -> PathBuf {
 /// per-user directory is ours alone (`crate::private_dir`: `/dev/shm` is
 /// world-writable, so anyone could have made it first).
 fn tmpfs_scratch(base: &Path) -> Option<PathBuf> {
+    private_tmpfs(base).map(|d| d.join("scratch"))
+}
+
+/// `base/vbuild-<uid>` under the same conditions (also where IPC sockets go).
+pub fn private_tmpfs(base: &Path) -> Option<PathBuf> {
     let c = std::ffi::CString::new(base.as_os_str().as_encoded_bytes()).ok()?;
     // SAFETY: a zeroed statfs is a valid value for statfs(2) to fill; `c`
     // is a NUL-terminated path that outlives the call.
@@ -40,7 +45,7 @@ fn tmpfs_scratch(base: &Path) -> Option<PathBuf> {
     if st.f_type as i64 != TMPFS_MAGIC || free < MIN_FREE {
         return None;
     }
-    crate::private_dir(base).ok().map(|d| d.join("scratch"))
+    crate::private_dir(base).ok()
 }
 
 #[cfg(test)]

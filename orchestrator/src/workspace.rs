@@ -56,7 +56,8 @@ pub struct Workspace {
     pub def: WorkspaceDef,
     /// Sorted by label, so indexes (and so output order) are deterministic.
     pub targets: Vec<Target>,
-    /// Package paths (workspace-relative, "" for the root).
+    /// Package paths (workspace-relative, "" for the root), sorted (the
+    /// materializer's `Confinement` binary-searches them).
     pub packages: Vec<String>,
     /// Every file found when the workspace was loaded.
     pub tree: Tree,

@@ -504,3 +504,35 @@ fn a_restore_makes_each_missing_directory_once_and_names_each_file_once() {
     ws.run(&["run", "//..."]).assert_all("hit");
     assert_eq!(ws.read("p/a/out/a.txt"), "one\n");
 }
+
+/// What a `dir/` output holds beyond its tree is removed at any depth
+/// (files and symlinks, never what a symlink points to), and the tree's
+/// own entries stay.
+#[test]
+fn stale_entries_at_any_depth_of_a_dir_output_are_removed() {
+    let ws = Ws::new(&[(
+        "a/BUILD.toml",
+        "[target.build]\ncommand = \"mkdir -p out/sub && echo one > out/sub/a.txt\"\nouts = [\"out/\"]\n",
+    )]);
+    ws.run(&["run", "//a:build"]).assert_ok();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("keep.txt"), "not ours").unwrap();
+    ws.write("a/out/old.txt", "stale");
+    ws.write("a/out/sub/old.txt", "stale");
+    ws.write("a/out/deep/er/x.txt", "stale");
+    std::os::unix::fs::symlink(outside.path(), ws.path("a/out/sub/link")).unwrap();
+    ws.run(&["run", "//a:build"]).assert_all("hit");
+    for gone in [
+        "a/out/old.txt",
+        "a/out/sub/old.txt",
+        "a/out/deep/er/x.txt",
+        "a/out/sub/link",
+    ] {
+        assert!(
+            std::fs::symlink_metadata(ws.path(gone)).is_err(),
+            "{gone} is still there"
+        );
+    }
+    assert_eq!(ws.read("a/out/sub/a.txt"), "one\n");
+    assert!(outside.path().join("keep.txt").exists());
+}

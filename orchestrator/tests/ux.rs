@@ -339,10 +339,16 @@ fn hashing_a_big_file(ws: &Ws) -> std::process::Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The file is being stored once a temp file shows up in the store.
-    let tmp = ws.cache.join("tmp");
+    // Hashing has begun once vbuild holds the file open.
+    let fds = format!("/proc/{}/fd", child.id());
+    let reading = || {
+        std::fs::read_dir(&fds).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| std::fs::read_link(e.path()).is_ok_and(|t| t.ends_with("a/big.bin")))
+        })
+    };
     let start = Instant::now();
-    while !std::fs::read_dir(&tmp).is_ok_and(|mut d| d.next().is_some()) {
+    while !reading() {
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "never started hashing"

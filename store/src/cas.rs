@@ -114,6 +114,55 @@ impl Cas {
         Ok((digest, size))
     }
 
+    /// Digest and size of a regular file, without storing it (what
+    /// `put_file` refuses, this refuses). Sources are hashed this way: an
+    /// action stages them from the workspace, verified against this digest
+    /// ([`Cas::copy_file_verified`]), so storing each one would cost a new
+    /// store inode per source for nothing (on ext4 an inode allocation scans
+    /// past every recently deleted one: the largest cost of a cold build).
+    pub fn hash_file(&self, path: &Path) -> Result<(Digest, u64), CasError> {
+        let mut src = open_regular(path)?;
+        with_thread_buffer(|buf| hash_chunks(&mut src, path, buf, |_| Ok(())))
+    }
+
+    /// Copies the regular file `src` to `dest`, a new file (never replacing
+    /// one) created with `mode`, hashing while copying. True when the bytes
+    /// hash to `digest`; false when they do not (`src` changed since it was
+    /// hashed, or is not a regular file any more), and then `dest` is
+    /// removed again, so nobody ever sees bytes other than `digest`'s there.
+    pub fn copy_file_verified(
+        &self,
+        src: &Path,
+        digest: &Digest,
+        dest: &Path,
+        mode: u32,
+    ) -> Result<bool, CasError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let Ok(mut from) = open_regular(src) else {
+            return Ok(false);
+        };
+        let mut to = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(dest)
+            .map_err(io_err(dest))?;
+        let copied = with_thread_buffer(|buf| {
+            hash_chunks(&mut from, src, buf, |chunk| {
+                to.write_all(chunk).map_err(io_err(dest))
+            })
+        });
+        match copied {
+            Ok((actual, _)) if actual == *digest => Ok(true),
+            other => {
+                drop(to);
+                fs::remove_file(dest).map_err(io_err(dest))?;
+                other.map(|_| false)
+            }
+        }
+    }
+
     /// Whether the blob exists; if it does, marks it as used now (its
     /// mtime), so a concurrent garbage collection keeps it: a writer that
     /// finds its bytes already stored relies on that blob from here on.
@@ -249,22 +298,22 @@ impl Cas {
         }
         let blob = self.blob_path(digest);
         let mut src = File::open(&blob).map_err(|e| self.open_err(digest, &blob, e))?;
-        let actual = with_thread_buffer(|buf| -> Result<Digest, CasError> {
-            let mut hasher = blake3::Hasher::new();
-            let mut left = size;
-            while left > 0 {
-                let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                let n = match src.read(&mut buf[..want]) {
-                    Ok(0) => break, // shorter than its tree says
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(io_err(&blob)(e)),
-                };
-                hasher.update(&buf[..n]);
-                dest.write_all(&buf[..n]).map_err(io_err(dest_path))?;
-                left -= n as u64;
+        if size >= CLONE_FROM && !NO_CLONE.load(std::sync::atomic::Ordering::Relaxed) {
+            // Verify first (one read), then share the blob's extents: no
+            // bytes written. Where the filesystem cannot, copy in the
+            // kernel this once, and stream-copy large files from then on.
+            let actual = hash_prefix(&mut src, &blob, size, &mut |_| Ok(()))?;
+            let whole = src.metadata().is_ok_and(|m| m.len() == size);
+            if actual == *digest && whole && clone_or_copy(&src, dest, size) {
+                return Ok(());
             }
-            Ok(hasher.finalize().into())
+            src.seek(io::SeekFrom::Start(0)).map_err(io_err(&blob))?;
+            dest.set_len(0).map_err(io_err(dest_path))?;
+            dest.seek(io::SeekFrom::Start(0))
+                .map_err(io_err(dest_path))?;
+        }
+        let actual = hash_prefix(&mut src, &blob, size, &mut |chunk| {
+            dest.write_all(chunk).map_err(io_err(dest_path))
         })?;
         if actual == *digest {
             return Ok(());
@@ -517,6 +566,81 @@ fn hash_chunks(
         size += n as u64;
     }
     Ok((hasher.finalize().into(), size))
+}
+
+/// Files from this size on are reflinked (`FICLONE`) where the filesystem
+/// can: below it, one read and one write cost less than finding out.
+const CLONE_FROM: u64 = 1 << 20;
+
+/// Set once `FICLONE` was refused (ext4, tmpfs, another filesystem): large
+/// files are then streamed like small ones, in one hashing pass.
+static NO_CLONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Hashes the first `size` bytes of `src` (fewer if it ends first), handing
+/// each chunk to `each`; no read past them.
+fn hash_prefix(
+    src: &mut File,
+    src_path: &Path,
+    size: u64,
+    each: &mut dyn FnMut(&[u8]) -> Result<(), CasError>,
+) -> Result<Digest, CasError> {
+    with_thread_buffer(|buf| {
+        let mut hasher = blake3::Hasher::new();
+        let mut left = size;
+        while left > 0 {
+            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = match src.read(&mut buf[..want]) {
+                Ok(0) => break, // shorter than its tree says
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err(src_path)(e)),
+            };
+            hasher.update(&buf[..n]);
+            each(&buf[..n])?;
+            left -= n as u64;
+        }
+        Ok(hasher.finalize().into())
+    })
+}
+
+/// Makes `dest` (empty) hold the `size` bytes of `src`: a reflink, else
+/// `copy_file_range`. False if neither worked (then nothing useful is in
+/// `dest`).
+#[cfg(target_os = "linux")]
+fn clone_or_copy(src: &File, dest: &File, size: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: both fds are open for the duration of the calls.
+    if unsafe { libc::ioctl(dest.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) } == 0 {
+        return true;
+    }
+    NO_CLONE.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut off_in, mut off_out): (libc::loff_t, libc::loff_t) = (0, 0);
+    let mut left = size;
+    while left > 0 {
+        let chunk = usize::try_from(left).unwrap_or(usize::MAX).min(1 << 30);
+        // SAFETY: as above; the offsets outlive the call.
+        let n = unsafe {
+            libc::copy_file_range(
+                src.as_raw_fd(),
+                &mut off_in,
+                dest.as_raw_fd(),
+                &mut off_out,
+                chunk,
+                0,
+            )
+        };
+        if n <= 0 {
+            return false;
+        }
+        left -= n as u64;
+    }
+    true
+}
+
+#[cfg(not(target_os = "linux"))]
+fn clone_or_copy(_: &File, _: &File, _: u64) -> bool {
+    NO_CLONE.store(true, std::sync::atomic::Ordering::Relaxed);
+    false
 }
 
 /// Opens `path` for reading only if it is a regular file (see `put_file`).

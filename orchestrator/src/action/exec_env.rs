@@ -30,6 +30,8 @@ pub struct ExecEnv {
     /// up front; when not, `namespaces` targets fall back to `scratch`,
     /// announced once).
     namespaces: OnceLock<bool>,
+    /// Whether the namespace scratch parent is on the store's filesystem.
+    store_fs: OnceLock<bool>,
 }
 
 impl ExecEnv {
@@ -80,6 +82,17 @@ impl ExecEnv {
         })
         .as_deref()
         .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// Whether `scratch_parent` (the namespace sandbox's) is on the store's
+    /// filesystem, so that inputs can be hard links to blobs.
+    pub(super) fn on_store_fs(&self, scratch_parent: &Path, store: &vbuild_store::Store) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        *self.store_fs.get_or_init(|| {
+            let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+            let parent = dev(scratch_parent);
+            parent.is_some() && parent == dev(&store.root().join("cas"))
+        })
     }
 
     /// This run's directories that actions created, to remove at the end.

@@ -86,10 +86,13 @@ pub(super) fn execute(
     // Where the scratch filesystem cannot hold an overlay's upper layer,
     // the namespace sandbox writes its staged tree directly: of copies.
     let overlay = namespaced && vbuild_sandbox::overlay_usable(parent);
+    // Hard links to blobs need the scratch tree on the store's filesystem
+    // (not the default tmpfs, where a link attempt only fails with EXDEV).
+    let link = overlay && ctx.exec_env.on_store_fs(parent, ctx.store);
     let mut writable = writable_paths(target);
     let stage_span = crate::profile::span("stage");
     if mode.is_some() {
-        stage(ctx, &ws_root, inputs, overlay)?;
+        stage(ctx, &ws_root, inputs, link)?;
     }
     let exe = ctx.exec_env.exe()?;
     let mut extra_ro_binds = vec![(exe.to_path_buf(), Path::new(BIN_INSIDE).join("vbuild"))];
@@ -287,25 +290,31 @@ fn discarded_writes(target: &Target, writes: &[vbuild_sandbox::Write]) -> Vec<St
 }
 
 /// Whether an input may be staged as a hard link to its blob: only under
-/// the namespace sandbox's overlay (`overlay`), where the staged tree is the
-/// lower layer that no write reaches (a write, even after `chmod`, copies the
-/// file up first; tested by `inputs_under_writable_outputs_never_alias_the_store`).
-/// In scratch mode the action writes the staged tree itself, so inputs are
+/// the namespace sandbox's overlay with the scratch tree on the store's
+/// filesystem (`link`), where the staged tree is the lower layer that no
+/// write reaches (a write, even after `chmod`, copies the file up first;
+/// tested by `inputs_under_writable_outputs_never_alias_the_store`). In
+/// scratch mode the action writes the staged tree itself, so inputs are
 /// copies. Executables are copied (blobs are 0444; making a link executable
 /// would chmod the blob).
-fn linkable(path: &str, executable: bool, overlay: bool) -> bool {
-    overlay && !executable && !path.split('/').any(|c| c == "node_modules")
+fn linkable(path: &str, executable: bool, link: bool) -> bool {
+    link && !executable && !path.split('/').any(|c| c == "node_modules")
 }
 
-/// Puts every input into the scratch workspace, read-only: a verified hard
-/// link to the blob where [`linkable`], else a verified copy.
+/// Puts every input into the scratch workspace, read-only: a hard link to
+/// its verified blob where [`linkable`] (a source is stored first: sources
+/// are hashed, not stored, when the workspace is read), else a copy whose
+/// bytes are verified against the input's digest while copying: from the
+/// workspace file (a source's only copy; a dependency's output
+/// materialized there), or from the blob when the workspace file changed.
 fn stage(
     ctx: &Ctx,
     ws_root: &Path,
     inputs: &BTreeMap<String, EntryKind>,
-    overlay: bool,
+    link: bool,
 ) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
+    let cas = &ctx.store.cas;
     // Directories made so far: one mkdir per directory, not per input.
     let mut made: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     for (path, entry) in inputs {
@@ -320,25 +329,25 @@ fn stage(
             EntryKind::File {
                 digest, executable, ..
             } => {
+                let src = ctx.ws.root.join(path);
                 // Saves a copy and an inode per input; any failure (another
                 // filesystem, a corrupt blob, now removed) falls back to copying.
-                if linkable(path, *executable, overlay)
-                    && ctx.store.cas.link_out(digest, &dest).is_ok()
+                if linkable(path, *executable, link)
+                    && (cas.link_out(digest, &dest).is_ok()
+                        || (cas.put_file(&src).is_ok_and(|(d, _)| d == *digest)
+                            && cas.link_out(digest, &dest).is_ok()))
                 {
                     continue;
                 }
-                let copied = ctx.store.cas.copy_out(digest, &dest, *executable);
-                if copied.is_err() {
-                    // The stat cache vouched for a blob that is gone or was
-                    // corrupt: store the workspace file again, if unchanged.
-                    let (again, _) = ctx.store.cas.put_file(&ctx.ws.root.join(path))?;
-                    anyhow::ensure!(
-                        again == *digest,
-                        "input '{path}' changed while the build ran; run again"
-                    );
-                    ctx.store.cas.copy_out(digest, &dest, *executable)?;
-                }
                 let mode = if *executable { 0o555 } else { 0o444 };
+                if cas.copy_file_verified(&src, digest, &dest, mode)? {
+                    continue;
+                }
+                // The workspace file changed since it was hashed: only the
+                // store may still have the bytes the key stands for.
+                if cas.copy_out(digest, &dest, *executable).is_err() {
+                    anyhow::bail!("input '{path}' changed while the build ran; run again");
+                }
                 std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))?;
             }
             EntryKind::Symlink { target } => std::os::unix::fs::symlink(target, &dest)?,

@@ -42,6 +42,12 @@ impl Log {
     /// Moves the file an action wrote into the store (hashing and copying
     /// it in chunks) and names its blob.
     pub fn store_file(cas: &Cas, file: &std::path::Path) -> Result<Log, CasError> {
+        // Most actions print nothing: no temp file (a store inode) for that;
+        // the empty blob is stored once (uploads name it), touched after.
+        if std::fs::metadata(file).is_ok_and(|m| m.is_file() && m.len() == 0) {
+            cas.put_bytes(&[])?;
+            return Ok(Log::Empty);
+        }
         let (digest, size) = cas.put_file(file)?;
         Ok(if size == 0 {
             Log::Empty

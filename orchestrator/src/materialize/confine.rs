@@ -32,12 +32,30 @@ impl<'a> Confinement<'a> {
             })
             .collect::<Result<_, _>>()?;
         let package = target.label.package.as_str();
-        let subpackages = ws
-            .packages
-            .iter()
-            .map(String::as_str)
-            .filter(|p| *p != package && (package.is_empty() || under(p, package)))
-            .collect();
+        // `ws.packages` is sorted: the packages below this one are the run
+        // that starts with "<package>/" (a binary search, not a scan of
+        // every package for every restore).
+        debug_assert!(
+            ws.packages.is_sorted(),
+            "Workspace::packages must be sorted"
+        );
+        let subpackages = if package.is_empty() {
+            ws.packages
+                .iter()
+                .map(String::as_str)
+                .filter(|p| !p.is_empty())
+                .collect()
+        } else {
+            let prefix = format!("{package}/");
+            let from = ws
+                .packages
+                .partition_point(|p| p.as_str() < prefix.as_str());
+            ws.packages[from..]
+                .iter()
+                .map(String::as_str)
+                .take_while(|p| p.starts_with(&prefix))
+                .collect()
+        };
         Ok(Confinement {
             target,
             globs,

@@ -222,6 +222,38 @@ fn link_out_shares_the_blob_only_when_it_verifies() {
 }
 
 #[test]
+fn hash_file_stores_nothing_and_copy_file_verified_checks_the_bytes() {
+    let (dir, cas) = open();
+    let src = dir.path().join("src.txt");
+    fs::write(&src, b"source bytes").unwrap();
+    let (digest, size) = cas.hash_file(&src).unwrap();
+    assert_eq!((digest, size), (Digest::of_bytes(b"source bytes"), 12));
+    assert!(!cas.contains(&digest), "hashing stores nothing");
+    // Unchanged: copied with the requested mode.
+    let dest = dir.path().join("staged.txt");
+    assert!(cas.copy_file_verified(&src, &digest, &dest, 0o444).unwrap());
+    assert_eq!(fs::read(&dest).unwrap(), b"source bytes");
+    assert_eq!(mode(&dest), 0o444);
+    // Changed since it was hashed: refused, and nothing left at `dest`.
+    fs::write(&src, b"edited bytes").unwrap();
+    let dest2 = dir.path().join("staged2.txt");
+    assert!(!cas
+        .copy_file_verified(&src, &digest, &dest2, 0o444)
+        .unwrap());
+    assert!(!dest2.exists());
+    // Never replaces an existing file, never follows a symlink source.
+    assert!(cas.copy_file_verified(&src, &digest, &dest, 0o444).is_err());
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&src, &link).unwrap();
+    let digest2 = Digest::of_bytes(b"edited bytes");
+    let dest3 = dir.path().join("staged3.txt");
+    assert!(!cas
+        .copy_file_verified(&link, &digest2, &dest3, 0o444)
+        .unwrap());
+    assert!(!dest3.exists());
+}
+
+#[test]
 fn copy_into_reads_exactly_the_trees_size_and_verifies() {
     let (_d, cas) = open();
     let bytes = b"hello world";
@@ -243,6 +275,33 @@ fn copy_into_reads_exactly_the_trees_size_and_verifies() {
     // A corrupt blob: removed, reported as corrupt.
     corrupt(&cas, &digest);
     let mut f = File::create(dir.path().join("bad")).unwrap();
+    let err = cas
+        .copy_into(&digest, bytes.len() as u64, &mut f, &dest)
+        .unwrap_err();
+    assert!(matches!(err, CasError::Corrupt(_)), "{err}");
+    assert!(!cas.contains(&digest));
+}
+
+#[test]
+fn copy_into_of_a_large_blob_clones_or_copies_exactly() {
+    let (_d, cas) = open();
+    // Above CLONE_FROM: the reflink path, or where the filesystem refuses
+    // it (ext4, tmpfs) copy_file_range, then streaming.
+    let bytes: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let digest = cas.put_bytes(&bytes).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["first", "second"] {
+        let dest = dir.path().join(name);
+        let mut f = File::create(&dest).unwrap();
+        cas.copy_into(&digest, bytes.len() as u64, &mut f, &dest)
+            .unwrap();
+        drop(f);
+        assert!(fs::read(&dest).unwrap() == bytes, "{name}");
+    }
+    // Corrupt: nothing cloned, the blob removed.
+    corrupt(&cas, &digest);
+    let dest = dir.path().join("bad");
+    let mut f = File::create(&dest).unwrap();
     let err = cas
         .copy_into(&digest, bytes.len() as u64, &mut f, &dest)
         .unwrap_err();
