@@ -228,20 +228,17 @@ impl Writer<'_> {
                 size,
                 executable,
             } => {
+                // Not recorded in the stat cache: a file written now has an
+                // mtime within the racy margin of now, so its entry would
+                // never be trusted (`StatCache::lookup`); the next run hashes
+                // it once and records it then. Recording here only cost a
+                // database row per file.
                 let created = match absent {
                     true => create(self.store, dirfd, name, &abs, digest, *size, *executable)?,
                     false => Created::Fallback,
                 };
-                let meta = match created {
-                    Created::Done(meta) => Some(meta),
-                    Created::Fallback => {
-                        self.store.cas.copy_out(digest, &abs, *executable)?;
-                        std::fs::symlink_metadata(&abs).ok()
-                    }
-                };
-                if let Some(meta) = meta {
-                    self.stat_cache
-                        .record(&abs, &FileStat::from_metadata(&meta), *digest);
+                if let Created::Fallback = created {
+                    self.store.cas.copy_out(digest, &abs, *executable)?;
                 }
             }
             EntryKind::Symlink { target } => {
