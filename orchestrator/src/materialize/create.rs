@@ -2,7 +2,7 @@
 //! open (`dirs.rs`), in as few system calls as stay crash-safe:
 //!
 //! `openat(dir, ".", O_TMPFILE, mode)` → the verified copy of the blob →
-//! `linkat` of the unnamed file to its name → `fstat` for the stat cache.
+//! `linkat` of the unnamed file to its name.
 //!
 //! The file has no name until it is complete, so a kill -9 mid-copy leaves
 //! nothing in the workspace (the kernel frees the inode), exactly as the
@@ -20,8 +20,8 @@ use vbuild_store::{Digest, Store};
 
 /// What `create` did.
 pub(super) enum Created {
-    /// Written and named; its metadata after naming (for the stat cache).
-    Done(std::fs::Metadata),
+    /// Written and named.
+    Done,
     /// Not possible here (the path exists now, no `O_TMPFILE` on this
     /// filesystem, no /proc): nothing was written; use the general path.
     Fallback,
@@ -75,8 +75,7 @@ pub(super) fn create(
             _ => Err(e).map_err(|e| anyhow::anyhow!("creating {}: {e}", abs.display())),
         };
     }
-    // After linkat, which changed the ctime the stat cache keys on.
-    Ok(Created::Done(file.metadata()?))
+    Ok(Created::Done)
 }
 
 /// The process's umask, read once from /proc (calling umask(2) to read it

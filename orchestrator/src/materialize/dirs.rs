@@ -196,7 +196,7 @@ impl Dirs {
     }
 
     /// `get`, with the directory held open if it exists.
-    fn get_open(
+    pub(super) fn get_open(
         &mut self,
         rel: &str,
         make: bool,
@@ -230,7 +230,7 @@ pub(super) fn cstr(bytes: &[u8]) -> Result<CString> {
     CString::new(bytes).context("a path with a NUL byte")
 }
 
-fn open_dir_at(dirfd: RawFd, name: &CString) -> std::io::Result<OwnedFd> {
+pub(super) fn open_dir_at(dirfd: RawFd, name: &CString) -> std::io::Result<OwnedFd> {
     let fd = unsafe {
         libc::openat(
             dirfd,
@@ -308,4 +308,58 @@ fn root_fd(root: &Path) -> Result<Arc<OwnedFd>> {
     let fd = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
     *held = Some((root.to_path_buf(), fd.clone()));
     Ok(fd)
+}
+
+/// The entries of the directory open as `fd` (read from its current
+/// position, so once per fd), without `.` and `..`: (name, whether it is a
+/// directory, not following a symlink).
+pub(super) fn list(fd: RawFd) -> std::io::Result<Vec<(std::ffi::OsString, bool)>> {
+    use std::os::unix::ffi::OsStringExt;
+    // u64 storage: linux_dirent64 records are 8-byte aligned.
+    let mut buf = vec![0u64; 4096];
+    let mut out = Vec::new();
+    loop {
+        // SAFETY: the buffer is valid for its length in bytes.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                fd,
+                buf.as_mut_ptr(),
+                buf.len() * std::mem::size_of::<u64>(),
+            )
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if n == 0 {
+            return Ok(out);
+        }
+        // SAFETY: the kernel wrote `n` bytes of records into the buffer.
+        let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n as usize) };
+        let mut off = 0;
+        while off < bytes.len() {
+            // d_ino u64, d_off i64, d_reclen u16, d_type u8, d_name NUL-terminated.
+            let reclen = u16::from_ne_bytes([bytes[off + 16], bytes[off + 17]]) as usize;
+            let d_type = bytes[off + 18];
+            let name_bytes = &bytes[off + 19..off + reclen];
+            let len = name_bytes
+                .iter()
+                .position(|&b| b == 0)
+                .unwrap_or(name_bytes.len());
+            let name = &name_bytes[..len];
+            off += reclen;
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let is_dir = match d_type {
+                libc::DT_DIR => true,
+                libc::DT_UNKNOWN => {
+                    let c = CString::new(name).map_err(|_| std::io::ErrorKind::InvalidData)?;
+                    kind_at(fd, &c) == Some(libc::S_IFDIR)
+                }
+                _ => false,
+            };
+            out.push((std::ffi::OsString::from_vec(name.to_vec()), is_dir));
+        }
+    }
 }

@@ -31,7 +31,9 @@ use crate::globs::OutSpec;
 use crate::workspace::{join_package, Target, Workspace};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fs::Metadata;
 use std::io::ErrorKind;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use vbuild_store::temp::{is_temp_name, sweep_dead, temp_in_use};
 use vbuild_store::{EntryKind, FileStat, StatCache, Store, Tree, TreeEntry};
@@ -115,18 +117,24 @@ impl Writer<'_> {
     /// another live run's temp file), a declared file. A glob output never
     /// deletes, since a glob may also match sources.
     fn remove_stale(&mut self, wanted: &BTreeSet<&str>) -> Result<usize> {
-        let target = self.conf.target();
+        let conf = self.conf;
+        let target = conf.target();
         let package = &target.label.package;
         let mut removed = 0;
         for spec in &target.outs {
             match spec {
                 OutSpec::Dir(dir) => {
                     let rel = join_package(package, dir);
-                    let abs = self.root.join(&rel);
-                    match self.dir(&rel, false)? {
-                        Found::Dir { .. } => removed += self.remove_stale_in(&abs, wanted)?,
+                    match self
+                        .dirs
+                        .get_open(&rel, false, &|p| conf.owns(p), &target.label)?
+                    {
+                        Found::Dir { fd, .. } => {
+                            let fd = fd.expect("get_open holds it open");
+                            removed += self.remove_stale_in(&rel, fd, wanted)?;
+                        }
                         Found::NotDir => {
-                            remove_not_found_ok(&abs)?;
+                            remove_not_found_ok(&self.root.join(&rel))?;
                             removed += 1;
                         }
                         Found::Absent => {}
@@ -146,38 +154,45 @@ impl Writer<'_> {
         Ok(removed)
     }
 
-    fn remove_stale_in(&self, dir: &Path, wanted: &BTreeSet<&str>) -> Result<usize> {
+    /// Removes the unwanted files below the directory `rel`, listed through
+    /// its open `fd` (no path is resolved again; subdirectories are opened
+    /// relative to it without following symlinks), never descending into a
+    /// sub-package or removing another live run's temp file.
+    fn remove_stale_in(&self, rel: &str, fd: RawFd, wanted: &BTreeSet<&str>) -> Result<usize> {
         let mut removed = 0;
-        let mut walk = walkdir::WalkDir::new(dir).follow_links(false).into_iter();
-        while let Some(entry) = walk.next() {
-            let entry = match entry {
-                Ok(e) => e,
-                // Another run removed it under us.
-                Err(e)
-                    if e.io_error()
-                        .is_some_and(|e| e.kind() == ErrorKind::NotFound) =>
-                {
-                    continue
+        let entries = dirs::list(fd).with_context(|| format!("listing '{rel}'"))?;
+        for (name, is_dir) in entries {
+            let name = name
+                .into_string()
+                .map_err(|n| anyhow!("output file names must be UTF-8: {n:?} in '{rel}'"))?;
+            let path = format!("{rel}/{name}");
+            let cname = dirs::cstr(name.as_bytes())?;
+            if is_dir {
+                if self.conf.subpackage_of(&path).is_some() {
+                    continue;
                 }
-                Err(e) => return Err(e.into()),
-            };
-            let rel = entry
-                .path()
-                .strip_prefix(self.root)
-                .expect("inside the workspace")
-                .to_str()
-                .context("output file names must be UTF-8")?;
-            if entry.file_type().is_dir() {
-                if self.conf.subpackage_of(rel).is_some() {
-                    walk.skip_current_dir();
+                match dirs::open_dir_at(fd, &cname) {
+                    Ok(sub) => removed += self.remove_stale_in(&path, sub.as_raw_fd(), wanted)?,
+                    // Removed or replaced under us (another run): what
+                    // stands there now is its business.
+                    Err(e)
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
+                        ) => {}
+                    Err(e) => return Err(e).with_context(|| format!("opening '{path}'")),
                 }
                 continue;
             }
-            let name = entry.file_name().to_str().unwrap_or("");
-            if wanted.contains(rel) || (is_temp_name(name) && temp_in_use(name)) {
+            if wanted.contains(path.as_str()) || (is_temp_name(&name) && temp_in_use(&name)) {
                 continue;
             }
-            remove_not_found_ok(entry.path())?;
+            if unsafe { libc::unlinkat(fd, cname.as_ptr(), 0) } != 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::ENOENT) {
+                    return Err(e).with_context(|| format!("removing '{path}'"));
+                }
+            }
             removed += 1;
         }
         Ok(removed)
@@ -213,20 +228,17 @@ impl Writer<'_> {
                 size,
                 executable,
             } => {
+                // Not recorded in the stat cache: a file written now has an
+                // mtime within the racy margin of now, so its entry would
+                // never be trusted (`StatCache::lookup`); the next run hashes
+                // it once and records it then. Recording here only cost a
+                // database row per file.
                 let created = match absent {
                     true => create(self.store, dirfd, name, &abs, digest, *size, *executable)?,
                     false => Created::Fallback,
                 };
-                let meta = match created {
-                    Created::Done(meta) => Some(meta),
-                    Created::Fallback => {
-                        self.store.cas.copy_out(digest, &abs, *executable)?;
-                        std::fs::symlink_metadata(&abs).ok()
-                    }
-                };
-                if let Some(meta) = meta {
-                    self.stat_cache
-                        .record(&abs, &FileStat::from_metadata(&meta), *digest);
+                if let Created::Fallback = created {
+                    self.store.cas.copy_out(digest, &abs, *executable)?;
                 }
             }
             EntryKind::Symlink { target } => {
@@ -280,16 +292,14 @@ fn on_disk(stat_cache: &StatCache, abs: &Path, kind: &EntryKind) -> OnDisk {
     match std::fs::symlink_metadata(abs) {
         Err(e) if e.kind() == ErrorKind::NotFound => OnDisk::Absent,
         Ok(m) if m.is_dir() => OnDisk::Dir,
-        _ if up_to_date(stat_cache, abs, kind) => OnDisk::Same,
+        Ok(m) if up_to_date(stat_cache, abs, &m, kind) => OnDisk::Same,
         _ => OnDisk::Differs,
     }
 }
 
-/// Whether the workspace already holds exactly `kind` at `abs`.
-fn up_to_date(stat_cache: &StatCache, abs: &Path, kind: &EntryKind) -> bool {
-    let Ok(meta) = std::fs::symlink_metadata(abs) else {
-        return false;
-    };
+/// Whether the workspace already holds exactly `kind` at `abs`, whose
+/// `lstat` is `meta`.
+fn up_to_date(stat_cache: &StatCache, abs: &Path, meta: &Metadata, kind: &EntryKind) -> bool {
     match kind {
         EntryKind::Symlink { target } => {
             meta.file_type().is_symlink()
@@ -303,7 +313,7 @@ fn up_to_date(stat_cache: &StatCache, abs: &Path, kind: &EntryKind) -> bool {
             if !meta.is_file() || meta.len() != *size {
                 return false;
             }
-            let stat = FileStat::from_metadata(&meta);
+            let stat = FileStat::from_metadata(meta);
             if stat.executable != *executable {
                 return false;
             }
