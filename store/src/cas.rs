@@ -210,11 +210,8 @@ impl Cas {
             return Ok(Vec::new());
         }
         let path = self.blob_path(digest);
-        // Not `fs::read`: its `fstat` to size the buffer is one system call
-        // per tree of every hit, and most blobs read whole are small trees.
-        let mut bytes = Vec::with_capacity(8192);
-        File::open(&path)
-            .and_then(|mut f| f.read_to_end(&mut bytes))
+        let bytes = File::open(&path)
+            .and_then(read_all)
             .map_err(|e| self.open_err(digest, &path, e))?;
         if Digest::of_bytes(&bytes) != *digest {
             return Err(self.quarantine(digest));
@@ -566,6 +563,24 @@ fn hash_chunks(
         size += n as u64;
     }
     Ok((hasher.finalize().into(), size))
+}
+
+/// Reads a file to its end without asking its size first (`fs::read` and
+/// `read_to_end` spend an `fstat` and an `lseek` on that): one system call
+/// per tree of every hit, and most blobs read whole are small trees. Reads
+/// through the thread's buffer, so nothing is zero-filled per call.
+fn read_all(mut f: File) -> io::Result<Vec<u8>> {
+    with_thread_buffer(|buf| {
+        let mut bytes = Vec::new();
+        loop {
+            match f.read(buf) {
+                Ok(0) => return Ok(bytes),
+                Ok(n) => bytes.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    })
 }
 
 /// Files from this size on are reflinked (`FICLONE`) where the filesystem
