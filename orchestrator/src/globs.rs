@@ -165,14 +165,17 @@ impl SrcMatcher {
 
     pub fn matches(&self, path: &str) -> bool {
         let s = &*self.sets;
+        // One candidate (the path split into name and extension) for every
+        // set: each `is_match(path)` builds its own, once per file per target.
+        let c = globset::Candidate::new(path);
         let included = if in_hidden_dir(path) {
             s.hidden.iter().any(|(names, g)| {
-                hidden_dirs(path).all(|d| names.iter().any(|n| n == d)) && g.is_match(path)
+                hidden_dirs(path).all(|d| names.iter().any(|n| n == d)) && g.is_match_candidate(&c)
             })
         } else {
-            s.include.is_match(path)
+            s.include.is_match_candidate(&c)
         };
-        included && !s.exclude.is_match(path)
+        included && !s.exclude.is_match_candidate(&c)
     }
 
     /// The inclusion patterns that match none of `paths` (the files a

@@ -11,6 +11,13 @@ use vbuild_schema::{
     SandboxSetting, TargetDef, WorkspaceDef,
 };
 
+/// Label → target index, looked up for every dependency edge while
+/// loading: foldhash, not SipHash (labels are the user's own, not an
+/// attacker's keys, and SipHash was ~5 % of a large workspace's load).
+type LabelMap = HashMap<Label, usize, foldhash::fast::RandomState>;
+/// Compiled srcs by pattern list (hashed once per target).
+type MatcherMap = HashMap<Vec<(bool, String)>, SrcMatcher, foldhash::fast::RandomState>;
+
 pub const WORKSPACE_FILE: &str = "vbuild.toml";
 pub const BUILD_FILE: &str = "BUILD.toml";
 
@@ -250,7 +257,7 @@ impl Workspace {
         let inputs = workspace_inputs(&def, &ws_source, &tree, &mut diags);
 
         // Labels first, so deps can point at any package.
-        let mut by_label = HashMap::new();
+        let mut by_label = LabelMap::default();
         let mut defs = Vec::new();
         for (pkg, file, source, targets) in &parsed {
             for (name, def) in targets {
@@ -296,7 +303,7 @@ impl Workspace {
                 // on the order and count of those before them.
                 let mut into_unparsed: HashMap<Label, Vec<String>> = HashMap::new();
                 let mut slots = Vec::with_capacity(defs.len());
-                let mut matchers = HashMap::new();
+                let mut matchers = MatcherMap::default();
                 for (label, file, source, def) in &defs {
                     let before = diags.len();
                     let slot = shared.validate(
@@ -432,7 +439,7 @@ impl Workspace {
 
 /// What every target's validation reads (see `TargetCtx`).
 struct Shared<'a> {
-    by_label: &'a HashMap<Label, usize>,
+    by_label: &'a LabelMap,
     root: &'a Path,
     files: &'a [String],
     package_outs: &'a HashMap<String, Vec<OutSpec>>,
@@ -454,7 +461,7 @@ impl Shared<'_> {
         &self,
         (label, file, source, def): Def,
         diags: &mut Vec<Diagnostic>,
-        matchers: &mut HashMap<Vec<(bool, String)>, SrcMatcher>,
+        matchers: &mut MatcherMap,
         into_unparsed: &mut HashMap<Label, Vec<String>>,
     ) -> Option<Target> {
         let mut ctx = TargetCtx {
@@ -504,7 +511,8 @@ fn validate_parallel(
                 .chunks(chunk)
                 .map(|part| {
                     scope.spawn(move || {
-                        let (mut matchers, mut into_unparsed) = (HashMap::new(), HashMap::new());
+                        let (mut matchers, mut into_unparsed) =
+                            (MatcherMap::default(), HashMap::new());
                         let mut diags = Vec::new();
                         let mut slots = Vec::with_capacity(part.len());
                         for (label, file, source, def) in part {
@@ -542,12 +550,12 @@ struct TargetCtx<'a> {
     file: &'a Path,
     source: &'a str,
     diags: &'a mut Vec<Diagnostic>,
-    by_label: &'a HashMap<Label, usize>,
+    by_label: &'a LabelMap,
     root: &'a Path,
     /// Every file of the workspace (sorted), from the walk.
     files: &'a [String],
     /// Compiled srcs by pattern list: monorepo packages mostly share them.
-    matchers: &'a mut HashMap<Vec<(bool, String)>, SrcMatcher>,
+    matchers: &'a mut MatcherMap,
     /// Outputs declared by each package's targets (never sources).
     package_outs: &'a HashMap<String, Vec<OutSpec>>,
     /// The `[target.NAME]` table being validated.
@@ -920,7 +928,7 @@ pub fn join_package(package: &str, rel: &str) -> String {
 }
 
 /// What to suggest for a label that names no target.
-fn known_targets_help(by_label: &HashMap<Label, usize>, missing: &Label) -> String {
+fn known_targets_help(by_label: &LabelMap, missing: &Label) -> String {
     let mut names: Vec<&str> = by_label
         .keys()
         .filter(|l| l.package == missing.package)

@@ -499,3 +499,27 @@ fn noop_run_reads_no_source_file() {
         opened.join("\n")
     );
 }
+
+#[test]
+fn plain_commands_behave_as_under_the_shell() {
+    // `./gen` has no `#!` line: execve refuses it, the shell runs it.
+    let ws = Ws::new(&[
+        (
+            "p/BUILD.toml",
+            "[target.build]\ncommand = \"./gen out.txt\"\nsrcs = [\"gen\"]\nouts = [\"out.txt\"]\n\
+             [target.missing]\ncommand = \"no-such-tool-xyz --flag\"\nsrcs = []\n",
+        ),
+        ("p/gen", "echo made > \"$1\"\n"),
+    ]);
+    std::fs::set_permissions(ws.path("p/gen"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    ws.run(&["run", "//p:build"]).assert_ok();
+    assert_eq!(ws.read("p/out.txt"), "made\n");
+    // Not found: reported by the shell, as before.
+    let out = ws.run(&["run", "//p:missing"]);
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no-such-tool-xyz: not found"),
+        "{}",
+        out.stderr
+    );
+}

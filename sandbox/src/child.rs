@@ -364,11 +364,6 @@ fn run_op(op: &Op) -> Result<(), Errno> {
         Op::Symlink { target, link } => ignore_exists(
             Errno::result(unsafe { libc::symlink(target.as_ptr(), link.as_ptr()) }).map(drop),
         ),
-        Op::WriteFile { path, data } => write_file(
-            path,
-            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW,
-            data,
-        ),
         Op::Touch(p) => write_file(p, libc::O_RDONLY | libc::O_CREAT | libc::O_NOFOLLOW, &[]),
         Op::Bind { src, dst, remount } => {
             mount(

@@ -15,6 +15,7 @@
 
 mod child;
 mod error;
+mod etc;
 mod launch;
 mod outputs;
 mod overlay;

@@ -142,11 +142,6 @@ pub(crate) enum Op {
         target: CString,
         link: CString,
     },
-    /// Create a small file with fixed contents (e.g. /etc/passwd).
-    WriteFile {
-        path: CString,
-        data: Vec<u8>,
-    },
     /// Create an empty file to serve as a mountpoint for a file bind.
     Touch(CString),
     /// Bind mount; `remount` re-applies flags (read-only etc.) because a bind

@@ -5,7 +5,8 @@
 //!   directories (recreated as symlinks where the host has symlinks);
 //! - an allowlist of /etc entries tools need (dynamic loader config, Debian
 //!   alternatives, name service config, TLS roots) plus a synthesized
-//!   passwd/group/hosts/hostname naming the sandbox user. Host-specific
+//!   passwd/group/hosts/hostname naming the sandbox user, copied once per
+//!   run into one directory bound read-only (etc.rs). Host-specific
 //!   settings (/etc/localtime, gitconfig, npmrc, pip.conf, ld.so.preload...)
 //!   are left out on purpose: they would make outputs depend on the machine;
 //! - a minimal /dev (null, zero, full, random, urandom, tty, a private
@@ -30,28 +31,6 @@ use crate::{
 /// Top-level host directories holding the toolchain.
 const SYSTEM_DIRS: &[&str] = &["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"];
 
-/// /etc entries bound from the host when present.
-const ETC_ALLOW: &[&str] = &[
-    "alternatives",
-    "ld.so.cache",
-    "ld.so.conf",
-    "ld.so.conf.d",
-    "nsswitch.conf",
-    "host.conf",
-    "protocols",
-    "services",
-    "mime.types",
-    // TLS roots and OpenSSL's config only: /etc/ssl/private holds keys.
-    "ssl/certs",
-    "ssl/openssl.cnf",
-    "ca-certificates",
-    "os-release",
-    "mtab",
-];
-
-/// Only with `network = true`: resolver configuration.
-const ETC_NETWORK: &[&str] = &["resolv.conf", "gai.conf"];
-
 const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
 /// Host-side inputs of [`build`].
@@ -67,6 +46,8 @@ pub(crate) struct RootSpec<'a> {
     pub direct_ws: bool,
     pub home: &'a Path,
     pub tmp: &'a Path,
+    /// The prepared `/etc` (etc.rs).
+    pub etc: &'a crate::etc::Etc,
     pub network: bool,
     pub extra_ro: &'a [(PathBuf, PathBuf)],
     pub extra_rw: &'a [(PathBuf, PathBuf)],
@@ -214,18 +195,6 @@ impl Builder<'_> {
         Ok(())
     }
 
-    fn write(&mut self, inside: &str, data: String) -> Result<(), SandboxError> {
-        let path = self.at(inside)?;
-        self.plan.push(
-            Op::WriteFile {
-                path,
-                data: data.into_bytes(),
-            },
-            format!("write {inside}"),
-        );
-        Ok(())
-    }
-
     fn mount(
         &mut self,
         fstype: &'static CStr,
@@ -318,39 +287,13 @@ pub(crate) fn root_caller() -> bool {
     })
 }
 
-fn etc(b: &mut Builder, network: bool) -> Result<(), SandboxError> {
-    b.mkdir("/etc")?;
-    for name in ETC_ALLOW {
-        b.mirror(&format!("/etc/{name}"))?;
+/// `/etc`: the run's prepared directory (see etc.rs), bound read-only,
+/// with its large host directories bound read-only over their places.
+fn etc(b: &mut Builder, prepared: &crate::etc::Etc) -> Result<(), SandboxError> {
+    b.bind(&prepared.dir, Path::new("/etc"), true)?;
+    for host in &prepared.binds {
+        b.bind_existing(host, host, true)?;
     }
-    if network {
-        for name in ETC_NETWORK {
-            // Bound through symlinks: resolv.conf often points into /run,
-            // which the sandbox does not have.
-            let host = PathBuf::from(format!("/etc/{name}"));
-            if host.exists() {
-                b.bind(&host, &host, true)?;
-            }
-        }
-    }
-    b.write(
-        "/etc/passwd",
-        format!(
-            "vbuild:x:{SANDBOX_UID}:{SANDBOX_GID}:vbuild:{FIXED_HOME}:/bin/sh\n\
-             nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
-        ),
-    )?;
-    b.write(
-        "/etc/group",
-        format!("vbuild:x:{SANDBOX_GID}:\nnogroup:x:65534:\n"),
-    )?;
-    b.write(
-        "/etc/hosts",
-        format!(
-            "127.0.0.1 localhost {SANDBOX_HOSTNAME}\n::1 localhost ip6-localhost ip6-loopback\n"
-        ),
-    )?;
-    b.write("/etc/hostname", format!("{SANDBOX_HOSTNAME}\n"))?;
     Ok(())
 }
 
@@ -449,7 +392,7 @@ pub(crate) fn build(r: &RootSpec) -> Result<NsPlan, SandboxError> {
     for d in SYSTEM_DIRS {
         b.mirror(&format!("/{d}"))?;
     }
-    etc(&mut b, r.network)?;
+    etc(&mut b, r.etc)?;
     dev(&mut b)?;
     b.mkdir("/proc")?;
     workspace(&mut b, r)?;

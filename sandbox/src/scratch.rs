@@ -159,6 +159,8 @@ impl Scratch {
                     exec.become_ids = Some((SANDBOX_UID, SANDBOX_GID));
                     self.hand_over(spec)?;
                 }
+                let parent = self.root.parent().unwrap_or(&self.root);
+                let etc = crate::etc::prepared(parent, spec.network)?;
                 let ns = rootfs::build(&RootSpec {
                     new_root: &self.mnt,
                     ws: &self.ws,
@@ -167,6 +169,7 @@ impl Scratch {
                     direct_ws: spec.direct_ws,
                     home: &self.home,
                     tmp: &self.tmp,
+                    etc: &etc,
                     network: spec.network,
                     extra_ro: &spec.extra_ro_binds,
                     extra_rw: &spec.extra_rw_binds,

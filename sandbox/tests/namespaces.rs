@@ -387,3 +387,55 @@ fn without_the_overlay_the_staged_tree_is_written_directly() {
         .collect();
     assert_eq!(writes, ["Created dist/o", "Created src/gen.ts"]);
 }
+
+/// /etc is the prepared directory: the allowlisted host entries (the big
+/// directories bound, the rest copied) and the synthesized files; nothing
+/// else, and the same bytes as the host's.
+#[test]
+fn etc_holds_the_allowlist_and_the_synthesized_files() {
+    require_namespaces!();
+    let f = fixture();
+    let r = f.run_sh(
+        NS,
+        "ls -A /etc; echo --; cat /etc/passwd; echo --; cat /etc/nsswitch.conf; echo --; \
+         ls -A /etc/ssl; ls -A /etc/ssl/certs | wc -l",
+    );
+    assert!(r.ok(), "{r:?}");
+    let parts: Vec<&str> = r.stdout.split("--\n").collect();
+    let allow = [
+        "alternatives",
+        "ca-certificates",
+        "host.conf",
+        "ld.so.cache",
+        "ld.so.conf",
+        "ld.so.conf.d",
+        "mime.types",
+        "mtab",
+        "nsswitch.conf",
+        "os-release",
+        "protocols",
+        "services",
+        "ssl",
+    ];
+    let mut expected: Vec<&str> = allow
+        .into_iter()
+        .filter(|n| fs::symlink_metadata(std::path::Path::new("/etc").join(n)).is_ok())
+        .chain(["group", "hostname", "hosts", "passwd"])
+        .collect();
+    expected.sort();
+    let mut listed: Vec<&str> = parts[0].lines().collect();
+    listed.sort();
+    assert_eq!(listed, expected, "{r:?}");
+    assert!(parts[1].starts_with("vbuild:x:1000:1000:"), "{r:?}");
+    if let Ok(host) = fs::read_to_string("/etc/nsswitch.conf") {
+        assert_eq!(parts[2], host, "copied byte for byte");
+    }
+    if let Ok(certs) = fs::read_dir("/etc/ssl/certs") {
+        let ssl: Vec<&str> = parts[3].lines().collect();
+        assert!(!ssl.contains(&"private"), "{r:?}");
+        assert_eq!(
+            ssl.last().copied(),
+            Some(certs.count().to_string().as_str())
+        );
+    }
+}

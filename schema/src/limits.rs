@@ -132,6 +132,13 @@ pub fn check_nesting(file: &Path, source: &str) -> Result<(), Diagnostic> {
 /// The byte offset of the first bracket that opens level `MAX_NESTING + 1`.
 fn deepest_opening(source: &str) -> Option<usize> {
     let bytes = source.as_bytes();
+    // No level can be deeper than the number of openers: a file with few
+    // of them (every usual BUILD.toml) needs no scan of its strings and
+    // comments. Counting is one vectorized pass; the scan below was ~9 K
+    // instructions per BUILD.toml of a 1000-package no-op.
+    if bytes.iter().filter(|&&b| b == b'[' || b == b'{').count() <= MAX_NESTING {
+        return None;
+    }
     let mut open_stack: Vec<u8> = Vec::new();
     let mut i = 0;
     while i < bytes.len() {

@@ -549,23 +549,40 @@ pub(crate) fn now_ms() -> i64 {
 
 /// One stat_cache row, or `None` if malformed.
 fn stat_row(row: &Row<'_>) -> Result<Option<(PathBuf, StatEntry)>> {
-    let path: Vec<u8> = row.get(0)?;
-    let digest: Vec<u8> = row.get(7)?;
-    let Some(digest) = Digest::from_slice(&digest) else {
+    // `get_ref` and a typed view, not `get`: a no-op run loads one row
+    // per source file of the workspace, and `get`'s generic conversion
+    // (plus a Vec for the digest) per column was most of loading them.
+    use rusqlite::types::ValueRef;
+    let int = |i: usize| -> Result<i64> {
+        match row.get_ref(i)? {
+            ValueRef::Integer(n) => Ok(n),
+            _ => Err(StoreError::Corrupt(format!(
+                "stat cache column {i} is not an integer"
+            ))),
+        }
+    };
+    let ValueRef::Blob(digest) = row.get_ref(7)? else {
         return Ok(None);
     };
+    let Some(digest) = Digest::from_slice(digest) else {
+        return Ok(None);
+    };
+    let path = match row.get_ref(0)? {
+        ValueRef::Blob(b) | ValueRef::Text(b) => b.to_vec(),
+        _ => return Ok(None),
+    };
     let stat = FileStat {
-        dev: row.get::<_, i64>(1)? as u64,
-        ino: row.get::<_, i64>(2)? as u64,
-        size: row.get::<_, i64>(3)? as u64,
-        mtime_ns: row.get(4)?,
-        ctime_ns: row.get(5)?,
-        executable: row.get(6)?,
+        dev: int(1)? as u64,
+        ino: int(2)? as u64,
+        size: int(3)? as u64,
+        mtime_ns: int(4)?,
+        ctime_ns: int(5)?,
+        executable: int(6)? != 0,
     };
     let entry = StatEntry {
         stat,
         digest,
-        recorded_ns: row.get(8)?,
+        recorded_ns: int(8)?,
         dirty: false,
     };
     Ok(Some((path_from_bytes(path), entry)))

@@ -151,8 +151,10 @@ pub(super) fn execute(
         scratch.host_out().join("stderr"),
         scratch.host_out().join("order"),
     );
-    let spec = vbuild_sandbox::RunSpec {
-        argv: target.argv.iter().map(Into::into).collect(),
+    let argv = super::direct::spawn_argv(&target.argv);
+    let direct = argv != target.argv;
+    let mut spec = vbuild_sandbox::RunSpec {
+        argv: argv.iter().map(Into::into).collect(),
         env: env.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
         cwd: PathBuf::from(&target.label.package),
         writable,
@@ -167,10 +169,17 @@ pub(super) fn execute(
     };
     drop(stage_span);
     let run_span = crate::profile::span("run");
-    let outcome = match mode {
-        Some(mode) => scratch.run(mode, &spec),
-        None => vbuild_sandbox::run_direct(&ctx.ws.root, &spec),
+    let run = |spec: &vbuild_sandbox::RunSpec| match mode {
+        Some(mode) => scratch.run(mode, spec),
+        None => vbuild_sandbox::run_direct(&ctx.ws.root, spec),
     };
+    let mut outcome = run(&spec);
+    if direct && matches!(outcome, Err(vbuild_sandbox::SandboxError::Spawn(_))) {
+        // Not found, or not something execve runs (a script without `#!`):
+        // nothing ran yet, so the shell gets it, as written, and says why.
+        spec.argv = target.argv.iter().map(Into::into).collect();
+        outcome = run(&spec);
+    }
     // Drain the channel before anything else: fire-and-forget calls made
     // just before exit must still count.
     let decl = server.finish(IPC_DRAIN);

@@ -8,6 +8,7 @@
 //! `execute`: staging, the sandbox run with its IPC server, capture;
 //! `exec_env`: the run-wide state only executing actions need.
 mod cache;
+mod direct;
 mod env;
 mod exec_env;
 mod execute;

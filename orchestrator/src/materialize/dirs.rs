@@ -315,17 +315,20 @@ fn root_fd(root: &Path) -> Result<Arc<OwnedFd>> {
 /// directory, not following a symlink).
 pub(super) fn list(fd: RawFd) -> std::io::Result<Vec<(std::ffi::OsString, bool)>> {
     use std::os::unix::ffi::OsStringExt;
-    // u64 storage: linux_dirent64 records are 8-byte aligned.
-    let mut buf = vec![0u64; 4096];
+    // u64 storage: linux_dirent64 records are 8-byte aligned. Not zeroed:
+    // the kernel writes the records and only those `n` bytes are read
+    // (zeroing 32 KiB per listed directory was 6 % of a 1000-package
+    // no-op's instructions).
+    let mut buf: Vec<u64> = Vec::with_capacity(4096);
     let mut out = Vec::new();
     loop {
-        // SAFETY: the buffer is valid for its length in bytes.
+        // SAFETY: the allocation is valid for its capacity in bytes.
         let n = unsafe {
             libc::syscall(
                 libc::SYS_getdents64,
                 fd,
                 buf.as_mut_ptr(),
-                buf.len() * std::mem::size_of::<u64>(),
+                buf.capacity() * std::mem::size_of::<u64>(),
             )
         };
         if n < 0 {
