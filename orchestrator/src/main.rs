@@ -1,4 +1,10 @@
 //! vbuild: hermetic, content-addressed builds.
+/// mimalloc, not glibc's malloc: a no-op run is mostly small, short-lived
+/// allocations (paths, labels, map nodes), and malloc/free were about 30 %
+/// of its instructions.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod action;
 mod cleanup;
 mod cli;
