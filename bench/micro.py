@@ -11,6 +11,11 @@
                     action run after a source edit minus the same run as a hit,
                     for a package with no dependencies and for the leaf;
                     flat across N when staging is O(what the action reaches)
+  micro.py cold     per-action syscalls (strace -f -c) of a cold build on the
+                    migrate path (--n packages, namespace sandbox, store and
+                    every dist/ deleted first, as run.py's cold scenario),
+                    next to one `node build.js` run directly: what vbuild
+                    adds per action
 
 Builds vbuild in release mode first (or uses $VBUILD). Medians of --runs.
 """
@@ -117,7 +122,6 @@ def staging(args, vb, tmp):
     for n in [int(x) for x in args.sizes.split(",")]:
         ws = os.path.join(tmp, f"ws{n}")
         gen_workspace.generate(n, ws, install=True, pnpm=pnpm, mode="migrate")
-        workspaces.native_build(ws, n)
         workspaces.migrate(ws, vb)
         leaf = gen_workspace.leaf(n, 42)
         # A store per size: equal packages of another size would hit.
@@ -140,16 +144,57 @@ def staging(args, vb, tmp):
                 print(f"{n:>5} {mode:<11} {label:<22} " + " ".join(f"{d:>10}" for d in diff))
 
 
+COLD_CALLS = ["execve", "clone", "clone3", "mount", "mkdir", "openat", "unlinkat", "rename",
+              "linkat", "statx", "getdents64", "lchown", "fchmod", "chmod", "total"]
+
+
+def cold(args, vb, tmp):
+    if not shutil.which("strace"):
+        sys.exit("cold needs strace")
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import gen_workspace
+    import workspaces
+    pnpm = os.path.join(workspaces.NM, ".bin", "pnpm")
+    if not os.path.exists(pnpm):
+        sys.exit("cold needs pnpm: run `npm install` in bench/")
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([os.path.join(workspaces.NM, ".bin"), env.get("PATH", "")])
+    ws = os.path.join(tmp, "ws")
+    gen_workspace.generate(args.n, ws, install=True, pnpm=pnpm, mode="migrate")
+    workspaces.migrate(ws, vb)
+    store = os.path.join(tmp, "store")
+    env["VBUILD_CACHE_DIR"] = store
+
+    def clean():
+        shutil.rmtree(store, ignore_errors=True)
+        for pkg in os.listdir(os.path.join(ws, "packages")):
+            shutil.rmtree(os.path.join(ws, "packages", pkg, "dist"), ignore_errors=True)
+
+    # One cold build first: the timed one then runs right after a store was
+    # deleted, as in run.py (on ext4 that makes every new inode dearer).
+    clean()
+    subprocess.run([vb, "run", "//..."], cwd=ws, env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    clean()
+    build = strace_counts([vb, "run", "//..."], ws, env, os.path.join(tmp, "cold.txt"))
+    node = strace_counts(["node", "build.js"], os.path.join(ws, "packages", "p0000"), env,
+                         os.path.join(tmp, "node.txt"))
+    print(f"cold build of {args.n} packages (migrate path, namespace sandbox): syscalls per action (strace -f -c)")
+    print(f"{'':<24} " + " ".join(f"{c:>10}" for c in COLD_CALLS))
+    print(f"{'vbuild run //... / N':<24} " + " ".join(f"{build.get(c, 0) / args.n:>10.1f}" for c in COLD_CALLS))
+    print(f"{'node build.js (direct)':<24} " + " ".join(f"{node.get(c, 0):>10}" for c in COLD_CALLS))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["noop", "sandbox", "staging"])
+    ap.add_argument("what", choices=["noop", "sandbox", "staging", "cold"])
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--n", type=int, default=200, help="targets for `sandbox`")
+    ap.add_argument("--n", type=int, default=200, help="targets for `sandbox`, packages for `cold`")
     ap.add_argument("--sizes", default="100,1000", help="workspace sizes for `staging`")
     args = ap.parse_args()
     vb = vbuild_binary()
     with tempfile.TemporaryDirectory() as tmp:
-        {"noop": noop, "sandbox": sandbox, "staging": staging}[args.what](args, vb, tmp)
+        {"noop": noop, "sandbox": sandbox, "staging": staging, "cold": cold}[args.what](args, vb, tmp)
 
 
 if __name__ == "__main__":

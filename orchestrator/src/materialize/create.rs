@@ -67,13 +67,11 @@ pub(super) fn create(
             libc::AT_SYMLINK_FOLLOW,
         )
     };
+    // Any failure (EEXIST: another run placed it first; ENOENT: no /proc;
+    // EPERM, EXDEV: a filesystem or policy that refuses the link) leaves
+    // nothing behind: the general path writes it, or says what is wrong.
     if rc != 0 {
-        let e = std::io::Error::last_os_error();
-        return match e.raw_os_error() {
-            // EEXIST: another run placed it first; ENOENT: no /proc.
-            Some(libc::EEXIST | libc::ENOENT) => Ok(Created::Fallback),
-            _ => Err(e).map_err(|e| anyhow::anyhow!("creating {}: {e}", abs.display())),
-        };
+        return Ok(Created::Fallback);
     }
     Ok(Created::Done)
 }
