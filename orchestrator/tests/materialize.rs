@@ -420,15 +420,6 @@ fn a_fifo_output_is_an_error_naming_it_never_a_hang() {
 /// is exact (bytes, executable bit, link target). Checked with strace.
 #[test]
 fn a_restore_makes_each_missing_directory_once_and_names_each_file_once() {
-    if std::process::Command::new("strace")
-        .arg("-V")
-        .output()
-        .is_err()
-    {
-        assert!(std::env::var_os("CI").is_none(), "CI must install strace");
-        eprintln!("skipped: strace is not installed");
-        return;
-    }
     let build = "[target.build]\ncommand = \"mkdir -p out/sub && echo one > out/a.txt && echo two > out/sub/b.txt && printf '#!/bin/sh\\\\n' > out/run.sh && chmod +x out/run.sh && ln -s a.txt out/link\"\nouts = [\"out/\"]\n";
     let ws = Ws::new(&[
         ("p/a/BUILD.toml", build),
@@ -450,30 +441,12 @@ fn a_restore_makes_each_missing_directory_once_and_names_each_file_once() {
             )
             .unwrap()
     };
-    let trace = ws.cache.join("trace.txt");
-    // A known umask: with one that strips bits of 0644/0755 the mode is
-    // set by fchmod, rightly.
-    let status = std::process::Command::new("sh")
-        .arg("-c")
-        .arg("umask 022 && exec strace -ff -e trace=mkdir,mkdirat,rename,renameat,renameat2,fchmod,chmod,linkat,symlink,symlinkat -o \"$0\" \"$@\"")
-        .arg(&trace)
-        .arg(env!("CARGO_BIN_EXE_vbuild"))
-        .args(["run", "//..."])
-        .current_dir(ws.root())
-        .env("VBUILD_CACHE_DIR", &ws.cache)
-        .stderr(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    // One file per thread (-ff): no call split across lines.
-    let mut trace = String::new();
-    for e in std::fs::read_dir(&ws.cache).unwrap() {
-        let e = e.unwrap();
-        if e.file_name().to_string_lossy().starts_with("trace.txt.") {
-            trace.push_str(&std::fs::read_to_string(e.path()).unwrap());
-        }
-    }
+    let Some(trace) = ws.run_traced(
+        "mkdir,mkdirat,rename,renameat,renameat2,fchmod,chmod,linkat,symlink,symlinkat",
+        &["run", "//..."],
+    ) else {
+        return;
+    };
     // Paths outside the workspace (the store's directories, the scratch
     // location) are not the restore's; its own calls name paths relative
     // to a directory fd.

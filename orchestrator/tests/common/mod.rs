@@ -166,6 +166,42 @@ impl Ws {
         run_with(dir, &self.cache, args, &[])
     }
 
+    /// Runs `vbuild ARGS` under `strace -ff -e trace=CALLS` (umask 022, so
+    /// modes do not depend on the caller's) and returns the trace of every
+    /// thread and process, one whole call per line; None when strace is
+    /// not installed (outside CI only). Asserts the run succeeded.
+    pub fn run_traced(&self, calls: &str, args: &[&str]) -> Option<String> {
+        if std::process::Command::new("strace")
+            .arg("-V")
+            .output()
+            .is_err()
+        {
+            assert!(std::env::var_os("CI").is_none(), "CI must install strace");
+            eprintln!("skipped: strace is not installed");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = dir.path().join("trace");
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("umask 022 && out=$1 && shift && exec strace -ff -e trace=\"$0\" -o \"$out\" \"$@\"")
+            .arg(calls)
+            .arg(&prefix)
+            .arg(env!("CARGO_BIN_EXE_vbuild"))
+            .args(args)
+            .current_dir(self.root())
+            .env("VBUILD_CACHE_DIR", &self.cache)
+            .stderr(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "vbuild {args:?} under strace failed");
+        let mut trace = String::new();
+        for e in std::fs::read_dir(dir.path()).unwrap() {
+            trace.push_str(&std::fs::read_to_string(e.unwrap().path()).unwrap());
+        }
+        Some(trace)
+    }
     pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
         run_with(self.root(), &self.cache, args, env)
     }
