@@ -500,42 +500,28 @@ fn validate_parallel(
 ) -> Option<(Vec<Option<Target>>, HashMap<Label, Vec<String>>)> {
     // Below this a thread costs more than it saves.
     const PER_THREAD: usize = 64;
-    let threads = crate::cores().min(defs.len() / PER_THREAD);
-    if threads < 2 {
+    // On one core the serial validation is the only one.
+    if crate::cores().min(defs.len() / PER_THREAD) < 2 {
         return None;
     }
-    let chunk = defs.len().div_ceil(threads);
-    let parts: Vec<Option<(Vec<Option<Target>>, HashMap<Label, Vec<String>>)>> =
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = defs
-                .chunks(chunk)
-                .map(|part| {
-                    scope.spawn(move || {
-                        let (mut matchers, mut into_unparsed) =
-                            (MatcherMap::default(), HashMap::new());
-                        let mut diags = Vec::new();
-                        let mut slots = Vec::with_capacity(part.len());
-                        for (label, file, source, def) in part {
-                            let slot = shared.validate(
-                                (label, file, source, def),
-                                &mut diags,
-                                &mut matchers,
-                                &mut into_unparsed,
-                            );
-                            if !diags.is_empty() {
-                                return None;
-                            }
-                            slots.push(slot);
-                        }
-                        Some((slots, into_unparsed))
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("validating a target does not panic"))
-                .collect()
-        });
+    let parts = on_cores(defs, PER_THREAD, |part| {
+        let (mut matchers, mut into_unparsed) = (MatcherMap::default(), HashMap::new());
+        let mut diags = Vec::new();
+        let mut slots = Vec::with_capacity(part.len());
+        for (label, file, source, def) in part {
+            let slot = shared.validate(
+                (label, file, source, def),
+                &mut diags,
+                &mut matchers,
+                &mut into_unparsed,
+            );
+            if !diags.is_empty() {
+                return None;
+            }
+            slots.push(slot);
+        }
+        Some((slots, into_unparsed))
+    });
     let mut slots = Vec::with_capacity(defs.len());
     let mut into_unparsed = HashMap::new();
     for part in parts {
@@ -1134,54 +1120,32 @@ pub struct Tree {
 /// Walks the workspace once. `read_dir` reports entry types without a
 /// `stat` per file. The walk was the largest serial step of loading a large
 /// workspace (a no-op run waits for it), so it goes breadth-first until
-/// there are enough directories to share, then each core walks every n-th
-/// of them depth-first; the parts are merged and sorted, so the result is
-/// the same as a serial walk's.
+/// there are enough directories to share, then each core walks its part of
+/// them depth-first; the parts are merged and sorted, so the result is the
+/// same as a serial walk's.
 fn walk_workspace(root: &Path) -> Tree {
-    // Below this many directories per thread, a thread costs more than it saves.
     const PER_THREAD: usize = 16;
-    let threads = crate::cores();
     let mut tree = Tree::default();
     let mut frontier = vec![(root.to_path_buf(), String::new())];
-    while !frontier.is_empty() && (threads == 1 || frontier.len() < PER_THREAD * threads) {
+    while !frontier.is_empty() && frontier.len() < PER_THREAD * crate::cores() {
         let mut next = Vec::new();
         for (dir, rel) in &frontier {
             list_dir(dir, rel, &mut tree, &mut next);
         }
         frontier = next;
-        if threads == 1 {
-            break;
-        }
     }
-    if threads == 1 {
-        for (dir, rel) in &frontier {
+    let parts = on_cores(&frontier, PER_THREAD, |part| {
+        let mut tree = Tree::default();
+        for (dir, rel) in part {
             walk_dir(dir, rel, &mut tree);
         }
-    } else if !frontier.is_empty() {
-        let frontier = &frontier;
-        let parts: Vec<Tree> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    scope.spawn(move || {
-                        let mut part = Tree::default();
-                        for (dir, rel) in frontier.iter().skip(t).step_by(threads) {
-                            walk_dir(dir, rel, &mut part);
-                        }
-                        part
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("walking a directory does not panic"))
-                .collect()
-        });
-        for mut part in parts {
-            tree.packages.append(&mut part.packages);
-            tree.files.append(&mut part.files);
-            tree.errors.append(&mut part.errors);
-            tree.module_dirs.append(&mut part.module_dirs);
-        }
+        tree
+    });
+    for mut part in parts {
+        tree.packages.append(&mut part.packages);
+        tree.files.append(&mut part.files);
+        tree.errors.append(&mut part.errors);
+        tree.module_dirs.append(&mut part.module_dirs);
     }
     tree.packages.sort();
     tree.files.sort();
@@ -1214,21 +1178,41 @@ fn read_build_files(root: &Path, packages: &[String], def: &WorkspaceDef) -> Vec
         vbuild_schema::apply_defaults(&mut targets, &source, &def.defaults);
         Ok((rel_file, source, targets))
     };
-    // Below this a thread costs more than it saves.
-    const PER_THREAD: usize = 32;
-    let threads = crate::cores().min(packages.len() / PER_THREAD).max(1);
+    on_cores(packages, 32, |part| {
+        part.iter().map(one).collect::<Vec<_>>()
+    })
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// Runs `work` on consecutive parts of `items`, one part per core (fewer
+/// when a part would hold fewer than `per_thread` items: below that a
+/// thread costs more than it saves), and returns the parts' results in
+/// order. Loading splits its independent steps this way: a no-op run
+/// waits for all of them.
+fn on_cores<T: Sync, R: Send>(
+    items: &[T],
+    per_thread: usize,
+    work: impl Fn(&[T]) -> R + Sync,
+) -> Vec<R> {
+    let threads = crate::cores().min(items.len() / per_thread.max(1)).max(1);
     if threads == 1 {
-        return packages.iter().map(one).collect();
+        return vec![work(items)];
     }
-    let chunk = packages.len().div_ceil(threads);
+    let chunk = items.len().div_ceil(threads);
+    let work = &work;
     std::thread::scope(|scope| {
-        let parts: Vec<_> = packages
+        let handles: Vec<_> = items
             .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
+            .map(|part| scope.spawn(move || work(part)))
             .collect();
-        parts
+        handles
             .into_iter()
-            .flat_map(|h| h.join().expect("parsing a BUILD.toml does not panic"))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
             .collect()
     })
 }
