@@ -106,23 +106,35 @@ def strace_counts(cmd, cwd, env, out):
     return counts
 
 
-def staging(args, vb, tmp):
+def migrate_path(scenario):
+    """What a scenario on the migrate path needs (strace, bench's pnpm):
+    the environment to run in and a function that generates, installs
+    and migrates a workspace of N packages."""
     if not shutil.which("strace"):
-        sys.exit("staging needs strace")
+        sys.exit(f"{scenario} needs strace")
     sys.path.insert(0, os.path.join(ROOT, "bench"))
     import gen_workspace
     import workspaces
     pnpm = os.path.join(workspaces.NM, ".bin", "pnpm")
     if not os.path.exists(pnpm):
-        sys.exit("staging needs pnpm: run `npm install` in bench/")
+        sys.exit(f"{scenario} needs pnpm: run `npm install` in bench/")
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([os.path.join(workspaces.NM, ".bin"), env.get("PATH", "")])
+
+    def make(n, ws, vb):
+        gen_workspace.generate(n, ws, install=True, pnpm=pnpm, mode="migrate")
+        workspaces.migrate(ws, vb)
+    return env, make
+
+
+def staging(args, vb, tmp):
+    env, make = migrate_path("staging")
+    import gen_workspace
     print("per-action syscalls: `vbuild run LABEL` after editing one of its sources, minus the same run as a hit (strace -f -c)")
     print(f"{'N':>5} {'sandbox':<11} {'target':<22} " + " ".join(f"{c:>10}" for c in STAGING_CALLS))
     for n in [int(x) for x in args.sizes.split(",")]:
         ws = os.path.join(tmp, f"ws{n}")
-        gen_workspace.generate(n, ws, install=True, pnpm=pnpm, mode="migrate")
-        workspaces.migrate(ws, vb)
+        make(n, ws, vb)
         leaf = gen_workspace.leaf(n, 42)
         # A store per size: equal packages of another size would hit.
         env["VBUILD_CACHE_DIR"] = os.path.join(tmp, f"store{n}")
@@ -149,19 +161,9 @@ COLD_CALLS = ["execve", "clone", "clone3", "mount", "mkdir", "openat", "unlinkat
 
 
 def cold(args, vb, tmp):
-    if not shutil.which("strace"):
-        sys.exit("cold needs strace")
-    sys.path.insert(0, os.path.join(ROOT, "bench"))
-    import gen_workspace
-    import workspaces
-    pnpm = os.path.join(workspaces.NM, ".bin", "pnpm")
-    if not os.path.exists(pnpm):
-        sys.exit("cold needs pnpm: run `npm install` in bench/")
-    env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([os.path.join(workspaces.NM, ".bin"), env.get("PATH", "")])
+    env, make = migrate_path("cold")
     ws = os.path.join(tmp, "ws")
-    gen_workspace.generate(args.n, ws, install=True, pnpm=pnpm, mode="migrate")
-    workspaces.migrate(ws, vb)
+    make(args.n, ws, vb)
     store = os.path.join(tmp, "store")
     env["VBUILD_CACHE_DIR"] = store
 
