@@ -132,6 +132,20 @@ for f in sorted(glob.glob("**/BUILD.toml", recursive=True)):
 print("; ".join(rows) or "no target of the task")
 PY
 )"
+  # Outputs already on disk would make the native/vbuild comparison below
+  # compare nothing (the build "adds" no file): the check wants a checkout
+  # that was never built.
+  built=$(TASK="$task" python3 - <<'PY'
+import glob, os, tomllib
+for f in sorted(glob.glob("**/BUILD.toml", recursive=True)):
+    t = tomllib.load(open(f, "rb")).get("target", {}).get(os.environ["TASK"]) or {}
+    for out in t.get("outs", []) + t.get("optional_outs", []):
+        path = os.path.join(os.path.dirname(f), out)
+        if "node_modules" not in f and "*" not in out and os.path.exists(path):
+            print(path)
+PY
+)
+  [ "$fresh" = 1 ] && [ -n "$built" ] && fail "the checkout holds outputs before any build ($(echo $built | head -c 200)); check a fresh extract"
   sed -n '/^could not decide/,$p' "$work/migrate.log" | sed 's/^/  /'
 }
 [ "$fresh" = 1 ] && do_migrate
