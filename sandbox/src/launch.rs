@@ -141,22 +141,16 @@ pub(crate) fn run(plan: ChildPlan, spec: &RunSpec) -> Result<Outcome, SandboxErr
             })
         }
     };
-    // From here on the supervisor may be running on `stack`: every way out
-    // waits for it first (see `reaped`).
-    let reaped = |waited: &Result<libc::c_int, SandboxError>, stack: sys::Stack| {
-        if waited.is_ok() {
-            drop(stack);
-        } else {
-            // Not known to be gone (cannot happen short of another waiter
-            // reaping our child): never unmap what it may still run on.
-            stack.leak();
-        }
+    // From here on the supervisor may be running on `stack`, reading
+    // `plan`: every way out waits for it first, even an unwinding one.
+    let mut running = Running {
+        pid,
+        stack: Some(stack),
     };
     if let (Some(maps), Some((_, wr))) = (parent_maps, &maps_pipe) {
         if let Err(e) = write_maps(pid, maps, wr) {
             unsafe { libc::kill(pid, libc::SIGKILL) };
-            let waited = wait_registered(pid);
-            reaped(&waited, stack);
+            running.reaped(&wait_registered(pid));
             return Err(SandboxError::Setup {
                 step: "mapping the sandbox user to an unprivileged host id".into(),
                 source: e,
@@ -168,7 +162,7 @@ pub(crate) fn run(plan: ChildPlan, spec: &RunSpec) -> Result<Outcome, SandboxErr
     drop(status_wr);
     drop((stdin, stdout, stderr));
     let waited = wait_registered(pid);
-    reaped(&waited, stack);
+    running.reaped(&waited);
     // The supervisor has killed the whole tree: what remains is in the pipes.
     if let Some(copier) = copier {
         copier.finish()?;
@@ -177,6 +171,39 @@ pub(crate) fn run(plan: ChildPlan, spec: &RunSpec) -> Result<Outcome, SandboxErr
     let duration = start.elapsed();
     let records = read_records(File::from(status_rd))?;
     decode(&plan, &records, wait_status).map(|status| Outcome { status, duration })
+}
+
+/// The supervisor's stack while it may run on it (see `run`).
+struct Running {
+    pid: libc::pid_t,
+    stack: Option<sys::Stack>,
+}
+
+impl Running {
+    /// After `wait_registered`: gone, so its stack can go. If the wait
+    /// failed it is not known to be gone (that takes another waiter reaping
+    /// our child): never unmap what it may still run on.
+    fn reaped(&mut self, waited: &Result<libc::c_int, SandboxError>) {
+        if let Some(stack) = self.stack.take() {
+            if waited.is_ok() {
+                drop(stack);
+            } else {
+                stack.leak();
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    /// Only while unwinding past `run` (a panic between the clone and the
+    /// wait): the supervisor must be gone before `plan` and the stack are.
+    fn drop(&mut self) {
+        if self.stack.is_some() {
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            let waited = wait_registered(self.pid);
+            self.reaped(&waited);
+        }
+    }
 }
 
 /// A root caller maps the sandbox ids to an unprivileged host id, which
