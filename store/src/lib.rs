@@ -26,7 +26,7 @@ mod tree;
 pub mod verify;
 
 pub use action_cache::{
-    parse_result, ActionCache, ActionResult, CacheEntry, LastRun, RawEntry,
+    parse_result, ActionCache, ActionResult, CacheEntry, LastRun, RawEntry, Reader,
     MAX_RECORDS_PER_WEAK_KEY,
 };
 pub use cas::{BlobWriter, Cas, CasError};

@@ -109,7 +109,10 @@ impl<'c> Cache<'c> {
     /// Tries every local record under the weak key, most recently used first.
     fn local(&self, key: &ActionKey, found: &mut Found) -> Result<Option<Hit>> {
         let ac = &self.ctx.store.action_cache;
-        for (nth, text) in ac.records(&key.weak)?.into_iter().enumerate() {
+        // One read transaction on this worker's own connection for the
+        // records and the entries they lead to (writes go to the writer).
+        let reader = ac.reader()?;
+        for (nth, text) in reader.records(&key.weak)?.into_iter().enumerate() {
             let record = match Record::from_text(&text) {
                 Ok(r) => r,
                 Err(e) => {
@@ -121,7 +124,7 @@ impl<'c> Cache<'c> {
                 }
             };
             let strong = key.strong(&record);
-            let result = match ac.get(&strong) {
+            let result = match reader.get(&strong) {
                 Ok(Some(r)) => r,
                 Ok(None) => continue,
                 Err(StoreError::Corrupt(why)) => {
