@@ -302,3 +302,66 @@ fn store_verify_finds_and_repairs() {
     assert_eq!(ws.read("lib/out/msg.txt"), "HELLO\n");
     assert_eq!(verify(false).code, 0);
 }
+
+/// An entry's output tree and key description are kept in its rows
+/// (schema v5), each with its digest: `vbuild store verify` checks them
+/// against it as it checks a blob against its name, `--repair` drops the
+/// entry, and the build runs the action again (a hit never restores from a
+/// tree that does not match its digest).
+#[test]
+fn store_verify_checks_the_tree_and_key_description_in_a_row() {
+    let ws = three_packages();
+    ws.run(&["run", "//...", "-j1"]).assert_ok();
+    let conn = db(&ws);
+    // lib's tree: its one entry renamed (still a valid tree, another digest).
+    let n = conn
+        .execute(
+            "UPDATE entries SET tree = CAST(replace(CAST(tree AS TEXT), 'msg.txt', 'msh.txt') AS BLOB)
+             WHERE label = '//lib:build'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    // app's key description: one byte changed.
+    let n = conn
+        .execute(
+            "UPDATE explanations SET doc = CAST(replace(CAST(doc AS TEXT), 'fixed', 'fixeD') AS BLOB)
+             WHERE strong_key = (SELECT strong_key FROM entries WHERE label = '//app:build')",
+            [],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    let found = ws.run(&["store", "verify"]);
+    assert_eq!(found.code, 1, "{}", found.snapshot());
+    let digests = regex::Regex::new(r"\b[0-9a-f]{12}\b").unwrap();
+    insta::assert_snapshot!(
+        "store_verify_rows",
+        digests.replace_all(&redact(&found.stdout), "[digest]")
+    );
+    // A hit on lib would restore from the forged tree: it runs instead.
+    let out = ws.run(&["run", "//lib:build"]);
+    out.assert_ok();
+    assert_eq!(states(&out), ["miss //lib:build"], "{}", out.stderr);
+    assert!(
+        out.stderr.contains("dropped a corrupt action-cache entry"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(ws.read("lib/out/msg.txt"), "HELLO\n");
+    assert!(!ws.path("lib/out/msh.txt").exists());
+    let repaired = ws.run(&["store", "verify", "--repair"]);
+    assert!(
+        repaired.stdout.contains("1 repaired"),
+        "{}",
+        repaired.stdout
+    );
+    assert_eq!(ws.run(&["store", "verify"]).code, 0);
+    let out = ws.run(&["run", "//...", "-j1"]);
+    out.assert_ok();
+    assert_eq!(
+        states(&out),
+        ["hit //lib:build", "miss //app:build", "hit //other:build"],
+        "{}",
+        out.stderr
+    );
+}

@@ -8,12 +8,15 @@
 //!
 //! Crash safety: a transaction is all or nothing, and the orchestrator writes
 //! an entry only after its blobs are in the CAS, so `kill -9` leaves no entry
-//! pointing at a missing blob. With `synchronous=NORMAL` a power loss may drop
+//! pointing at a missing blob. An entry's output tree and the description
+//! of its key are not blobs but rows (schema v5: its `tree` column, and
+//! its row in `explanations`), written in the same transaction, so they are never missing either; each is stored
+//! with its digest and checked against it on every read, as a blob is. With `synchronous=NORMAL` a power loss may drop
 //! the last commits (never corrupt the file); a blob torn by power loss is
 //! caught by the CAS's verify-on-read and the entry can then be `remove`d.
 use crate::schema::{self, Conn};
 use crate::stat_cache::{Entry as StatEntry, FileStat};
-use crate::{Digest, Result, StatCache, StoreError, StrongKey, WeakKey};
+use crate::{Digest, Result, StatCache, StoreError, StrongKey, Tree, WeakKey};
 use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -27,7 +30,8 @@ pub const MAX_RECORDS_PER_WEAK_KEY: i64 = 32;
 /// What a successful action produced.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActionResult {
-    /// Digest of the output `Tree` blob (paths workspace-relative).
+    /// Digest of the output `Tree`'s canonical bytes (paths
+    /// workspace-relative). The bytes are kept in the entry's row.
     pub output_tree: Digest,
     pub stdout: Digest,
     pub stderr: Digest,
@@ -55,9 +59,22 @@ pub struct CacheEntry {
     /// part of a key, so a copy of the workspace elsewhere still hits.
     pub workspace: String,
     pub label: String,
-    /// Blob (in CAS) describing the key's inputs, used to explain a later miss.
-    pub explain: Digest,
+    /// What the key was computed from (bytes owned by the orchestrator),
+    /// to explain a later miss; kept in `explanations` with its digest in
+    /// the entry's row.
+    pub explain: Vec<u8>,
+    /// The output tree; `result.output_tree` must be its digest. Kept in
+    /// the row as its canonical bytes (a remote gets it as output files).
+    pub tree: Tree,
     pub result: ActionResult,
+}
+
+/// An entry found by [`ActionCache::get`]: its result and output tree
+/// (checked against `result.output_tree`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEntry {
+    pub result: ActionResult,
+    pub tree: Tree,
 }
 
 /// One `records` row as stored: (weak key bytes, record text).
@@ -68,7 +85,12 @@ pub type RawRecord = (Vec<u8>, String);
 pub struct RawEntry {
     pub strong_key: Vec<u8>,
     pub label: String,
+    /// The digest of `explain_doc`.
     pub explain: Vec<u8>,
+    /// The key description (its row in `explanations`; `None` if missing).
+    pub explain_doc: Option<Vec<u8>>,
+    /// The output tree's canonical bytes.
+    pub tree: Vec<u8>,
     pub result: String,
 }
 
@@ -77,12 +99,37 @@ pub fn parse_result(json: &str) -> Result<ActionResult> {
     serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("action result: {e}")))
 }
 
+/// The output tree of `result` from the bytes stored with it: they must
+/// hash to `result.output_tree` (as a blob must hash to its name) and
+/// parse; else `Err(StoreError::Corrupt)`.
+pub fn parse_tree(result: &ActionResult, bytes: &[u8]) -> Result<Tree> {
+    if Digest::of_bytes(bytes) != result.output_tree {
+        return Err(StoreError::Corrupt(
+            "its output tree does not match its digest".into(),
+        ));
+    }
+    Tree::from_bytes(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("its output tree does not parse: {e}")))
+}
+
+/// The key description stored with an entry, checked against its digest.
+fn checked_explain(digest: &[u8], doc: Option<Vec<u8>>) -> Result<Vec<u8>> {
+    let doc = doc.ok_or_else(|| StoreError::Corrupt("its key description is missing".into()))?;
+    if to_digest(digest)? != Digest::of_bytes(&doc) {
+        return Err(StoreError::Corrupt(
+            "its key description does not match its digest".into(),
+        ));
+    }
+    Ok(doc)
+}
+
 /// The most recent entry written for (workspace, label).
 #[derive(Clone, Debug)]
 pub struct LastRun {
     pub weak_key: WeakKey,
     pub strong_key: StrongKey,
-    pub explain: Digest,
+    /// The key description it was stored with (checked against its digest).
+    pub explain: Vec<u8>,
     pub result: ActionResult,
 }
 
@@ -176,7 +223,7 @@ impl ActionCache {
     /// running build started, so an entry returned here stays while the
     /// caller restores it (`gc.rs` has the argument). If the entry vanished
     /// between the read and the mark (collected meanwhile), it is a miss.
-    pub fn get(&self, strong_key: &StrongKey) -> Result<Option<ActionResult>> {
+    pub fn get(&self, strong_key: &StrongKey) -> Result<Option<StoredEntry>> {
         self.reader()?.get(strong_key)
     }
 
@@ -189,17 +236,26 @@ impl ActionCache {
     fn put_inner(&self, entry: &CacheEntry) -> Result<()> {
         let result_json = serde_json::to_string(&entry.result)
             .map_err(|e| StoreError::Corrupt(format!("cannot encode action result: {e}")))?;
+        let tree = entry.tree.to_canonical_bytes();
+        if Digest::of_bytes(&tree) != entry.result.output_tree {
+            return Err(StoreError::Corrupt(format!(
+                "refusing to store an entry for {} whose result names another output tree",
+                entry.label
+            )));
+        }
+        let explain = Digest::of_bytes(&entry.explain);
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         bump_record(&tx, &entry.weak_key, &entry.record)?;
         // Upsert rather than INSERT OR REPLACE: REPLACE deletes the old row,
         // which would cascade to last_run pointers of other labels.
         tx.prepare_cached(
-            "INSERT INTO entries (strong_key, weak_key, workspace, label, explain, result, created_at, last_used)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+            "INSERT INTO entries (strong_key, weak_key, workspace, label, explain, tree,
+                                  result, created_at, last_used)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
              ON CONFLICT (strong_key) DO UPDATE SET
                weak_key = excluded.weak_key, workspace = excluded.workspace,
-               label = excluded.label, explain = excluded.explain,
+               label = excluded.label, explain = excluded.explain, tree = excluded.tree,
                result = excluded.result, created_at = excluded.created_at,
                last_used = excluded.last_used",
         )?
@@ -208,10 +264,16 @@ impl ActionCache {
             entry.weak_key.as_bytes(),
             entry.workspace,
             entry.label,
-            &entry.explain.0[..],
+            &explain.0[..],
+            tree,
             result_json,
             now_ms(),
         ])?;
+        tx.prepare_cached(
+            "INSERT INTO explanations (strong_key, doc) VALUES (?1, ?2)
+             ON CONFLICT (strong_key) DO UPDATE SET doc = excluded.doc",
+        )?
+        .execute(params![entry.strong_key.as_bytes(), &entry.explain])?;
         // Several workspaces (a copy at another path) may own one entry;
         // `clear_workspace` deletes an entry only when its last owner goes.
         tx.prepare_cached(
@@ -260,8 +322,9 @@ impl ActionCache {
         let row = self.checked((|| {
             let conn = self.conn();
             let mut stmt = conn.prepare_cached(
-                "SELECT e.weak_key, e.strong_key, e.explain, e.result
+                "SELECT e.weak_key, e.strong_key, e.explain, x.doc, e.result
                  FROM last_run l JOIN entries e ON e.strong_key = l.strong_key
+                 LEFT JOIN explanations x ON x.strong_key = e.strong_key
                  WHERE l.scope = ?1 AND l.label = ?2",
             )?;
             Ok(stmt
@@ -270,18 +333,19 @@ impl ActionCache {
                         blob(r, 0)?,
                         blob(r, 1)?,
                         blob(r, 2)?,
-                        r.get::<_, String>(3)?,
+                        r.get::<_, Option<Vec<u8>>>(3)?,
+                        r.get::<_, String>(4)?,
                     ))
                 })
                 .optional()?)
         })())?;
-        let Some((weak, strong, explain, json)) = row else {
+        let Some((weak, strong, explain, doc, json)) = row else {
             return Ok(None);
         };
         Ok(Some(LastRun {
             weak_key: WeakKey(to_digest(&weak)?),
             strong_key: StrongKey(to_digest(&strong)?),
-            explain: to_digest(&explain)?,
+            explain: checked_explain(&explain, doc)?,
             result: parse_result(&json)?,
         }))
     }
@@ -458,14 +522,18 @@ impl ActionCache {
         self.checked((|| {
             let conn = self.conn();
             let mut stmt = conn.prepare(
-                "SELECT strong_key, label, explain, result FROM entries ORDER BY label, strong_key",
+                "SELECT e.strong_key, e.label, e.explain, x.doc, e.tree, e.result
+                 FROM entries e LEFT JOIN explanations x ON x.strong_key = e.strong_key
+                 ORDER BY e.label, e.strong_key",
             )?;
             let rows = stmt.query_map([], |r| {
                 Ok(RawEntry {
                     strong_key: r.get(0)?,
                     label: r.get(1)?,
                     explain: r.get(2)?,
-                    result: r.get(3)?,
+                    explain_doc: r.get(3)?,
+                    tree: r.get(4)?,
+                    result: r.get(5)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -558,16 +626,19 @@ impl Reader<'_> {
     /// needs it before the restore), and sees the latest state: if the
     /// entry vanished after this snapshot read it (collected meanwhile),
     /// it is a miss.
-    pub fn get(&self, strong_key: &StrongKey) -> Result<Option<ActionResult>> {
+    pub fn get(&self, strong_key: &StrongKey) -> Result<Option<StoredEntry>> {
+        type Row = (String, Vec<u8>);
         let cache = self.cache;
-        let row: Option<String> = cache.checked((|| {
-            let mut stmt = self
-                .conn()
-                .prepare_cached("SELECT result, last_used FROM entries WHERE strong_key = ?1")?;
-            let row: Option<(String, i64)> = stmt
-                .query_row([strong_key.as_bytes()], |r| Ok((r.get(0)?, r.get(1)?)))
+        let row: Option<Row> = cache.checked((|| {
+            let mut stmt = self.conn().prepare_cached(
+                "SELECT result, tree, last_used FROM entries WHERE strong_key = ?1",
+            )?;
+            let row: Option<(String, Vec<u8>, i64)> = stmt
+                .query_row([strong_key.as_bytes()], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
                 .optional()?;
-            let Some((json, last_used)) = row else {
+            let Some((json, tree, last_used)) = row else {
                 return Ok(None);
             };
             let now = now_ms();
@@ -580,9 +651,14 @@ impl Reader<'_> {
                     return Ok(None);
                 }
             }
-            Ok(Some(json))
+            Ok(Some((json, tree)))
         })())?;
-        row.map(|j| parse_result(&j)).transpose()
+        let Some((json, tree)) = row else {
+            return Ok(None);
+        };
+        let result = parse_result(&json)?;
+        let tree = parse_tree(&result, &tree)?;
+        Ok(Some(StoredEntry { result, tree }))
     }
 }
 

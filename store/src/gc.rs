@@ -23,7 +23,7 @@
 //!   checking its mtime again and unlinking it: a writer whose mark lands
 //!   first is seen (the blob goes back); one whose mark comes after the
 //!   rename finds no file and writes the blob anew.
-use crate::{Digest, Result, Store, StoreError, Tree};
+use crate::{Digest, Result, Store, StoreError};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io;
@@ -296,33 +296,34 @@ struct EntryRow {
     strong: Vec<u8>,
     last_used: i64,
     result: String,
-    explain: Vec<u8>,
+    /// The output tree's canonical bytes (kept in the row, schema v5).
+    tree: Vec<u8>,
 }
 
 fn entries(store: &Store) -> Result<Vec<EntryRow>> {
     let conn = store.action_cache.conn();
     let mut stmt = conn.prepare(
-        "SELECT strong_key, last_used, result, explain FROM entries ORDER BY last_used DESC",
+        "SELECT strong_key, last_used, result, tree FROM entries ORDER BY last_used DESC",
     )?;
     let rows = stmt.query_map([], |r| {
         Ok(EntryRow {
             strong: r.get(0)?,
             last_used: r.get(1)?,
             result: r.get(2)?,
-            explain: r.get(3)?,
+            tree: r.get(3)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// The blobs an entry needs; `None` when its output tree is unreadable
-/// (the entry is useless: a hit would fail on it).
-fn needs(store: &Store, row: &EntryRow) -> Option<Vec<Digest>> {
+/// The blobs an entry needs (its output tree and key description are in
+/// its row, not blobs); `None` when its output tree is unreadable (the
+/// entry is useless: a hit would fail on it).
+fn needs(row: &EntryRow) -> Option<Vec<Digest>> {
     let result = crate::action_cache::parse_result(&row.result).ok()?;
-    let tree = Tree::from_bytes(&store.cas.read_verified(&result.output_tree).ok()?).ok()?;
-    let mut out = vec![result.output_tree, result.stdout, result.stderr];
+    let tree = crate::action_cache::parse_tree(&result, &row.tree).ok()?;
+    let mut out = vec![result.stdout, result.stderr];
     out.extend(result.interleave);
-    out.extend(Digest::from_slice(&row.explain));
     for e in tree.entries() {
         if let crate::EntryKind::File { digest, .. } = &e.kind {
             out.push(*digest);
@@ -359,7 +360,7 @@ pub fn collect(store: &Store, target: u64) -> Result<GcReport> {
     let mut full = false;
     for row in &rows {
         let protected = row.last_used >= entry_fence;
-        let Some(need) = needs(store, row) else {
+        let Some(need) = needs(row) else {
             if !protected {
                 evict.push(row.strong.clone());
             }
@@ -387,12 +388,12 @@ pub fn collect(store: &Store, target: u64) -> Result<GcReport> {
     // What the entries left now need (others may have been added meanwhile).
     let mut needed: HashSet<Digest> = HashSet::new();
     for row in entries(store)? {
-        match needs(store, &row) {
+        match needs(&row) {
             Some(n) => needed.extend(n),
             None => {
                 // Unreadable tree: keep what can be named without it.
                 if let Ok(r) = crate::action_cache::parse_result(&row.result) {
-                    needed.extend([r.output_tree, r.stdout, r.stderr]);
+                    needed.extend([r.stdout, r.stderr]);
                     needed.extend(r.interleave);
                 }
             }

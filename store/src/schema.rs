@@ -19,7 +19,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 type Migration = fn(&Transaction<'_>) -> rusqlite::Result<()>;
 
 /// Step n takes the schema from version n to n+1.
-const MIGRATIONS: &[Migration] = &[v0_to_v1, v1_to_v2, v2_to_v3, v3_to_v4];
+const MIGRATIONS: &[Migration] = &[v0_to_v1, v1_to_v2, v2_to_v3, v3_to_v4, v4_to_v5];
 
 /// The schema version this build reads and writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -258,34 +258,69 @@ fn v3_to_v4(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     )
 }
 
+/// v5: an entry keeps its output tree (canonical bytes, whose digest is
+/// the result's `output_tree`) in its row and the description of its key
+/// (whose digest is `entries.explain`) in `explanations`, instead of as two
+/// blobs: a cold build then creates one store file per output file, not two
+/// more per action. The descriptions (a few KiB each, read only to explain
+/// a miss) have a table of their own so that the rows a hit reads stay
+/// small. A v4 row names both as blobs, which this layout does not read:
+/// every v4 entry is dropped (its action runs again: a miss, never a
+/// misread), and the records with them (only read with an entry). Their
+/// blobs, now needed by nothing, go at the next collection.
+fn v4_to_v5(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "DELETE FROM last_run;
+        DELETE FROM entry_owners;
+        DELETE FROM entries;
+        DELETE FROM records;
+        ALTER TABLE entries ADD COLUMN tree BLOB NOT NULL DEFAULT x'';
+        CREATE TABLE explanations (
+            strong_key BLOB PRIMARY KEY REFERENCES entries (strong_key) ON DELETE CASCADE,
+            doc        BLOB NOT NULL    -- its BLAKE3 is entries.explain
+        );",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{ActionCache, StrongKey};
 
-    /// A v2 database with one entry migrates to v3: the entry is owned by
-    /// its old workspace name, whose `clean` still removes it.
+    /// A v4 database (output tree and key description as blobs) migrates
+    /// to the current schema by dropping its entries and records: a v4
+    /// row is never read as a current one (a miss, never a wrong hit).
     #[test]
-    fn v2_database_migrates_to_scopes() {
+    fn v4_entries_are_dropped_not_misread() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache.db");
+        let key = [7u8; 32];
         {
             let mut conn = Connection::open(&path).unwrap();
             let tx = conn.transaction().unwrap();
-            v0_to_v1(&tx).unwrap();
-            v1_to_v2(&tx).unwrap();
+            for step in &MIGRATIONS[..4] {
+                step(&tx).unwrap();
+            }
             tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', 2)",
+                "INSERT INTO meta (key, value) VALUES ('schema_version', 4)",
                 [],
             )
             .unwrap();
-            let key = [7u8; 32];
+            let d = crate::Digest([1; 32]).to_hex();
+            let result = format!(
+                r#"{{"output_tree":"{d}","stdout":"{d}","stderr":"{d}","exit_code":0,"declarations":null,"duration_ms":1}}"#
+            );
             tx.execute(
-                "INSERT INTO entries VALUES (?1, ?1, 'old', '//a', ?1, '{}', 0)",
-                [&key[..]],
+                "INSERT INTO entries (strong_key, weak_key, workspace, label, explain, result, created_at, last_used)
+                 VALUES (?1, ?1, 'old', '//a', ?1, ?2, 0, 0)",
+                rusqlite::params![&key[..], result],
             )
             .unwrap();
+            tx.execute("INSERT INTO entry_owners VALUES ('old', ?1)", [&key[..]])
+                .unwrap();
             tx.execute("INSERT INTO last_run VALUES ('old', '//a', ?1)", [&key[..]])
+                .unwrap();
+            tx.execute("INSERT INTO records VALUES (?1, 'r', 0)", [&key[..]])
                 .unwrap();
             tx.commit().unwrap();
         }
@@ -299,12 +334,13 @@ mod tests {
             )
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
-        // The old row does not parse as a result: reported, not fatal.
-        assert!(cache.last_run("old", "//a").is_err());
-        assert_eq!(cache.clear_workspace("old").unwrap(), 1);
+        assert!(cache.get(&StrongKey(crate::Digest(key))).unwrap().is_none());
+        assert!(cache.last_run("old", "//a").unwrap().is_none());
         assert!(cache
-            .get(&StrongKey(crate::Digest([7; 32])))
+            .records(&crate::WeakKey(crate::Digest(key)))
             .unwrap()
-            .is_none());
+            .is_empty());
+        assert_eq!(cache.entry_count().unwrap(), 0);
+        assert_eq!(cache.clear_workspace("old").unwrap(), 0);
     }
 }

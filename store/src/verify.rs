@@ -1,11 +1,13 @@
 //! `vbuild store verify`: every blob hashes to its name, every entry and
-//! record parses and points only at blobs that are present and sound, and
+//! record parses, an entry's output tree and key description (in its row)
+//! hash to the digests stored with them, every entry points only at blobs
+//! that are present and sound, and
 //! SQLite's own integrity check passes (like `nix store verify
 //! --check-contents`). With `repair`, what can be fixed is: bad blobs are
 //! deleted, entries that need them and rows that do not parse are dropped
 //! (the next build runs those actions again).
-use crate::action_cache::parse_result;
-use crate::{Digest, Result, Store, StoreError, Tree};
+use crate::action_cache::{parse_result, parse_tree};
+use crate::{Digest, Result, Store, StoreError};
 use std::collections::HashSet;
 use std::fs;
 use std::path::Path;
@@ -48,7 +50,7 @@ pub fn verify(
             Some(d) => format!("entry {} ({})", short(&d), row.label),
             None => format!("entry ({}) with a malformed key", row.label),
         };
-        let problem = match entry_problem(store, &row, &present) {
+        let problem = match entry_problem(&row, &present) {
             Some(p) => p,
             None if Digest::from_slice(&row.strong_key).is_none() => "malformed key".into(),
             None => continue,
@@ -85,7 +87,6 @@ pub fn verify(
 
 /// Why an entry is unusable, if it is.
 fn entry_problem(
-    store: &Store,
     row: &crate::action_cache::RawEntry,
     present: &dyn Fn(&Digest) -> bool,
 ) -> Option<String> {
@@ -93,15 +94,32 @@ fn entry_problem(
         Ok(r) => r,
         Err(e) => return Some(e.to_string()),
     };
-    let Some(explain) = Digest::from_slice(&row.explain) else {
-        return Some("malformed explain digest".into());
+    // The key description and the output tree are in the row, each with
+    // its digest: checked as a blob is, by hashing.
+    match Digest::from_slice(&row.explain) {
+        None => return Some("malformed explain digest".into()),
+        Some(d) => match &row.explain_doc {
+            None => return Some("its key description is missing".into()),
+            Some(doc) if Digest::of_bytes(doc) != d => {
+                return Some("its key description does not match its digest".into())
+            }
+            Some(_) => {}
+        },
+    }
+    let tree = match parse_tree(&result, &row.tree) {
+        Ok(t) => t,
+        Err(StoreError::Corrupt(why)) => return Some(why),
+        Err(e) => return Some(e.to_string()),
     };
-    for (what, d) in [
-        ("output tree", &result.output_tree),
-        ("stdout", &result.stdout),
-        ("stderr", &result.stderr),
-        ("explanation", &explain),
-    ] {
+    for (what, d) in [("stdout", &result.stdout), ("stderr", &result.stderr)]
+        .into_iter()
+        .chain(
+            result
+                .interleave
+                .as_ref()
+                .map(|d| ("stdout/stderr order", d)),
+        )
+    {
         if !present(d) {
             return Some(format!(
                 "its {what} blob {} is missing or corrupt",
@@ -109,14 +127,6 @@ fn entry_problem(
             ));
         }
     }
-    let bytes = match fs::read(store.cas.blob_path(&result.output_tree)) {
-        Ok(b) => b,
-        Err(e) => return Some(format!("reading its output tree: {e}")),
-    };
-    let tree = match Tree::from_bytes(&bytes) {
-        Ok(t) => t,
-        Err(e) => return Some(format!("its output tree does not parse: {e}")),
-    };
     for e in tree.entries() {
         if let crate::EntryKind::File { digest, .. } = &e.kind {
             if !present(digest) {

@@ -47,11 +47,12 @@ pub(crate) struct Produced<'a> {
     pub(crate) duration: Duration,
 }
 
-/// The one place an `ActionResult` is built: the tree and logs go into the
-/// store first (blobs before rows: an entry never points at a missing blob).
+/// The one place an `ActionResult` is built: the logs go into the store
+/// first (blobs before rows: an entry never points at a missing blob). The
+/// tree is named by its digest; its bytes are kept in the entry's row.
 pub(crate) fn assemble(store: &Store, p: &Produced) -> Result<ActionResult> {
     Ok(ActionResult {
-        output_tree: store.cas.put_bytes(&p.tree.to_canonical_bytes())?,
+        output_tree: p.tree.digest(),
         stdout: p.stdout.digest(&store.cas)?,
         stderr: p.stderr.digest(&store.cas)?,
         exit_code: 0,
@@ -124,7 +125,7 @@ impl<'c> Cache<'c> {
                 }
             };
             let strong = key.strong(&record);
-            let result = match reader.get(&strong) {
+            let stored = match reader.get(&strong) {
                 Ok(Some(r)) => r,
                 Ok(None) => continue,
                 Err(StoreError::Corrupt(why)) => {
@@ -138,7 +139,7 @@ impl<'c> Cache<'c> {
                 }
                 Err(e) => return Err(e.into()),
             };
-            match self.load(strong, &result) {
+            match self.load(strong, stored.result, stored.tree) {
                 Ok(hit) => {
                     // The first record needs no write.
                     if nth > 0 {
@@ -191,7 +192,7 @@ impl<'c> Cache<'c> {
             duration: Duration::ZERO,
         };
         let (strong, result) = self.put(target, key, &record, &produced)?;
-        let mut hit = self.load(strong, &result)?;
+        let mut hit = self.load(strong, result, got.tree)?;
         hit.remote = true;
         Ok(Some(hit))
     }
@@ -222,8 +223,9 @@ impl<'c> Cache<'c> {
         Ok(())
     }
 
-    /// The one writer of local entries: blobs, the explanation, then the
-    /// row (record, entry, last-run pointer) in one transaction.
+    /// The one writer of local entries: blobs, then the row (record, entry
+    /// with its output tree and key description, last-run pointer) in one
+    /// transaction.
     fn put(
         &self,
         target: &Target,
@@ -241,16 +243,18 @@ impl<'c> Cache<'c> {
             record: record.to_text(),
             workspace: scope_of(self.ctx.ws),
             label: target.label.to_string(),
-            explain: store.cas.put_bytes(&explain)?,
+            explain,
+            tree: produced.tree.clone(),
             result: result.clone(),
         })?;
         Ok((strong, result))
     }
 
-    /// Loads an entry's tree and logs, verifying every blob read.
-    fn load(&self, strong: StrongKey, result: &ActionResult) -> Result<Hit> {
+    /// Loads an entry's logs, verifying every blob read (its tree was
+    /// checked against its digest when read from the row).
+    fn load(&self, strong: StrongKey, result: ActionResult, tree: Tree) -> Result<Hit> {
         let cas = &self.ctx.store.cas;
-        let tree = Arc::new(Tree::from_bytes(&cas.read_verified(&result.output_tree)?)?);
+        let tree = Arc::new(tree);
         // Verified in chunks and replayed from the store: a hit with a
         // large log costs no memory for it.
         let (stdout, stderr) = if self.ctx.opts.dry_run {
@@ -303,10 +307,7 @@ impl<'c> Cache<'c> {
             Ok(None) | Err(StoreError::Corrupt(_)) => return Ok("no previous entry".into()),
             Err(e) => return Err(e.into()),
         };
-        let Ok(bytes) = self.ctx.store.cas.read_verified(&last.explain) else {
-            return Ok("no previous entry".into());
-        };
-        let Ok(before) = serde_json::from_slice::<KeyInputs>(&bytes) else {
+        let Ok(before) = serde_json::from_slice::<KeyInputs>(&last.explain) else {
             return Ok("no previous entry".into());
         };
         Ok(key::explain(&before, &key.explanation(&before.record)))

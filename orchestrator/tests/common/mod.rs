@@ -287,12 +287,12 @@ pub fn forge_tree(
         .last_run(&scope, label)
         .unwrap()
         .unwrap_or_else(|| panic!("no cache entry for {label}"));
-    let bytes = store.cas.read_verified(&last.result.output_tree).unwrap();
-    let mut entries = Tree::from_bytes(&bytes).unwrap().into_entries();
+    let stored = store.action_cache.get(&last.strong_key).unwrap().unwrap();
+    let mut entries = stored.tree.into_entries();
     edit(&store, &mut entries);
     let tree = Tree::new(entries).unwrap();
     let mut result = last.result.clone();
-    result.output_tree = store.cas.put_bytes(&tree.to_canonical_bytes()).unwrap();
+    result.output_tree = tree.digest();
     let record = store
         .action_cache
         .records(&last.weak_key)
@@ -307,6 +307,7 @@ pub fn forge_tree(
             workspace: scope,
             label: label.into(),
             explain: last.explain,
+            tree,
             result,
         })
         .unwrap();

@@ -13,9 +13,21 @@ fn sk(s: &str) -> StrongKey {
     StrongKey(d(s))
 }
 
+fn tree(tag: &str) -> Tree {
+    Tree::new(vec![crate::TreeEntry {
+        path: format!("out/{tag}"),
+        kind: crate::EntryKind::File {
+            digest: d(tag),
+            size: tag.len() as u64,
+            executable: false,
+        },
+    }])
+    .unwrap()
+}
+
 fn result(tag: &str) -> ActionResult {
     ActionResult {
-        output_tree: d(&format!("{tag}-tree")),
+        output_tree: tree(tag).digest(),
         stdout: d(&format!("{tag}-out")),
         stderr: d(&format!("{tag}-err")),
         exit_code: 0,
@@ -32,7 +44,8 @@ fn entry(ws: &str, label: &str, weak: &str, strong: &str, record: &str) -> Cache
         record: record.into(),
         workspace: ws.into(),
         label: label.into(),
-        explain: d(&format!("{strong}-explain")),
+        explain: format!("{strong}-explain").into_bytes(),
+        tree: tree(strong),
         result: result(strong),
     }
 }
@@ -78,12 +91,18 @@ fn put_get_records_last_run() {
     assert!(cache.last_run("ws", "//a:b").unwrap().is_none());
 
     cache.put(&entry("ws", "//a:b", "w", "s1", "rec1")).unwrap();
-    assert_eq!(cache.get(&sk("s1")).unwrap(), Some(result("s1")));
+    assert_eq!(
+        cache.get(&sk("s1")).unwrap(),
+        Some(StoredEntry {
+            result: result("s1"),
+            tree: tree("s1")
+        })
+    );
     assert_eq!(cache.records(&wk("w")).unwrap(), ["rec1"]);
     let last = cache.last_run("ws", "//a:b").unwrap().unwrap();
     assert_eq!(
         (last.weak_key, last.strong_key, last.explain),
-        (wk("w"), sk("s1"), d("s1-explain"))
+        (wk("w"), sk("s1"), b"s1-explain".to_vec())
     );
     assert_eq!(last.result, result("s1"));
 
@@ -106,7 +125,7 @@ fn put_get_records_last_run() {
     e.result.exit_code = 0;
     e.result.duration_ms = 7;
     cache.put(&e).unwrap();
-    assert_eq!(cache.get(&sk("s1")).unwrap().unwrap().duration_ms, 7);
+    assert_eq!(cache.get(&sk("s1")).unwrap().unwrap().result.duration_ms, 7);
     assert_eq!(cache.entry_count().unwrap(), 2);
 }
 
@@ -118,6 +137,12 @@ fn remove_drops_entry_and_last_pointer() {
     cache.put(&entry("ws", "//b", "w2", "s2", "r")).unwrap();
     cache.remove(&sk("s1")).unwrap();
     assert_eq!(cache.get(&sk("s1")).unwrap(), None);
+    // Its key description went with it (nothing orphaned in the table).
+    let left: i64 = cache
+        .conn()
+        .query_row("SELECT count(*) FROM explanations", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 1);
     assert!(cache.last_run("ws", "//a").unwrap().is_none());
     assert!(cache.last_run("ws", "//b").unwrap().is_some());
     assert_eq!(cache.entry_count().unwrap(), 1);
@@ -252,6 +277,60 @@ fn corrupt_result_json_is_reported() {
         cache.last_run("ws", "//a"),
         Err(StoreError::Corrupt(_))
     ));
+}
+
+/// The output tree and the key description live in the row (schema v5):
+/// bytes that no longer hash to the digest stored with them are reported
+/// as corrupt, as a blob whose bytes do not match its name is; a hit never
+/// uses them.
+#[test]
+fn corrupt_tree_or_key_description_in_a_row_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open_in(dir.path());
+    let forged = tree("forged").to_canonical_bytes();
+    for (what, sql) in [
+        // A valid tree, but not the one the result names.
+        ("tree", "UPDATE entries SET tree = ?1"),
+        ("tree", "UPDATE entries SET tree = substr(tree, 2)"),
+        ("explain", "UPDATE explanations SET doc = ?1"),
+        ("explain", "DELETE FROM explanations WHERE ?1 IS NOT NULL"),
+    ] {
+        cache.put(&entry("ws", "//a", "w", "s", "r")).unwrap();
+        let n = if sql.contains("?1") {
+            cache.conn().execute(sql, [&forged]).unwrap()
+        } else {
+            cache.conn().execute(sql, []).unwrap()
+        };
+        assert_eq!(n, 1);
+        let get = cache.get(&sk("s"));
+        let last = cache.last_run("ws", "//a");
+        if what == "tree" {
+            assert!(
+                matches!(get, Err(StoreError::Corrupt(ref m)) if m.contains("output tree")),
+                "{get:?}"
+            );
+            assert!(last.is_ok());
+        } else {
+            assert!(get.is_ok());
+            assert!(
+                matches!(last, Err(StoreError::Corrupt(ref m)) if m.contains("key description")),
+                "{sql}: {last:?}"
+            );
+        }
+        cache.remove(&sk("s")).unwrap();
+    }
+}
+
+/// An entry whose result names another tree than the one given is refused:
+/// a row's tree is always the one its result's digest names.
+#[test]
+fn put_refuses_a_tree_the_result_does_not_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open_in(dir.path());
+    let mut e = entry("ws", "//a", "w", "s", "r");
+    e.tree = tree("other");
+    assert!(cache.put(&e).is_err());
+    assert_eq!(cache.entry_count().unwrap(), 0);
 }
 
 #[test]
@@ -469,12 +548,14 @@ fn lookups_read_beside_an_open_write_transaction() {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .unwrap();
         tx.execute(
-            "INSERT INTO entries (strong_key, weak_key, workspace, label, explain, result, created_at, last_used)
-             VALUES (?1, ?2, 'ws', '//p:new', ?3, ?4, ?5, ?5)",
+            "INSERT INTO entries (strong_key, weak_key, workspace, label, explain, tree, result,
+                                  created_at, last_used)
+             VALUES (?1, ?2, 'ws', '//p:new', ?3, ?4, ?5, ?6, ?6)",
             params![
                 sk("new").as_bytes(),
                 wk("wnew").as_bytes(),
                 &d("x").0[..],
+                tree("new").to_canonical_bytes(),
                 serde_json::to_string(&result("new")).unwrap(),
                 now_ms()
             ],
@@ -489,7 +570,7 @@ fn lookups_read_beside_an_open_write_transaction() {
                     let reader = cache.reader().unwrap();
                     assert_eq!(reader.records(&wk(&format!("w{i}"))).unwrap(), ["rec"]);
                     let got = reader.get(&sk(&format!("s{i}"))).unwrap();
-                    assert_eq!(got, Some(result(&format!("s{i}"))));
+                    assert_eq!(got, Some(stored(&format!("s{i}"))));
                     assert_eq!(reader.get(&sk("new")).unwrap(), None, "uncommitted");
                 }
                 done.send(()).unwrap();
@@ -504,7 +585,7 @@ fn lookups_read_beside_an_open_write_transaction() {
         tx.commit().unwrap();
         drop(writer);
         // Committed: the next lookup's snapshot has it.
-        assert_eq!(cache.get(&sk("new")).unwrap(), Some(result("new")));
+        assert_eq!(cache.get(&sk("new")).unwrap(), Some(stored("new")));
     });
     // Lookups under a writer that keeps committing: every one is right.
     std::thread::scope(|scope| {
@@ -523,7 +604,7 @@ fn lookups_read_beside_an_open_write_transaction() {
                     let reader = cache.reader().unwrap();
                     let got = reader.get(&sk(&format!("s{i}"))).unwrap();
                     // Written before this run started, or by now, or not yet.
-                    assert!(got.is_none() || got == Some(result(&format!("s{i}"))));
+                    assert!(got.is_none() || got == Some(stored(&format!("s{i}"))));
                     if i < 50 {
                         assert!(got.is_some());
                     }
@@ -547,7 +628,7 @@ fn stale_mark_goes_through_the_writer() {
         .conn()
         .execute("UPDATE entries SET last_used = ?1", [old])
         .unwrap();
-    assert_eq!(cache.get(&sk("s")).unwrap(), Some(result("s")));
+    assert_eq!(cache.get(&sk("s")).unwrap(), Some(stored("s")));
     let marked: i64 = cache
         .conn()
         .query_row("SELECT last_used FROM entries", [], |r| r.get(0))
@@ -566,4 +647,11 @@ fn stale_mark_goes_through_the_writer() {
     // The read connection refuses writes outright.
     let reader = cache.reader().unwrap();
     assert!(reader.conn().execute("DELETE FROM records", []).is_err());
+}
+
+fn stored(tag: &str) -> StoredEntry {
+    StoredEntry {
+        result: result(tag),
+        tree: tree(tag),
+    }
 }
