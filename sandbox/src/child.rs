@@ -6,7 +6,8 @@
 //!   orphans, and on exit the kernel kills whatever is left in the namespace.
 //!   In scratch/direct mode it is a child subreaper: every orphaned
 //!   descendant of the action is reparented to it and killed at the end.
-//! - the *action*, forked by the supervisor, which execs the command.
+//! - the *action*, started by the supervisor like `posix_spawn` does
+//!   (`CLONE_VM | CLONE_VFORK`, see `spawn_action`), which execs the command.
 //!
 //! Rules here: no allocation, no panics, no locks (see `plan.rs`), and the
 //! supervisor reports to the parent through fixed-size records on a pipe.
@@ -170,14 +171,13 @@ pub(crate) fn supervisor_main(plan: &ChildPlan, fds: &ChildFds, parent: pid_t) -
         record(REC_PROBE_OK, 0, 0);
         exit(0);
     }
-    let action = unsafe { raw_clone(libc::SIGCHLD as libc::c_ulong) };
-    if action == 0 {
-        action_main(&plan.exec, plan.ns.is_none());
-    }
-    if action < 0 {
-        record(REC_EXEC, EXEC_FORK, Errno::last() as i32);
-        exit(1);
-    }
+    let action = match spawn_action(&plan.exec, plan.ns.is_none()) {
+        Ok(pid) => pid,
+        Err(e) => {
+            record(REC_EXEC, EXEC_FORK, e as i32);
+            exit(1);
+        }
+    };
     let end = supervise(action, plan.timeout, &set);
     if plan.ns.is_none() {
         reap::kill_leftovers(action);
@@ -253,7 +253,98 @@ fn supervise(action: pid_t, timeout: Option<std::time::Duration>, set: &libc::si
     }
 }
 
-/// The action process: clean signal state, own session, cwd, exec.
+/// Stack of the action between its clone and its `execve`: what
+/// `action_main` needs (a few hundred bytes of frames) with a wide margin;
+/// pages it never touches cost nothing.
+const ACTION_STACK: usize = 64 * 1024;
+const PAGE: usize = 4096;
+
+/// What `action_entry` gets through `clone`'s argument.
+struct ActionArgs<'a> {
+    exec: &'a ExecPlan,
+    scratch: bool,
+}
+
+/// Starts the action the way `posix_spawn` does: `CLONE_VM | CLONE_VFORK`,
+/// so no copy of this process's memory is made (nor torn down again at the
+/// action's `execve`), on a small stack of its own below a guard page. The
+/// supervisor is suspended until the action has called `execve` or exited,
+/// so nothing else runs on the shared memory meanwhile; the action sticks
+/// to syscalls on the prepared plan (no allocation, no locks, no
+/// unwinding), and writes only its own stack, `errno` and the status pipe.
+/// Every signal is blocked across the clone so that no handler inherited
+/// from vbuild can run in the action before it resets them.
+fn spawn_action(exec: &ExecPlan, scratch: bool) -> Result<pid_t, Errno> {
+    let len = ACTION_STACK + PAGE;
+    // Safety: a fresh private mapping, unmapped below once the action no
+    // longer uses it.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(Errno::last());
+    }
+    // The stack grows down: its lowest page faults instead of overflowing
+    // into whatever is mapped below.
+    if unsafe { libc::mprotect(base, PAGE, libc::PROT_NONE) } != 0 {
+        let e = Errno::last();
+        unsafe { libc::munmap(base, len) };
+        return Err(e);
+    }
+    let args = ActionArgs { exec, scratch };
+    let pid = unsafe {
+        // Raw: glibc's sigfillset and sigprocmask leave out its own two
+        // signals (32, 33), which vbuild has handlers for.
+        let all = u64::MAX;
+        let mut old = 0u64;
+        set_mask(&all, &mut old);
+        let top = base.cast::<u8>().add(len).cast::<libc::c_void>();
+        let pid = libc::clone(
+            action_entry,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&args as *const ActionArgs).cast_mut().cast(),
+        );
+        let e = Errno::last();
+        set_mask(&old, std::ptr::null_mut());
+        if pid < 0 {
+            libc::munmap(base, len);
+            return Err(e);
+        }
+        pid
+    };
+    // The action has exec'd (its own memory now) or exited: its stack is free.
+    unsafe { libc::munmap(base, len) };
+    Ok(pid)
+}
+
+/// `rt_sigprocmask(SIG_SETMASK)` on the kernel's 64-bit mask.
+unsafe fn set_mask(mask: *const u64, old: *mut u64) {
+    libc::syscall(
+        libc::SYS_rt_sigprocmask,
+        libc::SIG_SETMASK,
+        mask,
+        old,
+        8usize,
+    );
+}
+
+extern "C" fn action_entry(arg: *mut libc::c_void) -> c_int {
+    // Safety: `spawn_action` passes its `ActionArgs`, alive (and the
+    // supervisor suspended) until this process execs or exits.
+    let args = unsafe { &*arg.cast::<ActionArgs>() };
+    action_main(args.exec, args.scratch)
+}
+
+/// The action process: clean signal state, own session, cwd, exec. Starts
+/// with every signal blocked (see `spawn_action`).
 fn action_main(exec: &ExecPlan, scratch: bool) -> ! {
     unsafe {
         // Dispositions set to "ignore" survive execve (Rust ignores
@@ -293,7 +384,8 @@ fn action_main(exec: &ExecPlan, scratch: bool) -> ! {
             // Groups first (root's supplementary groups would still open
             // host files), then gid, then uid, which drops every capability.
             // Raw syscalls: glibc's wrappers signal every thread of the
-            // process it remembers, which in this forked child deadlocks.
+            // process it remembers (vbuild's, copied with its memory), which
+            // here deadlocks.
             let (u, g) = (uid as libc::c_long, gid as libc::c_long);
             let dropped = libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>())
                 == 0

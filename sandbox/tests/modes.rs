@@ -48,6 +48,74 @@ fn command_not_found_is_a_spawn_error() {
     }
 }
 
+/// Stages `rel` with `mode` bits (an executable script or a plain file).
+fn stage_mode(f: &common::Fixture, rel: &str, contents: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    f.stage(rel, contents);
+    let p = f.scratch.host_ws().join(rel);
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+#[test]
+fn exec_failures_are_spawn_errors_with_their_kind() {
+    // The action is started like posix_spawn (it shares the supervisor's
+    // memory until execve): a failed execve must still be reported through
+    // the status pipe, and the supervisor must go on normally after it.
+    for mode in modes("exec_failures_are_spawn_errors_with_their_kind") {
+        let f = fixture();
+        stage_mode(&f, "plain/tool", "#!/bin/sh\necho plain\n", 0o644);
+        stage_mode(&f, "exec/tool", "#!/bin/sh\necho exec\n", 0o755);
+        let ws = f.scratch.layout(mode).ws;
+        let path_of = |dirs: &[&str]| {
+            let dirs: Vec<String> = dirs
+                .iter()
+                .map(|d| format!("{}/{d}", ws.display()))
+                .collect();
+            dirs.join(":")
+        };
+        let expect_spawn =
+            |spec: &vbuild_sandbox::RunSpec, kind, what: &str| match f.run(mode, spec) {
+                Err(SandboxError::Spawn(e)) => {
+                    assert_eq!(e.kind(), kind, "{mode:?} {what}: {e}");
+                    assert!(e.to_string().contains("cannot run"), "{what}: {e}");
+                }
+                other => panic!("{mode:?} {what}: expected a spawn error, got {other:?}"),
+            };
+        // A path to a file without execute permission.
+        let plain = format!("{}/plain/tool", ws.display());
+        let spec = f.spec(mode, &[&plain]);
+        expect_spawn(&spec, std::io::ErrorKind::PermissionDenied, "path");
+        // PATH search: only a non-executable candidate is EACCES (execvpe's
+        // rule), even when a later directory does not exist.
+        let mut spec = f.spec(mode, &["tool"]);
+        spec.env[0].1 = path_of(&["plain", "missing"]).into();
+        expect_spawn(&spec, std::io::ErrorKind::PermissionDenied, "PATH");
+        // Nowhere on PATH: not found.
+        spec.env[0].1 = path_of(&["missing"]).into();
+        expect_spawn(&spec, std::io::ErrorKind::NotFound, "nowhere");
+        // A non-executable candidate before an executable one: the search
+        // goes on and runs the later one.
+        spec.env[0].1 = path_of(&["plain", "exec"]).into();
+        let r = f.run(mode, &spec).expect("run");
+        assert_eq!(r.outcome.status, ExitKind::Exited(0), "{mode:?}: {r:?}");
+        assert_eq!(r.stdout, "exec\n", "{mode:?}");
+    }
+}
+
+#[test]
+fn action_is_its_own_session_with_the_fixed_umask() {
+    for mode in modes("action_is_its_own_session_with_the_fixed_umask") {
+        let f = fixture();
+        // Fields 6 (session) of /proc/self/stat after the comm; $$ is the
+        // shell, which is the action itself (exec'd by the supervisor).
+        let r = f.run_sh(
+            mode,
+            "umask; s=$(sed 's/.*) //' /proc/$$/stat | cut -d' ' -f4); [ \"$s\" = $$ ] && echo leader",
+        );
+        assert_eq!(r.stdout, "0022\nleader\n", "{mode:?}: {r:?}");
+    }
+}
+
 #[test]
 fn environment_is_exactly_the_given_one() {
     for mode in modes("environment_is_exactly_the_given_one") {
