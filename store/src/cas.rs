@@ -1,17 +1,21 @@
-//! `Cas`: immutable blobs under `cas/`, written to `tmp/` and renamed.
+//! `Cas`: immutable blobs under `cas/`, written on the filesystem of `tmp/`
+//! (an unnamed file where the system allows, see `new_blob.rs`) and named
+//! in `cas/` only once complete.
 //!
 //! Durability: blobs are *not* fsynced one by one. A `kill -9` cannot tear a
-//! blob (it becomes visible only through an atomic rename of a complete temp
-//! file); a power loss might leave a renamed blob with missing bytes, but every
+//! blob (it becomes visible only through an atomic link or rename of a
+//! complete temp file); a power loss might leave a renamed blob with missing bytes, but every
 //! read verifies the BLAKE3 of what it reads, so such a blob is detected,
 //! deleted and rebuilt by the next build instead of being served. That trade
 //! keeps a cold build from paying one fsync per output file.
+mod new_blob;
+
 use crate::temp::{self, Temp};
 use crate::{Digest, Result, StoreError};
+use new_blob::NewBlob;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
-use tempfile::NamedTempFile;
 
 /// Streaming chunk size: large enough that syscalls don't dominate hashing.
 const CHUNK: usize = 256 * 1024;
@@ -57,6 +61,8 @@ pub struct Cas {
     written: std::sync::atomic::AtomicU64,
     /// The device of `tmp/`: a restore to the same device is written there.
     tmp_dev: Option<u64>,
+    /// This `open` created `cas/`: the store held no blob before.
+    created: bool,
 }
 
 impl Cas {
@@ -64,12 +70,21 @@ impl Cas {
     pub fn open(store_root: &Path) -> Result<Cas> {
         let cas_dir = store_root.join("cas");
         let tmp_dir = store_root.join("tmp");
-        for dir in [&cas_dir, &tmp_dir] {
-            fs::create_dir_all(dir).map_err(|source| StoreError::Io {
-                path: dir.clone(),
-                source,
-            })?;
-        }
+        let io_at = |dir: &Path| {
+            let dir = dir.to_path_buf();
+            move |source| StoreError::Io { path: dir, source }
+        };
+        // As `create_dir_all` (one mkdir when it exists), saying whether
+        // `cas/` is new.
+        let created = match fs::create_dir(&cas_dir) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && cas_dir.is_dir() => false,
+            Err(_) => {
+                fs::create_dir_all(&cas_dir).map_err(io_at(&cas_dir))?;
+                true
+            }
+        };
+        fs::create_dir_all(&tmp_dir).map_err(io_at(&tmp_dir))?;
         // Leftovers of killed runs (their pid is gone) are never renamed
         // into place: remove them.
         temp::sweep_store_tmp(&tmp_dir);
@@ -78,6 +93,7 @@ impl Cas {
             cas_dir,
             tmp_dir,
             tmp_dev,
+            created,
             written: Default::default(),
         })
     }
@@ -89,7 +105,9 @@ impl Cas {
             return Ok(digest);
         }
         let mut tmp = self.new_temp()?;
-        tmp.write_all(bytes).map_err(io_err(tmp.path()))?;
+        tmp.file()
+            .write_all(bytes)
+            .map_err(io_err(tmp.describe(&self.tmp_dir)))?;
         self.commit(tmp, &digest)?;
         self.note_written(bytes.len() as u64);
         Ok(digest)
@@ -106,7 +124,7 @@ impl Cas {
         // The digest is only known once the whole file has been read, so the
         // bytes go to a temp file while hashing; if the blob turns out to
         // exist already, the temp file is simply dropped (deleted).
-        let (digest, size) = copy_hashing(&mut src, path, &mut tmp)?;
+        let (digest, size) = copy_hashing(&mut src, path, &mut tmp, &self.tmp_dir)?;
         if !self.keep(&digest) {
             self.commit(tmp, &digest)?;
             self.note_written(size);
@@ -169,6 +187,11 @@ impl Cas {
     /// See `gc.rs` for why this, and not `contains`, guards deduplication.
     pub fn keep(&self, digest: &Digest) -> bool {
         crate::gc::touch(&self.blob_path(digest))
+    }
+
+    /// Whether opening the store created `cas/` (it held no blob then).
+    pub fn created(&self) -> bool {
+        self.created
     }
 
     /// Bytes of new blobs this process has written (for the size budget).
@@ -423,34 +446,15 @@ impl Cas {
         Ok((count, bytes))
     }
 
-    fn new_temp(&self) -> Result<NamedTempFile, CasError> {
-        temp::named_in(&self.tmp_dir).map_err(io_err(&self.tmp_dir))
+    fn new_temp(&self) -> Result<NewBlob, CasError> {
+        NewBlob::create(&self.tmp_dir).map_err(io_err(&self.tmp_dir))
     }
 
-    /// Makes a complete temp file the blob `digest`: read-only, then renamed
-    /// into place without replacing an existing blob (blobs are immutable).
-    fn commit(&self, tmp: NamedTempFile, digest: &Digest) -> Result<(), CasError> {
-        set_mode(tmp.as_file(), 0o444).map_err(io_err(tmp.path()))?;
+    /// Makes a complete temp file the blob `digest`: read-only, named in
+    /// `cas/` without replacing an existing blob (blobs are immutable).
+    fn commit(&self, tmp: NewBlob, digest: &Digest) -> Result<(), CasError> {
         let dest = self.blob_path(digest);
-        let tmp = match tmp.persist_noclobber(&dest) {
-            Ok(_) => return Ok(()),
-            Err(e) if e.error.kind() == io::ErrorKind::NotFound => {
-                // First blob in this shard: create `cas/<2 hex>/` and retry.
-                if let Some(shard) = dest.parent() {
-                    fs::create_dir_all(shard).map_err(io_err(shard))?;
-                }
-                e.file
-            }
-            // Another writer (thread or process) won the race with the same
-            // bytes: keep theirs, drop ours.
-            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
-            Err(e) => return Err(io_err(&dest)(e.error)),
-        };
-        match tmp.persist_noclobber(&dest) {
-            Ok(_) => Ok(()),
-            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-            Err(e) => Err(io_err(&dest)(e.error)),
-        }
+        tmp.commit(&dest, &self.tmp_dir).map_err(io_err(&dest))
     }
 
     /// Maps an error opening a blob: not found means missing.
@@ -479,7 +483,7 @@ impl Cas {
 /// [`Cas::writer`].
 pub struct BlobWriter<'a> {
     cas: &'a Cas,
-    tmp: NamedTempFile,
+    tmp: NewBlob,
     hasher: blake3::Hasher,
     size: u64,
 }
@@ -508,13 +512,13 @@ impl BlobWriter<'_> {
 
 impl Write for BlobWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.tmp.write(buf)?;
+        let n = self.tmp.file().write(buf)?;
         self.hasher.update(&buf[..n]);
         self.size += n as u64;
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.tmp.flush()
+        self.tmp.file().flush()
     }
 }
 
@@ -522,11 +526,14 @@ impl Write for BlobWriter<'_> {
 fn copy_hashing(
     src: &mut File,
     src_path: &Path,
-    dst: &mut NamedTempFile,
+    dst: &mut NewBlob,
+    tmp_dir: &Path,
 ) -> Result<(Digest, u64), CasError> {
     with_thread_buffer(|buf| {
         hash_chunks(src, src_path, buf, |chunk| {
-            dst.write_all(chunk).map_err(|e| io_err(dst.path())(e))
+            dst.file()
+                .write_all(chunk)
+                .map_err(|e| io_err(dst.describe(tmp_dir))(e))
         })
     })
 }

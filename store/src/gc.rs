@@ -223,6 +223,14 @@ impl Store {
                 }
                 u + written
             }
+            // A store this build created holds what it wrote (another
+            // build writing at the same time adds its own at its end, at
+            // worst counted twice: an estimate, made exact by `collect`);
+            // else count once, walking `cas/`.
+            None if self.cas.created() => {
+                self.set_usage(written, false)?;
+                written
+            }
             None => {
                 let (_, bytes) = self.cas.stats()?;
                 self.set_usage(bytes, false)?;

@@ -5,7 +5,8 @@
 //! else `~/.cache/vbuild`):
 //! ```text
 //! cas/ab/cdef…      immutable blobs named by the BLAKE3 hex of their bytes
-//! tmp/              temp files (.vbuild-tmp-<pid>-…), renamed into cas/ or the
+//! tmp/              temp files (.vbuild-tmp-<pid>-…, or unnamed O_TMPFILE ones
+//!                   for blobs), linked or renamed into cas/ or the
 //!                   workspace when complete; a dead run's are swept at open
 //! scratch/          per-action scratch directories (owned by the orchestrator)
 //! cache.db          SQLite (WAL): action cache (each entry's row holds its
@@ -27,7 +28,7 @@ mod tree;
 pub mod verify;
 
 pub use action_cache::{
-    parse_result, parse_tree, ActionCache, ActionResult, CacheEntry, LastRun, RawEntry,
+    parse_result, parse_tree, ActionCache, ActionResult, CacheEntry, LastRun, RawEntry, Reader,
     StoredEntry, MAX_RECORDS_PER_WEAK_KEY,
 };
 pub use cas::{BlobWriter, Cas, CasError};

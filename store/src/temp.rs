@@ -182,6 +182,22 @@ pub(crate) fn named_in(dir: &Path) -> io::Result<tempfile::NamedTempFile> {
         .tempfile_in(dir)
 }
 
+/// The process's umask, read once from /proc (calling umask(2) to read it
+/// would change it for a moment under the other threads). Unknown: every
+/// bit, so callers always set the mode explicitly.
+pub fn umask() -> libc::mode_t {
+    static UMASK: std::sync::OnceLock<libc::mode_t> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                let line = s.lines().find(|l| l.starts_with("Umask:"))?;
+                libc::mode_t::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
+            })
+            .unwrap_or(0o777)
+    })
+}
+
 pub(crate) fn dev_of(path: &Path) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
     fs::metadata(path).ok().map(|m| m.dev())

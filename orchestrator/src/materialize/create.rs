@@ -15,7 +15,6 @@ use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::path::Path;
-use std::sync::OnceLock;
 use vbuild_store::{Digest, Store};
 
 /// What `create` did.
@@ -52,7 +51,7 @@ pub(super) fn create(
     }
     let mut file = unsafe { File::from_raw_fd(fd) };
     store.cas.copy_into(digest, size, &mut file, abs)?;
-    if umask() & mode != 0 {
+    if vbuild_store::temp::umask() & mode != 0 {
         use std::os::unix::fs::PermissionsExt;
         file.set_permissions(std::fs::Permissions::from_mode(mode))?;
     }
@@ -74,20 +73,4 @@ pub(super) fn create(
         return Ok(Created::Fallback);
     }
     Ok(Created::Done)
-}
-
-/// The process's umask, read once from /proc (calling umask(2) to read it
-/// would change it for a moment under the other threads). Unknown: every
-/// bit, so the mode is always set explicitly.
-fn umask() -> libc::mode_t {
-    static UMASK: OnceLock<libc::mode_t> = OnceLock::new();
-    *UMASK.get_or_init(|| {
-        std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                let line = s.lines().find(|l| l.starts_with("Umask:"))?;
-                libc::mode_t::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
-            })
-            .unwrap_or(0o777)
-    })
 }
