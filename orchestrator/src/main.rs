@@ -18,6 +18,7 @@ mod migrate;
 mod node;
 mod overlap;
 mod profile;
+mod prune;
 mod remote;
 mod report;
 mod scheduler;

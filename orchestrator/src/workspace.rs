@@ -2,6 +2,7 @@
 //! parse and validate targets. Every problem becomes a [`Diagnostic`]; when
 //! there is any, nothing runs.
 use crate::globs::{normalize, OutSpec, SrcMatcher};
+use crate::prune::Prune;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -219,7 +220,8 @@ impl Workspace {
         // that need that package (see `Workspace::broken`).
         let mut pkg_diags: BTreeMap<String, Vec<Diagnostic>> = BTreeMap::new();
         let exclude = workspace_exclude(&def, &ws_file, &mut diags);
-        let mut tree = walk_workspace(&root);
+        let prune = Prune::new(&exclude.1, def.inputs.iter().map(|i| i.get_ref().as_str()));
+        let mut tree = walk_workspace(&root, &prune);
         let packages = tree.packages.clone();
         let mut parsed = Vec::new();
         for (pkg, file) in packages
@@ -253,7 +255,7 @@ impl Workspace {
             .collect();
         hidden_roots.sort();
         hidden_roots.dedup();
-        add_hidden_dirs(&root, &hidden_roots, &mut tree);
+        add_hidden_dirs(&root, &hidden_roots, &mut tree, &prune);
         let inputs = workspace_inputs(&def, &ws_source, &tree, &mut diags);
 
         // Labels first, so deps can point at any package.
@@ -1081,12 +1083,12 @@ fn root_is_dir(tree: &Tree, dir: &str) -> bool {
 
 /// Adds the files of hidden directories that patterns name literally
 /// (`.vitepress/**`): the load walk skips every hidden directory.
-fn add_hidden_dirs(root: &Path, dirs: &[String], tree: &mut Tree) {
+fn add_hidden_dirs(root: &Path, dirs: &[String], tree: &mut Tree, prune: &Prune) {
     let mut extra = Tree::default();
     for dir in dirs {
         let abs = root.join(dir);
         if std::fs::symlink_metadata(&abs).is_ok_and(|m| m.is_dir()) {
-            walk_dir(&abs, dir, &mut extra);
+            walk_dir(&abs, dir, &mut extra, prune);
         }
     }
     if extra.files.is_empty() && extra.errors.is_empty() {
@@ -1123,21 +1125,21 @@ pub struct Tree {
 /// there are enough directories to share, then each core walks its part of
 /// them depth-first; the parts are merged and sorted, so the result is the
 /// same as a serial walk's.
-fn walk_workspace(root: &Path) -> Tree {
+fn walk_workspace(root: &Path, prune: &Prune) -> Tree {
     const PER_THREAD: usize = 16;
     let mut tree = Tree::default();
     let mut frontier = vec![(root.to_path_buf(), String::new())];
     while !frontier.is_empty() && frontier.len() < PER_THREAD * crate::cores() {
         let mut next = Vec::new();
         for (dir, rel) in &frontier {
-            list_dir(dir, rel, &mut tree, &mut next);
+            list_dir(dir, rel, &mut tree, &mut next, prune);
         }
         frontier = next;
     }
     let parts = on_cores(&frontier, PER_THREAD, |part| {
         let mut tree = Tree::default();
         for (dir, rel) in part {
-            walk_dir(dir, rel, &mut tree);
+            walk_dir(dir, rel, &mut tree, prune);
         }
         tree
     });
@@ -1218,19 +1220,26 @@ fn on_cores<T: Sync, R: Send>(
 }
 
 /// Lists `dir` (workspace-relative `rel`) and everything below it into
-/// `tree`, depth-first, not descending into node_modules or hidden
-/// directories.
-fn walk_dir(dir: &Path, rel: &str, tree: &mut Tree) {
+/// `tree`, depth-first, not descending into node_modules, hidden
+/// directories or directories `prune` covers.
+fn walk_dir(dir: &Path, rel: &str, tree: &mut Tree, prune: &Prune) {
     let mut subdirs = Vec::new();
-    list_dir(dir, rel, tree, &mut subdirs);
+    list_dir(dir, rel, tree, &mut subdirs, prune);
     for (dir, rel) in subdirs {
-        walk_dir(&dir, &rel, tree);
+        walk_dir(&dir, &rel, tree, prune);
     }
 }
 
 /// Lists the entries of `dir` alone into `tree`; the directories to walk
-/// next (not node_modules, not hidden) go to `subdirs`.
-fn list_dir(dir: &Path, rel: &str, tree: &mut Tree, subdirs: &mut Vec<(PathBuf, String)>) {
+/// next (not node_modules, not hidden, not covered by the exclusions: see
+/// `prune.rs`) go to `subdirs`.
+fn list_dir(
+    dir: &Path,
+    rel: &str,
+    tree: &mut Tree,
+    subdirs: &mut Vec<(PathBuf, String)>,
+    prune: &Prune,
+) {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) => {
@@ -1272,7 +1281,9 @@ fn list_dir(dir: &Path, rel: &str, tree: &mut Tree, subdirs: &mut Vec<(PathBuf, 
         }
         let sub = join_package(rel, name);
         if file_type.is_dir() {
-            subdirs.push((entry.path(), sub));
+            if !prune.covers(&sub) {
+                subdirs.push((entry.path(), sub));
+            }
         } else {
             if file_type.is_file() && name == BUILD_FILE {
                 tree.packages.push(rel.to_string());
@@ -1337,11 +1348,11 @@ mod tests {
         }
         write("apps/web/BUILD.toml");
         let mut serial = Tree::default();
-        walk_dir(root.path(), "", &mut serial);
+        walk_dir(root.path(), "", &mut serial, &Prune::default());
         serial.packages.sort();
         serial.files.sort();
         serial.module_dirs.sort();
-        let parallel = walk_workspace(root.path());
+        let parallel = walk_workspace(root.path(), &Prune::default());
         assert_eq!(parallel.packages, serial.packages);
         assert_eq!(parallel.files, serial.files);
         assert_eq!(parallel.module_dirs, serial.module_dirs);

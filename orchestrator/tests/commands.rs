@@ -36,6 +36,77 @@ fn workspace_exclude_keeps_files_out_of_every_target() {
     assert!(out.stderr.contains("vbuild.toml:3"), "{}", out.stderr);
 }
 
+/// A directory the exclusions cover entirely (`**/dist/**`) is not listed
+/// by the load walk (checked with strace), and what counts as a source is
+/// exactly as before: similarly named directories still count, a `!`
+/// exclusion is no negation, srcs naming the excluded directory get nothing
+/// from it, and a `[workspace] inputs` file under it is still staged.
+#[test]
+fn excluded_directories_are_not_walked() {
+    let ws = Ws::new(&[
+        (
+            "vbuild.toml",
+            "[workspace]\nname = \"test\"\nsandbox = \"scratch\"\n\
+             exclude = [\"**/dist/**\", \"!**/dist/keep/**\"]\n\
+             inputs = [\"tools/dist/shared.txt\"]\n",
+        ),
+        (
+            "a/BUILD.toml",
+            "[target.build]\ncommand = \"find . -type f -not -name out.txt | sort > out.txt && cat ../tools/dist/shared.txt >> out.txt\"\n\
+             srcs = [\"**\", \"dist/keep/**\"]\nouts = [\"out.txt\"]\n",
+        ),
+        ("a/src/x.txt", "x"),
+        ("a/dist2/y.txt", "y"),
+        ("a/my-dist/z.txt", "z"),
+        ("a/distx", "a file"),
+        ("a/dist/old.js", "old"),
+        ("a/dist/keep/k.txt", "k"),
+        ("a/src/dist/deep.js", "deep"),
+        // Not searched for packages either (as git does not descend into
+        // an ignored directory).
+        ("a/dist/sub/BUILD.toml", "[target.x]\ncommand = \"true\"\n"),
+        ("tools/dist/shared.txt", "shared\n"),
+    ]);
+    let out = ws.run(&["run", "//a:build"]);
+    out.assert_all("miss");
+    assert!(
+        out.stderr.contains("\"dist/keep/**\" matches no file"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        ws.read("a/out.txt"),
+        "./BUILD.toml\n./dist2/y.txt\n./distx\n./my-dist/z.txt\n./src/x.txt\nshared\n"
+    );
+    ws.write("a/dist/old.js", "changed");
+    ws.write("a/src/dist/new.js", "new");
+    ws.run(&["run", "//a:build"]).assert_all("hit");
+    ws.write("a/dist2/y.txt", "changed");
+    ws.run(&["run", "//a:build"]).assert_all("miss");
+    ws.write("tools/dist/shared.txt", "changed\n");
+    ws.run(&["run", "//a:build"]).assert_all("miss");
+    assert!(ws.read("a/out.txt").ends_with("changed\n"));
+    let Some(trace) = ws.run_traced("openat,open", &["run", "//a:build"]) else {
+        return;
+    };
+    let root = ws.root().canonicalize().unwrap();
+    let listed = |dir: &str| {
+        let quoted = format!("\"{}\"", root.join(dir).display());
+        trace
+            .lines()
+            .any(|l| l.contains(&quoted) && l.contains("O_DIRECTORY"))
+    };
+    assert!(listed("a/dist2") && listed("a/my-dist") && listed("tools"));
+    for pruned in ["a/dist", "a/src/dist", "a/dist/sub"] {
+        assert!(!listed(pruned), "{pruned} was listed:\n{trace}");
+    }
+    // The input's directory stays listed: the input must still be found.
+    assert!(listed("tools/dist"));
+    let out = ws.run(&["query"]);
+    out.assert_ok();
+    assert!(!out.stdout.contains("//a/dist/sub"), "{}", out.stdout);
+}
+
 #[test]
 fn target_defaults_fill_what_a_target_leaves_unset() {
     let ws = Ws::new(&[

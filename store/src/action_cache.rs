@@ -23,7 +23,7 @@ use crate::{Digest, Result, StatCache, StoreError, StrongKey, Tree, WeakKey};
 use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 /// Records kept per weak key (most recently used win). Each lookup tries
 /// every record under the weak key, so the list must stay short; a record
@@ -145,8 +145,26 @@ pub struct LastRun {
 }
 
 pub struct ActionCache {
+    /// The writer (and the connection of everything but lookups).
     conn: Mutex<Conn>,
+    /// Read connections for lookups, one per worker thread (by slot):
+    /// WAL lets them read while the writer writes, so the workers of a
+    /// no-op run no longer take turns on one connection. Opened on first use.
+    readers: Vec<Mutex<OnceLock<Conn>>>,
     path: PathBuf,
+}
+
+/// Read connections per cache: enough for one per worker at the default
+/// `-j` (twice the cores) on the machines vbuild runs on; threads beyond
+/// that share them (each still reads in its own transaction).
+const READERS: usize = 8;
+
+/// A lookup's read transaction on one read connection: the records of a
+/// weak key and the entries they lead to are read from one snapshot, with
+/// one lock of the WAL index instead of one per statement.
+pub struct Reader<'a> {
+    cache: &'a ActionCache,
+    conn: MutexGuard<'a, OnceLock<Conn>>,
 }
 
 impl ActionCache {
@@ -162,8 +180,38 @@ impl ActionCache {
         let conn = schema::open(path)?;
         Ok(ActionCache {
             conn: Mutex::new(conn),
+            readers: (0..READERS).map(|_| Mutex::new(OnceLock::new())).collect(),
             path: path.to_path_buf(),
         })
+    }
+
+    /// Starts a lookup's read transaction on this thread's read
+    /// connection. The writer is never used for it, so a worker looking up
+    /// never waits for another's lookup or for a write (WAL).
+    pub fn reader(&self) -> Result<Reader<'_>> {
+        self.checked((|| {
+            let slot = &self.readers[reader_slot() % self.readers.len()];
+            let guard = slot.lock().unwrap_or_else(|p| p.into_inner());
+            if guard.get().is_none() {
+                let conn = schema::open_reader(&self.path)?;
+                let _ = guard.set(conn);
+            }
+            let reader = Reader {
+                cache: self,
+                conn: guard,
+            };
+            if !reader.conn().is_autocommit() {
+                // A previous reader's COMMIT failed: drop its snapshot.
+                reader.conn().execute_batch("ROLLBACK")?;
+            }
+            // Cached statements: parsing BEGIN and COMMIT anew for every
+            // lookup cost more than the two lookups' own statements.
+            reader
+                .conn()
+                .prepare_cached("BEGIN DEFERRED")?
+                .execute([])?;
+            Ok(reader)
+        })())
     }
 
     /// The database file.
@@ -173,16 +221,7 @@ impl ActionCache {
 
     /// All records stored under a weak key, most recently used first.
     pub fn records(&self, weak_key: &WeakKey) -> Result<Vec<String>> {
-        self.checked(self.records_inner(weak_key))
-    }
-
-    fn records_inner(&self, weak_key: &WeakKey) -> Result<Vec<String>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT record FROM records WHERE weak_key = ?1 ORDER BY last_used DESC",
-        )?;
-        let rows = stmt.query_map([weak_key.as_bytes()], |r| r.get::<_, String>(0))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.reader()?.records(weak_key)
     }
 
     /// The result stored under a strong key. A row that does not parse is
@@ -196,37 +235,7 @@ impl ActionCache {
     /// caller restores it (`gc.rs` has the argument). If the entry vanished
     /// between the read and the mark (collected meanwhile), it is a miss.
     pub fn get(&self, strong_key: &StrongKey) -> Result<Option<StoredEntry>> {
-        type Row = (String, Vec<u8>);
-        let row: Option<Row> = self.checked((|| {
-            let conn = self.conn();
-            let mut stmt = conn.prepare_cached(
-                "SELECT result, tree, last_used FROM entries WHERE strong_key = ?1",
-            )?;
-            let row: Option<(String, Vec<u8>, i64)> = stmt
-                .query_row([strong_key.as_bytes()], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
-                .optional()?;
-            let Some((json, tree, last_used)) = row else {
-                return Ok(None);
-            };
-            let now = now_ms();
-            if last_used < now - crate::gc::TOUCH_MS {
-                let marked = conn
-                    .prepare_cached("UPDATE entries SET last_used = ?2 WHERE strong_key = ?1")?
-                    .execute(params![strong_key.as_bytes(), now])?;
-                if marked == 0 {
-                    return Ok(None);
-                }
-            }
-            Ok(Some((json, tree)))
-        })())?;
-        let Some((json, tree)) = row else {
-            return Ok(None);
-        };
-        let result = parse_result(&json)?;
-        let tree = parse_tree(&result, &tree)?;
-        Ok(Some(StoredEntry { result, tree }))
+        self.reader()?.get(strong_key)
     }
 
     /// Inserts record (if new), the entry (replacing an existing strong key),
@@ -623,6 +632,96 @@ impl ActionCache {
         // (Transaction's Drop), so the connection is still usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+impl Reader<'_> {
+    fn conn(&self) -> &Conn {
+        self.conn.get().expect("opened by ActionCache::reader")
+    }
+
+    /// All records stored under a weak key, most recently used first.
+    pub fn records(&self, weak_key: &WeakKey) -> Result<Vec<String>> {
+        self.cache.checked((|| {
+            let mut stmt = self.conn().prepare_cached(
+                "SELECT record FROM records WHERE weak_key = ?1 ORDER BY last_used DESC",
+            )?;
+            let rows = stmt.query_map([weak_key.as_bytes()], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })())
+    }
+
+    /// The result stored under a strong key. A row that does not parse is
+    /// `Err(StoreError::Corrupt)`: the caller reports it, `remove`s it and
+    /// runs the action, as for a corrupt blob.
+    ///
+    /// Using an entry marks it as used (`last_used`) when that mark is
+    /// older than [`crate::gc::TOUCH_MS`]: the garbage collector never
+    /// removes an entry marked within that interval before the oldest
+    /// running build started, so an entry returned here stays while the
+    /// caller restores it (`gc.rs` has the argument). The mark goes
+    /// through the writer, at once (not batched at the end: the argument
+    /// needs it before the restore), and sees the latest state: if the
+    /// entry vanished after this snapshot read it (collected meanwhile),
+    /// it is a miss.
+    pub fn get(&self, strong_key: &StrongKey) -> Result<Option<StoredEntry>> {
+        type Row = (String, Vec<u8>);
+        let cache = self.cache;
+        let row: Option<Row> = cache.checked((|| {
+            let mut stmt = self.conn().prepare_cached(
+                "SELECT result, tree, last_used FROM entries WHERE strong_key = ?1",
+            )?;
+            let row: Option<(String, Vec<u8>, i64)> = stmt
+                .query_row([strong_key.as_bytes()], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()?;
+            let Some((json, tree, last_used)) = row else {
+                return Ok(None);
+            };
+            let now = now_ms();
+            if last_used < now - crate::gc::TOUCH_MS {
+                let marked = cache
+                    .conn()
+                    .prepare_cached("UPDATE entries SET last_used = ?2 WHERE strong_key = ?1")?
+                    .execute(params![strong_key.as_bytes(), now])?;
+                if marked == 0 {
+                    return Ok(None);
+                }
+            }
+            Ok(Some((json, tree)))
+        })())?;
+        let Some((json, tree)) = row else {
+            return Ok(None);
+        };
+        let result = parse_result(&json)?;
+        let tree = parse_tree(&result, &tree)?;
+        Ok(Some(StoredEntry { result, tree }))
+    }
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        // Read-only: ending it can only release the snapshot. A failure
+        // leaves the transaction open, so start the next one afresh.
+        let ended = self
+            .conn()
+            .prepare_cached("COMMIT")
+            .and_then(|mut s| s.execute([]));
+        if ended.is_err() {
+            let _ = self.conn().execute_batch("ROLLBACK");
+        }
+    }
+}
+
+/// This thread's read-connection slot: threads take consecutive slots as
+/// they first look something up (the workers of a run: one each).
+fn reader_slot() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    SLOT.with(|s| *s)
 }
 
 const STAT_SELECT: &str =

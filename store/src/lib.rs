@@ -30,7 +30,7 @@ pub mod verify;
 
 pub use action_cache::{
     parse_result, parse_tree, ActionCache, ActionResult, CacheEntry, LastRun, RawEntry, RawLastRun,
-    StoredEntry, MAX_RECORDS_PER_WEAK_KEY,
+    Reader, StoredEntry, MAX_RECORDS_PER_WEAK_KEY,
 };
 pub use cas::{BlobWriter, Cas, CasError};
 pub use digest::{Digest, ParseDigestError, StrongKey, WeakKey};

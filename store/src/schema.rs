@@ -47,6 +47,21 @@ pub(crate) fn damaged(e: StoreError, path: &Path) -> StoreError {
     }
 }
 
+/// A connection that only reads (lookups), to a database [`open`] has
+/// already set up (WAL is persistent in the file; the schema migrated).
+pub(crate) fn open_reader(path: &Path) -> Result<Conn> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // A bug that writes through it fails instead of bypassing the writer.
+    conn.pragma_update(None, "query_only", true)?;
+    conn.set_prepared_statement_cache_capacity(16);
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
+    Ok(conn)
+}
+
 fn open_inner(path: &Path) -> Result<Conn> {
     let mut conn = Connection::open(path)?;
     // The busy timeout first: the pragmas below may need a lock.

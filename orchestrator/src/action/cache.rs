@@ -110,7 +110,10 @@ impl<'c> Cache<'c> {
     /// Tries every local record under the weak key, most recently used first.
     fn local(&self, key: &ActionKey, found: &mut Found) -> Result<Option<Hit>> {
         let ac = &self.ctx.store.action_cache;
-        for (nth, text) in ac.records(&key.weak)?.into_iter().enumerate() {
+        // One read transaction on this worker's own connection for the
+        // records and the entries they lead to (writes go to the writer).
+        let reader = ac.reader()?;
+        for (nth, text) in reader.records(&key.weak)?.into_iter().enumerate() {
             let record = match Record::from_text(&text) {
                 Ok(r) => r,
                 Err(e) => {
@@ -122,7 +125,7 @@ impl<'c> Cache<'c> {
                 }
             };
             let strong = key.strong(&record);
-            let stored = match ac.get(&strong) {
+            let stored = match reader.get(&strong) {
                 Ok(Some(r)) => r,
                 Ok(None) => continue,
                 Err(StoreError::Corrupt(why)) => {

@@ -521,3 +521,133 @@ fn concurrent_processes() {
     assert_eq!(cache.entry_count().unwrap(), 300);
     assert_eq!(cache.records(&wk("w7")).unwrap().len(), 3);
 }
+
+/// Lookups read on their own connections: they complete while the writer
+/// is inside a write transaction (the old single connection made every
+/// lookup wait for it), see only committed rows, and several threads
+/// looking up while another writes all get the right results.
+#[test]
+fn lookups_read_beside_an_open_write_transaction() {
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open_in(dir.path());
+    for i in 0..50 {
+        let (w, s) = (format!("w{i}"), format!("s{i}"));
+        cache
+            .put(&entry("ws", &format!("//p:{i}"), &w, &s, "rec"))
+            .unwrap();
+    }
+    std::thread::scope(|scope| {
+        // The writer holds a write transaction with an uncommitted entry.
+        let mut writer = cache.conn();
+        let tx = writer
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .unwrap();
+        tx.execute(
+            "INSERT INTO entries (strong_key, weak_key, workspace, label, tree, result,
+                                  created_at, last_used)
+             VALUES (?1, ?2, 'ws', '//p:new', ?3, ?4, ?5, ?5)",
+            params![
+                sk("new").as_bytes(),
+                wk("wnew").as_bytes(),
+                tree("new").to_canonical_bytes(),
+                serde_json::to_string(&result("new")).unwrap(),
+                now_ms()
+            ],
+        )
+        .unwrap();
+        let (done, finished) = mpsc::channel();
+        for t in 0..4 {
+            let (cache, done) = (&cache, done.clone());
+            scope.spawn(move || {
+                for round in 0..25 {
+                    let i = (t * 25 + round) % 50;
+                    let reader = cache.reader().unwrap();
+                    assert_eq!(reader.records(&wk(&format!("w{i}"))).unwrap(), ["rec"]);
+                    let got = reader.get(&sk(&format!("s{i}"))).unwrap();
+                    assert_eq!(got, Some(stored(&format!("s{i}"))));
+                    assert_eq!(reader.get(&sk("new")).unwrap(), None, "uncommitted");
+                }
+                done.send(()).unwrap();
+            });
+        }
+        drop(done);
+        for _ in 0..4 {
+            finished
+                .recv_timeout(Duration::from_secs(20))
+                .expect("lookups must not wait for the writer's transaction");
+        }
+        tx.commit().unwrap();
+        drop(writer);
+        // Committed: the next lookup's snapshot has it.
+        assert_eq!(cache.get(&sk("new")).unwrap(), Some(stored("new")));
+    });
+    // Lookups under a writer that keeps committing: every one is right.
+    std::thread::scope(|scope| {
+        let cache = &cache;
+        scope.spawn(move || {
+            for i in 50..150 {
+                let (w, s) = (format!("w{i}"), format!("s{i}"));
+                cache
+                    .put(&entry("ws", &format!("//p:{i}"), &w, &s, "rec"))
+                    .unwrap();
+            }
+        });
+        for t in 0..3 {
+            scope.spawn(move || {
+                for i in (t..150).step_by(3) {
+                    let reader = cache.reader().unwrap();
+                    let got = reader.get(&sk(&format!("s{i}"))).unwrap();
+                    // Written before this run started, or by now, or not yet.
+                    assert!(got.is_none() || got == Some(stored(&format!("s{i}"))));
+                    if i < 50 {
+                        assert!(got.is_some());
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(cache.entry_count().unwrap(), 151);
+}
+
+/// A lookup that finds an entry whose mark is stale marks it through the
+/// writer (read connections are query-only), and a mark that finds the
+/// row gone (collected since the snapshot) makes it a miss.
+#[test]
+fn stale_mark_goes_through_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open_in(dir.path());
+    cache.put(&entry("ws", "//a:b", "w", "s", "rec")).unwrap();
+    let old = now_ms() - crate::gc::TOUCH_MS - 1000;
+    cache
+        .conn()
+        .execute("UPDATE entries SET last_used = ?1", [old])
+        .unwrap();
+    assert_eq!(cache.get(&sk("s")).unwrap(), Some(stored("s")));
+    let marked: i64 = cache
+        .conn()
+        .query_row("SELECT last_used FROM entries", [], |r| r.get(0))
+        .unwrap();
+    assert!(marked > old);
+    // Found in the snapshot, deleted before the mark: a miss.
+    cache
+        .conn()
+        .execute("UPDATE entries SET last_used = ?1", [old])
+        .unwrap();
+    let reader = cache.reader().unwrap();
+    assert_eq!(reader.records(&wk("w")).unwrap(), ["rec"]);
+    cache.remove(&sk("s")).unwrap();
+    assert_eq!(reader.get(&sk("s")).unwrap(), None);
+    drop(reader);
+    // The read connection refuses writes outright.
+    let reader = cache.reader().unwrap();
+    assert!(reader.conn().execute("DELETE FROM records", []).is_err());
+}
+
+fn stored(tag: &str) -> StoredEntry {
+    StoredEntry {
+        result: result(tag),
+        tree: tree(tag),
+    }
+}
