@@ -24,6 +24,8 @@ pub struct PackageIndex {
     workspace_inputs: OnceLock<Result<Arc<Srcs>, String>>,
     /// Targets of each package (their outputs are never sources).
     targets_of: HashMap<String, Vec<usize>>,
+    /// The workspace root's descriptor: sources are stat-ed relative to it.
+    root: crate::statat::Root,
 }
 
 impl PackageIndex {
@@ -44,6 +46,7 @@ impl PackageIndex {
             lists,
             workspace_inputs: OnceLock::new(),
             targets_of,
+            root: crate::statat::Root::open(&ws.root),
         }
     }
 
@@ -97,7 +100,7 @@ impl PackageIndex {
             if self.is_output(ws, path) {
                 continue;
             }
-            let entry = entry_for(store, stat_cache, &ws.root.join(path))?;
+            let entry = entry_at(store, stat_cache, &self.root, path, &ws.root.join(path))?;
             inputs.insert(path.clone(), entry);
         }
         Ok(inputs)
@@ -220,7 +223,35 @@ fn is_package(ws: &Workspace, path: &str) -> bool {
 pub fn entry_for(store: &Store, stat_cache: &StatCache, abs: &Path) -> Result<EntryKind> {
     let meta =
         std::fs::symlink_metadata(abs).with_context(|| format!("reading {}", abs.display()))?;
-    if meta.file_type().is_symlink() {
+    let found = crate::statat::Lstat {
+        stat: FileStat::from_metadata(&meta),
+        symlink: meta.file_type().is_symlink(),
+    };
+    entry_of(store, stat_cache, found, abs)
+}
+
+/// `entry_for` of the workspace file `rel` (`abs` its absolute path),
+/// stat-ed relative to the root's descriptor (`statat.rs`).
+fn entry_at(
+    store: &Store,
+    stat_cache: &StatCache,
+    root: &crate::statat::Root,
+    rel: &str,
+    abs: &Path,
+) -> Result<EntryKind> {
+    let found = root
+        .lstat(rel, abs)
+        .with_context(|| format!("reading {}", abs.display()))?;
+    entry_of(store, stat_cache, found, abs)
+}
+
+fn entry_of(
+    store: &Store,
+    stat_cache: &StatCache,
+    found: crate::statat::Lstat,
+    abs: &Path,
+) -> Result<EntryKind> {
+    if found.symlink {
         let target = std::fs::read_link(abs)?;
         let target = target
             .to_str()
@@ -228,7 +259,7 @@ pub fn entry_for(store: &Store, stat_cache: &StatCache, abs: &Path) -> Result<En
             .to_string();
         return Ok(EntryKind::Symlink { target });
     }
-    let stat = FileStat::from_metadata(&meta);
+    let stat = found.stat;
     let digest = match stat_cache.lookup(abs, &stat) {
         Some(d) => d,
         None => {
@@ -332,7 +363,8 @@ fn resolve_srcs(
         if ws.exclude.is_match(&path) {
             continue;
         }
-        let entry = entry_for(store, stat_cache, &ws.root.join(&path))?;
+        let abs = ws.root.join(&path);
+        let entry = entry_at(store, stat_cache, &index.root, &path, &abs)?;
         inputs.insert(path, entry);
     }
     Ok(inputs)

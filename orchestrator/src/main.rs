@@ -22,6 +22,7 @@ mod prune;
 mod remote;
 mod report;
 mod scheduler;
+mod statat;
 mod store_cmd;
 mod term;
 mod tmpfs;

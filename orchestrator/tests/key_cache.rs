@@ -304,7 +304,7 @@ fn store_verify_finds_and_repairs() {
 }
 
 /// An entry's output tree and a last run's key description are rows, not
-/// blobs (schema v6), each with its digest: `vbuild store verify` checks
+/// blobs (schema v7), each with its digest: `vbuild store verify` checks
 /// them against it as it checks a blob against its name. `--repair` drops
 /// the entry with the bad tree (a hit never restores from a tree that does
 /// not match its digest: the build runs the action again) and the last-run

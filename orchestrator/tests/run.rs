@@ -480,6 +480,50 @@ fn noop_run_reads_no_source_file() {
     );
 }
 
+/// Sources are stat-ed relative to the workspace root's descriptor (no
+/// absolute path per source on a no-op), and a trusted stat-cache entry
+/// never survives the file being replaced by a symlink or a directory.
+#[test]
+fn sources_are_stated_from_the_root_and_replacements_miss() {
+    let ws = Ws::new(&[
+        ("a/src/x.txt", "same\n"),
+        ("a/src/y.txt", "same\n"),
+        (
+            "a/BUILD.toml",
+            "[target.build]\ncommand = \"find src | sort > out.txt; cat src/x.txt src/x.txt/* >> out.txt 2>/dev/null; true\"\nsrcs = [\"src/**\"]\nouts = [\"out.txt\"]\n",
+        ),
+    ]);
+    ws.run(&["run", "//a:build"]).assert_all("miss");
+    // Past the racy window, then re-recorded as trusted.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    ws.run(&["run", "//a:build"]).assert_all("hit");
+    if let Some(trace) = ws.run_traced("statx,newfstatat,lstat,stat", &["run", "//a:build"]) {
+        let abs = ws.root().canonicalize().unwrap().join("a/src/x.txt");
+        let quoted = format!("\"{}\"", abs.display());
+        assert!(
+            !trace.contains(&quoted),
+            "stat-ed by absolute path:\n{trace}"
+        );
+        assert!(trace.contains("\"a/src/x.txt\""), "{trace}");
+    }
+    // A symlink to a file with the same bytes: a different input.
+    std::fs::remove_file(ws.path("a/src/x.txt")).unwrap();
+    std::os::unix::fs::symlink("y.txt", ws.path("a/src/x.txt")).unwrap();
+    ws.run(&["run", "//a:build"]).assert_all("miss");
+    // A directory of that name: its file is the source now.
+    std::fs::remove_file(ws.path("a/src/x.txt")).unwrap();
+    ws.write("a/src/x.txt/inner.txt", "same\n");
+    ws.run(&["run", "//a:build"]).assert_all("miss");
+    assert_eq!(
+        ws.read("a/out.txt"),
+        "src\nsrc/x.txt\nsrc/x.txt/inner.txt\nsrc/y.txt\nsame\n"
+    );
+    // And back to the original file: the first entry hits again.
+    std::fs::remove_dir_all(ws.path("a/src/x.txt")).unwrap();
+    ws.write("a/src/x.txt", "same\n");
+    ws.run(&["run", "//a:build"]).assert_all("hit");
+}
+
 #[test]
 fn plain_commands_behave_as_under_the_shell() {
     // `./gen` has no `#!` line: execve refuses it, the shell runs it.

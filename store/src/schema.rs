@@ -19,7 +19,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 type Migration = fn(&Transaction<'_>) -> rusqlite::Result<()>;
 
 /// Step n takes the schema from version n to n+1.
-const MIGRATIONS: &[Migration] = &[v0_to_v1, v1_to_v2, v2_to_v3, v3_to_v4, v4_to_v5, v5_to_v6];
+const MIGRATIONS: &[Migration] = &[
+    v0_to_v1, v1_to_v2, v2_to_v3, v3_to_v4, v4_to_v5, v5_to_v6, v6_to_v7,
+];
 
 /// The schema version this build reads and writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -282,14 +284,41 @@ fn v4_to_v5(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     )
 }
 
-/// v6: the key description is kept with the last-run pointer (the only
+/// The stat cache as one B-tree keyed by path (`WITHOUT ROWID`). A no-op
+/// run loads every row under the workspace's prefix: through the rowid
+/// table's separate path index, each row cost a second B-tree search (a
+/// third of loading them). Rows are kept.
+fn v5_to_v6(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE stat_cache_v6 (
+            path        BLOB PRIMARY KEY,
+            dev         INTEGER NOT NULL,
+            ino         INTEGER NOT NULL,
+            size        INTEGER NOT NULL,
+            mtime_ns    INTEGER NOT NULL,
+            ctime_ns    INTEGER NOT NULL,
+            executable  INTEGER NOT NULL,
+            digest      BLOB NOT NULL,
+            recorded_ns INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        -- A rowid table's primary key allowed NULL; a cache row without a
+        -- path is useless anyway.
+        INSERT INTO stat_cache_v6
+            SELECT path, dev, ino, size, mtime_ns, ctime_ns, executable, digest, recorded_ns
+            FROM stat_cache WHERE path IS NOT NULL;
+        DROP TABLE stat_cache;
+        ALTER TABLE stat_cache_v6 RENAME TO stat_cache;",
+    )
+}
+
+/// v7: the key description is kept with the last-run pointer (the only
 /// place it is read from: a miss is explained against the last entry of
 /// its label), packed (`action_cache/packed.rs`), with its digest; not one
 /// per entry. Entries no pointer names never needed theirs, and a put
-/// writes the pointer's row anyway, so this costs no page of its own. v5
-/// entries are dropped as v4 ones were (a v5 store lived only in this
-/// change's development).
-fn v5_to_v6(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+/// writes the pointer's row anyway, so this costs no page of its own. v6
+/// entries are dropped as v4 ones were (the v5/v6 layout of descriptions
+/// lived only a day, in development).
+fn v6_to_v7(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(
         "DELETE FROM last_run;
         DELETE FROM entry_owners;
@@ -306,6 +335,62 @@ fn v5_to_v6(tx: &Transaction<'_>) -> rusqlite::Result<()> {
 mod tests {
     use super::*;
     use crate::{ActionCache, StrongKey};
+
+    /// v5 → v6 keeps the stat cache's rows (one clustered table now).
+    #[test]
+    fn v5_stat_rows_survive_v6() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            for step in &MIGRATIONS[..5] {
+                step(&tx).unwrap();
+            }
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', 5)",
+                [],
+            )
+            .unwrap();
+            for (p, ino) in [(&b"/w/a/x.ts"[..], 7i64), (&b"/w/b/y.ts"[..], 8)] {
+                tx.execute(
+                    "INSERT INTO stat_cache VALUES (?1, 1, ?2, 3, 4, 5, 0, ?3, 9000000000)",
+                    rusqlite::params![p, ino, &[9u8; 32][..]],
+                )
+                .unwrap();
+            }
+            tx.execute(
+                "INSERT INTO stat_cache VALUES (NULL, 1, 2, 3, 4, 5, 0, x'00', 6)",
+                [],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let cache = ActionCache::open(&path).unwrap();
+        let sql: String = Connection::open(&path)
+            .unwrap()
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE name = 'stat_cache'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(sql.contains("WITHOUT ROWID"), "{sql}");
+        let loaded = cache.load_stat_cache("/w/").unwrap();
+        assert_eq!(loaded.len(), 2);
+        let stat = crate::FileStat {
+            dev: 1,
+            ino: 7,
+            size: 3,
+            mtime_ns: 4,
+            ctime_ns: 5,
+            executable: false,
+        };
+        assert_eq!(
+            loaded.lookup(std::path::Path::new("/w/a/x.ts"), &stat),
+            Some(crate::Digest([9; 32]))
+        );
+    }
 
     /// A v4 database (output tree and key description as blobs) migrates
     /// to the current schema by dropping its entries and records: a v4

@@ -273,7 +273,7 @@ fn corrupt_result_json_is_reported() {
     ));
 }
 
-/// The output tree and the key description are rows (schema v6):
+/// The output tree and the key description are rows (schema v7):
 /// bytes that no longer hash to the digest stored with them are reported
 /// as corrupt, as a blob whose bytes do not match its name is; a hit never
 /// uses them.
