@@ -9,19 +9,22 @@
 //! - the *action*, started by the supervisor like `posix_spawn` does
 //!   (`CLONE_VM | CLONE_VFORK`, see `spawn_action`), which execs the command.
 //!
-//! Rules here: no allocation, no panics, no locks (see `plan.rs`), and the
-//! supervisor reports to the parent through fixed-size records on a pipe.
+//! Rules here: no allocation, no panics, no locks (see `plan.rs`), no
+//! `errno` and no libc wrapper (every syscall through `sys.rs`: the
+//! supervisor may share vbuild's memory, thread-local storage included, see
+//! `launch.rs`), and the supervisor reports to the parent through
+//! fixed-size records on a pipe.
 
 use std::ffi::CStr;
 use std::os::fd::RawFd;
 
 use libc::{c_int, pid_t};
 use nix::errno::Errno;
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sys::stat::Mode;
+use nix::mount::MsFlags;
 
 use crate::plan::{ChildPlan, ExecPlan, Op};
 use crate::reap;
+use crate::sys::{self, sys, SigMask};
 
 /// Record tags written by the children (`[tag, a, b, 0]` as i32s).
 pub(crate) const REC_SETUP: i32 = 1; // a = op index, b = errno
@@ -62,18 +65,11 @@ fn record(tag: i32, a: i32, b: i32) {
         }
     }
     // One write of <= PIPE_BUF bytes is atomic; nothing useful to do on error.
-    unsafe { libc::write(STATUS_FD, buf.as_ptr().cast(), buf.len()) };
+    let _ = unsafe { sys!(libc::SYS_write, STATUS_FD, buf.as_ptr(), buf.len()) };
 }
 
 fn exit(code: c_int) -> ! {
-    unsafe { libc::_exit(code) }
-}
-
-/// `clone(2)` with fork semantics (no new stack): returns 0 in the child.
-/// Used instead of `fork()` because glibc's fork runs atfork handlers that
-/// take locks another thread of the parent may hold.
-pub(crate) unsafe fn raw_clone(flags: libc::c_ulong) -> pid_t {
-    libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) as pid_t
+    sys::exit(code)
 }
 
 /// stdin/stdout/stderr to 0/1/2, the status pipe to 3, everything else the
@@ -87,45 +83,63 @@ fn setup_fds(fds: &ChildFds) -> Result<(), Errno> {
     {
         // Duplicate above 10 first so the dup2s below cannot clobber a
         // source that happens to be 0..3.
-        *slot = Errno::result(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) })?;
+        *slot = unsafe { sys!(libc::SYS_fcntl, fd, libc::F_DUPFD_CLOEXEC, 10)? } as RawFd;
     }
     for (target, fd) in (0..).zip(high) {
-        Errno::result(unsafe { libc::dup2(fd, target) })?;
+        // dup3, not dup2 (absent on some architectures): fd >= 10 > target.
+        unsafe { sys!(libc::SYS_dup3, fd, target, 0)? };
     }
-    Errno::result(unsafe { libc::fcntl(STATUS_FD, libc::F_SETFD, libc::FD_CLOEXEC) })?;
-    let r = unsafe { libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) };
-    if r != 0 {
+    unsafe { sys!(libc::SYS_fcntl, STATUS_FD, libc::F_SETFD, libc::FD_CLOEXEC)? };
+    if unsafe { sys!(libc::SYS_close_range, 4u32, u32::MAX, 0u32) }.is_err() {
         // Kernels before 5.9: close what a process normally has.
         for fd in 4..4096 {
-            unsafe { libc::close(fd) };
+            let _ = unsafe { sys!(libc::SYS_close, fd) };
         }
     }
     Ok(())
 }
 
-fn supervisor_signals() -> libc::sigset_t {
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-            libc::sigaddset(&mut set, s);
-        }
-        set
-    }
+fn supervisor_signals() -> SigMask {
+    sys::mask_of(&[libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP])
 }
 
-/// Entry point of the supervisor. Never returns.
-pub(crate) fn supervisor_main(plan: &ChildPlan, fds: &ChildFds, parent: pid_t) -> ! {
+/// What `supervisor_entry` gets through `clone`'s argument: all of it owned
+/// by the parent's `launch::run`, which outlives the supervisor.
+pub(crate) struct SupervisorArgs<'a> {
+    pub plan: &'a ChildPlan,
+    pub fds: &'a ChildFds,
+    pub parent: pid_t,
+    /// The supervisor shares vbuild's memory (`CLONE_VM`).
+    pub shared_vm: bool,
+}
+
+/// The supervisor's first frame on its own stack (see `launch.rs`).
+pub(crate) unsafe extern "C" fn supervisor_entry(arg: *mut libc::c_void) -> ! {
+    let args = &*arg.cast::<SupervisorArgs>();
+    supervisor_main(args.plan, args.fds, args.parent, args.shared_vm)
+}
+
+/// Entry point of the supervisor. Starts with every signal blocked (the
+/// parent blocks them across the clone). Never returns.
+fn supervisor_main(plan: &ChildPlan, fds: &ChildFds, parent: pid_t, shared_vm: bool) -> ! {
+    // vbuild's handlers must never run here (with a shared memory they
+    // would run vbuild's code on vbuild's data, from another process).
+    // SIGPIPE stays ignored, as in vbuild: a status record written after
+    // the parent is gone must not matter.
+    sys::default_handlers();
+    sys::set_handler(libc::SIGPIPE, libc::SIG_IGN);
+    let set = supervisor_signals();
+    sys::set_mask(set);
     if fds.maps_written >= 0 {
         // Nothing below may run before the parent has mapped our ids.
         let mut byte = 0u8;
         let n = loop {
-            let n = unsafe { libc::read(fds.maps_written, (&mut byte as *mut u8).cast(), 1) };
-            if n >= 0 || Errno::last() != Errno::EINTR {
-                break n;
+            match unsafe { sys!(libc::SYS_read, fds.maps_written, &mut byte as *mut u8, 1) } {
+                Err(Errno::EINTR) => continue,
+                r => break r,
             }
         };
-        if n != 1 {
+        if n != Ok(1) {
             exit(1);
         }
     }
@@ -140,13 +154,11 @@ pub(crate) fn supervisor_main(plan: &ChildPlan, fds: &ChildFds, parent: pid_t) -
     } else {
         libc::SIGTERM
     };
-    let set = supervisor_signals();
     unsafe {
-        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        libc::prctl(libc::PR_SET_PDEATHSIG, deathsig as libc::c_ulong);
+        let _ = sys!(libc::SYS_prctl, libc::PR_SET_PDEATHSIG, deathsig);
         // The parent may have died before the prctl. (In a new PID
         // namespace getppid() is 0: the parent is outside; skip the check.)
-        if plan.ns.is_none() && libc::getppid() != parent {
+        if plan.ns.is_none() && sys!(libc::SYS_getppid) != Ok(parent as usize) {
             exit(1);
         }
     }
@@ -154,17 +166,25 @@ pub(crate) fn supervisor_main(plan: &ChildPlan, fds: &ChildFds, parent: pid_t) -
         // vbuild may be non-dumpable (so actions cannot ptrace it); then
         // /proc/self belongs to the host's root and an unprivileged
         // supervisor could not write its own uid_map. Dumpable only while
-        // the namespaces are built: nothing of the action runs yet.
-        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+        // the namespaces are built: nothing of the action runs yet. Never
+        // with a memory shared with vbuild (the flag belongs to the memory,
+        // so it would be vbuild's): `launch.rs` shares it only where the
+        // parent writes the maps, which needs no toggle.
+        let toggle = !shared_vm && ns.parent_maps.is_none();
+        if toggle {
+            let _ = unsafe { sys!(libc::SYS_prctl, libc::PR_SET_DUMPABLE, 1) };
+        }
         for (i, op) in ns.ops.iter().enumerate() {
             if let Err(e) = run_op(op) {
                 record(REC_SETUP, i as i32, e as i32);
                 exit(1);
             }
         }
-        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-    } else if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) } != 0 {
-        record(REC_SETUP, -1, Errno::last() as i32);
+        if toggle {
+            let _ = unsafe { sys!(libc::SYS_prctl, libc::PR_SET_DUMPABLE, 0) };
+        }
+    } else if let Err(e) = unsafe { sys!(libc::SYS_prctl, libc::PR_SET_CHILD_SUBREAPER, 1) } {
+        record(REC_SETUP, -1, e as i32);
         exit(1);
     }
     if plan.probe_only {
@@ -178,7 +198,7 @@ pub(crate) fn supervisor_main(plan: &ChildPlan, fds: &ChildFds, parent: pid_t) -
             exit(1);
         }
     };
-    let end = supervise(action, plan.timeout, &set);
+    let end = supervise(action, plan.timeout, set);
     if plan.ns.is_none() {
         reap::kill_leftovers(action);
     }
@@ -203,7 +223,13 @@ fn now() -> libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let _ = unsafe {
+        sys!(
+            libc::SYS_clock_gettime,
+            libc::CLOCK_MONOTONIC,
+            &mut ts as *mut _
+        )
+    };
     ts
 }
 
@@ -214,17 +240,24 @@ fn nanos(ts: &libc::timespec) -> i128 {
 /// Waits for the action, reaping every other child (orphans adopted as PID 1
 /// or as subreaper), until it exits, the deadline passes, or the parent
 /// cancels (SIGTERM/SIGINT/SIGHUP).
-fn supervise(action: pid_t, timeout: Option<std::time::Duration>, set: &libc::sigset_t) -> End {
+fn supervise(action: pid_t, timeout: Option<std::time::Duration>, set: SigMask) -> End {
     let deadline = timeout.map(|t| nanos(&now()).saturating_add(t.as_nanos() as i128));
     loop {
         loop {
-            let mut status = 0;
-            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-            if pid == action {
-                return End::Exited(status);
-            }
-            if pid <= 0 {
-                break;
+            let mut status: c_int = 0;
+            let pid = unsafe {
+                sys!(
+                    libc::SYS_wait4,
+                    -1isize,
+                    &mut status as *mut c_int,
+                    libc::WNOHANG,
+                    0usize
+                )
+            };
+            match pid {
+                Ok(p) if p as pid_t == action => return End::Exited(status),
+                Ok(p) if p > 0 => {}
+                _ => break,
             }
         }
         let mut ts = libc::timespec {
@@ -243,12 +276,18 @@ fn supervise(action: pid_t, timeout: Option<std::time::Duration>, set: &libc::si
             }
             None => std::ptr::null(),
         };
-        let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), ts_ptr) };
-        match sig {
-            libc::SIGCHLD => {}
-            libc::SIGTERM | libc::SIGINT | libc::SIGHUP => return End::Cancelled,
-            // EAGAIN (deadline; re-checked above) or EINTR.
-            _ => {}
+        let sig = unsafe {
+            sys!(
+                libc::SYS_rt_sigtimedwait,
+                &set as *const SigMask,
+                0usize,
+                ts_ptr,
+                8usize
+            )
+        };
+        // Otherwise SIGCHLD, EAGAIN (deadline; re-checked above) or EINTR.
+        if let Ok(libc::SIGTERM | libc::SIGINT | libc::SIGHUP) = sig.map(|s| s as c_int) {
+            return End::Cancelled;
         }
     }
 }
@@ -257,7 +296,6 @@ fn supervise(action: pid_t, timeout: Option<std::time::Duration>, set: &libc::si
 /// `action_main` needs (a few hundred bytes of frames) with a wide margin;
 /// pages it never touches cost nothing.
 const ACTION_STACK: usize = 64 * 1024;
-const PAGE: usize = 4096;
 
 /// What `action_entry` gets through `clone`'s argument.
 struct ActionArgs<'a> {
@@ -268,180 +306,159 @@ struct ActionArgs<'a> {
 /// Starts the action the way `posix_spawn` does: `CLONE_VM | CLONE_VFORK`,
 /// so no copy of this process's memory is made (nor torn down again at the
 /// action's `execve`), on a small stack of its own below a guard page. The
-/// supervisor is suspended until the action has called `execve` or exited,
-/// so nothing else runs on the shared memory meanwhile; the action sticks
-/// to syscalls on the prepared plan (no allocation, no locks, no
-/// unwinding), and writes only its own stack, `errno` and the status pipe.
-/// Every signal is blocked across the clone so that no handler inherited
-/// from vbuild can run in the action before it resets them.
+/// supervisor is suspended until the action has called `execve` or exited;
+/// the action sticks to raw syscalls on the prepared plan (no allocation,
+/// no locks, no unwinding, no `errno`), and writes only its own stack and
+/// the status pipe. Every signal is blocked across the clone so that no
+/// inherited handler can run in the action before it resets them.
 fn spawn_action(exec: &ExecPlan, scratch: bool) -> Result<pid_t, Errno> {
-    let len = ACTION_STACK + PAGE;
-    // Safety: a fresh private mapping, unmapped below once the action no
-    // longer uses it.
-    let base = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK | libc::MAP_NORESERVE,
-            -1,
-            0,
+    let stack = sys::Stack::new(ACTION_STACK)?;
+    let args = ActionArgs { exec, scratch };
+    let old = sys::set_mask(SigMask::MAX);
+    let pid = unsafe {
+        sys::clone_on(
+            (libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD) as usize,
+            stack.top(),
+            action_entry,
+            (&args as *const ActionArgs).cast_mut().cast(),
         )
     };
-    if base == libc::MAP_FAILED {
-        return Err(Errno::last());
-    }
-    // The stack grows down: its lowest page faults instead of overflowing
-    // into whatever is mapped below.
-    if unsafe { libc::mprotect(base, PAGE, libc::PROT_NONE) } != 0 {
-        let e = Errno::last();
-        unsafe { libc::munmap(base, len) };
-        return Err(e);
-    }
-    let args = ActionArgs { exec, scratch };
-    let pid = unsafe {
-        // Raw: glibc's sigfillset and sigprocmask leave out its own two
-        // signals (32, 33), which vbuild has handlers for.
-        let all = u64::MAX;
-        let mut old = 0u64;
-        set_mask(&all, &mut old);
-        let top = base.cast::<u8>().add(len).cast::<libc::c_void>();
-        let pid = libc::clone(
-            action_entry,
-            top,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            (&args as *const ActionArgs).cast_mut().cast(),
-        );
-        let e = Errno::last();
-        set_mask(&old, std::ptr::null_mut());
-        if pid < 0 {
-            libc::munmap(base, len);
-            return Err(e);
-        }
-        pid
-    };
-    // The action has exec'd (its own memory now) or exited: its stack is free.
-    unsafe { libc::munmap(base, len) };
-    Ok(pid)
+    sys::set_mask(old);
+    // The action has exec'd (its own memory now) or exited: `stack` is
+    // unmapped here.
+    pid
 }
 
-/// `rt_sigprocmask(SIG_SETMASK)` on the kernel's 64-bit mask.
-unsafe fn set_mask(mask: *const u64, old: *mut u64) {
-    libc::syscall(
-        libc::SYS_rt_sigprocmask,
-        libc::SIG_SETMASK,
-        mask,
-        old,
-        8usize,
-    );
-}
-
-extern "C" fn action_entry(arg: *mut libc::c_void) -> c_int {
+unsafe extern "C" fn action_entry(arg: *mut libc::c_void) -> ! {
     // Safety: `spawn_action` passes its `ActionArgs`, alive (and the
     // supervisor suspended) until this process execs or exits.
-    let args = unsafe { &*arg.cast::<ActionArgs>() };
+    let args = &*arg.cast::<ActionArgs>();
     action_main(args.exec, args.scratch)
 }
 
 /// The action process: clean signal state, own session, cwd, exec. Starts
 /// with every signal blocked (see `spawn_action`).
 fn action_main(exec: &ExecPlan, scratch: bool) -> ! {
+    // Dispositions set to "ignore" survive execve (Rust ignores SIGPIPE,
+    // for one); the action must start with defaults, and unblocked.
+    sys::default_handlers();
+    sys::set_mask(0);
     unsafe {
-        // Dispositions set to "ignore" survive execve (Rust ignores
-        // SIGPIPE, for one); the action must start with defaults.
-        // Raw rt_sigaction: glibc's wrappers refuse signals 32 and 33
-        // (reserved for its threads), which can be inherited as ignored.
-        // The kernel struct (handler, flags, restorer, mask) all zero is
-        // SIG_DFL.
-        let dfl = [0u64; 4];
-        for sig in 1..65 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::syscall(
-                    libc::SYS_rt_sigaction,
-                    sig,
-                    dfl.as_ptr(),
-                    std::ptr::null_mut::<u64>(),
-                    8usize,
-                );
-            }
-        }
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
         // Own session and process group: terminal signals go to the
         // orchestrator, which decides; the supervisor can kill the group.
-        libc::setsid();
+        let _ = sys!(libc::SYS_setsid);
         // Output file modes must not depend on the orchestrator's umask.
-        libc::umask(0o022);
+        let _ = sys!(libc::SYS_umask, 0o022);
         if scratch {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+            let _ = sys!(libc::SYS_prctl, libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         }
-        if libc::chdir(exec.cwd.as_ptr()) != 0 {
-            record(REC_EXEC, EXEC_CHDIR, Errno::last() as i32);
+        if let Err(e) = sys!(libc::SYS_chdir, exec.cwd.as_ptr()) {
+            record(REC_EXEC, EXEC_CHDIR, e as i32);
             exit(127);
         }
         if let Some((uid, gid)) = exec.become_ids {
             // Groups first (root's supplementary groups would still open
             // host files), then gid, then uid, which drops every capability.
             // Raw syscalls: glibc's wrappers signal every thread of the
-            // process it remembers (vbuild's, copied with its memory), which
-            // here deadlocks.
-            let (u, g) = (uid as libc::c_long, gid as libc::c_long);
-            let dropped = libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>())
-                == 0
-                && libc::syscall(libc::SYS_setresgid, g, g, g) == 0
-                && libc::syscall(libc::SYS_setresuid, u, u, u) == 0;
-            if !dropped {
-                record(REC_EXEC, EXEC_IDS, Errno::last() as i32);
+            // process it remembers (vbuild's), which here deadlocks.
+            let dropped = sys!(libc::SYS_setgroups, 0, 0usize)
+                .and_then(|_| sys!(libc::SYS_setresgid, gid, gid, gid))
+                .and_then(|_| sys!(libc::SYS_setresuid, uid, uid, uid));
+            if let Err(e) = dropped {
+                record(REC_EXEC, EXEC_IDS, e as i32);
                 exit(127);
             }
         }
         if exec.no_new_privs {
-            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+            let _ = sys!(libc::SYS_prctl, libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
         }
         // execvpe's search: remember EACCES, keep going on "not here".
-        let mut err = libc::ENOENT;
+        let mut err = Errno::ENOENT;
         let mut saw_eacces = false;
         for cand in &exec.candidates {
-            libc::execve(cand.as_ptr(), exec.argv.as_ptr(), exec.envp.as_ptr());
-            let e = Errno::last() as i32;
+            let Err(e) = sys!(
+                libc::SYS_execve,
+                cand.as_ptr(),
+                exec.argv.as_ptr(),
+                exec.envp.as_ptr()
+            ) else {
+                continue;
+            };
             match e {
-                libc::EACCES => saw_eacces = true,
-                libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}
+                Errno::EACCES => saw_eacces = true,
+                Errno::ENOENT
+                | Errno::ENOTDIR
+                | Errno::ESTALE
+                | Errno::ENODEV
+                | Errno::ETIMEDOUT => {}
                 _ => {
                     err = e;
                     break;
                 }
             }
         }
-        if err == libc::ENOENT && saw_eacces {
-            err = libc::EACCES;
+        if err == Errno::ENOENT && saw_eacces {
+            err = Errno::EACCES;
         }
-        record(REC_EXEC, EXEC_EXECVE, err);
+        record(REC_EXEC, EXEC_EXECVE, err as i32);
         exit(127)
     }
 }
 
-fn ignore_exists(r: Result<(), Errno>) -> Result<(), Errno> {
+fn ignore_exists(r: Result<usize, Errno>) -> Result<(), Errno> {
     match r {
-        Err(Errno::EEXIST) => Ok(()),
-        other => other,
+        Ok(_) | Err(Errno::EEXIST) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
 fn write_all(fd: RawFd, mut data: &[u8]) -> Result<(), Errno> {
     while !data.is_empty() {
-        let n = Errno::result(unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) })?;
-        data = data.get(n as usize..).unwrap_or(&[]);
+        let n = unsafe { sys!(libc::SYS_write, fd, data.as_ptr(), data.len())? };
+        data = data.get(n..).unwrap_or(&[]);
     }
     Ok(())
 }
 
 fn write_file(path: &CStr, flags: c_int, data: &[u8]) -> Result<(), Errno> {
-    let fd = Errno::result(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC, 0o644) })?;
-    let r = write_all(fd, data);
-    unsafe { libc::close(fd) };
+    let fd = unsafe {
+        sys!(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            0o644
+        )?
+    };
+    let r = write_all(fd as RawFd, data);
+    let _ = unsafe { sys!(libc::SYS_close, fd) };
     r
+}
+
+/// `mount(2)`; `None` is a null pointer.
+fn mount(
+    src: Option<&CStr>,
+    dst: &CStr,
+    fstype: Option<&CStr>,
+    flags: MsFlags,
+    data: Option<&CStr>,
+) -> Result<(), Errno> {
+    let ptr = |s: Option<&CStr>| s.map_or(std::ptr::null(), CStr::as_ptr);
+    unsafe {
+        sys!(
+            libc::SYS_mount,
+            ptr(src),
+            dst.as_ptr(),
+            ptr(fstype),
+            flags.bits(),
+            ptr(data)
+        )
+        .map(drop)
+    }
+}
+
+fn chdir(path: &CStr) -> Result<(), Errno> {
+    unsafe { sys!(libc::SYS_chdir, path.as_ptr()).map(drop) }
 }
 
 const NONE: Option<&CStr> = None;
@@ -449,24 +466,22 @@ const NONE: Option<&CStr> = None;
 fn run_op(op: &Op) -> Result<(), Errno> {
     match op {
         Op::WriteProc { path, data } => write_file(path, libc::O_WRONLY, data),
-        Op::Mkdir(p) => ignore_exists(nix::unistd::mkdir(
-            p.as_c_str(),
-            Mode::from_bits_truncate(0o755),
-        )),
-        Op::Symlink { target, link } => ignore_exists(
-            Errno::result(unsafe { libc::symlink(target.as_ptr(), link.as_ptr()) }).map(drop),
-        ),
+        Op::Mkdir(p) => {
+            ignore_exists(unsafe { sys!(libc::SYS_mkdirat, libc::AT_FDCWD, p.as_ptr(), 0o755) })
+        }
+        Op::Symlink { target, link } => ignore_exists(unsafe {
+            sys!(
+                libc::SYS_symlinkat,
+                target.as_ptr(),
+                libc::AT_FDCWD,
+                link.as_ptr()
+            )
+        }),
         Op::Touch(p) => write_file(p, libc::O_RDONLY | libc::O_CREAT | libc::O_NOFOLLOW, &[]),
         Op::Bind { src, dst, remount } => {
-            mount(
-                Some(src.as_c_str()),
-                dst.as_c_str(),
-                NONE,
-                MsFlags::MS_BIND,
-                NONE,
-            )?;
+            mount(Some(src), dst, NONE, MsFlags::MS_BIND, NONE)?;
             match remount {
-                Some(flags) => mount(NONE, dst.as_c_str(), NONE, *flags, NONE),
+                Some(flags) => mount(NONE, dst, NONE, *flags, NONE),
                 None => Ok(()),
             }
         }
@@ -475,25 +490,19 @@ fn run_op(op: &Op) -> Result<(), Errno> {
             dst,
             flags,
             data,
-        } => mount(
-            Some(*fstype),
-            dst.as_c_str(),
-            Some(*fstype),
-            *flags,
-            Some(data.as_c_str()),
-        ),
+        } => mount(Some(fstype), dst, Some(fstype), *flags, Some(data)),
         Op::LoopbackUp => loopback_up(),
-        Op::Hostname(name) => {
-            Errno::result(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(drop)
-        }
+        Op::Hostname(name) => unsafe {
+            sys!(libc::SYS_sethostname, name.as_ptr(), name.len()).map(drop)
+        },
         Op::PivotRoot(root) => {
             // pivot_root(".", ".") stacks the old root on top of the new
             // one; detaching it leaves only the new root, with no host path
             // reachable.
-            nix::unistd::chdir(root.as_c_str())?;
-            nix::unistd::pivot_root(c".", c".")?;
-            umount2(c".", MntFlags::MNT_DETACH)?;
-            nix::unistd::chdir(c"/")
+            chdir(root)?;
+            unsafe { sys!(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr())? };
+            unsafe { sys!(libc::SYS_umount2, c".".as_ptr(), libc::MNT_DETACH)? };
+            chdir(c"/")
         }
         Op::RemountRootRo => mount(
             NONE,
@@ -516,25 +525,32 @@ const SIOCSIFFLAGS: libc::c_ulong = 0x8914;
 /// connections (a test server on 127.0.0.1) would fail without this.
 fn loopback_up() -> Result<(), Errno> {
     unsafe {
-        let fd = Errno::result(libc::socket(
+        let fd = sys!(
+            libc::SYS_socket,
             libc::AF_INET,
             libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            0,
-        ))?;
+            0
+        )?;
         let mut req: libc::ifreq = std::mem::zeroed();
         for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
             *dst = *src as libc::c_char;
         }
-        let mut r = libc::ioctl(fd, SIOCGIFFLAGS as _, &mut req);
-        if r == 0 {
+        let mut r = sys!(
+            libc::SYS_ioctl,
+            fd,
+            SIOCGIFFLAGS,
+            &mut req as *mut libc::ifreq
+        );
+        if r.is_ok() {
             req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-            r = libc::ioctl(fd, SIOCSIFFLAGS as _, &req);
+            r = sys!(
+                libc::SYS_ioctl,
+                fd,
+                SIOCSIFFLAGS,
+                &req as *const libc::ifreq
+            );
         }
-        let e = Errno::last();
-        libc::close(fd);
-        if r != 0 {
-            return Err(e);
-        }
+        let _ = sys!(libc::SYS_close, fd);
+        r.map(drop)
     }
-    Ok(())
 }

@@ -10,11 +10,16 @@ use std::time::Instant;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 
-use crate::child::{self, ChildFds};
+use crate::child::{self, ChildFds, SupervisorArgs};
 use crate::plan::ChildPlan;
 use crate::probe;
 use crate::streams::Copier;
+use crate::sys::{self, SigMask};
 use crate::{ExitKind, Outcome, RunSpec, SandboxError};
+
+/// The supervisor's stack: its deepest frames are the /proc scan of
+/// `reap.rs` (about 10 KiB); pages it never touches cost nothing.
+const SUPERVISOR_STACK: usize = 256 * 1024;
 
 /// Supervisors currently running, for [`cancel_all`].
 static RUNNING: Mutex<Vec<libc::pid_t>> = Mutex::new(Vec::new());
@@ -29,8 +34,21 @@ pub fn cancel_all() {
     }
 }
 
-fn clone_flags(plan: &ChildPlan) -> libc::c_ulong {
+/// Whether the supervisor can share vbuild's memory instead of getting a
+/// copy of it. It can where it never needs `PR_SET_DUMPABLE` (a flag of the
+/// memory, which would then be vbuild's, toggled under the feet of every
+/// other running supervisor): scratch mode and a root caller, whose parent
+/// writes the id maps. An unprivileged namespace sandbox writes its own
+/// maps, which needs the toggle, so it gets a copy (fork semantics).
+fn share_vm(plan: &ChildPlan) -> bool {
+    sys::SHARE_VM && plan.ns.as_ref().is_none_or(|ns| ns.parent_maps.is_some())
+}
+
+fn clone_flags(plan: &ChildPlan) -> libc::c_int {
     let mut flags = libc::SIGCHLD;
+    if share_vm(plan) {
+        flags |= libc::CLONE_VM;
+    }
     if let Some(ns) = &plan.ns {
         flags |= libc::CLONE_NEWUSER
             | libc::CLONE_NEWNS
@@ -42,7 +60,7 @@ fn clone_flags(plan: &ChildPlan) -> libc::c_ulong {
             flags |= libc::CLONE_NEWNET;
         }
     }
-    flags as libc::c_ulong
+    flags
 }
 
 /// Runs `plan` to completion.
@@ -81,29 +99,58 @@ pub(crate) fn run(plan: ChildPlan, spec: &RunSpec) -> Result<Outcome, SandboxErr
         status: status_wr.as_raw_fd(),
         maps_written: maps_pipe.as_ref().map_or(-1, |(rd, _)| rd.as_raw_fd()),
     };
-    let parent = unsafe { libc::getpid() };
+    let args = SupervisorArgs {
+        plan: &plan,
+        fds: &fds,
+        parent: unsafe { libc::getpid() },
+        shared_vm: share_vm(&plan),
+    };
     let flags = clone_flags(&plan);
+    let stack = sys::Stack::new(SUPERVISOR_STACK).map_err(io::Error::from)?;
     let start = Instant::now();
-    // Safety: the child only runs `supervisor_main`, which sticks to
-    // syscalls on data prepared above and never returns.
-    let pid = unsafe { child::raw_clone(flags) };
-    if pid == 0 {
-        child::supervisor_main(&plan, &fds, parent);
-    }
-    if pid < 0 {
-        let err = Errno::last();
-        return Err(match &plan.ns {
-            Some(_) => probe::unavailable_from_clone(err),
-            None => SandboxError::Spawn(io::Error::new(
-                io::Error::from(err).kind(),
-                format!("cannot start `{}`: clone failed: {err}", plan.exec.program),
-            )),
-        });
-    }
+    // With CLONE_VM the supervisor runs on vbuild's memory, next to this
+    // thread (which goes on, unlike vfork's parent: it writes the id maps
+    // and registers the pid for `cancel_all`). That is sound because the
+    // supervisor writes only its own stack, never allocates, takes no lock
+    // and makes its syscalls without `errno` (`sys.rs`; it shares this
+    // thread's thread-local storage), resets every inherited signal
+    // handler before any signal is unblocked (all are blocked across the
+    // clone), never changes the memory's dumpable flag (`share_vm`), and
+    // `args`, `plan` and `stack` outlive it: this function returns only
+    // after it has been reaped. Without CLONE_VM: fork semantics, on the
+    // copy of the same stack.
+    let blocked = sys::set_mask(SigMask::MAX);
+    let cloned = unsafe {
+        sys::clone_on(
+            flags as usize,
+            stack.top(),
+            child::supervisor_entry,
+            (&args as *const SupervisorArgs).cast_mut().cast(),
+        )
+    };
+    sys::set_mask(blocked);
+    let pid = match cloned {
+        Ok(pid) => pid,
+        Err(err) => {
+            return Err(match &plan.ns {
+                Some(_) => probe::unavailable_from_clone(err),
+                None => SandboxError::Spawn(io::Error::new(
+                    io::Error::from(err).kind(),
+                    format!("cannot start `{}`: clone failed: {err}", plan.exec.program),
+                )),
+            })
+        }
+    };
+    // From here on the supervisor may be running on `stack`, reading
+    // `plan`: every way out waits for it first, even an unwinding one.
+    let mut running = Running {
+        pid,
+        stack: Some(stack),
+    };
     if let (Some(maps), Some((_, wr))) = (parent_maps, &maps_pipe) {
         if let Err(e) = write_maps(pid, maps, wr) {
             unsafe { libc::kill(pid, libc::SIGKILL) };
-            let _ = wait_registered(pid);
+            running.reaped(&wait_registered(pid));
             return Err(SandboxError::Setup {
                 step: "mapping the sandbox user to an unprivileged host id".into(),
                 source: e,
@@ -115,6 +162,7 @@ pub(crate) fn run(plan: ChildPlan, spec: &RunSpec) -> Result<Outcome, SandboxErr
     drop(status_wr);
     drop((stdin, stdout, stderr));
     let waited = wait_registered(pid);
+    running.reaped(&waited);
     // The supervisor has killed the whole tree: what remains is in the pipes.
     if let Some(copier) = copier {
         copier.finish()?;
@@ -123,6 +171,39 @@ pub(crate) fn run(plan: ChildPlan, spec: &RunSpec) -> Result<Outcome, SandboxErr
     let duration = start.elapsed();
     let records = read_records(File::from(status_rd))?;
     decode(&plan, &records, wait_status).map(|status| Outcome { status, duration })
+}
+
+/// The supervisor's stack while it may run on it (see `run`).
+struct Running {
+    pid: libc::pid_t,
+    stack: Option<sys::Stack>,
+}
+
+impl Running {
+    /// After `wait_registered`: gone, so its stack can go. If the wait
+    /// failed it is not known to be gone (that takes another waiter reaping
+    /// our child): never unmap what it may still run on.
+    fn reaped(&mut self, waited: &Result<libc::c_int, SandboxError>) {
+        if let Some(stack) = self.stack.take() {
+            if waited.is_ok() {
+                drop(stack);
+            } else {
+                stack.leak();
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    /// Only while unwinding past `run` (a panic between the clone and the
+    /// wait): the supervisor must be gone before `plan` and the stack are.
+    fn drop(&mut self) {
+        if self.stack.is_some() {
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            let waited = wait_registered(self.pid);
+            self.reaped(&waited);
+        }
+    }
 }
 
 /// A root caller maps the sandbox ids to an unprivileged host id, which

@@ -26,6 +26,7 @@ mod remove;
 mod rootfs;
 mod scratch;
 mod streams;
+mod sys;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

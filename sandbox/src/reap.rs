@@ -7,64 +7,76 @@
 //! none. The kernel here lacks /proc/<pid>/task/<tid>/children on some
 //! configurations, so children are found by scanning /proc for our PPid.
 //!
-//! Runs in the supervisor after a raw clone: no allocation, no panics.
+//! Runs in the supervisor after a raw clone: no allocation, no panics, no
+//! `errno` (see `sys.rs`).
 
-use libc::pid_t;
+use libc::{c_int, pid_t};
+
+use crate::sys::sys;
 
 /// Kills the action's process group and then every remaining descendant.
 pub(crate) fn kill_leftovers(action: pid_t) {
-    unsafe {
-        // The action is a session leader, so its pgid is its pid; this gets
-        // the common case (a shell's background jobs) in one syscall.
-        libc::kill(-action, libc::SIGKILL);
-    }
-    let me = unsafe { libc::getpid() };
+    // The action is a session leader, so its pgid is its pid; this gets
+    // the common case (a shell's background jobs) in one syscall.
+    let _ = unsafe { sys!(libc::SYS_kill, -(action as isize), libc::SIGKILL) };
+    let me = unsafe { sys!(libc::SYS_getpid) }.map_or(0, |p| p as pid_t);
+    let wait = |flags: c_int| {
+        let mut status: c_int = 0;
+        unsafe {
+            sys!(
+                libc::SYS_wait4,
+                -1isize,
+                &mut status as *mut c_int,
+                flags,
+                0usize
+            )
+        }
+    };
     // Bounded so a /proc we cannot read never hangs the build: ~5 s of 1 ms
     // naps at worst, then the leftovers are abandoned (documented limit).
     for _ in 0..5000 {
-        let mut status = 0;
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-        if pid > 0 {
-            continue;
-        }
-        if pid < 0 {
+        match wait(libc::WNOHANG) {
+            Ok(pid) if pid > 0 => continue,
             // ECHILD: nothing left.
-            return;
+            Err(_) => return,
+            Ok(_) => {}
         }
         if kill_children_of(me) > 0 {
             // At least one SIGKILLed child will exit: block for it.
-            unsafe { libc::waitpid(-1, &mut status, 0) };
+            let _ = wait(0);
         } else {
             // A child may have been reparented to us just after the scan.
             let nap = libc::timespec {
                 tv_sec: 0,
                 tv_nsec: 1_000_000,
             };
-            unsafe { libc::nanosleep(&nap, std::ptr::null_mut()) };
+            let _ = unsafe { sys!(libc::SYS_nanosleep, &nap as *const _, 0usize) };
         }
     }
 }
 
 /// SIGKILLs every process whose parent is `me`; returns how many.
 fn kill_children_of(me: pid_t) -> usize {
-    let dir = unsafe {
-        libc::open(
+    let Ok(dir) = (unsafe {
+        sys!(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
             c"/proc".as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC
         )
-    };
-    if dir < 0 {
+    }) else {
         return 0;
-    }
+    };
+    let dir = dir as c_int;
     let mut killed = 0;
     let mut buf = [0u8; 8192];
     loop {
-        let n = unsafe { libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len()) };
-        if n <= 0 {
-            break;
-        }
+        let n = match unsafe { sys!(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len()) } {
+            Ok(n) if n > 0 => n,
+            _ => break,
+        };
         let mut off = 0usize;
-        while off < n as usize {
+        while off < n {
             // struct linux_dirent64 { u64 ino; i64 off; u16 reclen; u8 type; char name[]; }
             let reclen = match buf.get(off + 16..off + 18) {
                 Some(b) => u16::from_ne_bytes([b[0], b[1]]) as usize,
@@ -76,14 +88,14 @@ fn kill_children_of(me: pid_t) -> usize {
             let name = buf.get(off + 19..off + reclen).unwrap_or(&[]);
             if let Some(pid) = parse_pid(name) {
                 if parent_of(dir, name) == Some(me) {
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    let _ = unsafe { sys!(libc::SYS_kill, pid, libc::SIGKILL) };
                     killed += 1;
                 }
             }
             off += reclen;
         }
     }
-    unsafe { libc::close(dir) };
+    let _ = unsafe { sys!(libc::SYS_close, dir) };
     killed
 }
 
@@ -112,14 +124,19 @@ fn parent_of(dir: libc::c_int, name: &[u8]) -> Option<pid_t> {
     for (slot, &c) in chars.enumerate() {
         *path.get_mut(slot)? = c;
     }
-    let fd = unsafe { libc::openat(dir, path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return None;
+    let fd = unsafe {
+        sys!(
+            libc::SYS_openat,
+            dir,
+            path.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC
+        )
     }
+    .ok()?;
     let mut buf = [0u8; 1024];
-    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-    unsafe { libc::close(fd) };
-    let data = buf.get(..usize::try_from(n).ok()?)?;
+    let n = unsafe { sys!(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()) };
+    let _ = unsafe { sys!(libc::SYS_close, fd) };
+    let data = buf.get(..n.ok()?)?;
     let close = data.iter().rposition(|&c| c == b')')?;
     // ") S 1234 ..."
     let rest = data.get(close + 2..)?;

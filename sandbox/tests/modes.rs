@@ -116,6 +116,35 @@ fn action_is_its_own_session_with_the_fixed_umask() {
     }
 }
 
+static USR1_HANDLED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+extern "C" fn on_usr1(_: libc::c_int) {
+    USR1_HANDLED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+#[test]
+fn the_callers_signal_handlers_never_run_in_the_supervisor() {
+    // The supervisor shares the caller's memory (CLONE_VM): a handler of the
+    // caller running in it would run the caller's code on the caller's data.
+    // It resets them all, so the signal takes its default action there.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = on_usr1 as *const () as usize;
+        libc::sigaction(libc::SIGUSR1, &act, std::ptr::null_mut());
+    }
+    let f = fixture();
+    // In scratch mode the action's parent is the supervisor.
+    let t = Instant::now();
+    let r = f.run_sh(SandboxMode::Scratch, "kill -USR1 $PPID; sleep 5");
+    assert_eq!(
+        USR1_HANDLED.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the caller's handler ran"
+    );
+    assert_eq!(r.outcome.status, ExitKind::Signaled(libc::SIGUSR1), "{r:?}");
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+}
+
 #[test]
 fn environment_is_exactly_the_given_one() {
     for mode in modes("environment_is_exactly_the_given_one") {

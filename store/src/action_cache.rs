@@ -8,10 +8,13 @@
 //!
 //! Crash safety: a transaction is all or nothing, and the orchestrator writes
 //! an entry only after its blobs are in the CAS, so `kill -9` leaves no entry
-//! pointing at a missing blob. An entry's output tree and the description
-//! of its key are not blobs but rows (schema v5: its `tree` column, and
-//! its row in `explanations`), written in the same transaction, so they are never missing either; each is stored
-//! with its digest and checked against it on every read, as a blob is. With `synchronous=NORMAL` a power loss may drop
+//! pointing at a missing blob. An entry's output tree (its `tree` column)
+//! and the description of its key (with its last-run pointer) are not
+//! blobs but written in the same transaction as the entry, so they are
+//! never missing either; each is stored with its digest and checked
+//! against it on every read, as a blob is.
+//!
+//! With `synchronous=NORMAL` a power loss may drop
 //! the last commits (never corrupt the file); a blob torn by power loss is
 //! caught by the CAS's verify-on-read and the entry can then be `remove`d.
 use crate::schema::{self, Conn};
@@ -60,8 +63,8 @@ pub struct CacheEntry {
     pub workspace: String,
     pub label: String,
     /// What the key was computed from (bytes owned by the orchestrator),
-    /// to explain a later miss; kept in `explanations` with its digest in
-    /// the entry's row.
+    /// to explain a later miss; kept (packed, with its digest) with the
+    /// (workspace, label) last-run pointer this put sets.
     pub explain: Vec<u8>,
     /// The output tree; `result.output_tree` must be its digest. Kept in
     /// the row as its canonical bytes (a remote gets it as output files).
@@ -85,10 +88,6 @@ pub type RawRecord = (Vec<u8>, String);
 pub struct RawEntry {
     pub strong_key: Vec<u8>,
     pub label: String,
-    /// The digest of `explain_doc`.
-    pub explain: Vec<u8>,
-    /// The key description (its row in `explanations`; `None` if missing).
-    pub explain_doc: Option<Vec<u8>>,
     /// The output tree's canonical bytes.
     pub tree: Vec<u8>,
     pub result: String,
@@ -112,9 +111,21 @@ pub fn parse_tree(result: &ActionResult, bytes: &[u8]) -> Result<Tree> {
         .map_err(|e| StoreError::Corrupt(format!("its output tree does not parse: {e}")))
 }
 
-/// The key description stored with an entry, checked against its digest.
-fn checked_explain(digest: &[u8], doc: Option<Vec<u8>>) -> Result<Vec<u8>> {
-    let doc = doc.ok_or_else(|| StoreError::Corrupt("its key description is missing".into()))?;
+/// One `last_run` row as stored, for checking its key description.
+#[derive(Clone, Debug)]
+pub struct RawLastRun {
+    pub scope: String,
+    pub label: String,
+    /// The digest of the description.
+    pub explain: Vec<u8>,
+    /// The description, packed (`packed.rs`).
+    pub explain_doc: Vec<u8>,
+}
+
+/// A key description as a last-run row holds it, unpacked and checked
+/// against its digest.
+pub(crate) fn checked_explain(digest: &[u8], doc: &[u8]) -> Result<Vec<u8>> {
+    let doc = packed::unpack(doc).map_err(StoreError::Corrupt)?;
     if to_digest(digest)? != Digest::of_bytes(&doc) {
         return Err(StoreError::Corrupt(
             "its key description does not match its digest".into(),
@@ -244,18 +255,19 @@ impl ActionCache {
             )));
         }
         let explain = Digest::of_bytes(&entry.explain);
+        let explain_doc = packed::pack(&entry.explain);
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         bump_record(&tx, &entry.weak_key, &entry.record)?;
         // Upsert rather than INSERT OR REPLACE: REPLACE deletes the old row,
         // which would cascade to last_run pointers of other labels.
         tx.prepare_cached(
-            "INSERT INTO entries (strong_key, weak_key, workspace, label, explain, tree,
+            "INSERT INTO entries (strong_key, weak_key, workspace, label, tree,
                                   result, created_at, last_used)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
              ON CONFLICT (strong_key) DO UPDATE SET
                weak_key = excluded.weak_key, workspace = excluded.workspace,
-               label = excluded.label, explain = excluded.explain, tree = excluded.tree,
+               label = excluded.label, tree = excluded.tree,
                result = excluded.result, created_at = excluded.created_at,
                last_used = excluded.last_used",
         )?
@@ -264,16 +276,10 @@ impl ActionCache {
             entry.weak_key.as_bytes(),
             entry.workspace,
             entry.label,
-            &explain.0[..],
             tree,
             result_json,
             now_ms(),
         ])?;
-        tx.prepare_cached(
-            "INSERT INTO explanations (strong_key, doc) VALUES (?1, ?2)
-             ON CONFLICT (strong_key) DO UPDATE SET doc = excluded.doc",
-        )?
-        .execute(params![entry.strong_key.as_bytes(), &entry.explain])?;
         // Several workspaces (a copy at another path) may own one entry;
         // `clear_workspace` deletes an entry only when its last owner goes.
         tx.prepare_cached(
@@ -282,13 +288,17 @@ impl ActionCache {
         )?
         .execute(params![entry.workspace, entry.strong_key.as_bytes()])?;
         tx.prepare_cached(
-            "INSERT INTO last_run (scope, label, strong_key) VALUES (?1, ?2, ?3)
-             ON CONFLICT (scope, label) DO UPDATE SET strong_key = excluded.strong_key",
+            "INSERT INTO last_run (scope, label, strong_key, explain, explain_doc)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (scope, label) DO UPDATE SET strong_key = excluded.strong_key,
+               explain = excluded.explain, explain_doc = excluded.explain_doc",
         )?
         .execute(params![
             entry.workspace,
             entry.label,
-            entry.strong_key.as_bytes()
+            entry.strong_key.as_bytes(),
+            &explain.0[..],
+            explain_doc,
         ])?;
         tx.commit()?;
         Ok(())
@@ -322,9 +332,8 @@ impl ActionCache {
         let row = self.checked((|| {
             let conn = self.conn();
             let mut stmt = conn.prepare_cached(
-                "SELECT e.weak_key, e.strong_key, e.explain, x.doc, e.result
+                "SELECT e.weak_key, e.strong_key, l.explain, l.explain_doc, e.result
                  FROM last_run l JOIN entries e ON e.strong_key = l.strong_key
-                 LEFT JOIN explanations x ON x.strong_key = e.strong_key
                  WHERE l.scope = ?1 AND l.label = ?2",
             )?;
             Ok(stmt
@@ -333,7 +342,7 @@ impl ActionCache {
                         blob(r, 0)?,
                         blob(r, 1)?,
                         blob(r, 2)?,
-                        r.get::<_, Option<Vec<u8>>>(3)?,
+                        blob(r, 3)?,
                         r.get::<_, String>(4)?,
                     ))
                 })
@@ -345,7 +354,7 @@ impl ActionCache {
         Ok(Some(LastRun {
             weak_key: WeakKey(to_digest(&weak)?),
             strong_key: StrongKey(to_digest(&strong)?),
-            explain: checked_explain(&explain, doc)?,
+            explain: checked_explain(&explain, &doc)?,
             result: parse_result(&json)?,
         }))
     }
@@ -522,21 +531,49 @@ impl ActionCache {
         self.checked((|| {
             let conn = self.conn();
             let mut stmt = conn.prepare(
-                "SELECT e.strong_key, e.label, e.explain, x.doc, e.tree, e.result
-                 FROM entries e LEFT JOIN explanations x ON x.strong_key = e.strong_key
-                 ORDER BY e.label, e.strong_key",
+                "SELECT strong_key, label, tree, result FROM entries ORDER BY label, strong_key",
             )?;
             let rows = stmt.query_map([], |r| {
                 Ok(RawEntry {
                     strong_key: r.get(0)?,
                     label: r.get(1)?,
-                    explain: r.get(2)?,
-                    explain_doc: r.get(3)?,
-                    tree: r.get(4)?,
-                    result: r.get(5)?,
+                    tree: r.get(2)?,
+                    result: r.get(3)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })())
+    }
+
+    /// Every last-run pointer's key description as stored (for verify).
+    pub fn raw_last_runs(&self) -> Result<Vec<RawLastRun>> {
+        self.checked((|| {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(
+                "SELECT scope, label, explain, explain_doc FROM last_run ORDER BY label, scope",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(RawLastRun {
+                    scope: r.get(0)?,
+                    label: r.get(1)?,
+                    explain: r.get(2)?,
+                    explain_doc: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })())
+    }
+
+    /// Drops a last-run pointer (its key description is unusable): the
+    /// entry stays; the next miss of the label has no reason to give.
+    pub fn remove_last_run(&self, scope: &str, label: &str) -> Result<()> {
+        self.checked((|| {
+            let conn = self.conn();
+            conn.execute(
+                "DELETE FROM last_run WHERE scope = ?1 AND label = ?2",
+                params![scope, label],
+            )?;
+            Ok(())
         })())
     }
 
@@ -798,6 +835,8 @@ fn path_from_bytes(bytes: Vec<u8>) -> PathBuf {
 fn path_from_bytes(bytes: Vec<u8>) -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&bytes).into_owned())
 }
+
+mod packed;
 
 #[cfg(test)]
 mod tests;

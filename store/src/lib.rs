@@ -10,7 +10,8 @@
 //!                   workspace when complete; a dead run's are swept at open
 //! scratch/          per-action scratch directories (owned by the orchestrator)
 //! cache.db          SQLite (WAL): action cache (each entry's row holds its
-//!                   output tree and key description) + stat cache
+//!                   output tree, each last-run pointer its key's description)
+//!                   + stat cache
 //! leases/           one locked file per running build (see gc.rs)
 //! gc.lock           held by the one collection running
 //! gc-aside/         blobs a collection is about to unlink
@@ -28,8 +29,8 @@ mod tree;
 pub mod verify;
 
 pub use action_cache::{
-    parse_result, parse_tree, ActionCache, ActionResult, CacheEntry, LastRun, RawEntry, Reader,
-    StoredEntry, MAX_RECORDS_PER_WEAK_KEY,
+    parse_result, parse_tree, ActionCache, ActionResult, CacheEntry, LastRun, RawEntry, RawLastRun,
+    Reader, StoredEntry, MAX_RECORDS_PER_WEAK_KEY,
 };
 pub use cas::{BlobWriter, Cas, CasError};
 pub use digest::{Digest, ParseDigestError, StrongKey, WeakKey};

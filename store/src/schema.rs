@@ -19,7 +19,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 type Migration = fn(&Transaction<'_>) -> rusqlite::Result<()>;
 
 /// Step n takes the schema from version n to n+1.
-const MIGRATIONS: &[Migration] = &[v0_to_v1, v1_to_v2, v2_to_v3, v3_to_v4, v4_to_v5, v5_to_v6];
+const MIGRATIONS: &[Migration] = &[
+    v0_to_v1, v1_to_v2, v2_to_v3, v3_to_v4, v4_to_v5, v5_to_v6, v6_to_v7,
+];
 
 /// The schema version this build reads and writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -306,6 +308,26 @@ fn v5_to_v6(tx: &Transaction<'_>) -> rusqlite::Result<()> {
             FROM stat_cache WHERE path IS NOT NULL;
         DROP TABLE stat_cache;
         ALTER TABLE stat_cache_v6 RENAME TO stat_cache;",
+    )
+}
+
+/// v7: the key description is kept with the last-run pointer (the only
+/// place it is read from: a miss is explained against the last entry of
+/// its label), packed (`action_cache/packed.rs`), with its digest; not one
+/// per entry. Entries no pointer names never needed theirs, and a put
+/// writes the pointer's row anyway, so this costs no page of its own. v6
+/// entries are dropped as v4 ones were (the v5/v6 layout of descriptions
+/// lived only a day, in development).
+fn v6_to_v7(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "DELETE FROM last_run;
+        DELETE FROM entry_owners;
+        DELETE FROM entries;
+        DELETE FROM records;
+        DROP TABLE explanations;
+        ALTER TABLE entries DROP COLUMN explain;
+        ALTER TABLE last_run ADD COLUMN explain BLOB NOT NULL DEFAULT x'';
+        ALTER TABLE last_run ADD COLUMN explain_doc BLOB NOT NULL DEFAULT x'';",
     )
 }
 

@@ -137,12 +137,6 @@ fn remove_drops_entry_and_last_pointer() {
     cache.put(&entry("ws", "//b", "w2", "s2", "r")).unwrap();
     cache.remove(&sk("s1")).unwrap();
     assert_eq!(cache.get(&sk("s1")).unwrap(), None);
-    // Its key description went with it (nothing orphaned in the table).
-    let left: i64 = cache
-        .conn()
-        .query_row("SELECT count(*) FROM explanations", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(left, 1);
     assert!(cache.last_run("ws", "//a").unwrap().is_none());
     assert!(cache.last_run("ws", "//b").unwrap().is_some());
     assert_eq!(cache.entry_count().unwrap(), 1);
@@ -279,7 +273,7 @@ fn corrupt_result_json_is_reported() {
     ));
 }
 
-/// The output tree and the key description live in the row (schema v5):
+/// The output tree and the key description are rows (schema v7):
 /// bytes that no longer hash to the digest stored with them are reported
 /// as corrupt, as a blob whose bytes do not match its name is; a hit never
 /// uses them.
@@ -292,8 +286,11 @@ fn corrupt_tree_or_key_description_in_a_row_is_reported() {
         // A valid tree, but not the one the result names.
         ("tree", "UPDATE entries SET tree = ?1"),
         ("tree", "UPDATE entries SET tree = substr(tree, 2)"),
-        ("explain", "UPDATE explanations SET doc = ?1"),
-        ("explain", "DELETE FROM explanations WHERE ?1 IS NOT NULL"),
+        ("explain", "UPDATE last_run SET explain_doc = ?1"),
+        (
+            "explain",
+            "UPDATE last_run SET explain_doc = x'' WHERE ?1 IS NOT NULL",
+        ),
     ] {
         cache.put(&entry("ws", "//a", "w", "s", "r")).unwrap();
         let n = if sql.contains("?1") {
@@ -548,13 +545,12 @@ fn lookups_read_beside_an_open_write_transaction() {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .unwrap();
         tx.execute(
-            "INSERT INTO entries (strong_key, weak_key, workspace, label, explain, tree, result,
+            "INSERT INTO entries (strong_key, weak_key, workspace, label, tree, result,
                                   created_at, last_used)
-             VALUES (?1, ?2, 'ws', '//p:new', ?3, ?4, ?5, ?6, ?6)",
+             VALUES (?1, ?2, 'ws', '//p:new', ?3, ?4, ?5, ?5)",
             params![
                 sk("new").as_bytes(),
                 wk("wnew").as_bytes(),
-                &d("x").0[..],
                 tree("new").to_canonical_bytes(),
                 serde_json::to_string(&result("new")).unwrap(),
                 now_ms()
