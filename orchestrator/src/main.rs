@@ -13,6 +13,7 @@ mod graph;
 mod inputs;
 mod interrupt;
 mod key;
+mod listdir;
 mod materialize;
 mod migrate;
 mod node;
@@ -49,7 +50,10 @@ fn default_jobs() -> usize {
 }
 
 fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    // Once per process: each call reads the cgroup quota files (three
+    // opens and reads), and loading asks once per step it splits.
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// `vbuild --version`: the crate version and the commit it was built from.

@@ -2,6 +2,7 @@
 //! parse and validate targets. Every problem becomes a [`Diagnostic`]; when
 //! there is any, nothing runs.
 use crate::globs::{normalize, OutSpec, SrcMatcher};
+use crate::listdir;
 use crate::prune::Prune;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -1223,10 +1224,27 @@ fn on_cores<T: Sync, R: Send>(
 /// `tree`, depth-first, not descending into node_modules, hidden
 /// directories or directories `prune` covers.
 fn walk_dir(dir: &Path, rel: &str, tree: &mut Tree, prune: &Prune) {
+    match listdir::Dir::open(dir) {
+        Ok(open) => walk_open(&open, dir, rel, tree, prune),
+        Err(e) => tree
+            .errors
+            .push((rel.to_string(), format!("reading {}: {e}", dir.display()))),
+    }
+}
+
+/// `walk_dir` of a directory already open: each subdirectory is opened by
+/// its name in it (`listdir.rs`), while this one stays open.
+fn walk_open(open: &listdir::Dir, dir: &Path, rel: &str, tree: &mut Tree, prune: &Prune) {
     let mut subdirs = Vec::new();
-    list_dir(dir, rel, tree, &mut subdirs, prune);
-    for (dir, rel) in subdirs {
-        walk_dir(&dir, &rel, tree, prune);
+    list_open(open, dir, rel, tree, &mut subdirs, prune);
+    for (path, rel) in subdirs {
+        let name = path.file_name().expect("a listed entry has a name");
+        match open.open_sub(name) {
+            Ok(sub) => walk_open(&sub, &path, &rel, tree, prune),
+            Err(e) => tree
+                .errors
+                .push((rel.clone(), format!("reading {}: {e}", path.display()))),
+        }
     }
 }
 
@@ -1240,56 +1258,57 @@ fn list_dir(
     subdirs: &mut Vec<(PathBuf, String)>,
     prune: &Prune,
 ) {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) => {
-            tree.errors
-                .push((rel.to_string(), format!("reading {}: {e}", dir.display())));
-            return;
-        }
-    };
-    for entry in entries {
-        let entry = match entry {
-            Ok(entry) => entry,
-            Err(e) => {
-                tree.errors
-                    .push((rel.to_string(), format!("reading {}: {e}", dir.display())));
-                continue;
-            }
-        };
-        let Ok(file_type) = entry.file_type() else {
-            continue;
-        };
-        let name = entry.file_name();
+    match listdir::Dir::open(dir) {
+        Ok(open) => list_open(&open, dir, rel, tree, subdirs, prune),
+        Err(e) => tree
+            .errors
+            .push((rel.to_string(), format!("reading {}: {e}", dir.display()))),
+    }
+}
+
+fn list_open(
+    open: &listdir::Dir,
+    dir: &Path,
+    rel: &str,
+    tree: &mut Tree,
+    subdirs: &mut Vec<(PathBuf, String)>,
+    prune: &Prune,
+) {
+    let listed = open.entries(|name, kind| {
         let Some(name) = name.to_str() else {
             tree.errors.push((
                 rel.to_string(),
-                format!("{}: file names must be UTF-8", entry.path().display()),
+                format!("{}: file names must be UTF-8", dir.join(name).display()),
             ));
-            continue;
+            return;
         };
-        if file_type.is_dir() && skipped_dir(name) {
+        let is_dir = kind == listdir::Kind::Dir;
+        if is_dir && skipped_dir(name) {
             if name == "node_modules" {
                 tree.module_dirs.push(rel.to_string());
             }
-            continue;
+            return;
         }
         // A temp file of a restore (ours, or one a killed run left) is
         // never a source: it would become an input of the next run.
         if vbuild_store::temp::is_temp_name(name) {
-            continue;
+            return;
         }
         let sub = join_package(rel, name);
-        if file_type.is_dir() {
+        if is_dir {
             if !prune.covers(&sub) {
-                subdirs.push((entry.path(), sub));
+                subdirs.push((dir.join(name), sub));
             }
         } else {
-            if file_type.is_file() && name == BUILD_FILE {
+            if kind == listdir::Kind::File && name == BUILD_FILE {
                 tree.packages.push(rel.to_string());
             }
             tree.files.push(sub);
         }
+    });
+    if let Err(e) = listed {
+        tree.errors
+            .push((rel.to_string(), format!("reading {}: {e}", dir.display())));
     }
 }
 
