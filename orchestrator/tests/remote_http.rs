@@ -224,6 +224,19 @@ fn cross_machine_restore_from_nginx() {
     out.assert_all("miss");
     assert!(nginx.count("PUT") > 0, "uploaded:\n{}", nginx.access_log());
     let puts_after_first = nginx.count("PUT");
+    // The records lists went to the remote from memory: none is a file
+    // in the local store (that was one file created per upload).
+    let local: Vec<_> = walkdir::WalkDir::new(first.cache.path().join("cas"))
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .filter(|e| {
+            std::fs::read(e.path())
+                .unwrap()
+                .starts_with(b"{\"version\":1,\"records\"")
+        })
+        .collect();
+    assert!(local.is_empty(), "{local:?}");
 
     // Another checkout at another path, with its own empty store.
     let second = Checkout::basic();

@@ -61,13 +61,10 @@ pub fn check(cfg: &Config) -> Result<u8> {
     }
     // Writes: one blob and one action result (always the same key, so
     // repeated checks do not pile up), each read back and compared.
-    let dir = tempfile::tempdir()?;
-    let blob_path = dir.path().join("probe");
-    std::fs::write(&blob_path, nonce.as_bytes())?;
     let blob = WireDigest::of_bytes(df, nonce.as_bytes());
     let probe_key = ac_key(df, "vbuild-check", Digest::of_bytes(b"probe").as_bytes());
     let write = (|| -> Result<(), RemoteError> {
-        client.write_blob(&blob, &blob_path)?;
+        client.write_blob(&blob, wire::BlobSource::Bytes(nonce.as_bytes()))?;
         let back = fetch_small(&*client, &blob, blob.size)?;
         if back != nonce.as_bytes() {
             return Err(RemoteError::Rejected("the blob read back differs".into()));

@@ -110,7 +110,7 @@ fn upload(shared: &Shared, store: &Store, job: &Upload) -> Result<(), RemoteErro
     };
     client.update_action_result(&ac_key(df, ACTION_TAG, job.strong.as_bytes()), &result)?;
     shared.stats.uploaded_results.fetch_add(1, Ordering::SeqCst);
-    publish_record(shared, store, &job.weak, &job.record)
+    publish_record(shared, &job.weak, &job.record)
 }
 
 fn bazel_any(value: &serde_json::Value) -> wire::pb::Any {
@@ -139,7 +139,10 @@ fn send_blobs(
     for w in missing {
         let Some(local) = blobs.get(&w) else { continue };
         let _slot = shared.slots.acquire();
-        shared.client.write_blob(&w, &store.cas.blob_path(local))?;
+        let path = store.cas.blob_path(local);
+        shared
+            .client
+            .write_blob(&w, wire::BlobSource::File(&path))?;
         shared.stats.uploaded_blobs.fetch_add(1, Ordering::SeqCst);
         shared
             .stats
@@ -152,12 +155,7 @@ fn send_blobs(
 /// Puts `record` first in the remote list of the weak key (unless it is
 /// already first). Two writers racing may drop each other's record: that
 /// costs a miss, never a wrong hit.
-fn publish_record(
-    shared: &Shared,
-    store: &Store,
-    weak: &WeakKey,
-    record: &str,
-) -> Result<(), RemoteError> {
+fn publish_record(shared: &Shared, weak: &WeakKey, record: &str) -> Result<(), RemoteError> {
     let client = &*shared.client;
     let df = client.digest_fn();
     let key = ac_key(df, RECORDS_TAG, weak.as_bytes());
@@ -186,12 +184,18 @@ fn publish_record(
         records,
     })
     .expect("records serialize");
-    let local = store
-        .cas
-        .put_bytes(&bytes)
-        .map_err(|e| RemoteError::Rejected(format!("local store: {e}")))?;
+    // Sent from memory: the list is for the remote only, and storing it
+    // locally would create a file per upload.
     let w = WireDigest::of_bytes(df, &bytes);
-    send_blobs(shared, store, &BTreeMap::from([(w, local)]))?;
+    if !client.find_missing(&[w])?.is_empty() {
+        let _slot = shared.slots.acquire();
+        client.write_blob(&w, wire::BlobSource::Bytes(&bytes))?;
+        shared.stats.uploaded_blobs.fetch_add(1, Ordering::SeqCst);
+        shared
+            .stats
+            .uploaded_bytes
+            .fetch_add(w.size, Ordering::SeqCst);
+    }
     let result = reapi::ActionResult {
         output_files: vec![reapi::OutputFile {
             path: RECORDS_FILE.into(),

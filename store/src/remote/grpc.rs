@@ -249,7 +249,7 @@ fn rpc_status(s: &Option<bazel_remote_apis::google::rpc::Status>) -> Option<(Cod
 /// Reads a file in chunks for ByteStream Write (blocking reads of a local
 /// blob; small next to the network).
 struct FileChunks {
-    file: std::fs::File,
+    file: Box<dyn Read + Send>,
     resource: String,
     offset: i64,
     size: i64,
@@ -523,14 +523,13 @@ impl RemoteCache for GrpcCache {
         })
     }
 
-    fn write_blob(&self, digest: &WireDigest, path: &std::path::Path) -> RemoteResult<()> {
+    fn write_blob(&self, digest: &WireDigest, source: super::BlobSource<'_>) -> RemoteResult<()> {
         let batch_limit = self.caps()?.batch_limit;
         let digest_function = self.digest_fn_code()?;
-        let local = |e: std::io::Error| {
-            RemoteError::Unavailable(format!("local blob {}: {e}", path.display()))
-        };
+        let local =
+            |e: std::io::Error| RemoteError::Unavailable(format!("{}: {e}", source.describe()));
         if digest.size <= batch_limit {
-            let data = std::fs::read(path).map_err(local)?;
+            let data = source.read_all().map_err(local)?;
             let mut client = ContentAddressableStorageClient::new(self.channel.clone());
             let req = self.request(
                 reapi::BatchUpdateBlobsRequest {
@@ -561,7 +560,7 @@ impl RemoteCache for GrpcCache {
             return Ok(());
         }
         let chunks = FileChunks {
-            file: std::fs::File::open(path).map_err(local)?,
+            file: source.open().map_err(local)?,
             resource: self.resource(digest, Some(&self.upload_id())),
             offset: 0,
             size: digest.size as i64,

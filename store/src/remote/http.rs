@@ -334,15 +334,20 @@ impl RemoteCache for HttpCache {
         Ok(true)
     }
 
-    fn write_blob(&self, digest: &WireDigest, path: &std::path::Path) -> RemoteResult<()> {
+    fn write_blob(&self, digest: &WireDigest, source: super::BlobSource<'_>) -> RemoteResult<()> {
         let what = format!("PUT /cas/{}", digest.hex());
-        let file = std::fs::File::open(path)
-            .map_err(|e| RemoteError::Unavailable(format!("{what}: local blob: {e}")))?;
-        let resp = self
+        let put = self
             .with_auth(self.agent.put(&self.url("cas", digest)))
-            .header("Content-Type", "application/octet-stream")
-            .send(file)
-            .map_err(|e| transport_error(&what, e))?;
+            .header("Content-Type", "application/octet-stream");
+        let sent = match source {
+            super::BlobSource::File(path) => {
+                let file = std::fs::File::open(path)
+                    .map_err(|e| RemoteError::Unavailable(format!("{what}: local blob: {e}")))?;
+                put.send(file)
+            }
+            super::BlobSource::Bytes(bytes) => put.send(bytes),
+        };
+        let resp = sent.map_err(|e| transport_error(&what, e))?;
         if resp.status().is_success() {
             Ok(())
         } else {

@@ -271,8 +271,44 @@ pub trait RemoteCache: Send + Sync {
     /// Streams a blob's bytes into `sink`; `Ok(false)` if the server does
     /// not have it. An error from `sink` aborts the read as `Rejected`.
     fn read_blob(&self, digest: &WireDigest, sink: &mut dyn BlobSink) -> RemoteResult<bool>;
-    /// Uploads the local CAS blob at `path` (its bytes hash to `digest`).
-    fn write_blob(&self, digest: &WireDigest, path: &std::path::Path) -> RemoteResult<()>;
+    /// Uploads a blob (its bytes hash to `digest`).
+    fn write_blob(&self, digest: &WireDigest, source: BlobSource<'_>) -> RemoteResult<()>;
+}
+
+/// The bytes of a blob to upload.
+#[derive(Clone, Copy, Debug)]
+pub enum BlobSource<'a> {
+    /// A file: a blob of the local store.
+    File(&'a std::path::Path),
+    /// Bytes made for the remote only (the records list of a weak key):
+    /// never stored locally, where each would be a file created per upload.
+    Bytes(&'a [u8]),
+}
+
+impl BlobSource<'_> {
+    /// A reader of the bytes, owning what it reads (for streaming).
+    pub(crate) fn open(&self) -> std::io::Result<Box<dyn std::io::Read + Send + 'static>> {
+        Ok(match self {
+            BlobSource::File(p) => Box::new(std::fs::File::open(p)?),
+            BlobSource::Bytes(b) => Box::new(std::io::Cursor::new(b.to_vec())),
+        })
+    }
+
+    /// All the bytes (small blobs).
+    pub(crate) fn read_all(&self) -> std::io::Result<Vec<u8>> {
+        match self {
+            BlobSource::File(p) => std::fs::read(p),
+            BlobSource::Bytes(b) => Ok(b.to_vec()),
+        }
+    }
+
+    /// What to name in an error.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            BlobSource::File(p) => format!("local blob {}", p.display()),
+            BlobSource::Bytes(_) => "blob in memory".into(),
+        }
+    }
 }
 
 /// Where a downloaded blob's bytes go; refuses more bytes than announced.

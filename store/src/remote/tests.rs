@@ -102,7 +102,7 @@ impl RemoteCache for Fake {
             None => Ok(false),
         }
     }
-    fn write_blob(&self, _: &WireDigest, _: &std::path::Path) -> RemoteResult<()> {
+    fn write_blob(&self, _: &WireDigest, _: super::BlobSource<'_>) -> RemoteResult<()> {
         Ok(())
     }
 }
