@@ -242,7 +242,7 @@ fn store_verify_finds_and_repairs() {
 
     let blob = |bytes: &[u8]| {
         let hex = blake3::hash(bytes).to_hex().to_string();
-        ws.cache.join("cas").join(&hex[..2]).join(&hex[2..])
+        ws.cache.join("cas").join(&hex[..1]).join(&hex[1..])
     };
     // lib's output (app's result.txt has the same bytes), corrupted in
     // place; app's run.sh, deleted.

@@ -125,7 +125,8 @@ fn supervisor_main(plan: &ChildPlan, fds: &ChildFds, parent: pid_t, shared_vm: b
     // vbuild's handlers must never run here (with a shared memory they
     // would run vbuild's code on vbuild's data, from another process).
     // SIGPIPE stays ignored, as in vbuild: a status record written after
-    // the parent is gone must not matter.
+    // the parent is gone must not matter. (`action_main` relies on these
+    // being the only dispositions.)
     sys::default_handlers();
     sys::set_handler(libc::SIGPIPE, libc::SIG_IGN);
     let set = supervisor_signals();
@@ -339,9 +340,12 @@ unsafe extern "C" fn action_entry(arg: *mut libc::c_void) -> ! {
 /// The action process: clean signal state, own session, cwd, exec. Starts
 /// with every signal blocked (see `spawn_action`).
 fn action_main(exec: &ExecPlan, scratch: bool) -> ! {
-    // Dispositions set to "ignore" survive execve (Rust ignores SIGPIPE,
-    // for one); the action must start with defaults, and unblocked.
-    sys::default_handlers();
+    // Dispositions set to "ignore" survive execve; the action must start
+    // with defaults, and unblocked. The supervisor has already set every
+    // other signal back to the default (`supervisor_main`), and this
+    // process got a copy of its dispositions: only its ignored SIGPIPE is
+    // left.
+    sys::set_handler(libc::SIGPIPE, libc::SIG_DFL);
     sys::set_mask(0);
     unsafe {
         // Own session and process group: terminal signals go to the

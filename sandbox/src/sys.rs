@@ -184,9 +184,14 @@ pub(crate) unsafe fn clone_on(
     f: unsafe extern "C" fn(*mut c_void) -> !,
     arg: *mut c_void,
 ) -> Result<libc::pid_t, Errno> {
-    unsafe extern "C" fn tramp(arg: *mut c_void) -> libc::c_int {
-        let (f, arg) = *arg.cast::<(unsafe extern "C" fn(*mut c_void) -> !, *mut c_void)>();
-        f(arg)
+    extern "C" fn tramp(arg: *mut c_void) -> libc::c_int {
+        // Safety: `arg` is `pair` below, alive while the child can read it
+        // (its own copy without CLONE_VM; the suspended parent's with
+        // CLONE_VFORK).
+        unsafe {
+            let (f, arg) = *arg.cast::<(unsafe extern "C" fn(*mut c_void) -> !, *mut c_void)>();
+            f(arg)
+        }
     }
     let mut pair = (f, arg);
     let pid = libc::clone(

@@ -334,28 +334,6 @@ fn timeout_kills_the_whole_tree() {
 }
 
 #[test]
-fn cancel_all_stops_running_actions() {
-    for mode in modes("cancel_all_stops_running_actions") {
-        let f = fixture();
-        let spec = f.sh(mode, "sleep 30 & sleep 30");
-        let t = Instant::now();
-        let r = std::thread::scope(|s| {
-            let h = s.spawn(|| f.run(mode, &spec));
-            std::thread::sleep(Duration::from_millis(300));
-            vbuild_sandbox::cancel_all();
-            h.join().expect("join")
-        })
-        .expect("run");
-        assert_eq!(
-            r.outcome.status,
-            ExitKind::Signaled(libc::SIGKILL),
-            "{mode:?}"
-        );
-        assert!(t.elapsed() < Duration::from_secs(5));
-    }
-}
-
-#[test]
 fn scratch_is_removed_even_when_made_read_only() {
     for mode in modes("scratch_is_removed_even_when_made_read_only") {
         let f = fixture();

@@ -17,6 +17,25 @@ use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
+/// Hex digits of a blob's digest that name its directory under `cas/`: 16
+/// directories. Each one is an inode created on the store's first blob in
+/// it, and on ext4 right after a store was deleted (a fresh CI machine)
+/// every inode creation scans the recently deleted ones: with 256
+/// directories (2 digits, until schema v7) a cold build of 200 actions
+/// made 140 of them for 200 blobs. 16 keep a million blobs at ~62,000 per
+/// directory, which ext4's hashed directories index well.
+pub const SHARD_HEX: usize = 1;
+
+/// The digest a file in `cas/` names: `shard` and `name` are its directory
+/// and file names. Blobs of the layout before schema v7 (2-digit shards)
+/// are recognized too, so verify checks and collection removes them.
+pub(crate) fn blob_name(shard: &str, name: &str) -> Option<Digest> {
+    if shard.len() > 2 || shard.len() + name.len() != 64 {
+        return None;
+    }
+    Digest::from_hex(&format!("{shard}{name}"))
+}
+
 /// Streaming chunk size: large enough that syscalls don't dominate hashing.
 const CHUNK: usize = 256 * 1024;
 
@@ -54,7 +73,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CasError + '_ {
 }
 
 pub struct Cas {
-    /// `<root>/cas`: blobs at `cas/<2 hex>/<62 hex>`.
+    /// `<root>/cas`: blobs at `cas/<1 hex>/<63 hex>` (see [`SHARD_HEX`]).
     cas_dir: PathBuf,
     /// `<root>/tmp`: same filesystem as `cas/`, so the final rename is atomic.
     tmp_dir: PathBuf,
@@ -220,9 +239,9 @@ impl Cas {
         let mut path = std::ffi::OsString::with_capacity(dir.len() + 66);
         path.push(dir);
         path.push("/");
-        path.push(&hex[..2]);
+        path.push(&hex[..SHARD_HEX]);
         path.push("/");
-        path.push(&hex[2..]);
+        path.push(&hex[SHARD_HEX..]);
         PathBuf::from(path)
     }
 

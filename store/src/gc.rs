@@ -260,17 +260,22 @@ struct BlobInfo {
     mtime_ms: i64,
 }
 
-/// Every blob on disk: digest → size and mtime.
-fn list_blobs(cas_dir: &Path) -> Result<HashMap<Digest, BlobInfo>> {
+/// Every blob on disk: digest → size and mtime. Blobs of the layout before
+/// schema v7 (`cas/<2 hex>/`, which nothing reads any more) are listed
+/// apart, by path: nothing needs them.
+type Listing = (HashMap<Digest, BlobInfo>, Vec<(PathBuf, BlobInfo)>);
+
+fn list_blobs(cas_dir: &Path) -> Result<Listing> {
     let mut blobs = HashMap::new();
+    let mut legacy = Vec::new();
     let shards = match fs::read_dir(cas_dir) {
         Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(blobs),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((blobs, legacy)),
         Err(e) => return Err(io_err(cas_dir)(e)),
     };
     for shard in shards.flatten() {
         let shard_name = shard.file_name();
-        let Some(prefix) = shard_name.to_str().filter(|n| n.len() == 2) else {
+        let Some(prefix) = shard_name.to_str() else {
             continue;
         };
         let Ok(rd) = fs::read_dir(shard.path()) else {
@@ -279,7 +284,7 @@ fn list_blobs(cas_dir: &Path) -> Result<HashMap<Digest, BlobInfo>> {
         for blob in rd.flatten() {
             let name = blob.file_name();
             let Some(rest) = name.to_str() else { continue };
-            let Ok(digest) = format!("{prefix}{rest}").parse::<Digest>() else {
+            let Some(digest) = crate::cas::blob_name(prefix, rest) else {
                 continue;
             };
             let Ok(meta) = blob.metadata() else { continue };
@@ -288,16 +293,18 @@ fn list_blobs(cas_dir: &Path) -> Result<HashMap<Digest, BlobInfo>> {
                 .ok()
                 .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                 .map_or(0, |d| d.as_millis() as i64);
-            blobs.insert(
-                digest,
-                BlobInfo {
-                    size: meta.len(),
-                    mtime_ms,
-                },
-            );
+            let info = BlobInfo {
+                size: meta.len(),
+                mtime_ms,
+            };
+            if prefix.len() == crate::cas::SHARD_HEX {
+                blobs.insert(digest, info);
+            } else {
+                legacy.push((blob.path(), info));
+            }
         }
     }
-    Ok(blobs)
+    Ok((blobs, legacy))
 }
 
 struct EntryRow {
@@ -357,8 +364,12 @@ pub fn collect(store: &Store, target: u64) -> Result<GcReport> {
     let start = now_ms().min(store.oldest_lease()?.unwrap_or(i64::MAX));
     let entry_fence = start - TOUCH_MS;
     let blob_fence = start - SLACK_MS;
-    let blobs = list_blobs(store.cas.dir())?;
-    let bytes_before: u64 = blobs.values().map(|b| b.size).sum();
+    let (blobs, legacy) = list_blobs(store.cas.dir())?;
+    let bytes_before: u64 = blobs
+        .values()
+        .chain(legacy.iter().map(|(_, b)| b))
+        .map(|b| b.size)
+        .sum();
 
     // Most recently used first: keep while the needed blobs fit.
     let rows = entries(store)?;
@@ -416,6 +427,17 @@ pub fn collect(store: &Store, target: u64) -> Result<GcReport> {
         if remove_blob(store, digest, blob_fence)? {
             blobs_removed += 1;
             freed += info.size;
+        }
+    }
+    // The old layout's blobs: no entry reads them (the v7 migration dropped
+    // the entries that did), so they go, then their emptied directories.
+    for (path, info) in &legacy {
+        if info.mtime_ms < blob_fence && fs::remove_file(path).is_ok() {
+            blobs_removed += 1;
+            freed += info.size;
+            if let Some(shard) = path.parent() {
+                let _ = fs::remove_dir(shard);
+            }
         }
     }
     let bytes_after = bytes_before - freed;
@@ -484,6 +506,34 @@ fn remove_blob(store: &Store, digest: &Digest, fence: i64) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Blobs of the layout before schema v7 (`cas/<2 hex>/<62 hex>`) serve
+    /// no entry: a collection removes them and their directories, and
+    /// leaves the current layout's blobs that are young or needed.
+    #[test]
+    fn collection_removes_the_old_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let kept = store.cas.put_bytes(b"young").unwrap();
+        let old = Digest::of_bytes(b"old layout").to_hex();
+        let shard = dir.path().join("cas").join(&old[..2]);
+        fs::create_dir_all(&shard).unwrap();
+        let path = shard.join(&old[2..]);
+        fs::write(&path, b"old layout").unwrap();
+        let long_ago = SystemTime::now() - std::time::Duration::from_secs(3600);
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        let report = collect(&store, u64::MAX).unwrap();
+        assert_eq!(report.blobs_removed, 1);
+        assert_eq!(report.bytes_before - report.bytes_after, 10);
+        assert!(!shard.exists());
+        assert!(store.cas.contains(&kept));
+        assert_eq!(store.cas.stats().unwrap(), (1, 5));
+    }
 
     #[test]
     fn sizes_parse_and_print() {

@@ -4,7 +4,7 @@
 //! Layout of a store root (`$VBUILD_CACHE_DIR`, else `$XDG_CACHE_HOME/vbuild`,
 //! else `~/.cache/vbuild`):
 //! ```text
-//! cas/ab/cdef…      immutable blobs named by the BLAKE3 hex of their bytes
+//! cas/a/bcdef…      immutable blobs named by the BLAKE3 hex of their bytes
 //! tmp/              temp files (.vbuild-tmp-<pid>-…, or unnamed O_TMPFILE ones
 //!                   for blobs), linked or renamed into cas/ or the
 //!                   workspace when complete; a dead run's are swept at open

@@ -99,8 +99,8 @@ impl Checkout {
         self.cache
             .path()
             .join("cas")
-            .join(&h[..2])
-            .join(&h[2..])
+            .join(&h[..1])
+            .join(&h[1..])
             .exists()
     }
 

@@ -106,10 +106,10 @@ pub fn redact(text: &str) -> String {
 }
 
 impl Ws {
-    /// Where the store keeps the blob of `bytes` (`cas/<2 hex>/<62 hex>`).
+    /// Where the store keeps the blob of `bytes` (`cas/<1 hex>/<63 hex>`).
     pub fn blob_path(&self, bytes: &[u8]) -> PathBuf {
         let hex = blake3::hash(bytes).to_hex().to_string();
-        self.cache.join("cas").join(&hex[..2]).join(&hex[2..])
+        self.cache.join("cas").join(&hex[..1]).join(&hex[1..])
     }
     /// A workspace named "test" holding `files` (path, contents).
     pub fn new(files: &[(&str, &str)]) -> Ws {

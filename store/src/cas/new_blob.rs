@@ -55,7 +55,7 @@ impl NewBlob {
 
     /// Makes the complete file the blob at `dest`, never replacing one
     /// there (blobs are immutable: the first writer's stays, ours is
-    /// dropped). Creates the shard directory (`cas/<2 hex>/`) on the first
+    /// dropped). Creates the shard directory (`cas/<1 hex>/`) on the first
     /// blob in it.
     pub(super) fn commit(self, dest: &Path, tmp_dir: &Path) -> io::Result<()> {
         let file = match self {

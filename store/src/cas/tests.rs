@@ -29,7 +29,7 @@ fn put_and_read_round_trip() {
     let hex = d.to_hex();
     assert_eq!(
         cas.blob_path(&d),
-        dir.path().join("cas").join(&hex[..2]).join(&hex[2..])
+        dir.path().join("cas").join(&hex[..1]).join(&hex[1..])
     );
     assert_eq!(mode(&cas.blob_path(&d)), 0o444);
     assert_eq!(cas.read_verified(&d).unwrap(), b"hello world");
@@ -307,4 +307,17 @@ fn copy_into_of_a_large_blob_clones_or_copies_exactly() {
         .unwrap_err();
     assert!(matches!(err, CasError::Corrupt(_)), "{err}");
     assert!(!cas.contains(&digest));
+}
+
+/// Blobs fan out over at most 16 directories (each is an inode a cold
+/// build creates; 100 blobs made ~82 of the 256 before schema v7).
+#[test]
+fn blobs_fan_out_over_sixteen_directories() {
+    let (dir, cas) = open();
+    for i in 0..100u32 {
+        cas.put_bytes(&i.to_le_bytes()).unwrap();
+    }
+    let dirs = std::fs::read_dir(dir.path().join("cas")).unwrap().count();
+    assert!(dirs <= 16, "{dirs} directories");
+    assert_eq!(cas.stats().unwrap().0, 100);
 }
