@@ -40,13 +40,23 @@ pub fn cancel_all() {
 /// other running supervisor): scratch mode and a root caller, whose parent
 /// writes the id maps. An unprivileged namespace sandbox writes its own
 /// maps, which needs the toggle, so it gets a copy (fork semantics).
+///
+/// And only while the memory is not dumpable (vbuild's `main` makes it so):
+/// a shared supervisor is root of the action's user namespace. The action
+/// normally drops to other ids, but one that kept root's (or a bug that
+/// let it) could, were the memory dumpable, ptrace its PID 1 and through
+/// it write vbuild's own memory. Non-dumpable memory asks for
+/// CAP_SYS_PTRACE in the namespace that created it (the host's), which no
+/// action has. A copy (fork semantics) keeps such a write inside the copy.
 fn share_vm(plan: &ChildPlan) -> bool {
-    sys::SHARE_VM && plan.ns.as_ref().is_none_or(|ns| ns.parent_maps.is_some())
+    sys::SHARE_VM
+        && plan.ns.as_ref().is_none_or(|ns| ns.parent_maps.is_some())
+        && unsafe { libc::prctl(libc::PR_GET_DUMPABLE) } == 0
 }
 
-fn clone_flags(plan: &ChildPlan) -> libc::c_int {
+fn clone_flags(plan: &ChildPlan, shared_vm: bool) -> libc::c_int {
     let mut flags = libc::SIGCHLD;
-    if share_vm(plan) {
+    if shared_vm {
         flags |= libc::CLONE_VM;
     }
     if let Some(ns) = &plan.ns {
@@ -99,13 +109,15 @@ pub(crate) fn run(plan: ChildPlan, spec: &RunSpec) -> Result<Outcome, SandboxErr
         status: status_wr.as_raw_fd(),
         maps_written: maps_pipe.as_ref().map_or(-1, |(rd, _)| rd.as_raw_fd()),
     };
+    // Decided once: the flags and the supervisor must agree.
+    let shared_vm = share_vm(&plan);
     let args = SupervisorArgs {
         plan: &plan,
         fds: &fds,
         parent: unsafe { libc::getpid() },
-        shared_vm: share_vm(&plan),
+        shared_vm,
     };
-    let flags = clone_flags(&plan);
+    let flags = clone_flags(&plan, shared_vm);
     let stack = sys::Stack::new(SUPERVISOR_STACK).map_err(io::Error::from)?;
     let start = Instant::now();
     // With CLONE_VM the supervisor runs on vbuild's memory, next to this

@@ -439,3 +439,23 @@ fn etc_holds_the_allowlist_and_the_synthesized_files() {
         );
     }
 }
+
+/// PID 1 of the action's namespace is its supervisor, which may share
+/// vbuild's memory (`CLONE_VM`): the action must not read that memory or
+/// vbuild's environment through it.
+#[test]
+fn the_action_cannot_read_its_supervisors_memory_or_environment() {
+    require_namespaces!();
+    let f = fixture();
+    let r = f.run_sh(
+        NS,
+        "for p in /proc/1/environ /proc/1/mem /proc/1/maps; do \
+           if head -c 1 $p >/dev/null 2>&1; then echo \"read $p\"; else echo \"denied $p\"; fi; \
+         done",
+    );
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(
+        r.stdout,
+        "denied /proc/1/environ\ndenied /proc/1/mem\ndenied /proc/1/maps\n"
+    );
+}

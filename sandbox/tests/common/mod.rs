@@ -38,6 +38,9 @@ pub struct Fixture {
 }
 
 pub fn fixture() -> Fixture {
+    // As vbuild's `main` does: the sandbox shares the caller's memory with
+    // the supervisor only when it is not dumpable.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     let parent = tempfile::tempdir().expect("tempdir");
     let scratch = Scratch::create(parent.path()).expect("scratch");
     Fixture { scratch, parent }
