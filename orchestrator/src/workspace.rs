@@ -1233,19 +1233,31 @@ fn walk_dir(dir: &Path, rel: &str, tree: &mut Tree, prune: &Prune) {
 }
 
 /// `walk_dir` of a directory already open: each subdirectory is opened by
-/// its name in it (`listdir.rs`), while this one stays open.
+/// its name in it (`listdir.rs`), while this one stays open. Entries go
+/// into `tree` in bytewise order of their paths (a directory's files at
+/// the place of `name/`), so each core's part comes out sorted and the
+/// final sort of the merged parts only merges a few runs.
 fn walk_open(open: &listdir::Dir, dir: &Path, rel: &str, tree: &mut Tree, prune: &Prune) {
-    let mut subdirs = Vec::new();
-    list_open(open, dir, rel, tree, &mut subdirs, prune);
-    for (path, rel) in subdirs {
-        let name = path.file_name().expect("a listed entry has a name");
-        match open.open_sub(name) {
-            Ok(sub) => walk_open(&sub, &path, &rel, tree, prune),
-            Err(e) => tree
-                .errors
-                .push((rel.clone(), format!("reading {}: {e}", path.display()))),
+    for entry in list_open(open, dir, rel, tree, prune) {
+        match entry {
+            Listed::File(sub) => tree.files.push(sub),
+            Listed::Dir(sub) => {
+                let path = dir.join(&sub[sub.len() - subdir_name_len(&sub)..]);
+                let name = path.file_name().expect("a listed entry has a name");
+                match open.open_sub(name) {
+                    Ok(open) => walk_open(&open, &path, &sub, tree, prune),
+                    Err(e) => tree
+                        .errors
+                        .push((sub.clone(), format!("reading {}: {e}", path.display()))),
+                }
+            }
         }
     }
+}
+
+/// The length of the last component of a workspace-relative path.
+fn subdir_name_len(sub: &str) -> usize {
+    sub.rfind('/').map_or(sub.len(), |i| sub.len() - i - 1)
 }
 
 /// Lists the entries of `dir` alone into `tree`; the directories to walk
@@ -1258,22 +1270,42 @@ fn list_dir(
     subdirs: &mut Vec<(PathBuf, String)>,
     prune: &Prune,
 ) {
-    match listdir::Dir::open(dir) {
-        Ok(open) => list_open(&open, dir, rel, tree, subdirs, prune),
-        Err(e) => tree
-            .errors
-            .push((rel.to_string(), format!("reading {}: {e}", dir.display()))),
+    let open = match listdir::Dir::open(dir) {
+        Ok(open) => open,
+        Err(e) => {
+            tree.errors
+                .push((rel.to_string(), format!("reading {}: {e}", dir.display())));
+            return;
+        }
+    };
+    for entry in list_open(&open, dir, rel, tree, prune) {
+        match entry {
+            Listed::File(sub) => tree.files.push(sub),
+            Listed::Dir(sub) => {
+                let path = dir.join(&sub[sub.len() - subdir_name_len(&sub)..]);
+                subdirs.push((path, sub));
+            }
+        }
     }
 }
 
+/// A listed file (or symlink) or a directory to walk, workspace-relative.
+enum Listed {
+    File(String),
+    Dir(String),
+}
+
+/// The entries of one open directory to record or walk, sorted as their
+/// paths sort (a directory as `name/`); records packages, node_modules
+/// and errors into `tree` on the way.
 fn list_open(
     open: &listdir::Dir,
     dir: &Path,
     rel: &str,
     tree: &mut Tree,
-    subdirs: &mut Vec<(PathBuf, String)>,
     prune: &Prune,
-) {
+) -> Vec<Listed> {
+    let mut found: Vec<(String, bool)> = Vec::new();
     let listed = open.entries(|name, kind| {
         let Some(name) = name.to_str() else {
             tree.errors.push((
@@ -1294,22 +1326,35 @@ fn list_open(
         if vbuild_store::temp::is_temp_name(name) {
             return;
         }
-        let sub = join_package(rel, name);
+        let mut sub = join_package(rel, name);
         if is_dir {
             if !prune.covers(&sub) {
-                subdirs.push((dir.join(name), sub));
+                // Sorted as the paths of its files will be.
+                sub.push('/');
+                found.push((sub, true));
             }
         } else {
             if kind == listdir::Kind::File && name == BUILD_FILE {
                 tree.packages.push(rel.to_string());
             }
-            tree.files.push(sub);
+            found.push((sub, false));
         }
     });
     if let Err(e) = listed {
         tree.errors
             .push((rel.to_string(), format!("reading {}: {e}", dir.display())));
     }
+    found.sort_unstable();
+    found
+        .into_iter()
+        .map(|(mut sub, is_dir)| match is_dir {
+            true => {
+                sub.pop();
+                Listed::Dir(sub)
+            }
+            false => Listed::File(sub),
+        })
+        .collect()
 }
 
 /// Load errors printed in full before the rest are only counted.
@@ -1366,8 +1411,21 @@ mod tests {
             write(&format!("{pkg}/.cache/hidden.txt"));
         }
         write("apps/web/BUILD.toml");
+        // Names that sort around a directory's `name/`.
+        for f in [
+            "a.js",
+            "a/x.js",
+            "a/b/y.js",
+            "a-b.js",
+            "a0.js",
+            "a/.hidden/z",
+        ] {
+            write(&format!("apps/web/{f}"));
+        }
         let mut serial = Tree::default();
         walk_dir(root.path(), "", &mut serial, &Prune::default());
+        // A depth-first walk emits files in bytewise order already.
+        assert!(serial.files.is_sorted(), "{:?}", serial.files);
         serial.packages.sort();
         serial.files.sort();
         serial.module_dirs.sort();
