@@ -336,22 +336,37 @@ mod tests {
     use super::*;
     use crate::{ActionCache, StrongKey};
 
+    /// A database left at schema `version`, filled by `fill` in the same
+    /// transaction, as an older vbuild would have left it.
+    fn db_at(path: &Path, version: usize, fill: impl FnOnce(&Transaction<'_>)) {
+        let mut conn = Connection::open(path).unwrap();
+        let tx = conn.transaction().unwrap();
+        for step in &MIGRATIONS[..version] {
+            step(&tx).unwrap();
+        }
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
+            [version as i64],
+        )
+        .unwrap();
+        fill(&tx);
+        tx.commit().unwrap();
+    }
+
+    /// One value read from the database at `path` on a fresh connection.
+    fn query_one<T: rusqlite::types::FromSql>(path: &Path, sql: &str) -> T {
+        Connection::open(path)
+            .unwrap()
+            .query_row(sql, [], |r| r.get(0))
+            .unwrap()
+    }
+
     /// v5 → v6 keeps the stat cache's rows (one clustered table now).
     #[test]
     fn v5_stat_rows_survive_v6() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache.db");
-        {
-            let mut conn = Connection::open(&path).unwrap();
-            let tx = conn.transaction().unwrap();
-            for step in &MIGRATIONS[..5] {
-                step(&tx).unwrap();
-            }
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', 5)",
-                [],
-            )
-            .unwrap();
+        db_at(&path, 5, |tx| {
             for (p, ino) in [(&b"/w/a/x.ts"[..], 7i64), (&b"/w/b/y.ts"[..], 8)] {
                 tx.execute(
                     "INSERT INTO stat_cache VALUES (?1, 1, ?2, 3, 4, 5, 0, ?3, 9000000000)",
@@ -364,17 +379,12 @@ mod tests {
                 [],
             )
             .unwrap();
-            tx.commit().unwrap();
-        }
+        });
         let cache = ActionCache::open(&path).unwrap();
-        let sql: String = Connection::open(&path)
-            .unwrap()
-            .query_row(
-                "SELECT sql FROM sqlite_master WHERE name = 'stat_cache'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let sql: String = query_one(
+            &path,
+            "SELECT sql FROM sqlite_master WHERE name = 'stat_cache'",
+        );
         assert!(sql.contains("WITHOUT ROWID"), "{sql}");
         let loaded = cache.load_stat_cache("/w/").unwrap();
         assert_eq!(loaded.len(), 2);
@@ -400,17 +410,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache.db");
         let key = [7u8; 32];
-        {
-            let mut conn = Connection::open(&path).unwrap();
-            let tx = conn.transaction().unwrap();
-            for step in &MIGRATIONS[..4] {
-                step(&tx).unwrap();
-            }
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', 4)",
-                [],
-            )
-            .unwrap();
+        db_at(&path, 4, |tx| {
             let d = crate::Digest([1; 32]).to_hex();
             let result = format!(
                 r#"{{"output_tree":"{d}","stdout":"{d}","stderr":"{d}","exit_code":0,"declarations":null,"duration_ms":1}}"#
@@ -427,17 +427,9 @@ mod tests {
                 .unwrap();
             tx.execute("INSERT INTO records VALUES (?1, 'r', 0)", [&key[..]])
                 .unwrap();
-            tx.commit().unwrap();
-        }
+        });
         let cache = ActionCache::open(&path).unwrap();
-        let version: i64 = Connection::open(&path)
-            .unwrap()
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'schema_version'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let version: i64 = query_one(&path, "SELECT value FROM meta WHERE key = 'schema_version'");
         assert_eq!(version, SCHEMA_VERSION);
         assert!(cache.get(&StrongKey(crate::Digest(key))).unwrap().is_none());
         assert!(cache.last_run("old", "//a").unwrap().is_none());

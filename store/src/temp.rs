@@ -205,17 +205,45 @@ pub(crate) fn dev_of(path: &Path) -> Option<u64> {
 
 #[cfg(target_os = "linux")]
 fn unnamed_in(dir: &Path) -> Option<File> {
+    open_unnamed(dir, libc::O_WRONLY, 0o600)
+}
+
+/// An unnamed (`O_TMPFILE`) file in `dir`, opened with `access`
+/// (`O_WRONLY` or `O_RDWR`) and created with `mode` (less the umask);
+/// `None` where the filesystem or kernel refuses.
+#[cfg(target_os = "linux")]
+pub(crate) fn open_unnamed(dir: &Path, access: libc::c_int, mode: libc::mode_t) -> Option<File> {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::io::FromRawFd;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let fd = unsafe {
-        libc::open(
+    // SAFETY: a valid C string; the fd is owned by the File from here.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_TMPFILE | access | libc::O_CLOEXEC, mode) };
+    (fd >= 0).then(|| unsafe { File::from_raw_fd(fd) })
+}
+
+/// Gives the unnamed `file` the name `dest` through /proc/self/fd (which
+/// needs no privilege, unlike `AT_EMPTY_PATH`); fails if `dest` exists.
+pub(crate) fn link_at(file: &File, dest: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::io::AsRawFd;
+    let proc_path = format!("/proc/self/fd/{}\0", file.as_raw_fd());
+    let c = std::ffi::CString::new(dest.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: both are valid C strings.
+    let rc = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            proc_path.as_ptr().cast(),
+            libc::AT_FDCWD,
             c.as_ptr(),
-            libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC,
-            0o600,
+            libc::AT_SYMLINK_FOLLOW,
         )
     };
-    (fd >= 0).then(|| unsafe { File::from_raw_fd(fd) })
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Gives the unnamed file a temp name (linkat through /proc/self/fd, which
@@ -223,9 +251,6 @@ fn unnamed_in(dir: &Path) -> Option<File> {
 /// between two system calls.
 #[cfg(target_os = "linux")]
 fn link_unnamed(file: &File, dir: &Path, dest: &Path) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::io::AsRawFd;
-    let proc_path = format!("/proc/self/fd/{}\0", file.as_raw_fd());
     for attempt in 0..16u32 {
         let name = dir.join(format!(
             "{}{:x}{attempt}",
@@ -234,23 +259,10 @@ fn link_unnamed(file: &File, dir: &Path, dest: &Path) -> io::Result<()> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.subsec_nanos())
         ));
-        let c = std::ffi::CString::new(name.as_os_str().as_bytes())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let rc = unsafe {
-            libc::linkat(
-                libc::AT_FDCWD,
-                proc_path.as_ptr().cast(),
-                libc::AT_FDCWD,
-                c.as_ptr(),
-                libc::AT_SYMLINK_FOLLOW,
-            )
-        };
-        if rc != 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::AlreadyExists {
-                continue;
-            }
-            return Err(e);
+        match link_at(file, &name) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+            Ok(()) => {}
         }
         return fs::rename(&name, dest).inspect_err(|_| {
             let _ = fs::remove_file(&name);

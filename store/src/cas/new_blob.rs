@@ -64,7 +64,7 @@ impl NewBlob {
         };
         let mut made_shard = false;
         loop {
-            match link(&file, dest) {
+            match temp::link_at(&file, dest) {
                 Ok(()) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::NotFound && !made_shard => {
@@ -119,21 +119,7 @@ fn commit_named(tmp: NamedTempFile, dest: &Path) -> io::Result<()> {
 /// An unnamed read-only file in `dir` (readable too, for the fallback copy).
 #[cfg(target_os = "linux")]
 fn unnamed_in(dir: &Path) -> Option<File> {
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::io::FromRawFd;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: a valid C string; the fd is owned by the File from here.
-    let fd = unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC,
-            MODE,
-        )
-    };
-    if fd < 0 {
-        return None;
-    }
-    let file = unsafe { File::from_raw_fd(fd) };
+    let file = temp::open_unnamed(dir, libc::O_RDWR, MODE)?;
     // The umask applies to the mode given at creation: set it explicitly
     // only if that stripped bits (0444 for everyone, as before).
     if temp::umask() & MODE != 0 {
@@ -147,31 +133,6 @@ fn unnamed_in(dir: &Path) -> Option<File> {
 #[cfg(not(target_os = "linux"))]
 fn unnamed_in(_: &Path) -> Option<File> {
     None
-}
-
-/// Links the unnamed `file` at `dest` through /proc/self/fd (which needs
-/// no privilege, unlike `AT_EMPTY_PATH`); fails if `dest` exists.
-fn link(file: &File, dest: &Path) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::io::AsRawFd;
-    let proc_path = format!("/proc/self/fd/{}\0", file.as_raw_fd());
-    let c = std::ffi::CString::new(dest.as_os_str().as_bytes())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    // SAFETY: both are valid C strings.
-    let rc = unsafe {
-        libc::linkat(
-            libc::AT_FDCWD,
-            proc_path.as_ptr().cast(),
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            libc::AT_SYMLINK_FOLLOW,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 #[cfg(test)]
